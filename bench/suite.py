@@ -1,0 +1,376 @@
+"""Suite files: strict validation into typed objects, and expansion into cells.
+
+Every mistake becomes a ``SuiteError`` naming the field and what is allowed, raised before any
+training and before anything is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from transfer_core.backbones import check_backbone
+from transfer_core.datasets import DATASETS, Augmentation, DataUnavailableError, Selection, check_range, create_dataset_reader
+from transfer_core.registry import UnknownNameError
+from transfer_core.strategies import STRATEGIES
+from transfer_core.training import TrainRecipe
+
+SCHEMA_VERSION = 1
+
+
+class SuiteError(ValueError):
+    """A suite that cannot run. The message is one line: where, what is wrong, what is allowed."""
+
+
+# --- typed, strict conversion of YAML mappings -------------------------------------------------
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None)) + " or null"
+    if origin in (list, tuple):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except SuiteError:
+                pass
+        raise SuiteError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise SuiteError(f"{where}: {value!r} is not allowed; choose {_type_name(tp)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise SuiteError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        items = [_convert(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SuiteError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SuiteError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SuiteError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SuiteError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {tp} at {where}")
+
+
+def _fields(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise SuiteError(f"{where}.{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _build(cls, mapping: dict, where: str, base: Optional[dict] = None):
+    """Instantiates dataclass ``cls`` from the keys of ``mapping`` it declares (defaults from ``base``,
+    then the class). Range checks live in the dataclasses' ``__post_init__``; their ValueErrors come
+    back as SuiteErrors with the field's path."""
+    types = _fields(cls)
+    values = dict(base or {})
+    for key, value in mapping.items():
+        if key in types:
+            values[key] = _convert(value, types[key], f"{where}.{key}")
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise SuiteError(f"{where}.{e}") from None
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+# --- the suite's parts ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    dataset: str
+    options: Any  # the reader's own Options dataclass
+    selection: Selection
+    augmentation: Augmentation
+    label: str  # how cells and tables name this data
+
+    def describe(self) -> dict:
+        return {
+            "dataset": self.dataset, "options": dataclasses.asdict(self.options),
+            "selection": dataclasses.asdict(self.selection), "augmentation": dataclasses.asdict(self.augmentation),
+        }
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    data: DatasetSpec
+    recipe: TrainRecipe
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    name: str
+    options: Any
+    recipe: TrainRecipe
+
+    def describe(self) -> dict:
+        return {"name": self.name, "options": dataclasses.asdict(self.options), "recipe": dataclasses.asdict(self.recipe)}
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
+    compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA, off on CPU
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and on CPU
+    eval_batch_size: int = 512  # images per evaluation batch
+    workers: int = 2  # DataLoader workers for image folders (array datasets need none)
+
+    def __post_init__(self):
+        check_range("eval_batch_size", self.eval_batch_size, 1, None)
+        check_range("workers", self.workers, 0, None)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    root: str = "data"  # folder holding the datasets; --data-root and BENCH_DATA_ROOT override it
+    download: bool = False  # allow torchvision to download missing CIFAR files
+    seed: int = 0  # seed of subsets and validation splits: the same data for every training seed
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    path: str
+    data: DataSettings
+    sources: tuple[SourceSpec, ...]
+    targets: tuple[DatasetSpec, ...]
+    backbones: tuple[str, ...]
+    strategies: tuple[StrategySpec, ...]
+    runtime: RuntimeSpec
+    seeds: tuple[int, ...]
+
+    def strategy(self, name: str) -> StrategySpec:
+        for spec in self.strategies:
+            if spec.name == name:
+                return spec
+        return default_strategy_spec(name, {})
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work and one identity in the results store."""
+
+    source: SourceSpec
+    target: DatasetSpec
+    backbone: str
+    strategy: StrategySpec
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.source.data.label}->{self.target.label}/{self.backbone}/{self.strategy.name}/seed{self.seed}"
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+_SELECTION_KEYS = {"classes", "per_class", "test_per_class", "val_fraction"}
+_RECIPE_KEYS = set(_fields(TrainRecipe))
+_TOP_KEYS = {"schema_version", "name", "description", "data", "source", "targets", "backbones", "strategies",
+             "train", "runtime", "seeds"}
+
+
+def _default_label(dataset: str, classes) -> str:
+    if not classes:
+        return dataset
+    if all(isinstance(c, int) for c in classes) and list(classes) == list(range(classes[0], classes[0] + len(classes))):
+        return f"{dataset}[{classes[0]}-{classes[-1]}]"
+    return f"{dataset}[{','.join(map(str, classes))}]"
+
+
+def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str], val_default: float) -> DatasetSpec:
+    mapping = _mapping(raw, where)
+    if "dataset" not in mapping:
+        raise SuiteError(f"{where}.dataset: missing; known datasets: {', '.join(DATASETS.names())}")
+    name = mapping["dataset"]
+    if not isinstance(name, str) or name not in DATASETS:
+        raise SuiteError(f"{where}.dataset: unknown dataset {name!r}; known: {', '.join(DATASETS.names())}")
+    reader = create_dataset_reader(name)
+    reader_keys = set(_fields(reader.Options))
+    _check_keys(mapping, {"dataset", "name", "augment"} | _SELECTION_KEYS | reader_keys | extra_keys, where)
+    options = _build(reader.Options, {k: v for k, v in mapping.items() if k in reader_keys}, where)
+    selection = _build(Selection, {k: v for k, v in mapping.items() if k in _SELECTION_KEYS}, where,
+                       base={"val_fraction": val_default, "seed": data.seed})
+    augment_raw = _mapping(mapping.get("augment"), f"{where}.augment")
+    _check_keys(augment_raw, set(_fields(Augmentation)), f"{where}.augment")
+    augmentation = _build(Augmentation, augment_raw, f"{where}.augment", base=dataclasses.asdict(reader.default_augmentation))
+    label = mapping.get("name") or _default_label(name, selection.classes)
+    if not isinstance(label, str):
+        raise SuiteError(f"{where}.name: expected a string, got {label!r}")
+    return DatasetSpec(name, options, selection, augmentation, label)
+
+
+def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None, where: str = "strategies") -> StrategySpec:
+    cls = STRATEGIES.get(name)
+    option_keys = set(_fields(cls.Options))
+    _check_keys(mapping, option_keys | _RECIPE_KEYS, f"{where}.{name}")
+    options = _build(cls.Options, {k: v for k, v in mapping.items() if k in option_keys}, f"{where}.{name}")
+    base = {**cls.recipe_defaults, **(train or {})}
+    recipe = _build(TrainRecipe, {k: v for k, v in mapping.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
+    return StrategySpec(name, options, recipe)
+
+
+def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
+    """Validates a loaded YAML document into a Suite (no file system checks: see ``check_data``)."""
+    top = _mapping(raw, "suite")
+    _check_keys(top, _TOP_KEYS, "suite")
+    version = top.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SuiteError(f"schema_version: expected {SCHEMA_VERSION}, got {version!r}")
+    name = top.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise SuiteError(f"name: expected a folder-safe name (letters, digits, . _ -), got {name!r}")
+    description = top.get("description", "")
+    if not isinstance(description, str):
+        raise SuiteError(f"description: expected a string, got {description!r}")
+
+    data_raw = _mapping(top.get("data"), "data")
+    _check_keys(data_raw, set(_fields(DataSettings)), "data")
+    data = _build(DataSettings, data_raw, "data")
+
+    train_raw = _mapping(top.get("train"), "train")
+    _check_keys(train_raw, _RECIPE_KEYS, "train")
+    _build(TrainRecipe, train_raw, "train")  # type and range checks once, here
+    train = {k: _convert(v, _fields(TrainRecipe)[k], f"train.{k}") for k, v in train_raw.items()}
+
+    source_raw = top.get("source")
+    if source_raw is None:
+        raise SuiteError("source: missing; e.g. source: {dataset: cifar10, epochs: 30}")
+    source_list = source_raw if isinstance(source_raw, list) else [source_raw]
+    sources = []
+    for i, item in enumerate(source_list):
+        where = f"source[{i}]" if isinstance(source_raw, list) else "source"
+        spec = _dataset_spec(item, where, data, _RECIPE_KEYS, val_default=0.0)
+        recipe_raw = {k: v for k, v in _mapping(item, where).items() if k in _RECIPE_KEYS}
+        sources.append(SourceSpec(spec, _build(TrainRecipe, recipe_raw, where, base=train)))
+
+    targets_raw = top.get("targets")
+    if not isinstance(targets_raw, list) or not targets_raw:
+        raise SuiteError("targets: expected a non-empty list of datasets, e.g. [{dataset: cifar100}]")
+    targets = tuple(_dataset_spec(t, f"targets[{i}]", data, set(), val_default=0.1) for i, t in enumerate(targets_raw))
+
+    backbones = top.get("backbones")
+    if not isinstance(backbones, list) or not backbones or not all(isinstance(b, str) for b in backbones):
+        raise SuiteError("backbones: expected a non-empty list of backbone names, e.g. [resnet18_cifar]")
+    for i, backbone in enumerate(backbones):
+        try:
+            check_backbone(backbone)
+        except UnknownNameError as e:
+            raise SuiteError(f"backbones[{i}]: {e}") from None
+
+    strategies_raw = _mapping(top.get("strategies"), "strategies")
+    if not strategies_raw:
+        raise SuiteError(f"strategies: expected a mapping of strategy names to settings; known: {', '.join(STRATEGIES.names())}")
+    strategies = []
+    for strategy_name, settings in strategies_raw.items():
+        if strategy_name not in STRATEGIES:
+            raise SuiteError(f"strategies.{strategy_name}: unknown strategy; known: {', '.join(STRATEGIES.names())}")
+        strategies.append(default_strategy_spec(strategy_name, _mapping(settings, f"strategies.{strategy_name}"), train))
+    # strategies that combine others' models run after them (a stable sort keeps the suite's order otherwise)
+    strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients) > 0)
+
+    runtime_raw = _mapping(top.get("runtime"), "runtime")
+    _check_keys(runtime_raw, set(_fields(RuntimeSpec)), "runtime")
+    runtime = _build(RuntimeSpec, runtime_raw, "runtime")
+
+    seeds = top.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise SuiteError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SuiteError(f"seeds: repeated seed in {seeds}")
+    return Suite(name, description, path, data, tuple(sources), targets, tuple(backbones), tuple(strategies), runtime, tuple(seeds))
+
+
+def load_suite(path: str) -> Suite:
+    file = Path(path)
+    if not file.is_file():
+        raise SuiteError(f"{path}: no such suite file")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SuiteError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    try:
+        return parse_suite(raw, str(path))
+    except SuiteError as e:
+        raise SuiteError(f"{path}: {e}") from None
+
+
+def data_root(suite: Suite, override: Optional[str] = None) -> Path:
+    """--data-root, then BENCH_DATA_ROOT, then the suite's data.root (relative to the working directory)."""
+    return Path(override or os.environ.get("BENCH_DATA_ROOT") or suite.data.root)
+
+
+def check_data(suite: Suite, root: Path) -> None:
+    """Fails fast, before anything runs, if a dataset is missing and cannot be downloaded."""
+    specs = [(f"source[{i}]" if len(suite.sources) > 1 else "source", s.data) for i, s in enumerate(suite.sources)]
+    specs += [(f"targets[{i}]", t) for i, t in enumerate(suite.targets)]
+    for where, spec in specs:
+        try:
+            create_dataset_reader(spec.dataset).check(root, spec.options, suite.data.download)
+        except DataUnavailableError as e:
+            raise SuiteError(f"{suite.path}: {where} ({spec.dataset}): {e}") from None
+
+
+def expand_cells(suite: Suite, pattern: Optional[str] = None) -> list[Cell]:
+    """source x backbone x seed x target x strategy, grouped so a source model is reused while in memory."""
+    cells = [
+        Cell(source, target, backbone, strategy, seed)
+        for source in suite.sources
+        for backbone in suite.backbones
+        for seed in suite.seeds
+        for target in suite.targets
+        for strategy in suite.strategies
+    ]
+    if pattern:
+        try:
+            regex = re.compile(pattern)
+        except re.error as e:
+            raise SuiteError(f"--filter: not a valid regular expression: {e}") from None
+        cells = [c for c in cells if regex.search(c.cell_id)]
+    return cells

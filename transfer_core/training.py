@@ -1,0 +1,189 @@
+"""The one training loop, strategy-agnostic, and the evaluation helpers every strategy shares.
+
+A strategy decides *what* is trained (which model, which parameters require grad, from which
+initialisation); ``train`` trains whatever parameters require grad, on whatever loader it is given.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from .datasets import check_range
+from .runtime import Runtime
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    batch_size: int = 128  # images per optimisation step
+    epochs: int = 10  # passes over the training split
+    lr: float = 0.1  # peak learning rate of the schedule
+    momentum: float = 0.9  # SGD momentum (Nesterov)
+    weight_decay: float = 5e-4  # L2 on weights; BatchNorm and biases are not decayed
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"  # learning-rate shape over all steps
+    warmup_fraction: float = 0.15  # share of steps spent warming up linearly from 0 to lr
+
+    def __post_init__(self):
+        for name, low, high, low_open, high_open in [
+            ("batch_size", 1, None, False, False), ("epochs", 1, None, False, False), ("lr", 0, None, True, False),
+            ("momentum", 0, 1, False, True), ("weight_decay", 0, None, False, False),
+            ("label_smoothing", 0, 1, False, True), ("warmup_fraction", 0, 1, False, True),
+        ]:
+            check_range(name, getattr(self, name), low, high, low_open, high_open)
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+@dataclass
+class TrainStats:
+    train_s: float = 0.0  # steady-state training seconds (evaluation excluded)
+    compile_s: float = 0.0  # first step when compiling: compilation and warm-up, kept apart
+    images: int = 0  # training images processed (epochs x images per epoch, partial batches dropped)
+    steps: int = 0
+    flops: float = 0.0  # training FLOPs: forward + backward per image x images
+    final_loss: float = float("nan")
+
+    def __iadd__(self, other: "TrainStats") -> "TrainStats":
+        self.train_s += other.train_s
+        self.compile_s += other.compile_s
+        self.images += other.images
+        self.steps += other.steps
+        self.flops += other.flops
+        self.final_loss = other.final_loss
+        return self
+
+
+def lr_factor(recipe: TrainRecipe, progress: float) -> float:
+    """Multiplier of the peak lr at ``progress`` in [0, 1) of all steps."""
+    warmup = recipe.warmup_fraction
+    if recipe.schedule == "constant":
+        return 1.0
+    if progress < warmup:
+        return progress / warmup
+    rest = (progress - warmup) / max(1e-8, 1 - warmup)
+    if recipe.schedule == "onecycle":
+        return max(0.0, 1 - rest)
+    return 0.5 * (1 + math.cos(math.pi * rest))
+
+
+def _optimizer(model: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter requires grad")
+    # decaying BatchNorm scales and biases only fights the normalisation; decay matrices and kernels only
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+
+
+def count_flops_per_image(model: torch.nn.Module, inputs: torch.Tensor, backward: bool) -> float:
+    """FLOPs per image of one forward (and backward) pass, counted by torch.utils.flop_counter on a copy,
+    so the real model's weights, grads and BatchNorm statistics are untouched."""
+    probe = copy.deepcopy(model)
+    sample = inputs[: min(8, len(inputs))]  # FLOPs per image do not depend on batch size for these models
+    with FlopCounterMode(display=False) as counter:
+        if backward:
+            probe(sample).float().sum().backward()
+        else:
+            with torch.no_grad():
+                probe(sample)
+    return counter.get_total_flops() / len(sample)
+
+
+def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime, desc: str = "train") -> TrainStats:
+    """Trains the parameters of ``model`` that require grad. ``loader`` yields device batches."""
+    optimizer = _optimizer(model, recipe)
+    total_steps = recipe.epochs * len(loader)
+    if total_steps == 0:
+        raise ValueError(f"{desc}: no training steps (batch size {recipe.batch_size} exceeds the {loader.num_examples} training examples?)")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe, step / total_steps))
+    step_fn = runtime.compiled(model)
+    stats = TrainStats()
+    model.train()
+    progress = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # None: off when not a terminal
+    runtime.synchronize()
+    started = time.perf_counter()
+    for epoch in range(recipe.epochs):
+        loader.set_epoch(epoch)
+        epoch_loss = torch.zeros((), device=runtime.device)
+        for images, labels in loader:
+            if stats.steps == 0:
+                stats.flops = count_flops_per_image(model, images, backward=True)  # per image, scaled below
+            with runtime.autocast():
+                loss = F.cross_entropy(step_fn(images), labels, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            epoch_loss += loss.detach()
+            stats.steps += 1
+            stats.images += len(labels)
+            if stats.steps == 1 and runtime.compile:
+                runtime.synchronize()
+                stats.compile_s = time.perf_counter() - started
+                started = time.perf_counter()
+            progress.update()
+        # one host sync per epoch: checking every step would stall the GPU pipeline
+        mean_loss = epoch_loss.item() / max(1, len(loader))
+        if not math.isfinite(mean_loss):
+            progress.close()
+            raise Diverged(f"{desc}: loss became non-finite in epoch {epoch + 1}")
+        progress.set_postfix(loss=f"{mean_loss:.3f}")
+        stats.final_loss = mean_loss
+    runtime.synchronize()
+    stats.train_s = time.perf_counter() - started
+    progress.close()
+    stats.flops *= stats.images
+    return stats
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) for every example of an evaluation loader, as float32 on the CPU."""
+    model.eval()
+    outputs, targets = [], []
+    for images, labels in loader:
+        with runtime.autocast():
+            outputs.append(model(images).float().cpu())
+        targets.append(labels.cpu())
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def top_k_pct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    top = logits.topk(k, dim=1).indices
+    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: torch.nn.Module, loader, runtime: Runtime) -> None:
+    """Recomputes every BatchNorm's running mean/var as a plain average over ``loader``.
+
+    Needed after interpolating weights: the interpolated network's activations no longer match either
+    endpoint's running statistics.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved_momentum = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # None = cumulative moving average, i.e. the mean over all batches
+    model.train()
+    for images, _ in loader:
+        with runtime.autocast():
+            model(images)
+    for m, momentum in zip(norms, saved_momentum):
+        m.momentum = momentum
+    model.eval()
