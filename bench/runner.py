@@ -243,6 +243,7 @@ class Runner:
             ctx = TransferContext(
                 target, cell.backbone, cell.seed, self.runtime, cell.target.augmentation, self.suite.runtime.eval_batch_size,
                 load_source=lambda: self._source_classifier(cell), fitted=lambda name: self.fitted(cell, ctx, name),
+                workers=self.suite.runtime.workers,
             )
             strategy = STRATEGIES.get(cell.strategy.name)(cell.strategy.options, cell.strategy.recipe)
             evaluations = strategy.run(ctx)

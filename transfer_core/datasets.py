@@ -6,6 +6,7 @@ normalisation statistics and fingerprints -- is done once, here, for all of them
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import os
@@ -125,6 +126,8 @@ class _CifarUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        # protocol-2 pickles written by Python 3 rebuild bytes (array buffers) as str.encode: harmless
+        ("_codecs", "encode"): codecs.encode,
     }
 
     def find_class(self, module: str, name: str):

@@ -110,6 +110,8 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
         raise ValueError(f"{desc}: no training steps (batch size {recipe.batch_size} exceeds the {loader.num_examples} training examples?)")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe, step / total_steps))
     step_fn = runtime.compiled(model)
+    # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 and fp32 do not
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp == "fp16")
     stats = TrainStats()
     model.train()
     progress = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # None: off when not a terminal
@@ -124,8 +126,9 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
             with runtime.autocast():
                 loss = F.cross_entropy(step_fn(images), labels, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             epoch_loss += loss.detach()
             stats.steps += 1

@@ -45,9 +45,9 @@ class TransferContext:
     """The target task and the services a strategy may call."""
 
     def __init__(self, target: PreparedData, backbone: str, seed: int, runtime: Runtime, augmentation: Augmentation,
-                 eval_batch_size: int, load_source: Callable[[], Classifier], fitted: Callable[[str], Fitted]):
+                 eval_batch_size: int, load_source: Callable[[], Classifier], fitted: Callable[[str], Fitted], workers: int = 0):
         self.target, self.backbone, self.seed, self.runtime = target, backbone, seed, runtime
-        self.augmentation, self.eval_batch_size = augmentation, eval_batch_size
+        self.augmentation, self.eval_batch_size, self.workers = augmentation, eval_batch_size, workers
         self._load_source, self._fitted = load_source, fitted
         self._predictions: dict[tuple[int, str], torch.Tensor] = {}
 
@@ -57,7 +57,7 @@ class TransferContext:
 
     def loader(self, split: str, train: bool, batch_size: Optional[int] = None):
         return create_loader(self.target, split, self.batch_format, batch_size or self.eval_batch_size, train,
-                             self.augmentation, seed=self.seed)
+                             self.augmentation, seed=self.seed, workers=self.workers)
 
     def source_model(self) -> Classifier:
         """A fresh copy of the source model (source head included), on the device."""

@@ -1,0 +1,54 @@
+"""The real command line, in a subprocess, on a tiny suite: run, resume, report, and a fast data error."""
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from conftest import REPO, tiny_suite
+
+
+def bench(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_run_resume_and_report(tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(tiny_suite(seeds=[0, 1])))
+
+    first = bench("run", str(suite), "--out", "out", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    table = first.stdout
+    for strategy in ("scratch", "linear_probe", "full_finetune", "alpha_mix (α="):
+        assert strategy in table
+    assert "digits[0-4] → digits[5-9]" in table and "± " in table  # two seeds: mean ± std
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * (3 + 3) and all(r["status"] == "ok" for r in records)
+    assert (tmp_path / "out" / "report.md").read_text().count("digits[0-4] → digits[5-9]") == 4
+    assert list((tmp_path / "out" / "cache" / "sources").glob("*.pt"))
+
+    second = bench("run", str(suite), "--out", "out", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "8 of 8 cells already done" in second.stderr
+    assert second.stdout == table  # the same table, nothing retrained
+    assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == len(records)
+
+    dry = bench("run", str(suite), "--out", "out", "--dry-run", "--force", cwd=tmp_path)
+    assert dry.returncode == 0 and "source model digits[0-4]/resnet8/seed0: cached" in dry.stdout
+
+    csv = bench("report", "out", "--format", "csv", cwd=tmp_path)
+    assert csv.returncode == 0 and len(csv.stdout.strip().splitlines()) == 1 + 4
+
+
+def test_missing_data_fails_fast_with_one_line_and_writes_nothing(tmp_path):
+    suite = tmp_path / "cifar.yaml"
+    raw = tiny_suite(source={"dataset": "cifar10", "epochs": 1}, targets=[{"dataset": "cifar100"}],
+                     data={"root": "nowhere", "download": False})
+    suite.write_text(yaml.safe_dump(raw))
+    result = bench("run", str(suite), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("bench: error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr and "nowhere/cifar-10-batches-py" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,91 @@
+import copy
+
+import pytest
+import yaml
+
+from bench.cli import main
+from bench.suite import SuiteError, check_data, expand_cells, load_suite, parse_suite
+
+from conftest import REPO, tiny_suite
+
+
+def error_of(raw) -> str:
+    with pytest.raises(SuiteError) as info:
+        parse_suite(raw)
+    return str(info.value)
+
+
+def test_shipped_suites_are_valid():
+    for path in sorted((REPO / "suites").glob("*.yaml")):
+        suite = load_suite(str(path))
+        assert expand_cells(suite), path
+
+
+def test_tiny_suite_expands_to_every_combination():
+    raw = tiny_suite(seeds=[0, 1])
+    suite = parse_suite(raw)
+    cells = expand_cells(suite)
+    assert len(cells) == 4 * 2
+    # alpha-mix runs after the strategies it combines
+    names = [s.name for s in suite.strategies]
+    assert names.index("alpha_mix") > max(names.index("linear_probe"), names.index("full_finetune"))
+    assert cells[0].cell_id == "digits[0-4]->digits[5-9]/resnet8/scratch/seed0"
+    assert len(expand_cells(suite, "alpha_mix")) == 2
+
+
+def test_train_defaults_flow_into_strategies_and_source():
+    suite = parse_suite(tiny_suite())
+    assert suite.sources[0].recipe.batch_size == 16 and suite.sources[0].recipe.epochs == 2
+    finetune = suite.strategy("full_finetune")
+    assert finetune.recipe.lr == 0.05 and finetune.recipe.epochs == 2
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda s: s.update(colour="blue"), "suite.colour: unknown key; allowed:"),
+    (lambda s: s["train"].update(lrr=0.1), "train.lrr: unknown key; allowed: batch_size"),
+    (lambda s: s["train"].update(lr="fast"), "train.lr: expected a number, got 'fast'"),
+    (lambda s: s["train"].update(epochs=2.5), "train.epochs: expected an integer"),
+    (lambda s: s["train"].update(lr=-1), "train.lr: -1.0 is outside (0, inf]"),
+    (lambda s: s["targets"][0].update(dataset="imagenet"), "targets[0].dataset: unknown dataset 'imagenet'; known: cifar10, cifar100"),
+    (lambda s: s.update(backbones=["resnet9000"]), "backbones[0]: unknown backbone 'resnet9000'"),
+    (lambda s: s["strategies"].update(lora={}), "strategies.lora: unknown strategy; known: alpha_mix, full_finetune, linear_probe, scratch"),
+    (lambda s: s["strategies"]["alpha_mix"].update(alphas=[0, 1.5]), "strategies.alpha_mix.alphas[1]: 1.5 is outside [0, 1]"),
+    (lambda s: s["strategies"]["alpha_mix"].update(space="logits"), "strategies.alpha_mix.space: 'logits' is not allowed; choose 'weights' | 'outputs'"),
+    (lambda s: s["targets"][0].update(val_fraction=1.0), "targets[0].val_fraction: 1.0 is outside [0, 1)"),
+    (lambda s: s["runtime"].update(device="tpu"), "runtime.device: 'tpu' is not allowed"),
+    (lambda s: s.update(seeds=[0, 0]), "seeds: repeated seed"),
+    (lambda s: s.update(schema_version=2), "schema_version: expected 1, got 2"),
+    (lambda s: s.pop("targets"), "targets: expected a non-empty list"),
+])
+def test_mistakes_are_one_line_errors_naming_the_field(mutate, expected):
+    raw = copy.deepcopy(tiny_suite())
+    mutate(raw)
+    message = error_of(raw)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_data_without_download_names_the_folder_and_the_fixes(tmp_path):
+    suite = parse_suite(tiny_suite(targets=[{"dataset": "cifar100"}], source={"dataset": "cifar10"}))
+    with pytest.raises(SuiteError) as info:
+        check_data(suite, tmp_path)
+    message = str(info.value)
+    assert "cifar-10-batches-py" in message and "--data-root" in message and "data.download: true" in message
+
+
+def test_validate_command_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(tiny_suite()))
+    assert main(["validate", str(good)]) == 0
+    assert "4 cells" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(tiny_suite(backbones=["nope"])))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: error: ") and "backbones[0]" in err and len(err.splitlines()) == 1
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    assert main(["validate", str(broken)]) == 2
+    assert "not valid YAML at line" in capsys.readouterr().err
