@@ -51,35 +51,42 @@ def augment_batch(images: torch.Tensor, augmentation: Augmentation, generator: t
     return images
 
 
-class DeviceBatches:
-    """Batches of in-memory tensors on the device, shuffled per epoch by a seeded device permutation.
+class EpochBatches:
+    """What every loader shares: a size in batches and an epoch counter that reseeds shuffling.
 
     In training the last partial batch is dropped (a tiny batch makes a noisy BatchNorm step); in
     evaluation it is kept so every example is scored once.
     """
 
-    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool, seed: int = 0):
-        self.inputs, self.labels = inputs, labels
-        self.batch_size, self.train, self.seed = batch_size, train, seed
+    def __init__(self, num_examples: int, batch_size: int, train: bool, seed: int):
+        self.num_examples, self.batch_size, self.train, self.seed = num_examples, batch_size, train, seed
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = self.num_examples
         return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.labels)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def epoch_seed(self) -> int:
+        return self.seed * 100_003 + self.epoch
+
+
+class DeviceBatches(EpochBatches):
+    """Batches of in-memory tensors on the device, shuffled per epoch by a seeded device permutation."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool, seed: int = 0):
+        super().__init__(len(labels), batch_size, train, seed)
+        self.inputs, self.labels = inputs, labels
 
     def _prepare(self, inputs: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         return inputs
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.labels.device
-        generator = _seeded_generator(device, self.seed * 100_003 + self.epoch) if self.train else None
+        generator = _seeded_generator(device, self.epoch_seed) if self.train else None
         order = torch.randperm(len(self.labels), device=device, generator=generator) if self.train else None
         for i in range(len(self)):
             index = slice(i * self.batch_size, (i + 1) * self.batch_size)
@@ -137,30 +144,18 @@ class _DecodedFiles(torch.utils.data.Dataset):
         return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3), int(self.split.labels[i])
 
 
-class FolderLoader:
+class FolderLoader(EpochBatches):
     """Image files through torchvision + DataLoader workers, then the shared batched augmentation."""
 
     def __init__(self, split: FileSplit, fmt: BatchFormat, batch_size: int, train: bool,
                  augmentation: Augmentation, seed: int = 0, workers: int = 0):
-        self.split, self.fmt, self.train, self.seed = split, fmt, train, seed
-        self.batch_size, self.augmentation, self.workers = batch_size, augmentation, workers
-        self.epoch = 0
+        super().__init__(len(split), batch_size, train, seed)
+        self.split, self.fmt, self.augmentation, self.workers = split, fmt, augmentation, workers
         self._mean = torch.tensor(fmt.mean, device=fmt.device).view(1, -1, 1, 1) * 255
         self._std = torch.tensor(fmt.std, device=fmt.device).view(1, -1, 1, 1) * 255
 
-    def __len__(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.split)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        seed = self.seed * 100_003 + self.epoch
+        seed = self.epoch_seed
         loader = torch.utils.data.DataLoader(
             _DecodedFiles(self.split), batch_size=self.batch_size, shuffle=self.train, drop_last=self.train,
             num_workers=self.workers, generator=torch.Generator().manual_seed(seed),
