@@ -52,3 +52,13 @@ def test_missing_data_fails_fast_with_one_line_and_writes_nothing(tmp_path):
     assert result.stderr.startswith("bench: error: ") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr and "nowhere/cifar-10-batches-py" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_cell_makes_the_run_exit_1_and_is_recorded(tmp_path):
+    suite = tmp_path / "diverges.yaml"
+    suite.write_text(yaml.safe_dump(tiny_suite(strategies={"scratch": {"epochs": 1, "lr": 1.0e12}})))
+    result = bench("run", str(suite), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "1 failed" in result.stderr and "(+1 failed: diverged)" in result.stdout
+    (record,) = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert record["status"] == "diverged"
