@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Iterable
 
 RECORD_SCHEMA_VERSION = 1
-STATUSES = ("ok", "error", "diverged", "oom", "timeout")
-IDENTITY = ("suite", "source", "target", "backbone", "strategy", "alpha", "seed")
 
 # which way is better, for every number a record carries that a comparison may gate on
 DIRECTIONS = {

@@ -93,7 +93,6 @@ class DatasetReader:
     class Options:
         pass
 
-    channels: Optional[int] = 3  # None when only the data knows (npz)
     default_augmentation = Augmentation()
 
     def check(self, root: Path, options, download: bool) -> None:
@@ -267,7 +266,6 @@ class Digits(DatasetReader):
         def __post_init__(self):
             check_range("test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
 
-    channels = 1
     default_augmentation = Augmentation(crop_padding=1, flip=False)  # a flipped 2 is not a 2
 
     def load(self, root: Path, options, download: bool) -> RawDataset:
@@ -300,7 +298,6 @@ class NpzArrays(DatasetReader):
         def __post_init__(self):
             check_range("test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
 
-    channels = None
 
     def _file(self, root: Path, options) -> Path:
         path = Path(options.path)
