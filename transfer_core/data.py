@@ -102,11 +102,16 @@ class DeviceArrayLoader(DeviceBatches):
         # uint8 on the device: 4x less memory and transfer than floats, converted per batch
         super().__init__(split.images.to(fmt.device), split.labels.to(fmt.device), batch_size, train, seed)
         self.fmt, self.augmentation = fmt, augmentation
-        self._mean = torch.tensor(fmt.mean, device=fmt.device).view(1, -1, 1, 1) * 255
-        self._std = torch.tensor(fmt.std, device=fmt.device).view(1, -1, 1, 1) * 255
+        self._mean, self._std = _pixel_scale_stats(fmt)
 
     def _prepare(self, inputs: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         return to_model_input(inputs, self.fmt, self._mean, self._std, self.augmentation if self.train else None, generator)
+
+
+def _pixel_scale_stats(fmt: BatchFormat) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std in 0-255 units, shaped (1, C, 1, 1): normalising uint8 pixels needs no prior division."""
+    return (torch.tensor(fmt.mean, device=fmt.device).view(1, -1, 1, 1) * 255,
+            torch.tensor(fmt.std, device=fmt.device).view(1, -1, 1, 1) * 255)
 
 
 def to_model_input(uint8_nhwc: torch.Tensor, fmt: BatchFormat, mean_255: torch.Tensor, std_255: torch.Tensor,
@@ -151,8 +156,7 @@ class FolderLoader(EpochBatches):
                  augmentation: Augmentation, seed: int = 0, workers: int = 0):
         super().__init__(len(split), batch_size, train, seed)
         self.split, self.fmt, self.augmentation, self.workers = split, fmt, augmentation, workers
-        self._mean = torch.tensor(fmt.mean, device=fmt.device).view(1, -1, 1, 1) * 255
-        self._std = torch.tensor(fmt.std, device=fmt.device).view(1, -1, 1, 1) * 255
+        self._mean, self._std = _pixel_scale_stats(fmt)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         seed = self.epoch_seed

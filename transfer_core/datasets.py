@@ -298,7 +298,6 @@ class NpzArrays(DatasetReader):
         def __post_init__(self):
             check_range("test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
 
-
     def _file(self, root: Path, options) -> Path:
         path = Path(options.path)
         return path if path.is_absolute() else root / path

@@ -49,7 +49,6 @@ class TransferContext:
         self.target, self.backbone, self.seed, self.runtime = target, backbone, seed, runtime
         self.augmentation, self.eval_batch_size, self.workers = augmentation, eval_batch_size, workers
         self._load_source, self._fitted = load_source, fitted
-        self._predictions: dict[tuple[int, str], torch.Tensor] = {}
 
     @property
     def batch_format(self) -> BatchFormat:
