@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|validate|report|list``.
+"""Command line: ``python -m bench run|validate|report|list|datapath|export``.
 
 Usage mistakes and unusable suites are one-line errors with exit code 2; a run in which any cell
 failed exits 1; everything else exits 0.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -16,12 +17,17 @@ from . import report as report_mod
 from .suite import SuiteError, check_data, data_root, expand_cells, load_suite
 
 
+# baseline / device: the array dataset; folder-baseline / torch / dali: the same images as a JPEG folder
+DATAPATH_BACKENDS = ("baseline", "device", "folder-baseline", "torch", "dali")
+
+
 def _runtime(suite, device_override):
     from transfer_core.runtime import RuntimeUnavailableError, resolve_runtime
 
     spec = suite.runtime
     try:
-        return resolve_runtime(device_override or spec.device, spec.amp, spec.compile, spec.channels_last)
+        return resolve_runtime(device_override or spec.device, spec.amp, spec.compile, spec.channels_last,
+                               spec.data_backend, spec.input_dtype, spec.workers)
     except RuntimeUnavailableError as e:
         raise SuiteError(str(e)) from None
 
@@ -93,6 +99,93 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _augmentation_overrides(args, default):
+    overrides = {k: v for k, v in (("crop_padding", args.crop_padding), ("flip", args.flip), ("cutout", args.cutout),
+                                    ("random_resized_crop", args.random_resized_crop)) if v is not None}
+    try:
+        return dataclasses.replace(default, **overrides)
+    except ValueError as e:
+        raise SuiteError(f"--{str(e).replace('_', '-')}") from None
+
+
+def cmd_datapath(args) -> int:
+    from tabulate import tabulate
+
+    from transfer_core.datasets import DATASETS, DataUnavailableError, create_dataset_reader
+    from transfer_core.runtime import RuntimeUnavailableError, resolve_runtime
+
+    from . import datapath
+    from .provenance import device_name as provenance_device
+
+    if args.dataset not in DATASETS or not create_dataset_reader(args.dataset).array_backed:
+        arrays = [n for n in DATASETS.names() if create_dataset_reader(n).array_backed]
+        raise SuiteError(f"--dataset: {args.dataset!r} is not an array dataset; choose one of {', '.join(arrays)} "
+                         "(pass --folder to measure an image folder of your own)")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - set(DATAPATH_BACKENDS)
+    if unknown:
+        raise SuiteError(f"--backends: unknown {', '.join(sorted(unknown))}; choose from {', '.join(DATAPATH_BACKENDS)}")
+    try:
+        runtime = resolve_runtime(args.device, compile="off", input_dtype="float32")
+    except RuntimeUnavailableError as e:
+        raise SuiteError(str(e)) from None
+    root = Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
+    augmentation = _augmentation_overrides(args, create_dataset_reader(args.dataset).default_augmentation)
+    step_backbone = None if args.step_backbone == "none" else args.step_backbone
+    try:
+        rows = datapath.run_benchmark(
+            args.dataset, root, runtime, args.batch_size, args.workers, args.resolution, augmentation, args.per_class,
+            backends, Path(args.folder) if args.folder else None, step_backbone, args.steps, args.seconds, args.repeats,
+            log=lambda m: print(m, file=sys.stderr))
+    except DataUnavailableError as e:
+        raise SuiteError(f"{args.dataset}: {e}") from None
+    table = [[r.data, r.backend, r.pipeline, f"{r.img_per_s:,.0f}", f"{r.ratio:.1f}x" if r.ratio else "—",
+              f"{1000 * args.batch_size / r.img_per_s:.2f}"]
+             + ([f"{r.step['data_share_pct']:.1f}", f"{r.step['train_img_per_s']:,.0f}"] if step_backbone else [])
+             for r in rows]
+    headers = ["data", "backend", "pipeline", "images/s", "vs baseline", "ms per batch"]
+    if step_backbone:
+        headers += [f"{step_backbone} training: % of step waiting for data", f"{step_backbone} training images/s"]
+    summary = (f"device {runtime.device} ({provenance_device(runtime.device)}), batch {args.batch_size}, "
+               f"augmentation {dataclasses.asdict(augmentation)}; loader images/s: median of {args.repeats} runs of >= {args.seconds:g} s"
+               + (f"; training columns: {args.steps} steps of the real training loop" if step_backbone else ""))
+    rendered = tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+    print(summary)
+    print(rendered)
+    if args.markdown:
+        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        Path(args.markdown).write_text(f"# Data path throughput\n\n{summary}.\n\n{rendered}\n\nProduced by `{command}`.\n")
+    if args.json:
+        from .provenance import provenance
+
+        payload = {"device": str(runtime.device), "batch_size": args.batch_size, "workers": args.workers,
+                   "augmentation": dataclasses.asdict(augmentation), "provenance": provenance(runtime.device),
+                   "rows": [dataclasses.asdict(r) for r in rows]}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from transfer_core.datasets import DATASETS, DataUnavailableError, Selection, create_dataset_reader, prepare_dataset, write_image_folder
+
+    if args.dataset not in DATASETS or not create_dataset_reader(args.dataset).array_backed:
+        raise SuiteError(f"{args.dataset!r} is not an array dataset")
+    root = Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SuiteError(f"{out} exists and is not empty; choose a new folder")
+    classes = tuple(int(c) if c.isdigit() else c for c in args.classes.split(",")) if args.classes else None
+    try:
+        data = prepare_dataset(args.dataset, create_dataset_reader(args.dataset).Options(),
+                               Selection(classes=classes, per_class=args.per_class, test_per_class=args.test_per_class),
+                               root, download=False)
+    except DataUnavailableError as e:
+        raise SuiteError(f"{args.dataset}: {e}") from None
+    counts = write_image_folder(data, out, image_format=args.format)
+    print(f"wrote {counts['train']} train and {counts['test']} test images of {data.num_classes} classes to {out}/{{train,test}}/<class>/")
+    return 0
+
+
 def cmd_list(args) -> int:
     from transfer_core.backbones import BACKBONES
     from transfer_core.datasets import DATASETS
@@ -139,6 +232,39 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results_dir")
     rep.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     rep.set_defaults(handler=cmd_report)
+
+    dp = sub.add_parser("datapath", help="benchmark the data path: images/s of each backend against a torchvision DataLoader")
+    dp.add_argument("--dataset", default="cifar10", help="array dataset to read (default cifar10)")
+    dp.add_argument("--data-root", help="folder with the datasets (default BENCH_DATA_ROOT or data)")
+    dp.add_argument("--per-class", type=int, help="training images per class (default all)")
+    dp.add_argument("--resolution", type=int, help="side the images are resized to (default the dataset's own)")
+    dp.add_argument("--batch-size", type=int, default=256)
+    dp.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="DataLoader workers and DALI threads (default: cores)")
+    dp.add_argument("--backends", default=",".join(DATAPATH_BACKENDS),
+                    help=f"comma-separated, from {', '.join(DATAPATH_BACKENDS)}")
+    dp.add_argument("--folder", help="image folder to measure (default: the training images written as JPEG to a temporary folder)")
+    dp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    dp.add_argument("--step-backbone", default="resnet8", help="backbone whose train step the loader share is measured against ('none' to skip)")
+    dp.add_argument("--steps", type=int, default=30, help="train steps per loader share measurement")
+    dp.add_argument("--seconds", type=float, default=2.0, help="minimum seconds per timed run")
+    dp.add_argument("--repeats", type=int, default=3, help="timed runs per backend; the median is reported")
+    dp.add_argument("--crop-padding", type=int)
+    dp.add_argument("--flip", choices=["random", "alternate", "none"])
+    dp.add_argument("--cutout", type=int)
+    dp.add_argument("--random-resized-crop", type=float, help="image folders: smallest area share (0 = resize + centre crop)")
+    dp.add_argument("--json", help="also write the measurements to this JSON file")
+    dp.add_argument("--markdown", help="also write the table, with how it was produced, to this markdown file")
+    dp.set_defaults(handler=cmd_datapath)
+
+    export = sub.add_parser("export", help="write an array dataset as an image folder (train/ and test/, one folder per class)")
+    export.add_argument("dataset")
+    export.add_argument("out", help="new folder to write")
+    export.add_argument("--data-root")
+    export.add_argument("--format", choices=["jpg", "png"], default="jpg")
+    export.add_argument("--classes", help="comma-separated class ids or names (default all)")
+    export.add_argument("--per-class", type=int, help="train images per class (default all)")
+    export.add_argument("--test-per-class", type=int, help="test images per class (default all)")
+    export.set_defaults(handler=cmd_export)
 
     lst = sub.add_parser("list", help="list the datasets, backbones and strategies known")
     lst.set_defaults(handler=cmd_list)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sys
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ import torch
 
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache, content_key
-from transfer_core.data import BatchFormat, create_loader
 from transfer_core.datasets import DataUnavailableError, PreparedData, prepare_dataset
 from transfer_core.runtime import Runtime, peak_memory, reset_peak_memory
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TransferContext
@@ -106,7 +104,11 @@ class Runner:
     def data(self, spec: DatasetSpec) -> PreparedData:
         key = content_key(spec.describe())
         if key not in self._data:
-            self._data[key] = prepare_dataset(spec.dataset, spec.options, spec.selection, self.root, self.suite.data.download, spec.label)
+            self._data[key] = prepare_dataset(spec.dataset, spec.options, spec.selection, self.root, self.suite.data.download,
+                                              spec.label, spec.resolution)
+            if self._data[key].skipped_files:
+                self.log(f"  {spec.label}: skipped {len(self._data[key].skipped_files)} unreadable file(s), "
+                         f"e.g. {self._data[key].skipped_files[0]}")
         return self._data[key]
 
     def prepare_data(self, cells: list[Cell]) -> None:
@@ -148,12 +150,11 @@ class Runner:
         self.log(f"  source {data.name}/{cell.backbone}/seed{cell.seed}: training {cell.source.recipe.epochs} epochs on {len(data.train)} images")
         torch.manual_seed(cell.seed)
         model = self.runtime.prepare(create_backbone(cell.backbone, data.num_classes, data.channels))
-        fmt = BatchFormat(self.runtime.device, data.mean, data.std, self.runtime.channels_last)
-        recipe = cell.source.recipe
-        loader = create_loader(data, "train", fmt, recipe.batch_size, True, cell.source.data.augmentation, cell.seed, self.suite.runtime.workers)
+        recipe, augmentation = cell.source.recipe, cell.source.data.augmentation
+        loader = self.runtime.loader(data, "train", recipe.batch_size, True, augmentation, cell.seed)
         stats = train(model, loader, recipe, self.runtime, desc=f"source {data.name}")
-        logits, labels = predict(model, create_loader(data, "test", fmt, self.suite.runtime.eval_batch_size, False,
-                                                      cell.source.data.augmentation, workers=self.suite.runtime.workers), self.runtime)
+        test_loader = self.runtime.loader(data, "test", self.suite.runtime.eval_batch_size, False, augmentation)
+        logits, labels = predict(model, test_loader, self.runtime)
         meta = {
             "num_classes": data.num_classes, "channels": data.channels, "data_fingerprint": data.fingerprint,
             "data_sizes": data.sizes(), "backbone": cell.backbone, "seed": cell.seed,
@@ -243,7 +244,6 @@ class Runner:
             ctx = TransferContext(
                 target, cell.backbone, cell.seed, self.runtime, cell.target.augmentation, self.suite.runtime.eval_batch_size,
                 load_source=lambda: self._source_classifier(cell), fitted=lambda name: self.fitted(cell, ctx, name),
-                workers=self.suite.runtime.workers,
             )
             strategy = STRATEGIES.get(cell.strategy.name)(cell.strategy.options, cell.strategy.recipe)
             evaluations = strategy.run(ctx)
@@ -267,7 +267,8 @@ class Runner:
 
     def _record_base(self, cell, target, source, sharing, status, error, started_at, finished_at) -> dict:
         data_prov = {"target": {"name": target.name, "fingerprint": target.fingerprint, "sizes": target.sizes(),
-                                "location": target.location, "mean": target.mean, "std": target.std}}
+                                "location": target.location, "mean": target.mean, "std": target.std,
+                                "resolution": target.resolution, "skipped_files": len(target.skipped_files)}}
         if source is not None:
             data_prov["source"] = {"name": cell.source.data.label, "fingerprint": source.meta["data_fingerprint"],
                                    "sizes": source.meta["data_sizes"]}
@@ -295,6 +296,7 @@ class Runner:
             "target_images": stats.images,
             "target_train_flops": stats.flops,
             "target_img_per_s": stats.images / stats.train_s if stats.train_s > 0 else None,
+            "target_data_s": stats.data_s,
             "eval_s": evaluation.details.get("eval_s"),
             "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind,
         }

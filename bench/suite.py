@@ -9,7 +9,7 @@ import dataclasses
 import os
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -126,11 +126,13 @@ class DatasetSpec:
     selection: Selection
     augmentation: Augmentation
     label: str  # how cells and tables name this data
+    resolution: Optional[int] = None  # side of the square images the model sees; None = the dataset's own
 
     def describe(self) -> dict:
         return {
             "dataset": self.dataset, "options": dataclasses.asdict(self.options),
             "selection": dataclasses.asdict(self.selection), "augmentation": dataclasses.asdict(self.augmentation),
+            "resolution": self.resolution,
         }
 
 
@@ -157,7 +159,9 @@ class RuntimeSpec:
     compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA, off on CPU
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and on CPU
     eval_batch_size: int = 512  # images per evaluation batch
-    workers: int = 2  # DataLoader workers for image folders (array datasets need none)
+    workers: int = 2  # DataLoader workers or DALI threads for image folders (array datasets need none)
+    data_backend: Literal["auto", "torch", "dali"] = "auto"  # image folders; auto = dali when installed
+    input_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = the amp dtype, else float32
 
     def __post_init__(self):
         check_range("eval_batch_size", self.eval_batch_size, 1, None)
@@ -231,17 +235,31 @@ def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str]
         raise SuiteError(f"{where}.dataset: unknown dataset {name!r}; known: {', '.join(DATASETS.names())}")
     reader = create_dataset_reader(name)
     reader_keys = set(_fields(reader.Options))
-    _check_keys(mapping, {"dataset", "name", "augment"} | _SELECTION_KEYS | reader_keys | extra_keys, where)
+    _check_keys(mapping, {"dataset", "name", "augment", "resolution"} | _SELECTION_KEYS | reader_keys | extra_keys, where)
     options = _build(reader.Options, {k: v for k, v in mapping.items() if k in reader_keys}, where)
     selection = _build(Selection, {k: v for k, v in mapping.items() if k in _SELECTION_KEYS}, where,
                        base={"val_fraction": val_default, "seed": data.seed})
-    augment_raw = _mapping(mapping.get("augment"), f"{where}.augment")
+    augment_raw = dict(_mapping(mapping.get("augment"), f"{where}.augment"))
     _check_keys(augment_raw, set(_fields(Augmentation)), f"{where}.augment")
+    if isinstance(augment_raw.get("flip"), bool):  # flip: true / false read as random / none
+        augment_raw["flip"] = "random" if augment_raw["flip"] else "none"
     augmentation = _build(Augmentation, augment_raw, f"{where}.augment", base=dataclasses.asdict(reader.default_augmentation))
-    label = mapping.get("name") or _default_label(name, selection.classes)
+    resolution = _convert(mapping.get("resolution"), Optional[int], f"{where}.resolution")
+    if resolution is not None and resolution < 1:
+        raise SuiteError(f"{where}.resolution: {resolution} is outside [1, inf]")
+    if not reader.array_backed:
+        if resolution is None:
+            raise SuiteError(f"{where}.resolution: {name} needs one: the side images are resized and cropped to, e.g. 224")
+        if augmentation.flip == "alternate":
+            raise SuiteError(f"{where}.augment.flip: alternate needs an array dataset; use random or none for {name}")
+    elif augmentation.random_resized_crop > 0:
+        raise SuiteError(f"{where}.augment.random_resized_crop: only for image folders; {name} uses crop_padding")
+    # datasets read from a path (image folders, npz files) are named after it
+    named = Path(options.path).stem if getattr(options, "path", "") else name
+    label = mapping.get("name") or _default_label(named, selection.classes)
     if not isinstance(label, str):
         raise SuiteError(f"{where}.name: expected a string, got {label!r}")
-    return DatasetSpec(name, options, selection, augmentation, label)
+    return DatasetSpec(name, options, selection, augmentation, label, resolution)
 
 
 def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None, where: str = "strategies") -> StrategySpec:

@@ -62,3 +62,25 @@ def test_a_failed_cell_makes_the_run_exit_1_and_is_recorded(tmp_path):
     assert "1 failed" in result.stderr and "(+1 failed: diverged)" in result.stdout
     (record,) = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
     assert record["status"] == "diverged"
+
+
+def test_the_image_folder_example_suite(tmp_path):
+    """suites/folder.yaml as its header says to run it: export two PNG folders, then run (shortened)."""
+    for classes, name in (("0,1,2,3,4", "digits-0to4"), ("5,6,7,8,9", "digits-5to9")):
+        exported = bench("export", "digits", f"data/{name}", "--classes", classes, "--format", "png", cwd=tmp_path)
+        assert exported.returncode == 0, exported.stderr
+        assert "train and" in exported.stdout
+    raw = yaml.safe_load((REPO / "suites" / "folder.yaml").read_text())
+    raw["source"]["epochs"] = 2
+    raw["strategies"] = {"scratch": {"epochs": 2}, "linear_probe": {"epochs": 5}}
+    raw["seeds"] = [0]
+    suite = tmp_path / "folder.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    result = bench("run", str(suite), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "digits-0to4 → digits-5to9" in result.stdout
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert all(r["provenance"]["data"]["target"]["resolution"] == 16 for r in records)
+    linear_probe = next(r for r in records if r["strategy"] == "linear_probe")
+    assert linear_probe["metrics"]["test_top1_pct"] > 50  # five classes: chance is 20%

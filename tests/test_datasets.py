@@ -5,11 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from transfer_core.data import Augmentation, BatchFormat, create_loader
 from transfer_core.datasets import (
-    Cifar10, Cifar100, DataUnavailableError, Digits, ImageFolder, NpzArrays, Selection, prepare_dataset, read_cifar_pickle,
+    Cifar10, Cifar100, DataUnavailableError, Digits, NpzArrays, Selection, prepare_dataset, read_cifar_pickle,
 )
 
 from conftest import SHARED_DATA, write_cifar10
@@ -85,39 +83,3 @@ def test_npz_with_and_without_test_arrays(tmp_path):
     np.savez(tmp_path / "floats.npz", x=x.astype(np.float32), y=y)
     with pytest.raises(DataUnavailableError, match="must be uint8"):
         prepare_dataset("npz", NpzArrays.Options(path="floats.npz"), Selection(), tmp_path, download=False)
-
-
-def _write_folder(root: Path, per_class: int = 6, size: int = 20) -> None:
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c, name in enumerate(["cat", "dog", "eel"]):
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = np.clip(rng.integers(0, 80, (size, size + 4, 3)) + 80 * c, 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.{'png' if i % 2 else 'jpg'}")
-
-
-def test_image_folder_reads_decodes_and_batches(tmp_path):
-    _write_folder(tmp_path / "pets")
-    data = prepare_dataset("image_folder", ImageFolder.Options(path="pets", image_size=16), Selection(val_fraction=0.34), tmp_path, download=False)
-    assert data.class_names == ("cat", "dog", "eel")
-    assert data.sizes() == {"train": 12, "val": 6, "test": 18}
-    fmt = BatchFormat(torch.device("cpu"), data.mean, data.std)
-    loader = create_loader(data, "test", fmt, batch_size=5, train=False, augmentation=Augmentation())
-    batches = list(loader)
-    assert [len(y) for _, y in batches] == [5, 5, 5, 3]  # the last partial batch is kept in evaluation
-    assert batches[0][0].shape == (5, 3, 16, 16)
-    # brighter classes stay brighter after normalisation
-    images = torch.cat([x for x, _ in batches])
-    labels = torch.cat([y for _, y in batches])
-    assert images[labels == 2].mean() > images[labels == 0].mean()
-
-
-def test_corrupt_image_names_the_file(tmp_path):
-    _write_folder(tmp_path / "pets", per_class=2)
-    bad = tmp_path / "pets" / "test" / "dog" / "broken.jpg"
-    bad.write_bytes(b"not an image")
-    data = prepare_dataset("image_folder", ImageFolder.Options(path="pets"), Selection(), tmp_path, download=False)
-    loader = create_loader(data, "test", BatchFormat(torch.device("cpu"), data.mean, data.std), 4, False, Augmentation())
-    with pytest.raises(ValueError, match="broken.jpg"):
-        list(loader)

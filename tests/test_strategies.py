@@ -14,7 +14,7 @@ from transfer_core.strategies.alpha_mix import AlphaMix, interpolate_weights
 from transfer_core.training import TrainRecipe, predict, train
 
 RUNTIME = resolve_runtime("cpu")
-NO_AUGMENT = Augmentation(crop_padding=0, flip=False)
+NO_AUGMENT = Augmentation(crop_padding=0, flip="none")
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,17 @@ def test_train_defaults_flow_into_strategies_and_source():
     (lambda s: s.update(seeds=[0, 0]), "seeds: repeated seed"),
     (lambda s: s.update(schema_version=2), "schema_version: expected 1, got 2"),
     (lambda s: s.pop("targets"), "targets: expected a non-empty list"),
+    (lambda s: s["runtime"].update(data_backend="opencv"), "runtime.data_backend: 'opencv' is not allowed; choose 'auto' | 'torch' | 'dali'"),
+    (lambda s: s["targets"][0].update(augment={"flip": "sometimes"}), "targets[0].augment.flip: 'sometimes' is not allowed"),
+    (lambda s: s["targets"][0].update(augment={"padding_mode": "wrap"}), "targets[0].augment.padding_mode: 'wrap' is not allowed"),
+    (lambda s: s["targets"][0].update(augment={"cutout": -2}), "targets[0].augment.cutout: -2 is outside [0, inf]"),
+    (lambda s: s["targets"][0].update(augment={"random_resized_crop": 0.5}), "targets[0].augment.random_resized_crop: only for image folders"),
+    (lambda s: s["targets"][0].update(resolution=0), "targets[0].resolution: 0 is outside [1, inf]"),
+    (lambda s: s["targets"][0].update(dataset="image_folder", path="x", classes=None), "targets[0].resolution: image_folder needs one"),
+    (lambda s: s["targets"][0].update(dataset="image_folder", path="x", classes=None, resolution=32, augment={"flip": "alternate"}),
+     "targets[0].augment.flip: alternate needs an array dataset"),
+    (lambda s: s["targets"][0].update(dataset="image_folder", path="x", classes=None, resolution=32, bad_files="ignore"),
+     "targets[0].bad_files: 'ignore' is not allowed; choose 'error' | 'skip'"),
 ])
 def test_mistakes_are_one_line_errors_naming_the_field(mutate, expected):
     raw = copy.deepcopy(tiny_suite())
@@ -89,3 +100,17 @@ def test_validate_command_exit_codes(tmp_path, capsys):
     broken.write_text("name: [unclosed\n")
     assert main(["validate", str(broken)]) == 2
     assert "not valid YAML at line" in capsys.readouterr().err
+
+
+def test_flip_booleans_and_new_keys_parse():
+    raw = tiny_suite()
+    raw["targets"][0].update(resolution=24, augment={"flip": True, "cutout": 3, "padding_mode": "zeros"})
+    raw["source"]["augment"] = {"flip": False}
+    raw["runtime"].update(data_backend="torch", input_dtype="float32")
+    suite = parse_suite(raw)
+    target = suite.targets[0]
+    assert target.resolution == 24 and target.augmentation.flip == "random" and target.augmentation.cutout == 3
+    assert suite.sources[0].data.augmentation.flip == "none"
+    assert target.describe()["resolution"] == 24  # part of the config hash
+    folder = parse_suite(tiny_suite(targets=[{"dataset": "image_folder", "path": "pets/photos", "resolution": 64}]))
+    assert folder.targets[0].label == "photos"

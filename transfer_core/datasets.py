@@ -13,7 +13,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -23,6 +23,10 @@ from .registry import Registry
 
 class DataUnavailableError(RuntimeError):
     """The data a suite asks for is not on disk and cannot be fetched. The message says how to fix it."""
+
+
+class BadImageError(DataUnavailableError):
+    """An image file that cannot be decoded. The message names the file."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +49,12 @@ class FileSplit:
 
     paths: tuple[str, ...]
     labels: torch.Tensor  # (N,) int64
-    image_size: int
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def select(self, indices: torch.Tensor) -> "FileSplit":
-        return FileSplit(tuple(self.paths[i] for i in indices.tolist()), self.labels[indices], self.image_size)
+        return FileSplit(tuple(self.paths[i] for i in indices.tolist()), self.labels[indices])
 
 
 Split = Union[ArraySplit, FileSplit]
@@ -66,6 +69,7 @@ class RawDataset:
     class_names: tuple[str, ...]
     channels: int
     location: str  # the folder or file read, for messages and provenance
+    skipped_files: tuple[str, ...] = ()  # unreadable files left out (image folders with bad_files: skip)
 
 
 def check_range(name: str, value, low, high, low_open: bool = False, high_open: bool = False) -> None:
@@ -79,11 +83,21 @@ def check_range(name: str, value, low, high, low_open: bool = False, high_open: 
 
 @dataclass(frozen=True)
 class Augmentation:
-    crop_padding: int = 4  # pixels of reflect padding before a random crop back to size; 0 = no crop
-    flip: bool = True  # random horizontal flip (off for data whose meaning flips, such as digits)
+    """Training-time augmentation, applied per image on the device (DALI does the flips for folders)."""
+
+    crop_padding: int = 4  # pixels of padding before a random crop back to size; 0 = no crop
+    padding_mode: Literal["reflect", "zeros"] = "reflect"  # zeros = black border, as torchvision's RandomCrop
+    flip: Literal["random", "alternate", "none"] = "random"  # horizontal; alternate = each image mirrored every other epoch (arrays only)
+    cutout: int = 0  # side in pixels of one random square per image set to the mean colour; 0 = off
+    random_resized_crop: float = 0.0  # image folders: smallest area share of a random-resized crop; 0 = resize + centre crop
 
     def __post_init__(self):
         check_range("crop_padding", self.crop_padding, 0, None)
+        check_range("cutout", self.cutout, 0, None)
+        check_range("random_resized_crop", self.random_resized_crop, 0, 1)
+        for name, allowed in (("padding_mode", ("reflect", "zeros")), ("flip", ("random", "alternate", "none"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
 
 
 class DatasetReader:
@@ -94,6 +108,7 @@ class DatasetReader:
         pass
 
     default_augmentation = Augmentation()
+    array_backed = True  # False for readers of image files, which need a resolution to decode to
 
     def check(self, root: Path, options, download: bool) -> None:
         """Raise DataUnavailableError if ``load`` is sure to fail for want of files."""
@@ -266,7 +281,7 @@ class Digits(DatasetReader):
         def __post_init__(self):
             check_range("test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
 
-    default_augmentation = Augmentation(crop_padding=1, flip=False)  # a flipped 2 is not a 2
+    default_augmentation = Augmentation(crop_padding=1, flip="none")  # a flipped 2 is not a 2
 
     def load(self, root: Path, options, download: bool) -> RawDataset:
         from sklearn.datasets import load_digits
@@ -342,6 +357,20 @@ class NpzArrays(DatasetReader):
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
+def image_header_error(path: str) -> Optional[str]:
+    """Why ``path`` is not an image file by its first bytes (None if it looks like JPEG, PNG, BMP or
+    WebP). Cheap enough for every file at load; truncated bodies are caught when decoding."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
+    if head.startswith(b"\xff\xd8\xff") or head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"BM") \
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    return "empty file" if not head else f"not a JPEG, PNG, BMP or WebP file (starts with {head[:8]!r})"
+
+
 def _scan_class_folders(folder: Path, class_names: Optional[tuple[str, ...]] = None) -> tuple[tuple[str, ...], list[str], list[int]]:
     names = class_names or tuple(sorted(p.name for p in folder.iterdir() if p.is_dir()))
     paths, labels = [], []
@@ -353,20 +382,33 @@ def _scan_class_folders(folder: Path, class_names: Optional[tuple[str, ...]] = N
     return names, paths, labels
 
 
+def decode_error(path: str) -> Optional[str]:
+    """Why ``path`` cannot be decoded as an image (None if it can): a full decode, not just the header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB").load()
+    except Exception as e:  # PIL raises many types for bad files; all mean the same here
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
 @DATASETS.register("image_folder")
 class ImageFolder(DatasetReader):
     """JPEG/PNG files, one folder per class: ``path/train/<class>/`` and ``path/test/<class>/``, or
-    ``path/<class>/`` with a held-out test share."""
+    ``path/<class>/`` with a held-out test share. Needs the dataset's ``resolution``."""
 
     @dataclass
     class Options:
         path: str = ""  # the folder, relative to the data root unless absolute
-        image_size: int = 32  # images are resized (shorter side) and centre/random-cropped to this
         test_fraction: float = 0.2  # used only when there is no test/ subfolder
+        bad_files: Literal["error", "skip"] = "error"  # error names the first bad file; skip decodes every file once at load and leaves bad ones out
 
         def __post_init__(self):
-            check_range("image_size", self.image_size, 1, None)
             check_range("test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
+
+    array_backed = False
 
     def _folder(self, root: Path, options) -> Path:
         path = Path(options.path)
@@ -379,22 +421,66 @@ class ImageFolder(DatasetReader):
         if not folder.is_dir():
             raise DataUnavailableError(f"image folder not found: {folder}")
 
+    @staticmethod
+    def _screen(paths: list[str], labels: list[int], bad_files: str) -> tuple[list[str], list[int], list[str]]:
+        """Drops (skip) or reports (error) files that are not images; returns kept paths, labels, skipped."""
+        from tqdm import tqdm
+
+        kept_paths, kept_labels, skipped = [], [], []
+        for path, label in zip(tqdm(paths, desc="checking image files", unit="file", leave=False, disable=None), labels):
+            reason = image_header_error(path) or (decode_error(path) if bad_files == "skip" else None)
+            if reason is None:
+                kept_paths.append(path)
+                kept_labels.append(label)
+            elif bad_files == "skip":
+                skipped.append(path)
+            else:
+                raise BadImageError(f"{path}: {reason}. Remove it or set bad_files: skip on the dataset")
+        return kept_paths, kept_labels, skipped
+
     def load(self, root: Path, options, download: bool) -> RawDataset:
         self.check(root, options, download)
         folder = self._folder(root, options)
+        skipped: list[str] = []
+
+        def split(paths: list[str], labels: list[int]) -> FileSplit:
+            paths, labels, bad = self._screen(paths, labels, options.bad_files)
+            skipped.extend(bad)
+            return FileSplit(tuple(paths), torch.tensor(labels, dtype=torch.int64))
+
         if (folder / "train").is_dir() and (folder / "test").is_dir():
             names, train_paths, train_labels = _scan_class_folders(folder / "train")
             _, test_paths, test_labels = _scan_class_folders(folder / "test", names)
-            train = FileSplit(tuple(train_paths), torch.tensor(train_labels, dtype=torch.int64), options.image_size)
-            test = FileSplit(tuple(test_paths), torch.tensor(test_labels, dtype=torch.int64), options.image_size)
+            train, test = split(train_paths, train_labels), split(test_paths, test_labels)
         else:
             names, paths, labels = _scan_class_folders(folder)
-            everything = FileSplit(tuple(paths), torch.tensor(labels, dtype=torch.int64), options.image_size)
+            everything = split(paths, labels)
             train_idx, test_idx = _stratified_split(everything.labels, options.test_fraction, seed=0)
             train, test = everything.select(train_idx), everything.select(test_idx)
         if len(train) == 0:
             raise DataUnavailableError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
-        return RawDataset(train, test, names, channels=3, location=str(folder))
+        return RawDataset(train, test, names, channels=3, location=str(folder), skipped_files=tuple(skipped))
+
+
+def write_image_folder(data: "PreparedData", folder: Path, image_format: str = "jpg", quality: int = 90) -> dict[str, int]:
+    """Writes an array dataset's train and test splits as ``folder/{train,test}/<class>/<n>.<format>``:
+    the layout ``image_folder`` reads. Returns the number of files per split."""
+    from PIL import Image
+
+    counts = {}
+    for split_name in ("train", "test"):
+        split = getattr(data, split_name)
+        if not isinstance(split, ArraySplit):
+            raise ValueError(f"{data.name} is not an array dataset")
+        for name in data.class_names:
+            (folder / split_name / name).mkdir(parents=True, exist_ok=True)
+        images = split.images.numpy()
+        for i, label in enumerate(split.labels.tolist()):
+            pixels = images[i][..., 0] if images.shape[-1] == 1 else images[i]
+            options = {"quality": quality} if image_format in ("jpg", "jpeg") else {}
+            Image.fromarray(pixels).save(folder / split_name / data.class_names[label] / f"{i:06d}.{image_format}", **options)
+        counts[split_name] = len(split)
+    return counts
 
 
 # --- selection shared by all datasets ------------------------------------------------------------
@@ -429,6 +515,8 @@ class PreparedData:
     std: tuple[float, ...]
     location: str
     fingerprint: str = field(default="")
+    resolution: Optional[int] = None  # the side the model sees; None = the arrays' own size
+    skipped_files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -450,7 +538,7 @@ def _select_classes(split: Split, class_ids: list[int]) -> Split:
     relabelled = remap[selected.labels]
     if isinstance(selected, ArraySplit):
         return ArraySplit(selected.images, relabelled)
-    return FileSplit(selected.paths, relabelled, selected.image_size)
+    return FileSplit(selected.paths, relabelled)
 
 
 def _limit_per_class(split: Split, limit: Optional[int], seed: int) -> Split:
@@ -485,10 +573,14 @@ def channel_stats(split: Split) -> tuple[tuple[float, ...], tuple[float, ...]]:
     else:
         from PIL import Image
 
-        sample = split.paths[:: max(1, len(split) // 256)]
-        pixels = torch.cat([
-            torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float64).reshape(-1, 3)) / 255 for p in sample
-        ])
+        def decoded(path: str) -> torch.Tensor:
+            try:
+                with Image.open(path) as image:
+                    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)) / 255
+            except Exception as e:
+                raise BadImageError(f"{path}: cannot decode ({type(e).__name__}: {e}). Remove it or set bad_files: skip on the dataset") from None
+
+        pixels = torch.cat([decoded(p) for p in split.paths[:: max(1, len(split) // 256)]])
     std = pixels.std(0).clamp_min(1e-3)  # a constant channel must not divide by zero
     return tuple(round(v, 4) for v in pixels.mean(0).tolist()), tuple(round(v, 4) for v in std.tolist())
 
@@ -506,7 +598,8 @@ def fingerprint(*splits: Split) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare_dataset(name: str, options, selection: Selection, root: Path, download: bool, label: str = "") -> PreparedData:
+def prepare_dataset(name: str, options, selection: Selection, root: Path, download: bool, label: str = "",
+                    resolution: Optional[int] = None) -> PreparedData:
     """Reads a registered dataset and applies the selection: the one way any dataset becomes train/val/test."""
     raw = create_dataset_reader(name).load(root, options, download)
     train, test, names = raw.train, raw.test, raw.class_names
@@ -522,4 +615,5 @@ def prepare_dataset(name: str, options, selection: Selection, root: Path, downlo
         train, val = train.select(train_idx), train.select(val_idx)
     mean, std = channel_stats(train)
     splits = [s for s in (train, val, test) if s is not None]
-    return PreparedData(label or name, train, val, test, names, raw.channels, mean, std, raw.location, fingerprint(*splits))
+    return PreparedData(label or name, train, val, test, names, raw.channels, mean, std, raw.location,
+                        fingerprint(*splits), resolution, raw.skipped_files)

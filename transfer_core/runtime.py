@@ -13,7 +13,10 @@ from typing import Optional
 
 import torch
 
+from .data import BatchFormat, create_loader, resolve_data_backend
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+INPUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class RuntimeUnavailableError(RuntimeError):
@@ -26,6 +29,9 @@ class Runtime:
     amp: str  # "bf16", "fp16" or "off", already resolved from "auto"
     compile: bool
     channels_last: bool
+    data_backend: str = "torch"  # image folders: "dali" or "torch", already resolved from "auto"
+    input_dtype: torch.dtype = torch.float32  # dtype of the batches loaders hand the model
+    data_workers: int = 0  # DataLoader workers or DALI threads for image folders
 
     @property
     def amp_dtype(self) -> Optional[torch.dtype]:
@@ -50,11 +56,21 @@ class Runtime:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def batch_format(self, mean: tuple[float, ...], std: tuple[float, ...]) -> BatchFormat:
+        return BatchFormat(self.device, mean, std, self.channels_last, self.input_dtype)
+
+    def loader(self, data, split: str, batch_size: int, train: bool, augmentation, seed: int = 0):
+        """``create_loader`` with this runtime's device, format, data backend and workers."""
+        return create_loader(data, split, self.batch_format(data.mean, data.std), batch_size, train, augmentation,
+                             seed, self.data_backend, self.data_workers)
+
     def describe(self) -> dict:
-        return {"device": str(self.device), "amp": self.amp, "compile": self.compile, "channels_last": self.channels_last}
+        return {"device": str(self.device), "amp": self.amp, "compile": self.compile, "channels_last": self.channels_last,
+                "data_backend": self.data_backend, "input_dtype": str(self.input_dtype).removeprefix("torch.")}
 
 
-def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "auto", channels_last: bool = True) -> Runtime:
+def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "auto", channels_last: bool = True,
+                    data_backend: str = "auto", input_dtype: str = "auto", data_workers: int = 0) -> Runtime:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -64,7 +80,16 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "aut
     if amp == "auto":
         amp = "bf16" if on_cuda else "off"
     compile_on = on_cuda if compile == "auto" else compile == "on"
-    return Runtime(resolved, amp, compile_on, channels_last)
+    # auto: batches in the autocast dtype, halving loader bandwidth; the first layer would cast them anyway
+    dtype = AMP_DTYPES.get(amp, torch.float32) if input_dtype == "auto" else INPUT_DTYPES[input_dtype]
+    if dtype != torch.float32 and dtype != AMP_DTYPES.get(amp):
+        raise RuntimeUnavailableError(f"runtime.input_dtype {input_dtype} needs amp {'bf16' if dtype == torch.bfloat16 else 'fp16'}: "
+                                      "outside autocast the model's float32 weights cannot take it")
+    try:
+        backend = resolve_data_backend(data_backend)
+    except ModuleNotFoundError as e:
+        raise RuntimeUnavailableError(str(e)) from None
+    return Runtime(resolved, amp, compile_on, channels_last, backend, dtype, data_workers)
 
 
 def reset_peak_memory(device: torch.device) -> None:

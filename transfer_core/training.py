@@ -52,6 +52,7 @@ class TrainStats:
     steps: int = 0
     flops: float = 0.0  # training FLOPs: forward + backward per image x images
     final_loss: float = float("nan")
+    data_s: float = 0.0  # of train_s, host seconds spent waiting for the loader's next batch
 
     def __iadd__(self, other: "TrainStats") -> "TrainStats":
         self.train_s += other.train_s
@@ -59,6 +60,7 @@ class TrainStats:
         self.images += other.images
         self.steps += other.steps
         self.flops += other.flops
+        self.data_s += other.data_s
         self.final_loss = other.final_loss
         return self
 
@@ -88,18 +90,30 @@ def _optimizer(model: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optim
     return torch.optim.SGD([g for g in groups if g["params"]], lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
 
 
-def count_flops_per_image(model: torch.nn.Module, inputs: torch.Tensor, backward: bool) -> float:
+def count_flops_per_image(model: torch.nn.Module, inputs: torch.Tensor, backward: bool, runtime: Runtime) -> float:
     """FLOPs per image of one forward (and backward) pass, counted by torch.utils.flop_counter on a copy,
     so the real model's weights, grads and BatchNorm statistics are untouched."""
     probe = copy.deepcopy(model)
     sample = inputs[: min(8, len(inputs))]  # FLOPs per image do not depend on batch size for these models
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, runtime.autocast():
         if backward:
             probe(sample).float().sum().backward()
         else:
             with torch.no_grad():
                 probe(sample)
     return counter.get_total_flops() / len(sample)
+
+
+def _timed_batches(loader, stats: TrainStats):
+    """The loader's batches, adding the time spent waiting for each to ``stats.data_s``."""
+    batches = iter(loader)
+    while True:
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        stats.data_s += time.perf_counter() - waited
+        if batch is None:
+            return
+        yield batch
 
 
 def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime, desc: str = "train") -> TrainStats:
@@ -120,9 +134,11 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
     for epoch in range(recipe.epochs):
         loader.set_epoch(epoch)
         epoch_loss = torch.zeros((), device=runtime.device)
-        for images, labels in loader:
+        for images, labels in _timed_batches(loader, stats):
             if stats.steps == 0:
-                stats.flops = count_flops_per_image(model, images, backward=True)  # per image, scaled below
+                counted = time.perf_counter()
+                stats.flops = count_flops_per_image(model, images, backward=True, runtime=runtime)  # per image, scaled below
+                started += time.perf_counter() - counted  # counting is accounting, not training
             with runtime.autocast():
                 loss = F.cross_entropy(step_fn(images), labels, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -136,7 +152,7 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
             if stats.steps == 1 and runtime.compile:
                 runtime.synchronize()
                 stats.compile_s = time.perf_counter() - started
-                started = time.perf_counter()
+                started, stats.data_s = time.perf_counter(), 0.0
             progress.update()
         # one host sync per epoch: checking every step would stall the GPU pipeline
         mean_loss = epoch_loss.item() / max(1, len(loader))

@@ -14,7 +14,7 @@ from typing import Callable, ClassVar, Optional
 import torch
 
 from ..backbones import Classifier, create_backbone
-from ..data import Augmentation, BatchFormat, create_loader
+from ..data import Augmentation
 from ..datasets import PreparedData
 from ..registry import Registry
 from ..runtime import Runtime
@@ -45,18 +45,13 @@ class TransferContext:
     """The target task and the services a strategy may call."""
 
     def __init__(self, target: PreparedData, backbone: str, seed: int, runtime: Runtime, augmentation: Augmentation,
-                 eval_batch_size: int, load_source: Callable[[], Classifier], fitted: Callable[[str], Fitted], workers: int = 0):
+                 eval_batch_size: int, load_source: Callable[[], Classifier], fitted: Callable[[str], Fitted]):
         self.target, self.backbone, self.seed, self.runtime = target, backbone, seed, runtime
-        self.augmentation, self.eval_batch_size, self.workers = augmentation, eval_batch_size, workers
+        self.augmentation, self.eval_batch_size = augmentation, eval_batch_size
         self._load_source, self._fitted = load_source, fitted
 
-    @property
-    def batch_format(self) -> BatchFormat:
-        return BatchFormat(self.runtime.device, self.target.mean, self.target.std, self.runtime.channels_last)
-
     def loader(self, split: str, train: bool, batch_size: Optional[int] = None):
-        return create_loader(self.target, split, self.batch_format, batch_size or self.eval_batch_size, train,
-                             self.augmentation, seed=self.seed, workers=self.workers)
+        return self.runtime.loader(self.target, split, batch_size or self.eval_batch_size, train, self.augmentation, self.seed)
 
     def source_model(self) -> Classifier:
         """A fresh copy of the source model (source head included), on the device."""

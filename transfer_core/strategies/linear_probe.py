@@ -30,7 +30,7 @@ class LinearProbe(Strategy):
         ctx.runtime.synchronize()
         extract_s = time.perf_counter() - started
         first_batch = next(iter(train_images))[0]
-        extract_flops = count_flops_per_image(model.body, first_batch, backward=False) * len(labels)
+        extract_flops = count_flops_per_image(model.body, first_batch, backward=False, runtime=ctx.runtime) * len(labels)
 
         device = ctx.runtime.device
         mean, std = features.mean(0), features.std(0).clamp_min(1e-6)

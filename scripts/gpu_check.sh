@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# GPU checks, one command: writes JSON and markdown tables under $OUT (default results/gpu).
+#
+#   bash scripts/gpu_check.sh [--cpu-smoke] [--data-root DIR]
+#
+# --cpu-smoke runs every check tiny and on the CPU, so CI keeps this script working on machines
+# without a GPU. --data-root is a folder with cifar-10-batches-py/ (default BENCH_DATA_ROOT, else
+# ../shared/data); without it the checks fall back to scikit-learn's digits, resized to 32x32.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke=0
+data_root="${BENCH_DATA_ROOT:-../shared/data}"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --cpu-smoke) smoke=1; shift ;;
+    --data-root) data_root="$2"; shift 2 ;;
+    *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+out="${OUT:-results/gpu}"
+mkdir -p "$out"
+
+if [[ -d "$data_root/cifar-10-batches-py" ]]; then
+  data=(--dataset cifar10 --data-root "$data_root")
+else
+  data=(--dataset digits --resolution 32)
+fi
+
+if [[ $smoke == 1 ]]; then
+  device=(--device cpu); sizes=(--per-class 20 --seconds 0.2 --repeats 1 --steps 2 --batch-size 64)
+else
+  device=(--device cuda); sizes=(--batch-size 1024 --seconds 2 --repeats 3 --steps 50)
+fi
+
+# 1. Data path: the device-resident array loader against the torchvision DataLoader baseline.
+python -m bench datapath "${data[@]}" "${device[@]}" "${sizes[@]}" --backends baseline,device \
+  --json "$out/datapath.json" --markdown "$out/datapath.md"
+
+echo "gpu_check: wrote $(ls "$out" | tr '\n' ' ')in $out"

@@ -1,0 +1,17 @@
+"""scripts/gpu_check.sh must keep working on machines without a GPU: its --cpu-smoke mode runs here."""
+import json
+import os
+import subprocess
+
+from conftest import REPO
+
+
+def test_gpu_check_cpu_smoke(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(REPO)}
+    result = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu-smoke", "--data-root", str(tmp_path / "none")],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "datapath.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["baseline", "device"]
+    assert all(r["img_per_s"] > 0 and 0 <= r["step"]["data_share_pct"] <= 100 for r in rows)
+    assert "Produced by `python -m bench datapath" in (tmp_path / "datapath.md").read_text()

@@ -1,0 +1,129 @@
+"""Image folders through both backends (DALI's CPU pipeline and the torchvision fallback), and bad files."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from transfer_core.data import Augmentation, BatchFormat, create_loader, dali_available, resolve_data_backend
+from transfer_core.datasets import BadImageError, Cifar10, ImageFolder, Selection, prepare_dataset, write_image_folder
+
+from conftest import REPO, write_cifar10
+
+BACKENDS = ["torch", pytest.param("dali", marks=pytest.mark.skipif(not dali_available(), reason="DALI not installed"))]
+
+
+@pytest.fixture
+def cifar_folder(tmp_path):
+    """CIFAR-layout arrays written as a PNG folder (lossless, so decoded pixels can be compared)."""
+    write_cifar10(tmp_path, n_train_batches=1, per_batch=40, n_test=18)
+    arrays = prepare_dataset("cifar10", Cifar10.Options(), Selection(), tmp_path, download=False)
+    write_image_folder(arrays, tmp_path / "folder", image_format="png")
+    return tmp_path, arrays
+
+
+def folder_data(root, resolution=32, **options):
+    return prepare_dataset("image_folder", ImageFolder.Options(path="folder", **options), Selection(), root,
+                           download=False, resolution=resolution)
+
+
+def test_write_image_folder_keeps_classes_and_counts(cifar_folder):
+    root, arrays = cifar_folder
+    data = folder_data(root)
+    assert data.class_names == arrays.class_names
+    assert data.sizes() == arrays.sizes() == {"train": 40, "val": 0, "test": 18}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluation_batches_are_every_image_normalised(cifar_folder, backend):
+    root, arrays = cifar_folder
+    data = folder_data(root)
+    fmt = BatchFormat(torch.device("cpu"), arrays.mean, arrays.std)
+    loader = create_loader(data, "test", fmt, 5, train=False, augmentation=Augmentation(), backend=backend, workers=2)
+    batches = list(loader)
+    assert [len(y) for _, y in batches] == [5, 5, 5, 3] and len(loader) == 4  # the partial batch kept, no padding
+    images, labels = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+    expected = create_loader(arrays, "test", fmt, 18, train=False, augmentation=Augmentation())
+    expected_images, expected_labels = next(iter(expected))
+    # the folder is written class by class, so compare as sets keyed by label and pixel sum
+    order = lambda x, y: torch.argsort(y * 1e6 + x.flatten(1).sum(1).double())
+    torch.testing.assert_close(images[order(images, labels)], expected_images[order(expected_images, expected_labels)],
+                               atol=1e-4, rtol=1e-4)
+    assert torch.equal(labels.sort().values, expected_labels.sort().values)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_batches_are_seeded_full_and_resized(cifar_folder, backend):
+    root, arrays = cifar_folder
+    data = folder_data(root, resolution=24)
+    fmt = BatchFormat(torch.device("cpu"), arrays.mean, arrays.std, channels_last=True)
+    augmentation = Augmentation(crop_padding=2, random_resized_crop=0.5, cutout=4)
+
+    def epoch(seed, n):
+        loader = create_loader(data, "train", fmt, 16, True, augmentation, seed=seed, backend=backend, workers=2)
+        loader.set_epoch(n)
+        return list(loader)
+
+    first = epoch(0, 0)
+    assert [len(y) for _, y in first] == [16, 16]  # 40 images: the partial batch dropped
+    images = first[0][0]
+    assert images.shape == (16, 3, 24, 24) and images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(images, epoch(0, 0)[0][0])
+    assert not torch.equal(images, epoch(0, 1)[0][0])
+
+
+def test_a_non_image_file_is_named_at_load(cifar_folder):
+    root, _ = cifar_folder
+    bad = root / "folder" / "test" / "dog" / "notes.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(BadImageError, match="notes.jpg.*not a JPEG"):
+        folder_data(root)
+    data = folder_data(root, bad_files="skip")
+    assert data.skipped_files == (str(bad),) and data.sizes()["test"] == 18
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])  # a valid header and a cut-off body
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_truncated_image_is_named_when_decoding_fails(cifar_folder, backend):
+    root, arrays = cifar_folder
+    victim = sorted((root / "folder" / "test" / "cat").iterdir())[0]
+    truncate(victim)
+    data = folder_data(root)  # the header is fine, so loading succeeds
+    fmt = BatchFormat(torch.device("cpu"), arrays.mean, arrays.std)
+    loader = create_loader(data, "test", fmt, 4, False, Augmentation(), backend=backend, workers=2)
+    with pytest.raises(BadImageError, match=victim.name):
+        list(loader)
+    skipped = folder_data(root, bad_files="skip")  # skip decodes every file at load
+    assert skipped.skipped_files == (str(victim),)
+    assert len(list(create_loader(skipped, "test", fmt, 4, False, Augmentation(), backend=backend))) == 5
+
+
+def test_backend_resolution(monkeypatch):
+    assert resolve_data_backend("torch") == "torch"
+    monkeypatch.setattr("transfer_core.data.dali_available", lambda: False)
+    assert resolve_data_backend("auto") == "torch"
+    with pytest.raises(ModuleNotFoundError, match="pip install nvidia-dali"):
+        resolve_data_backend("dali")
+
+
+def test_the_fallback_runs_a_folder_suite_with_dali_uninstalled(cifar_folder, tmp_path):
+    """A process where ``import nvidia.dali`` fails, as when it is not installed: auto picks torch."""
+    root, _ = cifar_folder
+    suite = tmp_path / "folder.yaml"
+    suite.write_text(
+        "schema_version: 1\nname: folder-fallback\n"
+        "source: {dataset: cifar10, epochs: 1}\n"
+        "targets: [{dataset: image_folder, path: folder, resolution: 16, val_fraction: 0.25}]\n"
+        "backbones: [resnet8]\nstrategies: {scratch: {epochs: 1}}\n"
+        "train: {batch_size: 8}\nruntime: {device: cpu, data_backend: auto, workers: 1}\n"
+    )
+    hide_dali = "import sys, runpy; sys.modules['nvidia.dali'] = None; sys.argv = ['bench'] + sys.argv[1:]; runpy.run_module('bench', run_name='__main__')"
+    result = subprocess.run([sys.executable, "-c", hide_dali, "run", str(suite), "--data-root", str(root), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    records = (tmp_path / "out" / "records.jsonl").read_text()
+    assert '"data_backend": "torch"' in records and '"status": "ok"' in records
