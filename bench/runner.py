@@ -18,7 +18,7 @@ import torch
 
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache, content_key
-from transfer_core.datasets import DataUnavailableError, PreparedData, prepare_dataset
+from transfer_core.datasets import DataUnavailableError, PreparedData, create_dataset_reader, prepare_dataset
 from transfer_core.runtime import Runtime, peak_memory, reset_peak_memory
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TransferContext
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
@@ -63,9 +63,17 @@ class Runner:
     def uses_source(cell: Cell) -> bool:
         return _uses_source(cell.strategy.name)
 
+    def _runtime_config(self, *specs: DatasetSpec) -> dict:
+        """The runtime as it bears on these datasets: the data backend matters only for image folders, so
+        array suites keep their hashes whether or not DALI is installed."""
+        described = self.runtime.describe()
+        if all(create_dataset_reader(spec.dataset).array_backed for spec in specs):
+            del described["data_backend"]
+        return described
+
     def source_key(self, source: SourceSpec, backbone: str, seed: int) -> str:
         return content_key({"data": source.data.describe(), "recipe": dataclasses.asdict(source.recipe),
-                            "backbone": backbone, "seed": seed, "runtime": self.runtime.describe()})
+                            "backbone": backbone, "seed": seed, "runtime": self._runtime_config(source.data)})
 
     def fitted_key(self, cell: Cell, strategy: str) -> str:
         spec = self.suite.strategy(strategy)
@@ -73,7 +81,7 @@ class Runner:
         return content_key({
             "source": self.source_key(cell.source, cell.backbone, cell.seed) if uses_source else None,
             "target": cell.target.describe(), "backbone": cell.backbone, "strategy": spec.describe(),
-            "seed": cell.seed, "runtime": self.runtime.describe(),
+            "seed": cell.seed, "runtime": self._runtime_config(cell.target, *((cell.source.data,) if uses_source else ())),
         })
 
     def cell_config(self, cell: Cell) -> dict:
@@ -87,7 +95,7 @@ class Runner:
             "strategy": cell.strategy.describe(),
             "ingredients": {name: self.suite.strategy(name).describe() for name in ingredients},
             "seed": cell.seed,
-            "runtime": self.runtime.describe(),
+            "runtime": self._runtime_config(cell.target, *((cell.source.data,) if _uses_source(cell.strategy.name) else ())),
         }
 
     def config_hash(self, cell: Cell) -> str:

@@ -73,6 +73,22 @@ def test_training_batches_are_seeded_full_and_resized(cifar_folder, backend):
     assert not torch.equal(images, epoch(0, 1)[0][0])
 
 
+@pytest.mark.skipif(not dali_available(), reason="DALI not installed")
+def test_dali_shards_split_the_files_between_processes(cifar_folder):
+    from transfer_core.data.dali import DaliFolderLoader
+
+    root, arrays = cifar_folder
+    data = folder_data(root)
+    fmt = BatchFormat(torch.device("cpu"), arrays.mean, arrays.std)
+    seen = []
+    for shard in range(2):
+        loader = DaliFolderLoader(data.test, fmt, 4, False, Augmentation(), 32, threads=1, shard_id=shard, num_shards=2)
+        sums = [x.flatten(1).sum(1) for x, _ in loader]
+        assert len(sums) == len(loader) and sum(len(s) for s in sums) == loader.num_examples == 9
+        seen.append(torch.cat(sums))
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())  # 18 files, 9 each, none in both
+
+
 def test_a_non_image_file_is_named_at_load(cifar_folder):
     root, _ = cifar_folder
     bad = root / "folder" / "test" / "dog" / "notes.jpg"

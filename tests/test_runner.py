@@ -104,3 +104,19 @@ def test_divergence_is_its_own_status(tmp_path):
     runner.run(cells)
     (record,) = runner.store.read()
     assert record["status"] == "diverged" and "non-finite" in record["error"]
+
+
+def test_the_data_backend_enters_the_hash_only_for_image_folders(tmp_path):
+    import dataclasses
+
+    def hashes(raw, backend):
+        suite = parse_suite(raw)
+        runtime = dataclasses.replace(resolve_runtime("cpu", data_backend="torch"), data_backend=backend)
+        runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None)
+        return [runner.config_hash(c) for c in expand_cells(suite)]
+
+    arrays = tiny_suite()
+    assert hashes(arrays, "torch") == hashes(arrays, "dali")
+    folders = tiny_suite(targets=[{"dataset": "image_folder", "path": "pets", "resolution": 32}])
+    torch_hashes, dali_hashes = hashes(folders, "torch"), hashes(folders, "dali")
+    assert all(a != b for a, b in zip(torch_hashes, dali_hashes))
