@@ -1,0 +1,65 @@
+"""The data path: one entry, ``create_loader``, that turns a prepared split into device batches.
+
+Backends, chosen by the kind of data and the runtime's ``data_backend``:
+- array datasets (CIFAR, npz, digits): the whole uint8 split lives on the device; shuffling, crops,
+  flips, cutout, resize and normalisation are batched tensor ops there (``arrays.py``), no workers;
+- image folders with ``dali``: an NVIDIA DALI pipeline decodes and normalises (``dali.py``);
+- image folders with ``torch``: torchvision decoding in DataLoader workers, the fallback (``folders.py``).
+Every loader yields ``(images, labels)`` on the device: images (B, C, H, W) normalised, in the format's
+dtype and memory layout; labels int64. Training loaders drop the last partial batch; evaluation keeps it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..datasets import ArraySplit, Augmentation, PreparedData, Split
+from .arrays import DeviceArrayLoader, DeviceBatches, EpochBatches
+from .dali import DaliFolderLoader, dali_available
+from .folders import TorchFolderLoader
+from .format import BatchFormat
+
+DATA_BACKENDS = ("auto", "torch", "dali")
+
+__all__ = ["Augmentation", "BatchFormat", "DATA_BACKENDS", "DeviceArrayLoader", "DeviceBatches", "EpochBatches",
+           "create_loader", "dali_available", "resolve_data_backend"]
+
+
+def resolve_data_backend(name: str) -> str:
+    """``auto`` -> ``dali`` when DALI is installed, else ``torch``; asking for DALI without it is an error."""
+    if name not in DATA_BACKENDS:
+        raise ValueError(f"unknown data backend {name!r}; choose one of {', '.join(DATA_BACKENDS)}")
+    if name == "auto":
+        return "dali" if dali_available() else "torch"
+    if name == "dali" and not dali_available():
+        raise ModuleNotFoundError("data_backend dali needs NVIDIA DALI: pip install nvidia-dali-cuda130 "
+                                  "(or use data_backend: torch)")
+    return name
+
+
+def _shard() -> tuple[int, int]:
+    """(this process's shard, number of shards): one per rank under torch.distributed, else the whole split."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def create_loader(data: PreparedData, split: str, fmt: BatchFormat, batch_size: int, train: bool,
+                  augmentation: Augmentation, seed: int = 0, backend: str = "torch", workers: int = 0):
+    """The one entry to the data path: a loader of device batches for ``data``'s train/val/test split.
+
+    ``backend`` (``torch`` or ``dali``, already resolved) and ``workers`` (DataLoader workers or DALI
+    threads) matter only for image folders; array datasets always stay on the device.
+    """
+    chosen: Optional[Split] = getattr(data, split)
+    if chosen is None:
+        raise ValueError(f"{data.name} has no {split} split")
+    if isinstance(chosen, ArraySplit):
+        return DeviceArrayLoader(chosen, fmt, batch_size, train, augmentation, seed, data.resolution)
+    if data.resolution is None:
+        raise ValueError(f"{data.name}: image folders need a resolution (the size images are resized and cropped to)")
+    if backend == "dali":
+        shard_id, num_shards = _shard()
+        return DaliFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers, shard_id, num_shards)
+    return TorchFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers)
