@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import shlex
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import report as report_mod
+from .compare import CompareError
 from .suite import SuiteError, check_data, data_root, expand_cells, load_suite
 
 
@@ -65,10 +67,10 @@ def cmd_run(args) -> int:
     if args.dry_run:
         return _dry_run(runner, cells)
     summary = runner.run(cells, all_cells)
-    records = runner.store.read()
+    results = report_mod.load_results(out_dir)
     if summary.ran:
-        (out_dir / "report.md").write_text(report_mod.report_markdown(records, f"Results: {suite.name}"))
-    print(report_mod.render(records, "markdown"))
+        report_mod.write_reports(results, f"Results: {suite.name}")
+    print(report_mod.render_markdown(report_mod.summarise_rows(results.records, results.plan)))
     print(f"\n{summary.ran} cells run, {summary.skipped} already done, {len(summary.failed)} failed; "
           f"records: {runner.store.path}", file=sys.stderr)
     return 1 if summary.failed else 0
@@ -94,8 +96,36 @@ def _dry_run(runner, cells) -> int:
 
 
 def cmd_report(args) -> int:
-    records = report_mod.load_records(Path(args.results_dir))
-    print(report_mod.render(records, args.format))
+    results = report_mod.load_results(Path(args.results_dir))
+    rows = report_mod.summarise_rows(results.records, results.plan)
+    title = f"Results: {results.plan['suite']}" if results.plan else f"Results: {Path(args.results_dir).name}"
+    if args.paired:
+        a, _, b = args.paired.partition(",")
+        if not a or not b:
+            raise SuiteError("--paired: expected two strategies, e.g. --paired full_finetune,scratch")
+        print(report_mod.paired_table(results, a.strip(), b.strip()))
+    elif args.format == "html":
+        from . import plots
+
+        svgs = []
+        for fig in (plots.accuracy_vs_compute(rows), plots.alpha_curve(results.records)):
+            if fig is not None:
+                buffer = io.StringIO()
+                fig.savefig(buffer, format="svg", metadata={"Date": None})
+                svgs.append(buffer.getvalue()[buffer.getvalue().index("<svg"):])
+        print(report_mod.render_html(rows, title, report_mod.notes(results), svgs), end="")
+    else:
+        print(report_mod.render(results.records, args.format, results.plan), end="" if args.format != "markdown" else "\n")
+    if args.plot:
+        from . import plots
+
+        fig = plots.accuracy_vs_compute(rows)
+        if fig is None:
+            raise report_mod.ReportError("no results with both accuracy and compute to plot")
+        print(f"wrote {plots.save(fig, Path(args.plot))}", file=sys.stderr)
+    if args.write:
+        for path in report_mod.write_reports(results, title):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -158,7 +188,10 @@ def cmd_datapath(args) -> int:
     if args.json:
         from .provenance import provenance
 
-        payload = {"device": str(runtime.device), "batch_size": args.batch_size, "workers": args.workers,
+        import datetime as dt
+
+        payload = {"kind": "datapath", "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   "device": str(runtime.device), "batch_size": args.batch_size, "workers": args.workers,
                    "augmentation": dataclasses.asdict(augmentation), "provenance": provenance(runtime.device),
                    "rows": [dataclasses.asdict(r) for r in rows]}
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
@@ -183,6 +216,35 @@ def cmd_export(args) -> int:
         raise SuiteError(f"{args.dataset}: {e}") from None
     counts = write_image_folder(data, out, image_format=args.format)
     print(f"wrote {counts['train']} train and {counts['test']} test images of {data.num_classes} classes to {out}/{{train,test}}/<class>/")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+
+    thresholds = compare.parse_thresholds(args.fail)
+    comparison = compare.compare(compare.load(Path(args.baseline), "baseline"), compare.load(Path(args.new), "new"),
+                                 thresholds, args.allow_device_mismatch, args.allow_missing, args.per_seed)
+    print(compare.render_table(comparison))
+    print(compare.verdict_line(comparison))
+    summary = compare.render_summary(comparison, args.baseline, args.new, thresholds)
+    targets = [Path(args.summary)] if args.summary else []
+    if os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions shows this file on the job's page
+        targets.append(Path(os.environ["GITHUB_STEP_SUMMARY"]))
+    for target in targets:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(summary)
+    return 1 if comparison.failed else 0
+
+
+def cmd_index(args) -> int:
+    from .index import build_index
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise SuiteError(f"{root}: no such folder")
+    (root / "README.md").write_text(build_index(root), encoding="utf-8")
+    print(f"wrote {root / 'README.md'}")
     return 0
 
 
@@ -228,9 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--data-root")
     validate.set_defaults(handler=cmd_validate)
 
-    rep = sub.add_parser("report", help="print the results table of a results folder")
+    rep = sub.add_parser("report", help="print the results table of a results folder; write every format and the plots")
     rep.add_argument("results_dir")
-    rep.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    rep.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="what to print")
+    rep.add_argument("--plot", help="also draw accuracy against compute to this file (.png, .svg or .pdf)")
+    rep.add_argument("--write", action="store_true",
+                     help="write report.md/.tex/.csv/.html and the plots (PNG and SVG) into the results folder")
+    rep.add_argument("--paired", metavar="A,B", help="print A − B test top-1 on shared seeds, with its 95%% interval")
     rep.set_defaults(handler=cmd_report)
 
     dp = sub.add_parser("datapath", help="benchmark the data path: images/s of each backend against a torchvision DataLoader")
@@ -266,6 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--test-per-class", type=int, help="test images per class (default all)")
     export.set_defaults(handler=cmd_export)
 
+    cmp = sub.add_parser("compare", help="compare two results folders; exit 1 on a regression beyond the thresholds")
+    cmp.add_argument("baseline", help="results folder of the reference run")
+    cmp.add_argument("new", help="results folder of the run to judge")
+    cmp.add_argument("--fail", default="top1:-0.5pp",
+                     help="thresholds, metric:[+-]amount[pp|%%] comma-separated (default top1:-0.5pp), "
+                          "e.g. top1:-0.5pp,target_img_per_s:-5%%,target_train_s:+10%%")
+    cmp.add_argument("--summary", help="append a markdown summary to this file (also to $GITHUB_STEP_SUMMARY when set)")
+    cmp.add_argument("--allow-device-mismatch", action="store_true", help="compare runs from different devices")
+    cmp.add_argument("--allow-missing", action="store_true", help="cells missing from NEW do not fail the comparison")
+    cmp.add_argument("--per-seed", action="store_true", help="judge every cell, not the mean over its seeds")
+    cmp.set_defaults(handler=cmd_compare)
+
+    index = sub.add_parser("index", help="write RESULTS/README.md: every published result, its hardware, date, commit and command")
+    index.add_argument("root", nargs="?", default="results")
+    index.set_defaults(handler=cmd_index)
+
     lst = sub.add_parser("list", help="list the datasets, backbones and strategies known")
     lst.set_defaults(handler=cmd_list)
     return parser
@@ -275,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (SuiteError, report_mod.ReportError) as e:
+    except (SuiteError, report_mod.ReportError, CompareError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

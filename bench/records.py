@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 RECORD_SCHEMA_VERSION = 1
 
@@ -53,6 +53,27 @@ class ResultsStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    @property
+    def plan_path(self) -> Path:
+        return self.directory / "plan.json"
+
+    def write_plan(self, suite: str, cells: list[dict]) -> None:
+        """The cells the suite asks for (identity and config hash), so a report can show the ones still
+        missing and leave out records of configurations the suite no longer has. Written atomically."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = self.plan_path.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"suite": suite, "cells": cells}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(partial, self.plan_path)
+
+    def read_plan(self) -> Optional[dict]:
+        if not self.plan_path.is_file():
+            return None
+        try:
+            return json.loads(self.plan_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            print(f"warning: {self.plan_path}: unreadable; missing cells cannot be shown", file=sys.stderr)
+            return None
 
     def done_hashes(self) -> set[str]:
         """Config hashes that already have an ``ok`` record: the cells a resumed run skips."""

@@ -101,6 +101,11 @@ class Runner:
     def config_hash(self, cell: Cell) -> str:
         return content_key(self.cell_config(cell))
 
+    def plan_entry(self, cell: Cell) -> dict:
+        return {"cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
+                "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed,
+                "config_hash": self.config_hash(cell)}
+
     def pending(self, cells: list[Cell]) -> list[Cell]:
         if self.force:
             return list(cells)
@@ -218,6 +223,7 @@ class Runner:
 
     def run(self, cells: list[Cell], all_cells: Optional[list[Cell]] = None) -> RunSummary:
         """Runs the pending cells among ``cells``. ``all_cells`` (the whole suite) sets source amortisation."""
+        self.store.write_plan(self.suite.name, [self.plan_entry(c) for c in all_cells or cells])
         todo = self.pending(cells)
         summary = RunSummary(skipped=len(cells) - len(todo))
         if summary.skipped:

@@ -1,38 +1,150 @@
+"""The report: statistics over seeds, every format, the plots, and what is failed or missing."""
+import math
+
 import pytest
 
-from bench.report import ReportError, load_records, render, summarise
+from bench.plots import pareto_frontier
+from bench.records import ResultsStore
+from bench.report import (
+    ReportError, latex_escape, load_results, paired_table, render, render_csv, render_html, render_latex,
+    render_markdown, summarise_rows, write_reports,
+)
+from bench.stats import paired_difference, summarise, t_quantile
 
 
-def record(strategy, seed, top1, status="ok", alpha=None, selected=True, val=50.0):
+def record(strategy, seed, top1, status="ok", alpha=None, selected=True, val=50.0, target="b", img_per_s=1000.0):
     return {
-        "config_hash": f"{strategy}-{seed}", "source": "a", "target": "b", "backbone": "resnet8", "strategy": strategy,
-        "seed": seed, "alpha": alpha, "selected": selected, "status": status, "error": None if status == "ok" else "x",
+        "cell_id": f"a->{target}/resnet8/{strategy}/seed{seed}", "config_hash": f"{strategy}-{target}-{seed}",
+        "source": "a", "target": target, "backbone": "resnet8", "strategy": strategy, "seed": seed, "alpha": alpha,
+        "selected": selected, "status": status, "error": None if status == "ok" else "x",
         "metrics": {"test_top1_pct": top1, "val_top1_pct": val} if status == "ok" else {},
-        "compute": {"target_total_s": 10.0, "source_train_s_amortised": 2.0, "target_img_per_s": 1000.0},
+        "compute": {"target_total_s": 10.0, "source_train_s_amortised": 2.0, "target_img_per_s": img_per_s,
+                    "target_train_flops": 3e13},
+        "provenance": {"device_name": "cpu-x", "torch": "2.14.1", "command": "python -m bench run s.yaml",
+                       "finished_at": f"2026-11-29T10:0{seed}:00+00:00", "git_commit": "abc", "runtime": {}},
     }
 
 
-def test_rows_show_mean_and_std_over_seeds_and_the_selected_alpha():
-    records = [
-        record("full_finetune", 0, 40.0), record("full_finetune", 1, 42.0),
-        record("scratch", 0, 30.0), record("scratch", 1, 0, status="diverged"),
-        record("alpha_mix", 0, 35.0, alpha=0.0, selected=False, val=40), record("alpha_mix", 0, 44.0, alpha=0.5, val=60),
-    ]
-    rows = summarise(records)
-    assert [r["strategy"] for r in rows] == ["scratch", "full_finetune", "alpha_mix (α=0.5)"]  # scratch first
-    assert rows[1]["test top-1 (%)"] == "41.00 ± 1.41" and rows[1]["seeds"] == "2"
-    assert rows[0]["test top-1 (%)"] == "30.00" and rows[0]["seeds"] == "1 (+1 failed: diverged)"
-    assert rows[2]["test top-1 (%)"] == "44.00"
-    table = render(records)
-    assert table.splitlines()[0].startswith("| source → target") and "a → b" in table
-    assert render(records, "csv").splitlines()[0].startswith("source → target,backbone,strategy")
+RECORDS = [
+    record("scratch", 0, 30.0), record("scratch", 1, 32.0), record("scratch", 2, 0, status="diverged"),
+    record("full_finetune", 0, 40.0), record("full_finetune", 1, 43.0),
+    record("alpha_mix", 0, 35.0, alpha=0.0, selected=False, val=40), record("alpha_mix", 0, 44.0, alpha=0.5, val=60),
+    record("alpha_mix", 1, 41.0, alpha=0.5, selected=False, val=50), record("alpha_mix", 1, 42.0, alpha=1.0, val=70),
+]
+
+
+def test_t_interval_and_paired_difference():
+    s = summarise([1.0, 2.0, 3.0])
+    assert s.mean == 2.0 and s.std == 1.0
+    assert math.isclose(t_quantile(3), 4.302652729, rel_tol=1e-6)  # Student t, 2 dof, 97.5%
+    assert math.isclose(s.ci_half, 4.302652729 / math.sqrt(3), rel_tol=1e-6)
+    assert summarise([5.0]).ci_half is None and summarise([]) is None
+    d = paired_difference({0: 40.0, 1: 43.0, 2: 50.0}, {0: 30.0, 1: 32.0})  # seed 2 has no partner
+    assert d.n == 2 and d.mean == 10.5 and math.isclose(d.ci_half, t_quantile(2) * 0.5 / math.sqrt(2) * math.sqrt(2))
+
+
+def test_rows_hold_interval_delta_failures_and_the_selected_alpha():
+    rows = {r.strategy: r for r in summarise_rows(RECORDS)}
+    assert list(rows) == ["scratch", "full_finetune", "alpha_mix"]  # scratch first
+    assert rows["scratch"].n == 2 and rows["scratch"].failed == [(2, "diverged")]
+    assert rows["full_finetune"].top1.mean == 41.5
+    assert math.isclose(rows["full_finetune"].top1.ci_half, t_quantile(2) * math.sqrt(4.5) / math.sqrt(2))
+    assert rows["full_finetune"].delta_vs_scratch.mean == 10.5  # paired on seeds 0 and 1
+    assert rows["alpha_mix"].label == "alpha_mix (α=0.5/1)" and rows["alpha_mix"].top1.mean == 43.0
+    assert rows["alpha_mix"].best and not rows["full_finetune"].best
+    assert math.isclose(rows["scratch"].target_pflops, 0.03) and rows["scratch"].total_s == 12.0
+
+
+def test_planned_cells_without_records_are_shown_missing():
+    plan = {"suite": "s", "cells": [
+        {"source": "a", "target": "b", "backbone": "resnet8", "strategy": s, "seed": seed, "config_hash": f"{s}-b-{seed}"}
+        for s in ("scratch", "full_finetune", "linear_probe") for seed in (0, 1, 2)]}
+    rows = {r.strategy: r for r in summarise_rows(RECORDS[:5], plan)}
+    assert rows["full_finetune"].missing == [2] and rows["scratch"].missing == []  # seed 2 failed, not missing
+    assert rows["linear_probe"].n == 0 and rows["linear_probe"].missing == [0, 1, 2]
+    table = render_markdown(summarise_rows(RECORDS[:5], plan))
+    assert "| 0 (3 missing)" in table and "2 (1 missing)" in table and "2 (+1 failed: diverged)" in table
+
+
+def test_every_format_marks_the_best_and_reads_cleanly():
+    rows = summarise_rows(RECORDS)
+    markdown = render_markdown(rows)
+    assert "**43.00 ± 12.71**" in markdown  # 42 and 44: std 1.41, t(1 dof) 12.71, so ± 12.71
+    assert "Δ vs scratch (pp)" in markdown.splitlines()[0] and "+10.50 ± " in markdown
+    latex = render_latex(rows)
+    assert "\\toprule" in latex and "\\bottomrule" in latex and "\\textbf{43.00" in latex
+    assert "alpha\\_mix ($\\alpha$=0.5/1)" in latex and "$\\pm$" in latex
+    assert latex_escape("50% of a_b & c") == "50\\% of a\\_b \\& c"
+    csv_lines = render_csv(rows).splitlines()
+    assert csv_lines[0].startswith("source,target,backbone,strategy,selected_alphas,n,failed,missing,test_top1_mean")
+    assert csv_lines[2].split(",")[8] == "41.5"  # raw numbers, unrounded
+    page = render_html(rows, "Results: s", ["made by a test"], ["<svg></svg>"])
+    assert page.startswith("<!DOCTYPE html>") and "<strong>43.00" in page and "<svg></svg>" in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert render(RECORDS, "csv") == render_csv(rows)
+    with pytest.raises(ReportError, match="unknown format"):
+        render(RECORDS, "pdf")
 
 
 def test_a_forced_rerun_supersedes_the_old_record():
-    rows = summarise([record("scratch", 0, 30.0), record("scratch", 0, 31.0)])
-    assert rows[0]["test top-1 (%)"] == "31.00"
+    rows = summarise_rows([record("scratch", 0, 30.0), record("scratch", 0, 31.0)])
+    assert rows[0].top1.mean == 31.0
+
+
+def test_records_of_configurations_the_plan_no_longer_has_are_left_out(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(RECORDS[:2] + [{**record("scratch", 0, 99.0), "config_hash": "old-config"}])
+    store.write_plan("s", [{"source": "a", "target": "b", "backbone": "resnet8", "strategy": "scratch", "seed": s,
+                            "config_hash": f"scratch-b-{s}"} for s in (0, 1)])
+    results = load_results(tmp_path)
+    assert results.stale == 1 and {r["metrics"]["test_top1_pct"] for r in results.records} == {30.0, 32.0}
+
+
+def test_write_reports_writes_every_format_and_both_plots(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(RECORDS + [record("linear_probe", s, 38.0 + s, img_per_s=5000.0) for s in (0, 1)])
+    written = {p.name for p in write_reports(load_results(tmp_path), "Results: s")}
+    assert written == {"report.md", "report.tex", "report.csv", "report.html", "accuracy_vs_compute.png",
+                       "accuracy_vs_compute.svg", "alpha_curve.png", "alpha_curve.svg"}
+    assert (tmp_path / "accuracy_vs_compute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "accuracy_vs_compute.svg").read_text()
+    assert "Pareto frontier" in svg and "test top-1 (%)" in svg  # labels kept as text
+    report = (tmp_path / "report.md").read_text()
+    assert "python -m bench run s.yaml" in report and "![Accuracy against compute](accuracy_vs_compute.png)" in report
+    assert report.count("<svg") == 0 and (tmp_path / "report.html").read_text().count("<svg") == 2
+
+
+def test_paired_table(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(RECORDS)
+    table = paired_table(load_results(tmp_path), "full_finetune", "scratch")
+    assert "+10.50 ± " in table and "| 2 " in table
+    with pytest.raises(ReportError, match="no source → target has both"):
+        paired_table(load_results(tmp_path), "full_finetune", "linear_probe")
+
+
+def test_pareto_frontier_keeps_only_undominated_points():
+    points = [(10, 50), (5, 40), (20, 45), (30, 60), (5, 30), (40, 60)]
+    assert pareto_frontier(points) == [(5, 40), (10, 50), (30, 60)]
 
 
 def test_missing_results_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ReportError, match="no records.jsonl"):
-        load_records(tmp_path)
+        load_results(tmp_path)
+
+
+def test_index_lists_suites_and_datapath_runs_with_how_they_were_made(tmp_path):
+    from bench.index import build_index
+
+    ResultsStore(tmp_path / "mysuite").append(RECORDS)
+    ResultsStore(tmp_path / "mysuite").write_plan("mysuite", [])
+    (tmp_path / "datapath").mkdir()
+    (tmp_path / "datapath" / "cpu.json").write_text(
+        '{"kind": "datapath", "measured_at": "2026-11-29T12:00:00+00:00", "provenance": {"device_name": "cpu-y", '
+        '"git_commit": "0123456789abc"}, "rows": [{"backend": "baseline"}, {"backend": "device"}]}')
+    (tmp_path / "datapath" / "cpu.md").write_text("table\n\nProduced by `python -m bench datapath --x`.\n")
+    index = build_index(tmp_path)
+    assert "suite `mysuite`: 8 of 9 records ok" in index and "`python -m bench run s.yaml`" in index
+    assert "cpu-x" in index and "2026-11-29" in index and "abc" in index
+    assert "data-path throughput: baseline, device" in index and "`python -m bench datapath --x`" in index
+    assert "cpu-y" in index and "0123456789" in index

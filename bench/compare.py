@@ -1,0 +1,236 @@
+"""``bench compare BASELINE NEW``: regression verdicts between two results folders, for CI.
+
+Cells are matched by identity (cell id and α) and must have the same config hash to be compared; each
+threshold is then judged on the mean over the seeds both runs have (``--per-seed``: on every cell).
+Each threshold knows its metric's direction (``DIRECTIONS`` in the records): ``top1:-0.5pp`` fails a
+drop of more than half a point, ``target_train_s:+10%`` a rise of more than 10%, ``target_img_per_s:-5%``
+a throughput drop of more than 5%. A change beyond the threshold the other way is an improvement.
+A cell that failed in NEW, or is missing from it, is a regression too (``--allow-missing`` relaxes
+the latter). Reads only the two results stores.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from tabulate import tabulate
+
+from .records import DIRECTIONS, ResultsStore, latest_records
+
+ALIASES = {"top1": "test_top1_pct", "top5": "test_top5_pct", "val_top1": "val_top1_pct"}
+DEFAULT_THRESHOLDS = "top1:-0.5pp"
+VERDICT_ORDER = ["regressed", "failed", "missing", "config changed", "improved", "within threshold", "new", "no value"]
+
+
+class CompareError(ValueError):
+    """Input compare cannot use: the message says why (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    amount: float  # the worsening allowed, a magnitude
+    unit: str  # "pp" (percentage points), "%" (relative) or "" (the metric's own unit)
+
+    @property
+    def direction(self) -> str:
+        return DIRECTIONS[self.metric]
+
+    def describe(self) -> str:
+        sign = "-" if self.direction == "higher" else "+"
+        return f"{sign}{self.amount:g}{self.unit}"
+
+    def change(self, base: float, new: float) -> Optional[float]:
+        """new − base in the threshold's unit: points or the metric's own unit, or % of the baseline."""
+        if self.unit == "%":
+            return None if base == 0 else 100.0 * (new - base) / abs(base)
+        return new - base
+
+    def worsening(self, base: float, new: float) -> Optional[float]:
+        """How much worse ``new`` is than ``base``, in the threshold's unit (negative: better)."""
+        change = self.change(base, new)
+        return None if change is None else (change if self.direction == "lower" else -change)
+
+
+def parse_thresholds(spec: str) -> list[Threshold]:
+    """``metric:[+-]amount[pp|%]`` items separated by commas; the sign, if given, must point the bad way."""
+    thresholds = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        match = re.fullmatch(r"([A-Za-z0-9_]+):([+-]?)(\d+(?:\.\d+)?)(pp|%)?", item)
+        if not match:
+            raise CompareError(f"--fail: cannot read {item!r}; expected metric:[+-]amount[pp|%], e.g. top1:-0.5pp")
+        name, sign, amount, unit = match.groups()
+        metric = ALIASES.get(name, name)
+        if metric not in DIRECTIONS:
+            known = ", ".join(list(ALIASES) + sorted(DIRECTIONS))
+            raise CompareError(f"--fail: unknown metric {name!r}; known: {known}")
+        direction = DIRECTIONS[metric]
+        bad_sign = "-" if direction == "higher" else "+"
+        if sign and sign != bad_sign:
+            worse = "a drop" if direction == "higher" else "a rise"
+            raise CompareError(f"--fail: {name} is {direction}-is-better, so a regression is {worse}; write {name}:{bad_sign}{amount}{unit or ''}")
+        if unit == "pp" and not metric.endswith("_pct"):
+            raise CompareError(f"--fail: {name}: pp (percentage points) is for percentages; use % or the metric's unit")
+        thresholds.append(Threshold(metric, float(amount), unit or ""))
+    if not thresholds:
+        raise CompareError("--fail: no thresholds given")
+    return thresholds
+
+
+def _value(record: dict, metric: str) -> Optional[float]:
+    for section in ("metrics", "compute"):
+        if metric in (record.get(section) or {}):
+            return record[section][metric]
+    return None
+
+
+@dataclass
+class Change:
+    cell_id: str
+    alpha: Optional[float]
+    metric: str
+    verdict: str
+    base: Optional[float] = None
+    new: Optional[float] = None
+    change: Optional[float] = None  # new − base in the threshold's unit
+    worsening: Optional[float] = None  # the same, signed so that positive is worse
+    threshold: Optional[Threshold] = None
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    changes: list[Change]
+    allow_missing: bool
+
+    def count(self) -> Counter:
+        return Counter(change.verdict for change in self.changes)
+
+    @property
+    def failed(self) -> bool:
+        counts = self.count()
+        blocking = counts["regressed"] + counts["failed"]
+        if not self.allow_missing:
+            blocking += counts["missing"] + counts["config changed"]
+        return blocking > 0
+
+
+def load(directory: Path, role: str) -> list[dict]:
+    store = ResultsStore(Path(directory))
+    if not store.path.is_file():
+        raise CompareError(f"{role} {directory}: no records.jsonl (is this a results folder?)")
+    records = latest_records(store.read())
+    if not records:
+        raise CompareError(f"{role} {directory}: records.jsonl holds no records")
+    return records
+
+
+def _devices(records: list[dict]) -> set[str]:
+    return {r.get("provenance", {}).get("device_name") for r in records if r.get("status") == "ok"} - {None}
+
+
+def _group(record: dict, per_seed: bool) -> str:
+    """What a verdict is about: the cell, or the cell without its seed (judged on the mean over seeds)."""
+    if per_seed:
+        return record["cell_id"]
+    return f"{record['source']}->{record['target']}/{record['backbone']}/{record['strategy']}"
+
+
+def compare(base_records: list[dict], new_records: list[dict], thresholds: list[Threshold],
+            allow_device_mismatch: bool = False, allow_missing: bool = False, per_seed: bool = False) -> Comparison:
+    """Matches records by identity (cell id, α) and config hash; judges each threshold on the mean over
+    the seeds both runs have (or on every cell with ``per_seed``). Unmatched and failed cells are listed
+    one by one."""
+    base_devices, new_devices = _devices(base_records), _devices(new_records)
+    if base_devices and new_devices and base_devices != new_devices and not allow_device_mismatch:
+        raise CompareError(f"the runs come from different devices (baseline: {', '.join(sorted(base_devices)) or '?'}; "
+                           f"new: {', '.join(sorted(new_devices)) or '?'}); timings do not compare across devices. "
+                           "Pass --allow-device-mismatch to compare anyway")
+
+    def identity(r: dict) -> tuple:
+        return r["cell_id"], r.get("alpha")
+
+    def order(r: dict) -> tuple:
+        return r["cell_id"], r.get("alpha") is None, r.get("alpha") or 0.0
+
+    new_by_id = {identity(r): r for r in new_records}
+    changes: list[Change] = []
+    matched: dict[tuple, list[tuple[dict, dict]]] = {}
+    for base in sorted(base_records, key=order):
+        if base.get("status") != "ok":
+            continue  # nothing to regress from
+        new = new_by_id.get(identity(base))
+        if new is None:
+            changes.append(Change(*identity(base), "—", "missing", note="no record in NEW"))
+        elif new.get("config_hash") != base.get("config_hash"):
+            changes.append(Change(*identity(base), "—", "config changed", note="same cell, different configuration"))
+        elif new.get("status") != "ok":
+            changes.append(Change(*identity(base), "—", "failed", note=f"{new.get('status')}: {new.get('error')}"))
+        else:
+            matched.setdefault((_group(base, per_seed), base.get("alpha")), []).append((base, new))
+    for (group, alpha), pairs in matched.items():
+        label = group if per_seed else f"{group} (n={len(pairs)})"
+        for threshold in thresholds:
+            values = [(_value(b, threshold.metric), _value(n, threshold.metric)) for b, n in pairs]
+            values = [(b, n) for b, n in values if b is not None and n is not None]
+            if not values:
+                changes.append(Change(label, alpha, threshold.metric, "no value", threshold=threshold))
+                continue
+            before = sum(b for b, _ in values) / len(values)
+            after = sum(n for _, n in values) / len(values)
+            worse = threshold.worsening(before, after)
+            verdict = ("within threshold" if worse is None or abs(worse) <= threshold.amount
+                       else "regressed" if worse > 0 else "improved")
+            changes.append(Change(label, alpha, threshold.metric, verdict, before, after, threshold.change(before, after),
+                                  worse, threshold))
+    base_ids = {identity(r) for r in base_records}
+    for new in sorted(new_records, key=order):
+        if identity(new) not in base_ids:
+            changes.append(Change(*identity(new), "—", "new", note="not in the baseline"))
+    return Comparison(changes, allow_missing)
+
+
+def _fmt(value: Optional[float]) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:.3g}"
+
+
+def _rows(changes: list[Change]) -> list[list[str]]:
+    ordered = sorted(changes, key=lambda c: VERDICT_ORDER.index(c.verdict))
+    rows = []
+    for c in ordered:
+        worse = "" if c.change is None else f"{c.change + 0.0:+.2f}{c.threshold.unit} " + (
+            "(worse)" if c.worsening > 0 else "(better)" if c.worsening < 0 else "")
+        rows.append([c.cell_id, "" if c.alpha is None else f"{c.alpha:g}", c.metric, _fmt(c.base), _fmt(c.new),
+                     worse.strip(), c.threshold.describe() if c.threshold else "", c.verdict + (f" ({c.note})" if c.note else "")])
+    return rows
+
+
+HEADERS = ["cell (n = seeds averaged)", "α", "metric", "baseline", "new", "change", "fails beyond", "verdict"]
+
+
+def render_table(comparison: Comparison) -> str:
+    return tabulate(_rows(comparison.changes), headers=HEADERS, tablefmt="github", disable_numparse=True)
+
+
+def verdict_line(comparison: Comparison) -> str:
+    counts = comparison.count()
+    parts = ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER if counts[v])
+    return f"{'FAIL' if comparison.failed else 'PASS'}: {parts or 'nothing compared'}"
+
+
+def render_summary(comparison: Comparison, baseline: str, new: str, thresholds: list[Threshold]) -> str:
+    """Markdown for a CI job summary: the verdict, what blocks, and every comparison folded away."""
+    blocking = {"regressed", "failed"} | (set() if comparison.allow_missing else {"missing", "config changed"})
+    bad = [c for c in comparison.changes if c.verdict in blocking]
+    gates = ", ".join(f"`{t.metric}` {t.describe()}" for t in thresholds)
+    lines = [f"## Benchmark comparison: {'❌ regression' if comparison.failed else '✅ no regression'}", "",
+             f"`{new}` against the baseline `{baseline}`; fails beyond {gates}.", "", verdict_line(comparison), ""]
+    if bad:
+        lines += ["### What fails", "", tabulate(_rows(bad), headers=HEADERS, tablefmt="github", disable_numparse=True), ""]
+    lines += ["<details><summary>Every comparison</summary>", "", render_table(comparison), "", "</details>", ""]
+    return "\n".join(lines)

@@ -1,0 +1,80 @@
+"""``bench index``: ``results/README.md``, the index of every published result, from the results alone.
+
+For each folder with a ``records.jsonl`` (a suite's results) and each JSON written by ``bench datapath``:
+what it is, the hardware, when, at which commit, and the command that produced it.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tabulate import tabulate
+
+from .records import ResultsStore, latest_records
+
+
+def _commit(provenance: dict) -> str:
+    commit = (provenance.get("git_commit") or "unknown")[:10]
+    return commit + (" (dirty)" if provenance.get("git_dirty") else "")
+
+
+def suite_entry(folder: Path, root: Path) -> list[str]:
+    records = latest_records(ResultsStore(folder).read())
+    with_provenance = [r for r in records if r.get("provenance")]
+    plan = ResultsStore(folder).read_plan()
+    suite = plan["suite"] if plan else (records[0].get("suite") if records else folder.name)
+    if not with_provenance:
+        return [f"[{folder.relative_to(root)}/]({folder.relative_to(root)}/)", suite, "–", "–", "–", "–"]
+    last = with_provenance[-1]["provenance"]
+    dates = sorted(r["provenance"].get("finished_at", "")[:10] for r in with_provenance)
+    ok = sum(r.get("status") == "ok" for r in records)
+    report = folder / "report.md"
+    link = f"[{folder.relative_to(root)}/]({(report if report.is_file() else folder).relative_to(root)})"
+    when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}"
+    return [link, f"suite `{suite}`: {ok} of {len(records)} records ok", last.get("device_name", "?"), when,
+            _commit(last), f"`{last.get('command', '?')}`"]
+
+
+def datapath_entry(path: Path, root: Path) -> list[str]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    provenance = data.get("provenance", {})
+    markdown = path.with_suffix(".md")
+    link = f"[{path.relative_to(root)}]({(markdown if markdown.is_file() else path).relative_to(root)})"
+    command = "?"
+    if markdown.is_file():
+        text = markdown.read_text(encoding="utf-8")
+        if "Produced by `" in text:
+            command = text.split("Produced by `", 1)[1].split("`", 1)[0]
+    backends = ", ".join(row["backend"] for row in data.get("rows", []))
+    return [link, f"data-path throughput: {backends}", provenance.get("device_name", "?"),
+            data.get("measured_at", "?")[:10], _commit(provenance), f"`{command}`"]
+
+
+def _git_ignored(path: Path) -> bool:
+    """Folders git ignores (local runs such as results/quick/) are not published, so not indexed."""
+    try:
+        return subprocess.run(["git", "check-ignore", "-q", str(path.resolve())], cwd=path.resolve().parent, capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def build_index(root: Path) -> str:
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not _git_ignored(p)):
+        if ResultsStore(folder).path.is_file():
+            rows.append(suite_entry(folder, root))
+        for path in sorted(folder.glob("*.json")):
+            try:
+                if json.loads(path.read_text(encoding="utf-8")).get("kind") == "datapath":
+                    rows.append(datapath_entry(path, root))
+            except (json.JSONDecodeError, AttributeError):
+                continue
+    table = tabulate(rows, headers=["results", "what", "hardware", "date (UTC)", "commit", "command"],
+                     tablefmt="github", disable_numparse=True)
+    return ("# Published results\n\n"
+            "Every result committed here, with how it was produced. Each suite folder holds `records.jsonl` (one JSON line "
+            "per evaluated cell, with full provenance), `plan.json`, and the reports `bench report --write` renders: "
+            "`report.md`, `report.tex`, `report.csv`, `report.html` and the plots (PNG and SVG). Regenerate this page "
+            "with `python -m bench index results`.\n\n" + table + "\n")

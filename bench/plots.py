@@ -1,0 +1,119 @@
+"""The report's figures (matplotlib, PNG and SVG), drawn from records and table rows only.
+
+- Accuracy against compute: one panel per source → target × backbone; each strategy its own marker
+  with its 95% interval, and the Pareto frontier (no other point is both cheaper and better) drawn.
+- The α curve, as WiSE-FT plots it: test and validation top-1 against α, one line per target.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, none opened
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .stats import summarise  # noqa: E402
+
+MARKERS = {"scratch": "o", "linear_probe": "s", "full_finetune": "^", "alpha_mix": "D"}
+EXTRA_MARKERS = ["v", "P", "X", "*", "h", "<", ">"]
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 10})  # SVG text stays text: searchable, small
+
+
+def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (less compute and higher accuracy), by compute."""
+    frontier: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not frontier or y > frontier[-1][1]:
+            frontier.append((x, y))
+    return frontier
+
+
+def _marker(strategy: str, seen: dict) -> str:
+    if strategy in MARKERS:
+        return MARKERS[strategy]
+    return seen.setdefault(strategy, EXTRA_MARKERS[len(seen) % len(EXTRA_MARKERS)])
+
+
+def accuracy_vs_compute(rows):
+    """The figure, or None when no row has both accuracy and compute."""
+    panels = defaultdict(list)
+    for row in rows:
+        if row.top1 is not None and row.total_s is not None:
+            panels[(row.source, row.target, row.backbone)].append(row)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    extra: dict = {}
+    for ax, ((source, target, backbone), panel) in zip(axes[0], sorted(panels.items())):
+        for row in panel:
+            error = row.top1.ci_half if row.top1.ci_half is not None else 0.0
+            ax.errorbar(row.total_s, row.top1.mean, yerr=error, fmt=_marker(row.strategy, extra), markersize=8,
+                        capsize=3, label=row.label, linestyle="none")
+        xs = [r.total_s for r in panel]
+        frontier = pareto_frontier([(r.total_s, r.top1.mean) for r in panel])
+        # a staircase to the right edge: the best accuracy reachable at each compute budget
+        frontier_x = [x for x, _ in frontier] + [max(xs) * 1.02]
+        frontier_y = [y for _, y in frontier] + [frontier[-1][1]]
+        ax.step(frontier_x, frontier_y, where="post", color="0.45", linestyle="--", linewidth=1, label="Pareto frontier",
+                zorder=0)
+        if min(xs) > 0 and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+        ax.set_title(f"{source} → {target} ({backbone})")
+        ax.set_xlabel("compute per cell: target + amortised source training (s)")
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def alpha_curve(records: list[dict]):
+    """Mean test and validation top-1 at each α over seeds, one line pair per target (None without α-mix)."""
+    curves: dict[tuple, dict[float, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in records:
+        if r.get("strategy") == "alpha_mix" and r.get("status") == "ok" and r.get("alpha") is not None:
+            point = curves[(r["source"], r["target"], r["backbone"])][r["alpha"]]
+            point["test"].append(r["metrics"]["test_top1_pct"])
+            if r["metrics"].get("val_top1_pct") is not None:
+                point["val"].append(r["metrics"]["val_top1_pct"])
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for i, ((source, target, backbone), points) in enumerate(sorted(curves.items())):
+        colour = f"C{i}"
+        alphas = sorted(points)
+        name = f"{source} → {target} ({backbone})"
+        for split, style in (("test", "-o"), ("val", "--s")):
+            means = [summarise(points[a][split]) for a in alphas]
+            kept = [(a, m) for a, m in zip(alphas, means) if m is not None]
+            if kept:
+                ax.plot([a for a, _ in kept], [m.mean for _, m in kept], style, color=colour, markersize=5,
+                        label=f"{name}, {split}")
+    ax.set_xlabel("α  (0 = linear probe, 1 = fine-tuned)")
+    ax.set_ylabel("top-1 (%), mean over seeds")
+    ax.set_title("α-mix (WiSE-FT): top-1 against α")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig, path: Path) -> Path:
+    """PNG at 150 dpi, or SVG (text kept as text) or PDF, by the suffix; no timestamp inside, so the same
+    results give the same file."""
+    metadata = {"Date": None} if path.suffix in (".svg", ".pdf") else {}
+    fig.savefig(path, dpi=150, metadata=metadata)
+    return path
+
+
+def write_plots(records: list[dict], rows, directory: Path) -> list[Path]:
+    """accuracy_vs_compute and alpha_curve, each as PNG and SVG, into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, fig in (("accuracy_vs_compute", accuracy_vs_compute(rows)), ("alpha_curve", alpha_curve(records))):
+        if fig is not None:
+            written += [save(fig, directory / f"{stem}.png"), save(fig, directory / f"{stem}.svg")]
+            plt.close(fig)
+    return written

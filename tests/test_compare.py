@@ -1,0 +1,148 @@
+"""bench compare: thresholds that know each metric's direction, verdicts, exit codes, and the CI recipe
+catching regressions injected into the training code."""
+import json
+import re
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from bench.cli import main
+from bench.compare import CompareError, compare, parse_thresholds, render_summary
+from bench.records import DIRECTIONS, ResultsStore
+
+from conftest import REPO, tiny_suite
+
+
+def record(seed=0, strategy="scratch", status="ok", config_hash=None, device="cpu-x", **values):
+    metrics = {k: v for k, v in values.items() if k.endswith("_pct")}
+    compute = {k: v for k, v in values.items() if not k.endswith("_pct")}
+    return {"cell_id": f"a->b/resnet8/{strategy}/seed{seed}", "source": "a", "target": "b", "backbone": "resnet8",
+            "strategy": strategy, "seed": seed, "alpha": None, "status": status, "error": None if status == "ok" else "boom",
+            "config_hash": config_hash or f"{strategy}{seed}", "metrics": metrics, "compute": compute,
+            "provenance": {"device_name": device}}
+
+
+def verdicts(comparison) -> dict:
+    return {(c.cell_id, c.metric): c.verdict for c in comparison.changes}
+
+
+def test_thresholds_parse_with_aliases_units_and_direction_checks():
+    top1, speed, seconds = parse_thresholds("top1:-0.5pp, target_img_per_s:-5%,target_train_s:+10")
+    assert (top1.metric, top1.amount, top1.unit, top1.direction) == ("test_top1_pct", 0.5, "pp", "higher")
+    assert (speed.unit, speed.direction) == ("%", "higher") and (seconds.unit, seconds.direction) == ("", "lower")
+    assert parse_thresholds("target_train_s:10%")[0].amount == 10  # an unsigned amount is a magnitude
+    for spec, message in [("top1:+0.5pp", "a regression is a drop; write top1:-0.5pp"),
+                          ("target_train_s:-5%", "a regression is a rise; write target_train_s:+5%"),
+                          ("target_train_s:+1pp", "pp (percentage points) is for percentages"),
+                          ("accuracy:-1pp", "unknown metric 'accuracy'"), ("top1=-1", "cannot read"), ("", "no thresholds")]:
+        with pytest.raises(CompareError, match=re.escape(message)):
+            parse_thresholds(spec)
+
+
+@pytest.mark.parametrize("metric", sorted(DIRECTIONS))
+def test_every_metric_fails_when_worse_and_passes_when_better(metric):
+    higher = DIRECTIONS[metric] == "higher"
+    base = [record(**{metric: 100.0})]
+    threshold = parse_thresholds(f"{metric}:{'-' if higher else '+'}5%")
+    worse, better = (90.0, 110.0) if higher else (110.0, 90.0)
+    regressed = compare(base, [record(**{metric: worse})], threshold)
+    assert verdicts(regressed)[("a->b/resnet8/scratch (n=1)", metric)] == "regressed" and regressed.failed
+    improved = compare(base, [record(**{metric: better})], threshold)
+    assert verdicts(improved)[("a->b/resnet8/scratch (n=1)", metric)] == "improved" and not improved.failed
+    within = compare(base, [record(**{metric: 100.0 + (-4.0 if higher else 4.0)})], threshold)
+    assert verdicts(within)[("a->b/resnet8/scratch (n=1)", metric)] == "within threshold" and not within.failed
+
+
+def test_points_and_means_over_seeds():
+    base = [record(0, test_top1_pct=80.0), record(1, test_top1_pct=82.0)]
+    new = [record(0, test_top1_pct=79.0), record(1, test_top1_pct=82.4)]  # mean drop 0.3 pp
+    assert not compare(base, new, parse_thresholds("top1:-0.5pp")).failed
+    per_seed = compare(base, new, parse_thresholds("top1:-0.5pp"), per_seed=True)
+    assert verdicts(per_seed)[("a->b/resnet8/scratch/seed0", "test_top1_pct")] == "regressed" and per_seed.failed
+
+
+def test_missing_failed_changed_and_new_cells():
+    base = [record(0, test_top1_pct=80.0), record(1, test_top1_pct=80.0), record(2, test_top1_pct=80.0),
+            record(3, status="error")]
+    new = [record(0, status="diverged"), record(1, config_hash="other", test_top1_pct=80.0),
+           record(3, test_top1_pct=80.0), record(4, test_top1_pct=80.0)]
+    comparison = compare(base, new, parse_thresholds("top1:-0.5pp"))
+    by_cell = {c.cell_id: c.verdict for c in comparison.changes}
+    assert by_cell["a->b/resnet8/scratch/seed0"] == "failed" and by_cell["a->b/resnet8/scratch/seed1"] == "config changed"
+    assert by_cell["a->b/resnet8/scratch/seed2"] == "missing" and by_cell["a->b/resnet8/scratch/seed4"] == "new"
+    assert "a->b/resnet8/scratch/seed3" not in by_cell  # failed in the baseline: nothing to regress from
+    assert comparison.failed
+    summary = render_summary(comparison, "base", "new", parse_thresholds("top1:-0.5pp"))
+    assert summary.startswith("## Benchmark comparison: ❌ regression") and "### What fails" in summary
+    lenient = compare(base[2:3], [], parse_thresholds("top1:-0.5pp"), allow_missing=True)
+    assert not lenient.failed and [c.verdict for c in lenient.changes] == ["missing"]
+
+
+def test_devices_must_match_unless_allowed():
+    base, new = [record(test_top1_pct=80.0)], [record(test_top1_pct=80.0, device="NVIDIA H200")]
+    with pytest.raises(CompareError, match="different devices"):
+        compare(base, new, parse_thresholds("top1:-1pp"))
+    assert not compare(base, new, parse_thresholds("top1:-1pp"), allow_device_mismatch=True).failed
+
+
+def test_cli_exit_codes_and_summary(tmp_path, capsys):
+    for name, top1 in (("base", 80.0), ("same", 80.0), ("worse", 78.0)):
+        ResultsStore(tmp_path / name).append([record(test_top1_pct=top1)])
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "same")]) == 0
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "worse"), "--summary", str(tmp_path / "s.md")]) == 1
+    assert "❌ regression" in (tmp_path / "s.md").read_text()
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "nowhere")]) == 2
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "same"), "--fail", "top1:+1pp"]) == 2
+    err = capsys.readouterr().err
+    assert "bench: error: new" in err and "no records.jsonl" in err
+
+
+# --- the recipe, end to end: a regression injected into the training code must fail the gate ---------
+
+SUITE = tiny_suite(strategies={"scratch": {"epochs": 3}, "linear_probe": {"epochs": 5}}, seeds=[0, 1])
+SLOW_STEPS = ("import time, torch; step = torch.optim.SGD.step\n"
+              "def slow(self, *a, **k):\n    time.sleep(0.05)\n    return step(self, *a, **k)\n"
+              "torch.optim.SGD.step = slow")
+NO_LEARNING = "import transfer_core.training as t; t.lr_factor = lambda recipe, progress: 0.0"
+
+
+def run_suite(tmp_path, out, fault=""):
+    suite = tmp_path / "ci.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    code = f"{fault}\nimport sys, runpy; sys.argv = ['bench'] + sys.argv[1:]; runpy.run_module('bench', run_name='__main__')"
+    result = subprocess.run([sys.executable, "-c", code, "run", str(suite), "--out", str(tmp_path / out)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+
+def bench_compare(tmp_path, new, fail):
+    return subprocess.run([sys.executable, "-m", "bench", "compare", str(tmp_path / "baseline"), str(tmp_path / new),
+                           "--fail", fail], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_ci_recipe_catches_injected_regressions(tmp_path):
+    run_suite(tmp_path, "baseline")
+    run_suite(tmp_path, "clean")
+    run_suite(tmp_path, "no-learning", NO_LEARNING)
+    run_suite(tmp_path, "slow", SLOW_STEPS)
+    gate = "top1:-0.5pp,target_img_per_s:-40%"
+
+    clean = bench_compare(tmp_path, "clean", "top1:-0.5pp")
+    assert clean.returncode == 0, clean.stdout  # the same code gives the same accuracy on this CPU
+    assert "PASS" in clean.stdout
+
+    broken = bench_compare(tmp_path, "no-learning", gate)
+    assert broken.returncode == 1 and "FAIL" in broken.stdout
+    assert any("scratch" in line and "test_top1_pct" in line and "regressed" in line for line in broken.stdout.splitlines())
+
+    slow = bench_compare(tmp_path, "slow", gate)
+    assert slow.returncode == 1
+    lines = slow.stdout.splitlines()
+    assert any("target_img_per_s" in line and "regressed" in line for line in lines)
+    assert not any("test_top1_pct" in line and "regressed" in line for line in lines)  # only slower, not worse
+    records = [json.loads(line) for line in (tmp_path / "slow" / "records.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in records)
