@@ -45,7 +45,8 @@ def code_and_versions() -> dict:
     commit = _git("rev-parse", "HEAD")
     return {
         "git_commit": commit or None,
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+        # dirty = code differs from the commit; regenerating results/ while running is not a code change
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")) if commit else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
