@@ -72,7 +72,8 @@ def cmd_run(args) -> int:
         report_mod.write_reports(results, f"Results: {suite.name}")
     print(report_mod.render_markdown(report_mod.summarise_rows(results.records, results.plan)))
     print(f"\n{summary.ran} cells run, {summary.skipped} already done, {len(summary.failed)} failed; "
-          f"records: {runner.store.path}", file=sys.stderr)
+          f"records: {runner.store.path}" + (f"; reports and plots: {out_dir}/report.md (also .tex, .csv, .html)" if summary.ran else ""),
+          file=sys.stderr)
     return 1 if summary.failed else 0
 
 

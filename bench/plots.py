@@ -48,7 +48,9 @@ def accuracy_vs_compute(rows):
     extra: dict = {}
     for ax, ((source, target, backbone), panel) in zip(axes[0], sorted(panels.items())):
         for row in panel:
-            error = row.top1.ci_half if row.top1.ci_half is not None else 0.0
+            half = row.top1.ci_half if row.top1.ci_half is not None else 0.0
+            # an accuracy lies in [0, 100]: the drawn interval stops there (the table keeps the t interval)
+            error = [[min(half, row.top1.mean)], [min(half, 100.0 - row.top1.mean)]]
             ax.errorbar(row.total_s, row.top1.mean, yerr=error, fmt=_marker(row.strategy, extra), markersize=8,
                         capsize=3, label=row.label, linestyle="none")
         xs = [r.total_s for r in panel]
