@@ -29,7 +29,7 @@ def _runtime(suite, device_override):
     spec = suite.runtime
     try:
         return resolve_runtime(device_override or spec.device, spec.amp, spec.compile, spec.channels_last,
-                               spec.data_backend, spec.input_dtype, spec.workers)
+                               spec.data_backend, spec.input_dtype, spec.workers, spec.compile_mode, spec.cudnn_benchmark)
     except RuntimeUnavailableError as e:
         raise SuiteError(str(e)) from None
 
@@ -238,6 +238,77 @@ def cmd_compare(args) -> int:
     return 1 if comparison.failed else 0
 
 
+def cmd_throughput(args) -> int:
+    from tabulate import tabulate
+
+    from transfer_core.runtime import RuntimeUnavailableError, resolve_runtime
+
+    from . import throughput as tp
+    from .provenance import device_name, provenance
+
+    try:
+        runtime = resolve_runtime(args.device, amp=args.amp, compile=args.compile, input_dtype="auto")
+    except RuntimeUnavailableError as e:
+        raise SuiteError(str(e)) from None
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    header = (f"device {runtime.device} ({device_name(runtime.device)}), amp {runtime.amp}, compile {runtime.compile}, "
+              f"channels_last {runtime.channels_last}; medians of {args.repeats} alternating runs")
+    import datetime as dt
+
+    sections, payload = [header], {"kind": "throughput", "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                   "runtime": runtime.describe(), "provenance": provenance(runtime.device)}
+    if "step" in args.parts:
+        log("harness train step against a bare loop")
+        step = tp.harness_vs_bare(runtime, args.backbone, args.batch_size, args.resolution, args.steps, args.repeats, log)
+        payload["step"] = step
+        sections.append(tabulate([[f"{args.backbone}, batch {args.batch_size}, {args.resolution}x{args.resolution}",
+                                   f"{step['bare_img_per_s']:,.0f}", f"{step['harness_img_per_s']:,.0f}", f"{step['ratio']:.3f}x"]],
+                                 headers=["train step", "bare loop images/s", "harness images/s", "harness / bare"],
+                                 tablefmt="github", disable_numparse=True))
+    if "probe" in args.parts:
+        log("linear probe: cached features against the frozen backbone every epoch")
+        if args.probe_data == "cifar":
+            root = Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
+            from transfer_core.datasets import DataUnavailableError
+
+            try:
+                source, target = tp.cifar_transfer(runtime, args.backbone, args.source_epochs, root, log)
+            except DataUnavailableError as e:
+                raise SuiteError(f"--probe-data cifar: {e}") from None
+            what = "CIFAR-10 -> CIFAR-100[0-19]"
+        else:
+            source, target = tp.digits_transfer(runtime, args.backbone, args.source_epochs, log)
+            what = "digits 0-4 -> 5-9"
+        probe = tp.probe_cached_vs_naive(runtime, source, target, args.backbone, args.probe_epochs)
+        payload["probe"] = probe
+        sections.append(tabulate([[f"{args.backbone}, {what}, {probe['epochs']} epochs, {probe['train_images']} images",
+                                   f"{probe['naive_s']:.2f}", f"{probe['cached_s']:.2f}", f"{probe['speedup']:.1f}x",
+                                   f"{probe['naive_top1_pct']:.2f}", f"{probe['cached_top1_pct']:.2f}", f"{probe['top1_difference_pp']:+.2f}"]],
+                                 headers=["linear probe", "naive s", "cached s", "speed-up", "naive top-1 (%)",
+                                          "cached top-1 (%)", "difference (pp)"], tablefmt="github", disable_numparse=True))
+    if "matrix" in args.parts:
+        rows = []
+        for spec in args.matrix:
+            backbone, _, resolution = spec.partition("@")
+            rows += tp.runtime_matrix(runtime, backbone, int(resolution or 32), args.matrix_batch_size, args.steps, log,
+                                      with_compile=not args.matrix_skip_compile)
+        payload["matrix"] = rows
+        peak = rows[0]["peak_bf16_tflop_per_s"] if rows else None
+        sections.append(f"measured bf16 matmul peak: {tp.optional(peak, '.1f')} TFLOP/s")
+        sections.append(tabulate([[f"{r['backbone']} {r['resolution']}x{r['resolution']}", r["config"], f"{r['img_per_s']:,.0f}",
+                                   f"{r['vs_eager_fp32']:.2f}x", f"{r['tflop_per_s']:.2f}", tp.optional(r["mfu_pct"], ".1f")] for r in rows],
+                                 headers=["model", "configuration", "train images/s", "vs eager fp32", "TFLOP/s", "MFU (%)"],
+                                 tablefmt="github", disable_numparse=True))
+    text = "\n\n".join(sections)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    if args.markdown:
+        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        Path(args.markdown).write_text(f"# Throughput\n\n{text}\n\nProduced by `{command}`.\n")
+    return 0
+
+
 def cmd_index(args) -> int:
     from .index import build_index
 
@@ -344,6 +415,31 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--allow-missing", action="store_true", help="cells missing from NEW do not fail the comparison")
     cmp.add_argument("--per-seed", action="store_true", help="judge every cell, not the mean over its seeds")
     cmp.set_defaults(handler=cmd_compare)
+
+    th = sub.add_parser("throughput", help="the harness's train step against a bare loop; cached against naive linear probe; "
+                                           "a precision/compile matrix")
+    th.add_argument("--parts", type=lambda s: [p.strip() for p in s.split(",")], default=["step", "probe"],
+                    help="comma-separated: step, probe, matrix (default step,probe)")
+    th.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    th.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto")
+    th.add_argument("--compile", choices=["auto", "on", "off"], default="auto")
+    th.add_argument("--backbone", default="resnet8")
+    th.add_argument("--batch-size", type=int, default=128)
+    th.add_argument("--resolution", type=int, default=32)
+    th.add_argument("--steps", type=int, default=40, help="timed train steps per run")
+    th.add_argument("--repeats", type=int, default=3)
+    th.add_argument("--source-epochs", type=int, default=10)
+    th.add_argument("--probe-data", choices=["digits", "cifar"], default="digits",
+                    help="digits (no download) or cifar (CIFAR-10 -> CIFAR-100 subsets from --data-root)")
+    th.add_argument("--data-root", help="folder with cifar-10-batches-py/ and cifar-100-python/ for --probe-data cifar")
+    th.add_argument("--probe-epochs", type=int, default=40, help="head epochs, equal for both probes (the harness default)")
+    th.add_argument("--matrix", nargs="+", default=["resnet18_cifar@32", "torchvision:resnet18@224"],
+                    help="backbone@resolution entries for --parts matrix")
+    th.add_argument("--matrix-batch-size", type=int, default=256)
+    th.add_argument("--matrix-skip-compile", action="store_true", help="leave out the compiled row (CPU smoke runs)")
+    th.add_argument("--json")
+    th.add_argument("--markdown")
+    th.set_defaults(handler=cmd_throughput)
 
     index = sub.add_parser("index", help="write RESULTS/README.md: every published result, its hardware, date, commit and command")
     index.add_argument("root", nargs="?", default="results")

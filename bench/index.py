@@ -1,6 +1,7 @@
 """``bench index``: ``results/README.md``, the index of every published result, from the results alone.
 
-For each folder with a ``records.jsonl`` (a suite's results) and each JSON written by ``bench datapath``:
+For each folder with a ``records.jsonl`` (a suite's results) and each JSON written by ``bench datapath``
+or ``bench throughput``:
 what it is, the hardware, when, at which commit, and the command that produced it.
 """
 from __future__ import annotations
@@ -36,7 +37,20 @@ def suite_entry(folder: Path, root: Path) -> list[str]:
             _commit(last), f"`{last.get('command', '?')}`"]
 
 
-def datapath_entry(path: Path, root: Path) -> list[str]:
+def _what(data: dict) -> str:
+    if data["kind"] == "datapath":
+        return "data-path throughput: " + ", ".join(row["backend"] for row in data.get("rows", []))
+    parts = []
+    if "step" in data:
+        parts.append(f"harness/bare train step {data['step']['ratio']:.2f}x")
+    if "probe" in data:
+        parts.append(f"cached/naive probe {data['probe']['speedup']:.1f}x")
+    if "matrix" in data:
+        parts.append(f"runtime matrix ({len(data['matrix'])} rows)")
+    return "throughput: " + ", ".join(parts)
+
+
+def measurement_entry(path: Path, root: Path) -> list[str]:
     data = json.loads(path.read_text(encoding="utf-8"))
     provenance = data.get("provenance", {})
     markdown = path.with_suffix(".md")
@@ -46,8 +60,7 @@ def datapath_entry(path: Path, root: Path) -> list[str]:
         text = markdown.read_text(encoding="utf-8")
         if "Produced by `" in text:
             command = text.split("Produced by `", 1)[1].split("`", 1)[0]
-    backends = ", ".join(row["backend"] for row in data.get("rows", []))
-    return [link, f"data-path throughput: {backends}", provenance.get("device_name", "?"),
+    return [link, _what(data), provenance.get("device_name", "?"),
             data.get("measured_at", "?")[:10], _commit(provenance), f"`{command}`"]
 
 
@@ -67,8 +80,8 @@ def build_index(root: Path) -> str:
             rows.append(suite_entry(folder, root))
         for path in sorted(folder.glob("*.json")):
             try:
-                if json.loads(path.read_text(encoding="utf-8")).get("kind") == "datapath":
-                    rows.append(datapath_entry(path, root))
+                if json.loads(path.read_text(encoding="utf-8")).get("kind") in ("datapath", "throughput"):
+                    rows.append(measurement_entry(path, root))
             except (json.JSONDecodeError, AttributeError):
                 continue
     table = tabulate(rows, headers=["results", "what", "hardware", "date (UTC)", "commit", "command"],

@@ -19,13 +19,22 @@ import torch
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache, content_key
 from transfer_core.datasets import DataUnavailableError, PreparedData, create_dataset_reader, prepare_dataset
-from transfer_core.runtime import Runtime, peak_memory, reset_peak_memory
+from transfer_core.runtime import Runtime, measured_bf16_peak_tflops, peak_memory, reset_peak_memory
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TransferContext
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
 
 from .provenance import provenance
 from .records import DIRECTIONS, RECORD_SCHEMA_VERSION, ResultsStore
 from .suite import Cell, DatasetSpec, SourceSpec, Suite, SuiteError
+
+
+def utilisation(flops: float, seconds: float, device: torch.device) -> dict:
+    """Achieved TFLOP/s and, on CUDA, model FLOPs utilisation against the bf16 matmul peak measured in
+    this process (None on CPU, where no such peak is measured)."""
+    achieved = flops / seconds / 1e12 if seconds > 0 and flops > 0 else None
+    peak = measured_bf16_peak_tflops(str(device)) if device.type == "cuda" else None
+    return {"target_tflop_per_s": achieved, "device_peak_bf16_tflop_per_s": peak,
+            "target_mfu_pct": 100 * achieved / peak if achieved is not None and peak else None}
 
 
 def _uses_source(strategy: str) -> bool:
@@ -311,6 +320,7 @@ class Runner:
             "target_train_flops": stats.flops,
             "target_img_per_s": stats.images / stats.train_s if stats.train_s > 0 else None,
             "target_data_s": stats.data_s,
+            **utilisation(stats.flops, stats.train_s, self.runtime.device),
             "eval_s": evaluation.details.get("eval_s"),
             "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind,
         }

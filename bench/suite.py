@@ -157,6 +157,8 @@ class RuntimeSpec:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
     compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA, off on CPU
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    cudnn_benchmark: bool = True  # CUDA: cuDNN picks the fastest convolution algorithm per shape, once
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and on CPU
     eval_batch_size: int = 512  # images per evaluation batch
     workers: int = 2  # DataLoader workers or DALI threads for image folders (array datasets need none)

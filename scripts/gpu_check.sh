@@ -29,12 +29,24 @@ fi
 
 if [[ $smoke == 1 ]]; then
   device=(--device cpu); sizes=(--per-class 20 --seconds 0.2 --repeats 1 --steps 2 --batch-size 64)
+  matrix=(--matrix resnet8@16 --matrix-batch-size 8 --steps 2 --matrix-skip-compile)
+  step=(--backbone resnet8 --batch-size 16 --steps 4 --repeats 1 --source-epochs 1 --probe-epochs 3)
 else
   device=(--device cuda); sizes=(--batch-size 1024 --seconds 2 --repeats 3 --steps 50)
+  matrix=(--matrix resnet18_cifar@32 torchvision:resnet18@224 --matrix-batch-size 256 --steps 30)
+  step=(--backbone resnet18_cifar --batch-size 512 --steps 30 --repeats 3)
 fi
 
 # 1. Data path: the device-resident array loader against the torchvision DataLoader baseline.
 python -m bench datapath "${data[@]}" "${device[@]}" "${sizes[@]}" --backends baseline,device \
   --json "$out/datapath.json" --markdown "$out/datapath.md"
+
+# 2. The bf16 matmul peak, then train images/s, TFLOP/s and MFU: eager fp32, bf16 + channels_last, + compile.
+python -m bench throughput --parts matrix "${device[@]}" "${matrix[@]}" \
+  --json "$out/runtime_matrix.json" --markdown "$out/runtime_matrix.md"
+
+# 3. The harness's train step against a bare loop, and the cached linear probe against the naive one.
+python -m bench throughput --parts step,probe "${device[@]}" "${step[@]}" \
+  --json "$out/harness_overhead.json" --markdown "$out/harness_overhead.md"
 
 echo "gpu_check: wrote $(ls "$out" | tr '\n' ' ')in $out"

@@ -7,9 +7,12 @@ saves for short runs).
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
+import time
+import weakref
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -32,6 +35,9 @@ class Runtime:
     data_backend: str = "torch"  # image folders: "dali" or "torch", already resolved from "auto"
     input_dtype: torch.dtype = torch.float32  # dtype of the batches loaders hand the model
     data_workers: int = 0  # DataLoader workers or DALI threads for image folders
+    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune, ...
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN time its convolution algorithms once per shape
+    compile_backend: Union[str, Callable] = "inductor"  # tests swap in a counting backend
 
     @property
     def amp_dtype(self) -> Optional[torch.dtype]:
@@ -49,8 +55,24 @@ class Runtime:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def compiled(self, model: torch.nn.Module):
-        return torch.compile(model) if self.compile else model
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model compiled once and then reused (training, evaluation, BatchNorm re-estimation of the
+        same model share one compiled wrapper and its cached graphs); the model itself when off."""
+        if not self.compile:
+            return model
+        cached = _COMPILED.get(model)
+        if cached is None or cached[0] != (self.compile_backend, self.compile_mode):
+            options = {"mode": self.compile_mode} if self.compile_backend == "inductor" else {}
+            cached = ((self.compile_backend, self.compile_mode), torch.compile(model, backend=self.compile_backend, **options))
+            _COMPILED[model] = cached
+        return cached[1]
+
+    def apply_backend_flags(self) -> None:
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+
+    def timer(self) -> "Timer":
+        return Timer(self.device)
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -65,12 +87,66 @@ class Runtime:
                              seed, self.data_backend, self.data_workers)
 
     def describe(self) -> dict:
-        return {"device": str(self.device), "amp": self.amp, "compile": self.compile, "channels_last": self.channels_last,
-                "data_backend": self.data_backend, "input_dtype": str(self.input_dtype).removeprefix("torch.")}
+        described = {"device": str(self.device), "amp": self.amp, "compile": self.compile, "channels_last": self.channels_last,
+                     "data_backend": self.data_backend, "input_dtype": str(self.input_dtype).removeprefix("torch.")}
+        # only where they act, so turning them on does not change the identity of runs they do not affect
+        if self.compile:
+            described["compile_mode"] = self.compile_mode
+        if self.device.type == "cuda":
+            described["cudnn_benchmark"] = self.cudnn_benchmark
+        return described
+
+
+_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+class Timer:
+    """Wall time of a region of device work: CUDA events on GPU (recorded in the stream, so the time is
+    the GPU's, read after one synchronisation), perf_counter on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def start(self) -> "Timer":
+        if self.cuda:
+            self._begin = torch.cuda.Event(enable_timing=True)
+            self._begin.record()
+        else:
+            self._began = time.perf_counter()
+        return self
+
+    def stop(self) -> float:
+        """Seconds since ``start``; waits for the device to finish the work queued in between."""
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            return self._begin.elapsed_time(end) / 1000.0
+        return time.perf_counter() - self._began
+
+
+@functools.lru_cache(maxsize=None)
+def measured_bf16_peak_tflops(device_str: str, size: int = 8192, repeats: int = 20) -> Optional[float]:
+    """The device's achievable dense bf16 matmul rate, measured here (not a datasheet figure): the
+    denominator of model FLOPs utilisation. CUDA only; None elsewhere."""
+    device = torch.device(device_str)
+    if device.type != "cuda":
+        return None
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):  # warm-up: kernel selection, clocks
+        a @ b
+    timer = Timer(device).start()
+    for _ in range(repeats):
+        a @ b
+    seconds = timer.stop()
+    return 2 * size**3 * repeats / seconds / 1e12
 
 
 def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "auto", channels_last: bool = True,
-                    data_backend: str = "auto", input_dtype: str = "auto", data_workers: int = 0) -> Runtime:
+                    data_backend: str = "auto", input_dtype: str = "auto", data_workers: int = 0,
+                    compile_mode: str = "default", cudnn_benchmark: bool = True) -> Runtime:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -89,7 +165,9 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "aut
         backend = resolve_data_backend(data_backend)
     except ModuleNotFoundError as e:
         raise RuntimeUnavailableError(str(e)) from None
-    return Runtime(resolved, amp, compile_on, channels_last, backend, dtype, data_workers)
+    runtime = Runtime(resolved, amp, compile_on, channels_last, backend, dtype, data_workers, compile_mode, cudnn_benchmark)
+    runtime.apply_backend_flags()
+    return runtime
 
 
 def reset_peak_memory(device: torch.device) -> None:

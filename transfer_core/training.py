@@ -123,22 +123,20 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
     if total_steps == 0:
         raise ValueError(f"{desc}: no training steps (batch size {recipe.batch_size} exceeds the {loader.num_examples} training examples?)")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe, step / total_steps))
-    step_fn = runtime.compiled(model)
+    step_fn = runtime.compiled(model)  # the learning rate lives in the optimizer, outside the compiled graph
     # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 and fp32 do not
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp == "fp16")
     stats = TrainStats()
     model.train()
     progress = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # None: off when not a terminal
-    runtime.synchronize()
-    started = time.perf_counter()
+    sample = None  # a few images of the first batch, for counting FLOPs after training
+    timer = runtime.timer().start()  # CUDA events on GPU: the GPU's time, not the host's
     for epoch in range(recipe.epochs):
         loader.set_epoch(epoch)
         epoch_loss = torch.zeros((), device=runtime.device)
         for images, labels in _timed_batches(loader, stats):
-            if stats.steps == 0:
-                counted = time.perf_counter()
-                stats.flops = count_flops_per_image(model, images, backward=True, runtime=runtime)  # per image, scaled below
-                started += time.perf_counter() - counted  # counting is accounting, not training
+            if sample is None:
+                sample = images[:8].clone()
             with runtime.autocast():
                 loss = F.cross_entropy(step_fn(images), labels, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -150,9 +148,10 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
             stats.steps += 1
             stats.images += len(labels)
             if stats.steps == 1 and runtime.compile:
-                runtime.synchronize()
-                stats.compile_s = time.perf_counter() - started
-                started, stats.data_s = time.perf_counter(), 0.0
+                # the first compiled step pays compilation and warm-up: kept apart from steady-state time
+                stats.compile_s = timer.stop()
+                timer.start()
+                stats.data_s = 0.0
             progress.update()
         # one host sync per epoch: checking every step would stall the GPU pipeline
         mean_loss = epoch_loss.item() / max(1, len(loader))
@@ -161,10 +160,10 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
             raise Diverged(f"{desc}: loss became non-finite in epoch {epoch + 1}")
         progress.set_postfix(loss=f"{mean_loss:.3f}")
         stats.final_loss = mean_loss
-    runtime.synchronize()
-    stats.train_s = time.perf_counter() - started
+    stats.train_s = timer.stop()
     progress.close()
-    stats.flops *= stats.images
+    # counted after the timed region, on a copy: accounting is not training
+    stats.flops = count_flops_per_image(model, sample, backward=True, runtime=runtime) * stats.images if sample is not None else 0.0
     return stats
 
 
@@ -172,10 +171,11 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
 def predict(model: torch.nn.Module, loader, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) for every example of an evaluation loader, as float32 on the CPU."""
     model.eval()
+    forward = runtime.compiled(model)  # the same compiled wrapper as in training: no second compilation of the model
     outputs, targets = [], []
     for images, labels in loader:
         with runtime.autocast():
-            outputs.append(model(images).float().cpu())
+            outputs.append(forward(images).float().cpu())
         targets.append(labels.cpu())
     return torch.cat(outputs), torch.cat(targets)
 
@@ -200,6 +200,8 @@ def reestimate_batchnorm(model: torch.nn.Module, loader, runtime: Runtime) -> No
         m.reset_running_stats()
         m.momentum = None  # None = cumulative moving average, i.e. the mean over all batches
     model.train()
+    # eager on purpose: with momentum=None BatchNorm divides by its batch count as a Python number, which a
+    # compiled graph would specialise on, recompiling every batch; this short pass gains nothing from compiling
     for images, _ in loader:
         with runtime.autocast():
             model(images)
