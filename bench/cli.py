@@ -206,7 +206,7 @@ def cmd_export(args) -> int:
         raise SuiteError(f"{args.dataset!r} is not an array dataset")
     root = Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and args.format != "cifar" and any(out.iterdir()):
         raise SuiteError(f"{out} exists and is not empty; choose a new folder")
     classes = tuple(int(c) if c.isdigit() else c for c in args.classes.split(",")) if args.classes else None
     try:
@@ -215,6 +215,15 @@ def cmd_export(args) -> int:
                                root, download=False)
     except DataUnavailableError as e:
         raise SuiteError(f"{args.dataset}: {e}") from None
+    if args.format == "cifar":
+        from transfer_core.datasets import write_cifar_subset
+
+        if classes is not None or args.dataset not in ("cifar10", "cifar100"):
+            raise SuiteError("--format cifar writes cifar10 or cifar100 subsets with every class (use --per-class, --test-per-class)")
+        folder = write_cifar_subset(data, out, args.dataset)
+        size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+        print(f"wrote {len(data.train)} train and {len(data.test)} test images in torchvision's layout to {folder} ({size:.1f} MiB)")
+        return 0
     counts = write_image_folder(data, out, image_format=args.format)
     print(f"wrote {counts['train']} train and {counts['test']} test images of {data.num_classes} classes to {out}/{{train,test}}/<class>/")
     return 0
@@ -394,11 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--markdown", help="also write the table, with how it was produced, to this markdown file")
     dp.set_defaults(handler=cmd_datapath)
 
-    export = sub.add_parser("export", help="write an array dataset as an image folder (train/ and test/, one folder per class)")
+    export = sub.add_parser("export", help="write an array dataset as an image folder (train/ and test/, one folder per class), "
+                                           "or a CIFAR subset in torchvision's layout (--format cifar)")
     export.add_argument("dataset")
     export.add_argument("out", help="new folder to write")
     export.add_argument("--data-root")
-    export.add_argument("--format", choices=["jpg", "png"], default="jpg")
+    export.add_argument("--format", choices=["jpg", "png", "cifar"], default="jpg",
+                        help="image files, or cifar: a data root holding cifar-10-batches-py/ or cifar-100-python/")
     export.add_argument("--classes", help="comma-separated class ids or names (default all)")
     export.add_argument("--per-class", type=int, help="train images per class (default all)")
     export.add_argument("--test-per-class", type=int, help="test images per class (default all)")

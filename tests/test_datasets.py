@@ -83,3 +83,14 @@ def test_npz_with_and_without_test_arrays(tmp_path):
     np.savez(tmp_path / "floats.npz", x=x.astype(np.float32), y=y)
     with pytest.raises(DataUnavailableError, match="must be uint8"):
         prepare_dataset("npz", NpzArrays.Options(path="floats.npz"), Selection(), tmp_path, download=False)
+
+
+def test_a_cifar_subset_written_back_reads_the_same(tmp_path):
+    from transfer_core.datasets import write_cifar_subset
+
+    write_cifar10(tmp_path / "full")
+    subset = prepare_dataset("cifar10", Cifar10.Options(), Selection(per_class=3, test_per_class=2), tmp_path / "full", download=False)
+    write_cifar_subset(subset, tmp_path / "small", "cifar10")
+    again = prepare_dataset("cifar10", Cifar10.Options(), Selection(), tmp_path / "small", download=False)
+    assert again.sizes() == {"train": 30, "val": 0, "test": 20} and again.class_names == subset.class_names
+    assert torch.equal(again.train.images, subset.train.images) and torch.equal(again.test.labels, subset.test.labels)

@@ -20,3 +20,4 @@ def test_gpu_check_cpu_smoke(tmp_path):
     overhead = json.loads((tmp_path / "harness_overhead.json").read_text())
     assert overhead["step"]["ratio"] > 0 and overhead["probe"]["epochs"] == 3
     assert abs(overhead["probe"]["top1_difference_pp"]) <= 0.5  # the same probe, computed two ways
+    assert '"status": "ok"' in (tmp_path / "training-run" / "records.jsonl").read_text()
