@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|validate|report|list|datapath|export``.
+"""Command line: ``python -m bench run|validate|report|compare|index|list|datapath|throughput|export``.
 
 Usage mistakes and unusable suites are one-line errors with exit code 2; a run in which any cell
 failed exits 1; everything else exits 0.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 import shlex
@@ -23,15 +22,45 @@ from .suite import SuiteError, check_data, data_root, expand_cells, load_suite
 DATAPATH_BACKENDS = ("baseline", "device", "folder-baseline", "torch", "dali")
 
 
-def _runtime(suite, device_override):
+def _resolve_runtime(*args, **kwargs):
+    """``resolve_runtime``, its refusal (no CUDA, no DALI) as a one-line usage error."""
     from transfer_core.runtime import RuntimeUnavailableError, resolve_runtime
 
-    spec = suite.runtime
     try:
-        return resolve_runtime(device_override or spec.device, spec.amp, spec.compile, spec.channels_last,
-                               spec.data_backend, spec.input_dtype, spec.workers, spec.compile_mode, spec.cudnn_benchmark)
+        return resolve_runtime(*args, **kwargs)
     except RuntimeUnavailableError as e:
         raise SuiteError(str(e)) from None
+
+
+def _runtime(suite, device_override):
+    spec = suite.runtime
+    return _resolve_runtime(device_override or spec.device, spec.amp, spec.compile, spec.channels_last,
+                            spec.data_backend, spec.input_dtype, spec.workers, spec.compile_mode, spec.cudnn_benchmark)
+
+
+def _data_root_arg(args) -> Path:
+    """--data-root, then BENCH_DATA_ROOT, then data/: the suite-less commands' version of ``data_root``."""
+    return Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
+
+
+def _require_array_dataset(name: str, where: str = "", hint: str = "") -> None:
+    from transfer_core.datasets import DATASETS, create_dataset_reader
+
+    if name not in DATASETS or not create_dataset_reader(name).array_backed:
+        arrays = [n for n in DATASETS.names() if create_dataset_reader(n).array_backed]
+        raise SuiteError(f"{where}{name!r} is not an array dataset; choose one of {', '.join(arrays)}{hint}")
+
+
+def _write_measurement(args, kind: str, payload: dict, title: str, text: str) -> None:
+    """--json (the payload, stamped with its kind and time) and --markdown (the text and its command)."""
+    import datetime as dt
+
+    if args.json:
+        stamped = {"kind": kind, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **payload}
+        Path(args.json).write_text(json.dumps(stamped, indent=2, default=str) + "\n")
+    if args.markdown:
+        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        Path(args.markdown).write_text(f"# {title}\n\n{text}\n\nProduced by `{command}`.\n")
 
 
 def _out_dir(suite, args) -> Path:
@@ -108,12 +137,7 @@ def cmd_report(args) -> int:
     elif args.format == "html":
         from . import plots
 
-        svgs = []
-        for fig in (plots.accuracy_vs_compute(rows), plots.alpha_curve(results.records)):
-            if fig is not None:
-                buffer = io.StringIO()
-                fig.savefig(buffer, format="svg", metadata={"Date": None})
-                svgs.append(buffer.getvalue()[buffer.getvalue().index("<svg"):])
+        svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows)]
         print(report_mod.render_html(rows, title, report_mod.notes(results), svgs), end="")
     else:
         print(report_mod.render(results.records, args.format, results.plan), end="" if args.format != "markdown" else "\n")
@@ -142,25 +166,19 @@ def _augmentation_overrides(args, default):
 def cmd_datapath(args) -> int:
     from tabulate import tabulate
 
-    from transfer_core.datasets import DATASETS, DataUnavailableError, create_dataset_reader
-    from transfer_core.runtime import RuntimeUnavailableError, resolve_runtime
+    from transfer_core.datasets import DataUnavailableError, create_dataset_reader
 
     from . import datapath
     from .provenance import device_name as provenance_device
+    from .provenance import provenance
 
-    if args.dataset not in DATASETS or not create_dataset_reader(args.dataset).array_backed:
-        arrays = [n for n in DATASETS.names() if create_dataset_reader(n).array_backed]
-        raise SuiteError(f"--dataset: {args.dataset!r} is not an array dataset; choose one of {', '.join(arrays)} "
-                         "(pass --folder to measure an image folder of your own)")
+    _require_array_dataset(args.dataset, "--dataset: ", " (pass --folder to measure an image folder of your own)")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - set(DATAPATH_BACKENDS)
     if unknown:
         raise SuiteError(f"--backends: unknown {', '.join(sorted(unknown))}; choose from {', '.join(DATAPATH_BACKENDS)}")
-    try:
-        runtime = resolve_runtime(args.device, compile="off", input_dtype="float32")
-    except RuntimeUnavailableError as e:
-        raise SuiteError(str(e)) from None
-    root = Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
+    runtime = _resolve_runtime(args.device, compile="off", input_dtype="float32")
+    root = _data_root_arg(args)
     augmentation = _augmentation_overrides(args, create_dataset_reader(args.dataset).default_augmentation)
     step_backbone = None if args.step_backbone == "none" else args.step_backbone
     try:
@@ -183,28 +201,18 @@ def cmd_datapath(args) -> int:
     rendered = tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
     print(summary)
     print(rendered)
-    if args.markdown:
-        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        Path(args.markdown).write_text(f"# Data path throughput\n\n{summary}.\n\n{rendered}\n\nProduced by `{command}`.\n")
-    if args.json:
-        from .provenance import provenance
-
-        import datetime as dt
-
-        payload = {"kind": "datapath", "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   "device": str(runtime.device), "batch_size": args.batch_size, "workers": args.workers,
-                   "augmentation": dataclasses.asdict(augmentation), "provenance": provenance(runtime.device),
-                   "rows": [dataclasses.asdict(r) for r in rows]}
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    payload = {"device": str(runtime.device), "batch_size": args.batch_size, "workers": args.workers,
+               "augmentation": dataclasses.asdict(augmentation), "provenance": provenance(runtime.device),
+               "rows": [dataclasses.asdict(r) for r in rows]}
+    _write_measurement(args, "datapath", payload, "Data path throughput", f"{summary}.\n\n{rendered}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from transfer_core.datasets import DATASETS, DataUnavailableError, Selection, create_dataset_reader, prepare_dataset, write_image_folder
+    from transfer_core.datasets import DataUnavailableError, Selection, create_dataset_reader, prepare_dataset, write_image_folder
 
-    if args.dataset not in DATASETS or not create_dataset_reader(args.dataset).array_backed:
-        raise SuiteError(f"{args.dataset!r} is not an array dataset")
-    root = Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
+    _require_array_dataset(args.dataset)
+    root = _data_root_arg(args)
     out = Path(args.out)
     if out.exists() and args.format != "cifar" and any(out.iterdir()):
         raise SuiteError(f"{out} exists and is not empty; choose a new folder")
@@ -250,22 +258,14 @@ def cmd_compare(args) -> int:
 def cmd_throughput(args) -> int:
     from tabulate import tabulate
 
-    from transfer_core.runtime import RuntimeUnavailableError, resolve_runtime
-
     from . import throughput as tp
     from .provenance import device_name, provenance
 
-    try:
-        runtime = resolve_runtime(args.device, amp=args.amp, compile=args.compile, input_dtype="auto")
-    except RuntimeUnavailableError as e:
-        raise SuiteError(str(e)) from None
+    runtime = _resolve_runtime(args.device, amp=args.amp, compile=args.compile, input_dtype="auto")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     header = (f"device {runtime.device} ({device_name(runtime.device)}), amp {runtime.amp}, compile {runtime.compile}, "
               f"channels_last {runtime.channels_last}; medians of {args.repeats} alternating runs")
-    import datetime as dt
-
-    sections, payload = [header], {"kind": "throughput", "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                   "runtime": runtime.describe(), "provenance": provenance(runtime.device)}
+    sections, payload = [header], {"runtime": runtime.describe(), "provenance": provenance(runtime.device)}
     if "step" in args.parts:
         log("harness train step against a bare loop")
         step = tp.harness_vs_bare(runtime, args.backbone, args.batch_size, args.resolution, args.steps, args.repeats, log)
@@ -277,11 +277,10 @@ def cmd_throughput(args) -> int:
     if "probe" in args.parts:
         log("linear probe: cached features against the frozen backbone every epoch")
         if args.probe_data == "cifar":
-            root = Path(args.data_root or os.environ.get("BENCH_DATA_ROOT") or "data")
             from transfer_core.datasets import DataUnavailableError
 
             try:
-                source, target = tp.cifar_transfer(runtime, args.backbone, args.source_epochs, root, log)
+                source, target = tp.cifar_transfer(runtime, args.backbone, args.source_epochs, _data_root_arg(args), log)
             except DataUnavailableError as e:
                 raise SuiteError(f"--probe-data cifar: {e}") from None
             what = "CIFAR-10 -> CIFAR-100[0-19]"
@@ -310,11 +309,7 @@ def cmd_throughput(args) -> int:
                                  tablefmt="github", disable_numparse=True))
     text = "\n\n".join(sections)
     print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    if args.markdown:
-        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        Path(args.markdown).write_text(f"# Throughput\n\n{text}\n\nProduced by `{command}`.\n")
+    _write_measurement(args, "throughput", payload, "Throughput", text)
     return 0
 
 

@@ -103,12 +103,7 @@ def baseline_folder_loader(folder: Path, data: PreparedData, augmentation: Augme
 
 # --- measuring ---------------------------------------------------------------------------------------
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_img_per_s(loader, device: torch.device, min_seconds: float = 2.0, min_batches: int = 10,
+def measure_img_per_s(loader, runtime: Runtime, min_seconds: float = 2.0, min_batches: int = 10,
                       repeats: int = 3) -> tuple[float, list[float]]:
     """Median images/s over ``repeats`` timed runs of at least ``min_seconds`` and ``min_batches`` each.
 
@@ -128,13 +123,13 @@ def measure_img_per_s(loader, device: torch.device, min_seconds: float = 2.0, mi
     first_images, _ = next(stream)  # warm-up
     runs = []
     for _ in range(repeats):
-        _synchronize(device)
+        runtime.synchronize()
         started, images, count = time.perf_counter(), 0, 0
         while count < min_batches or time.perf_counter() - started < min_seconds:
             x, _ = next(stream)
             images += len(x)
             count += 1
-        _synchronize(device)
+        runtime.synchronize()
         runs.append(images / (time.perf_counter() - started))
     del first_images
     return statistics.median(runs), runs
@@ -200,7 +195,7 @@ def run_benchmark(dataset: str, root: Path, runtime: Runtime, batch_size: int, w
 
     def add(data_label: str, backend: str, pipeline: str, loader, share_data: PreparedData) -> None:
         log(f"measuring {backend}: {pipeline}")
-        img_per_s, runs = measure_img_per_s(loader, device, min_seconds, repeats=repeats)
+        img_per_s, runs = measure_img_per_s(loader, runtime, min_seconds, repeats=repeats)
         row = Row(data_label, backend, pipeline, img_per_s, [round(r, 1) for r in runs])
         if step_backbone:
             row.step = measure_step_share(loader, step_backbone, share_data, runtime, step_count)

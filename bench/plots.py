@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 
@@ -110,12 +111,28 @@ def save(fig, path: Path) -> Path:
     return path
 
 
+def figures(records: list[dict], rows) -> list[tuple[str, object]]:
+    """(file stem, figure) for every plot these results can draw."""
+    drawn = (("accuracy_vs_compute", accuracy_vs_compute(rows)), ("alpha_curve", alpha_curve(records)))
+    return [(stem, fig) for stem, fig in drawn if fig is not None]
+
+
+def inline_svg(svg: str) -> str:
+    """SVG text to embed in an HTML page: the XML prolog dropped."""
+    return svg[svg.index("<svg"):]
+
+
+def svg_text(fig) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return inline_svg(buffer.getvalue())
+
+
 def write_plots(records: list[dict], rows, directory: Path) -> list[Path]:
     """accuracy_vs_compute and alpha_curve, each as PNG and SVG, into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, fig in (("accuracy_vs_compute", accuracy_vs_compute(rows)), ("alpha_curve", alpha_curve(records))):
-        if fig is not None:
-            written += [save(fig, directory / f"{stem}.png"), save(fig, directory / f"{stem}.svg")]
-            plt.close(fig)
+    for stem, fig in figures(records, rows):
+        written += [save(fig, directory / f"{stem}.png"), save(fig, directory / f"{stem}.svg")]
+        plt.close(fig)
     return written

@@ -326,8 +326,7 @@ def write_reports(results: Results, title: str) -> list[Path]:
 
     rows = summarise_rows(results.records, results.plan)
     written = plots.write_plots(results.records, rows, results.directory)
-    svgs = [path.read_text(encoding="utf-8") for path in written if path.suffix == ".svg"]
-    svgs = [svg[svg.index("<svg"):] for svg in svgs]  # inline: drop the XML prolog
+    svgs = [plots.inline_svg(path.read_text(encoding="utf-8")) for path in written if path.suffix == ".svg"]
     outputs = {
         "report.md": report_markdown(results, title),
         "report.tex": render_latex(rows, caption=f"{title}. {notes(results)[0]}"),

@@ -72,7 +72,10 @@ class Runner:
     def uses_source(cell: Cell) -> bool:
         return _uses_source(cell.strategy.name)
 
-    def _runtime_config(self, *specs: DatasetSpec) -> dict:
+    def _runtime_config(self, cell: Cell, uses_source: bool) -> dict:
+        return self._runtime_for(cell.target, *((cell.source.data,) if uses_source else ()))
+
+    def _runtime_for(self, *specs: DatasetSpec) -> dict:
         """The runtime as it bears on these datasets: the data backend matters only for image folders, so
         array suites keep their hashes whether or not DALI is installed."""
         described = self.runtime.describe()
@@ -82,7 +85,7 @@ class Runner:
 
     def source_key(self, source: SourceSpec, backbone: str, seed: int) -> str:
         return content_key({"data": source.data.describe(), "recipe": dataclasses.asdict(source.recipe),
-                            "backbone": backbone, "seed": seed, "runtime": self._runtime_config(source.data)})
+                            "backbone": backbone, "seed": seed, "runtime": self._runtime_for(source.data)})
 
     def fitted_key(self, cell: Cell, strategy: str) -> str:
         spec = self.suite.strategy(strategy)
@@ -90,7 +93,7 @@ class Runner:
         return content_key({
             "source": self.source_key(cell.source, cell.backbone, cell.seed) if uses_source else None,
             "target": cell.target.describe(), "backbone": cell.backbone, "strategy": spec.describe(),
-            "seed": cell.seed, "runtime": self._runtime_config(cell.target, *((cell.source.data,) if uses_source else ())),
+            "seed": cell.seed, "runtime": self._runtime_config(cell, uses_source),
         })
 
     def cell_config(self, cell: Cell) -> dict:
@@ -104,7 +107,7 @@ class Runner:
             "strategy": cell.strategy.describe(),
             "ingredients": {name: self.suite.strategy(name).describe() for name in ingredients},
             "seed": cell.seed,
-            "runtime": self._runtime_config(cell.target, *((cell.source.data,) if _uses_source(cell.strategy.name) else ())),
+            "runtime": self._runtime_config(cell, _uses_source(cell.strategy.name)),
         }
 
     def config_hash(self, cell: Cell) -> str:

@@ -121,17 +121,14 @@ def probe_cached_vs_naive(runtime: Runtime, source: Classifier, target: Prepared
     recipe = dataclasses.replace(TrainRecipe(**spec.recipe_defaults), epochs=epochs)
     ctx = TransferContext(target, backbone, seed, runtime, Augmentation(crop_padding=0, flip="none"), 512,
                           load_source=lambda: copy.deepcopy(source), fitted=lambda name: None)
-    runtime.synchronize()
-    started = time.perf_counter()
+    timer = runtime.timer().start()
     fitted = spec(spec.Options(), recipe).fit(ctx)
-    runtime.synchronize()
-    cached_s = time.perf_counter() - started
+    cached_s = timer.stop()
     test = ctx.loader("test", train=False)
     cached_top1 = top_k_pct(*predict(fitted.model, test, runtime), 1)
 
     # naive: the same images in the same order, standardised the same way, the backbone run every batch
-    runtime.synchronize()
-    started = time.perf_counter()
+    timer.start()
     model = copy.deepcopy(source)
     train_images, train_labels = [torch.cat(parts) for parts in zip(*ctx.loader("train", train=False))]
     features, _ = predict(model.body, ctx.loader("train", train=False), runtime)  # one pass for the statistics
@@ -140,8 +137,7 @@ def probe_cached_vs_naive(runtime: Runtime, source: Classifier, target: Prepared
     probe = FrozenProbe(model, mean, std, target.num_classes).to(runtime.device)
     batches = DeviceBatches(train_images, train_labels, recipe.batch_size, train=True, seed=seed)
     train(probe, batches, recipe, dataclasses.replace(runtime, compile=False), desc="naive probe")
-    runtime.synchronize()
-    naive_s = time.perf_counter() - started
+    naive_s = timer.stop()
     naive_top1 = top_k_pct(*predict(probe, test, runtime), 1)
     return {"epochs": epochs, "train_images": len(train_labels), "cached_s": cached_s, "naive_s": naive_s,
             "speedup": naive_s / cached_s, "cached_top1_pct": cached_top1, "naive_top1_pct": naive_top1,
