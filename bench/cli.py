@@ -186,7 +186,7 @@ def cmd_datapath(args) -> int:
             args.dataset, root, runtime, args.batch_size, args.workers, args.resolution, augmentation, args.per_class,
             backends, Path(args.folder) if args.folder else None, step_backbone, args.steps, args.seconds, args.repeats,
             log=lambda m: print(m, file=sys.stderr))
-    except DataUnavailableError as e:
+    except (DataUnavailableError, ValueError) as e:
         raise SuiteError(f"{args.dataset}: {e}") from None
     table = [[r.data, r.backend, r.pipeline, f"{r.img_per_s:,.0f}", f"{r.ratio:.1f}x" if r.ratio else "—",
               f"{1000 * args.batch_size / r.img_per_s:.2f}"]

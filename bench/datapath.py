@@ -110,6 +110,9 @@ def measure_img_per_s(loader, runtime: Runtime, min_seconds: float = 2.0, min_ba
     Iterates whole epochs (so per-epoch costs such as starting workers or a DALI pipeline count, as
     they do in training), excluding only the very first batch, which pays one-off warm-up.
     """
+    if len(loader) == 0:  # training drops the partial batch: an epoch of nothing would loop forever
+        raise ValueError(f"{loader.num_examples} images make no full batch of {loader.batch_size}; "
+                         "lower --batch-size or raise --per-class")
     epoch = 0
 
     def batches() -> Iterable:

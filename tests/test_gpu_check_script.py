@@ -21,3 +21,11 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert overhead["step"]["ratio"] > 0 and overhead["probe"]["epochs"] == 3
     assert abs(overhead["probe"]["top1_difference_pp"]) <= 0.5  # the same probe, computed two ways
     assert '"status": "ok"' in (tmp_path / "training-run" / "records.jsonl").read_text()
+
+
+def test_datapath_refuses_a_dataset_smaller_than_one_batch(tmp_path):
+    result = subprocess.run(["python", "-m", "bench", "datapath", "--dataset", "digits", "--per-class", "5",
+                             "--batch-size", "256", "--backends", "device"], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "50 images make no full batch of 256" in result.stderr and "Traceback" not in result.stderr
