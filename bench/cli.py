@@ -32,10 +32,13 @@ def _resolve_runtime(*args, **kwargs):
         raise SuiteError(str(e)) from None
 
 
-def _runtime(suite, device_override):
+def _runtime(suite, device_override, cuda_available=None, shard=None):
+    from transfer_core.distributed import WHOLE
+
     spec = suite.runtime
     return _resolve_runtime(device_override or spec.device, spec.amp, spec.compile, spec.channels_last,
-                            spec.data_backend, spec.input_dtype, spec.workers, spec.compile_mode, spec.cudnn_benchmark)
+                            spec.data_backend, spec.input_dtype, spec.workers, spec.compile_mode, spec.cudnn_benchmark,
+                            spec.eval_batch_size, shard or WHOLE, cuda_available)
 
 
 def _data_root_arg(args) -> Path:
@@ -85,43 +88,59 @@ def cmd_run(args) -> int:
     cells = expand_cells(suite, args.filter)
     if not cells:
         raise SuiteError(f"--filter {args.filter!r} matches none of the {len(all_cells)} cells")
-    runtime = _runtime(suite, args.device)
+    if args.threads is not None and args.threads < 1:
+        raise SuiteError(f"--threads: expected a positive number, got {args.threads}")
 
-    from .runner import Runner  # imports torch: after the cheap checks, so mistakes are reported fast
+    # imports torch: after the cheap checks, so mistakes are reported fast
+    from transfer_core import distributed
 
-    out_dir = _out_dir(suite, args)
-    cache_dir = Path(args.cache_dir or os.environ.get("BENCH_CACHE_DIR") or out_dir / "cache")
-    command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    runner = Runner(suite, root, out_dir, cache_dir, runtime, force=args.force, command=command)
-    if args.dry_run:
-        return _dry_run(runner, cells)
-    summary = runner.run(cells, all_cells)
+    from .executors import ExecutorOptions, create_executor
+    from .runner import Runner
+
+    shard = distributed.launched_shard()
+    log = (lambda m: print(m, file=sys.stderr)) if shard.is_main else (lambda m: None)
+    if shard.world > 1:  # under torchrun: the ranks build each artifact together, in this process each
+        if args.executor != "local":
+            raise SuiteError(f"--executor {args.executor} cannot run under torchrun, which already places one process per GPU; "
+                             "use the local executor there")
+        import torch
+
+        wanted = args.device or suite.runtime.device
+        distributed.init_process_group("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu")
+    executor = create_executor(args.executor, ExecutorOptions(args.threads, args.ray_address, args.max_retries), log)
+    try:
+        runtime = _runtime(suite, args.device, executor.cuda_available(), shard)
+        out_dir = _out_dir(suite, args)
+        cache_dir = Path(args.cache_dir or os.environ.get("BENCH_CACHE_DIR") or out_dir / "cache")
+        command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        runner = Runner(suite, root, out_dir, cache_dir, runtime, force=args.force, command=command, log=log, executor=executor)
+        if args.dry_run:
+            return _dry_run(runner, cells, all_cells)
+        summary = runner.run(cells, all_cells)
+    finally:
+        executor.close()
+    if not shard.is_main:
+        return 1 if summary.failed else 0
     results = report_mod.load_results(out_dir)
     if summary.ran:
         report_mod.write_reports(results, f"Results: {suite.name}")
     print(report_mod.render_markdown(report_mod.summarise_rows(results.records, results.plan)))
-    print(f"\n{summary.ran} cells run, {summary.skipped} already done, {len(summary.failed)} failed; "
+    elsewhere = f", {summary.elsewhere} recorded by another run" if summary.elsewhere else ""
+    print(f"\n{summary.ran} cells run, {summary.skipped} already done{elsewhere}, {len(summary.failed)} failed; "
           f"records: {runner.store.path}" + (f"; reports and plots: {out_dir}/report.md (also .tex, .csv, .html)" if summary.ran else ""),
           file=sys.stderr)
     return 1 if summary.failed else 0
 
 
-def _dry_run(runner, cells) -> int:
+def _dry_run(runner, cells, all_cells) -> int:
     from tabulate import tabulate
 
-    pending = {id(c) for c in runner.pending(cells)}
-    rows = [[c.cell_id, runner.config_hash(c)[:12], "to run" if id(c) in pending else "done"] for c in cells]
-    print(tabulate(rows, headers=["cell", "config hash", "status"], tablefmt="github"))
-    sources = {}
-    for cell in cells:
-        if id(cell) in pending and runner.uses_source(cell):
-            key = runner.source_key(cell.source, cell.backbone, cell.seed)
-            cached = runner.cache.path("sources", key).is_file()
-            sources[key] = (f"{cell.source.data.label}/{cell.backbone}/seed{cell.seed}",
-                            "cached" if cached else f"to train ({cell.source.recipe.epochs} epochs)")
-    for name, state in sources.values():
-        print(f"source model {name}: {state}")
-    print(f"{len(pending)} of {len(cells)} cells would run; nothing was trained or written (dry run)")
+    rows, to_run = runner.describe(cells, all_cells)
+    if runner.shard.is_main:
+        print(tabulate(rows, headers=["kind", "artifact", "key", "depends on", "state", "needs"], tablefmt="github"))
+        to_build = sum(1 for r in rows if r[4] == "to build")
+        print(f"{len(rows)} artifacts: {to_build} models to build, {to_run} of {len(cells)} cells to run; "
+              "nothing was trained or written (dry run)")
     return 0
 
 
@@ -357,8 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", help="model cache (default BENCH_CACHE_DIR or <out>/cache)")
     run.add_argument("--filter", help="only cells whose id matches this regular expression")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override runtime.device")
-    run.add_argument("--dry-run", action="store_true", help="list the cells and what would be trained, then stop")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the graph of artifacts (key, dependencies, cached or not, what each needs), then stop")
     run.add_argument("--force", action="store_true", help="rerun cells that already have ok records")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local: in this process (default); ray: Ray tasks on this machine's GPUs and cores, or a cluster's")
+    run.add_argument("--ray-address", help="with --executor ray: join this cluster (auto or HOST:PORT) instead of starting one here")
+    run.add_argument("--threads", type=int,
+                     help="torch threads per artifact (default: all cores locally, 1 per Ray task, which Ray reserves as CPUs)")
+    run.add_argument("--max-retries", type=int, default=2, help="with --executor ray: restarts of a task whose worker died (default 2)")
     run.set_defaults(handler=cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite and its data without running anything")

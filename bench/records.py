@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -26,6 +27,8 @@ class ResultsStore:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.path = self.directory / "records.jsonl"
+        self._read_to = 0  # bytes of records.jsonl already tallied by ``tally``
+        self._tally: dict[str, Counter] = {}  # config hash -> records per status
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
@@ -78,7 +81,31 @@ class ResultsStore:
 
     def done_hashes(self) -> set[str]:
         """Config hashes that already have an ``ok`` record: the cells a resumed run skips."""
-        return {r["config_hash"] for r in self.read() if r.get("status") == "ok"}
+        return {key for key, statuses in self.tally().items() if statuses["ok"]}
+
+    def tally(self) -> dict[str, Counter]:
+        """Records per config hash and status, reading only what was appended since the last call: cheap
+        enough to ask before every cell, while other processes append to the same file."""
+        if not self.path.is_file():
+            return self._tally
+        with open(self.path, "rb") as f:
+            f.seek(self._read_to)
+            appended = f.read()
+        complete = appended[: appended.rfind(b"\n") + 1]  # a line still being written is tallied next time
+        self._read_to += len(complete)
+        for line in complete.splitlines():
+            try:
+                record = json.loads(line)
+                self._tally.setdefault(record.get("config_hash"), Counter())[record.get("status")] += 1
+            except (json.JSONDecodeError, AttributeError):
+                continue  # ``read`` warns about malformed lines
+        return self._tally
+
+    def claim(self, key: str):
+        """The right to evaluate the cell ``key`` and append its records, or None while another process holds it."""
+        from transfer_core.cache import claim
+
+        return claim(self.directory / ".claims" / f"{key}.lock")
 
 
 def latest_records(records: list[dict]) -> list[dict]:

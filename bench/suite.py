@@ -128,11 +128,14 @@ class DatasetSpec:
     label: str  # how cells and tables name this data
     resolution: Optional[int] = None  # side of the square images the model sees; None = the dataset's own
 
-    def describe(self) -> dict:
+    def describe(self, test_split: bool = True) -> dict:
+        """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of."""
+        selection = dataclasses.asdict(self.selection)
+        if not test_split:
+            del selection["test_per_class"]
         return {
-            "dataset": self.dataset, "options": dataclasses.asdict(self.options),
-            "selection": dataclasses.asdict(self.selection), "augmentation": dataclasses.asdict(self.augmentation),
-            "resolution": self.resolution,
+            "dataset": self.dataset, "options": dataclasses.asdict(self.options), "selection": selection,
+            "augmentation": dataclasses.asdict(self.augmentation), "resolution": self.resolution,
         }
 
 
@@ -186,15 +189,17 @@ class Suite:
     sources: tuple[SourceSpec, ...]
     targets: tuple[DatasetSpec, ...]
     backbones: tuple[str, ...]
-    strategies: tuple[StrategySpec, ...]
+    strategies: tuple[StrategySpec, ...]  # the strategies listed: one cell each per source, target, backbone, seed
     runtime: RuntimeSpec
     seeds: tuple[int, ...]
+    ingredients: tuple[StrategySpec, ...] = ()  # strategies the listed ones are built from but the suite does not list
 
     def strategy(self, name: str) -> StrategySpec:
-        for spec in self.strategies:
+        """A strategy's settings, listed or an ingredient (then with the suite's ``train`` settings)."""
+        for spec in self.strategies + self.ingredients:
             if spec.name == name:
                 return spec
-        return default_strategy_spec(name, {})
+        raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -264,10 +269,23 @@ def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str]
     return DatasetSpec(name, options, selection, augmentation, label, resolution)
 
 
+def _refuse_repeats(where: str, items: list, indexed: bool) -> None:
+    """Two entries that describe the same thing (their names aside) would be one artifact under two names."""
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            at = (lambda n: f"{where}[{n}]") if indexed else (lambda n: where)
+            raise SuiteError(f"{at(i)}: repeats {at(items.index(item))} (names aside); list it once")
+
+
 def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None, where: str = "strategies") -> StrategySpec:
     cls = STRATEGIES.get(name)
     option_keys = set(_fields(cls.Options))
-    _check_keys(mapping, option_keys | _RECIPE_KEYS, f"{where}.{name}")
+    if not cls.trains:
+        for key in mapping:
+            if key in _RECIPE_KEYS and key not in option_keys:
+                raise SuiteError(f"{where}.{name}.{key}: {name} trains nothing itself; set training keys on "
+                                 f"{' or '.join(cls.ingredients)}, or in train:")
+    _check_keys(mapping, option_keys | (_RECIPE_KEYS if cls.trains else set()), f"{where}.{name}")
     options = _build(cls.Options, {k: v for k, v in mapping.items() if k in option_keys}, f"{where}.{name}")
     base = {**cls.recipe_defaults, **(train or {})}
     recipe = _build(TrainRecipe, {k: v for k, v in mapping.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
@@ -312,10 +330,13 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     if not isinstance(targets_raw, list) or not targets_raw:
         raise SuiteError("targets: expected a non-empty list of datasets, e.g. [{dataset: cifar100}]")
     targets = tuple(_dataset_spec(t, f"targets[{i}]", data, set(), val_default=0.1) for i, t in enumerate(targets_raw))
+    _refuse_repeats("source", [(s.data.describe(), s.recipe) for s in sources], isinstance(source_raw, list))
+    _refuse_repeats("targets", [t.describe() for t in targets], True)
 
     backbones = top.get("backbones")
     if not isinstance(backbones, list) or not backbones or not all(isinstance(b, str) for b in backbones):
         raise SuiteError("backbones: expected a non-empty list of backbone names, e.g. [resnet18_cifar]")
+    _refuse_repeats("backbones", backbones, True)
     for i, backbone in enumerate(backbones):
         try:
             check_backbone(backbone)
@@ -332,6 +353,15 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         strategies.append(default_strategy_spec(strategy_name, _mapping(settings, f"strategies.{strategy_name}"), train))
     # strategies that combine others' models run after them (a stable sort keeps the suite's order otherwise)
     strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients) > 0)
+    # an ingredient the suite does not list is still built with the suite's train: settings
+    listed, ingredients = {s.name for s in strategies}, []
+    pending = [i for s in strategies for i in STRATEGIES.get(s.name).ingredients]
+    while pending:
+        ingredient = pending.pop(0)
+        if ingredient not in listed:
+            listed.add(ingredient)
+            ingredients.append(default_strategy_spec(ingredient, {}, train))
+            pending += STRATEGIES.get(ingredient).ingredients
 
     runtime_raw = _mapping(top.get("runtime"), "runtime")
     _check_keys(runtime_raw, set(_fields(RuntimeSpec)), "runtime")
@@ -342,7 +372,8 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         raise SuiteError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise SuiteError(f"seeds: repeated seed in {seeds}")
-    return Suite(name, description, path, data, tuple(sources), targets, tuple(backbones), tuple(strategies), runtime, tuple(seeds))
+    return Suite(name, description, path, data, tuple(sources), targets, tuple(backbones), tuple(strategies), runtime,
+                 tuple(seeds), tuple(ingredients))
 
 
 def load_suite(path: str) -> Suite:

@@ -24,7 +24,7 @@ from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.data import Augmentation, DeviceArrayLoader, DeviceBatches
 from transfer_core.datasets import ArraySplit, Digits, PreparedData, Selection, prepare_dataset
 from transfer_core.runtime import Runtime, measured_bf16_peak_tflops
-from transfer_core.strategies import STRATEGIES, TransferContext
+from transfer_core.strategies import STRATEGIES, TargetTask
 from transfer_core.training import TrainRecipe, count_flops_per_image, predict, top_k_pct, train
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -119,10 +119,9 @@ def probe_cached_vs_naive(runtime: Runtime, source: Classifier, target: Prepared
                           seed: int = 0) -> dict:
     spec = STRATEGIES.get("linear_probe")
     recipe = dataclasses.replace(TrainRecipe(**spec.recipe_defaults), epochs=epochs)
-    ctx = TransferContext(target, backbone, seed, runtime, Augmentation(crop_padding=0, flip="none"), 512,
-                          load_source=lambda: copy.deepcopy(source), fitted=lambda name: None)
+    ctx = TargetTask(target, backbone, seed, runtime, Augmentation(crop_padding=0, flip="none"))
     timer = runtime.timer().start()
-    fitted = spec(spec.Options(), recipe).fit(ctx)
+    fitted = spec(spec.Options(), recipe).fit(ctx, copy.deepcopy(source), {})
     cached_s = timer.stop()
     test = ctx.loader("test", train=False)
     cached_top1 = top_k_pct(*predict(fitted.model, test, runtime), 1)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from transfer_core.data import Augmentation, BatchFormat, DeviceArrayLoader
 from transfer_core.data.augment import crop_flip_gather, cutout, pad_nhwc, reflect_index
 from transfer_core.datasets import ArraySplit
+from transfer_core.distributed import Shard
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 FMT = BatchFormat(torch.device("cpu"), MEAN, STD)
@@ -140,3 +141,37 @@ def test_resolution_dtype_and_layout():
 def test_contiguous_layout_when_channels_last_is_off():
     images, _ = next(iter(DeviceArrayLoader(make_split(8), FMT, 4, True, Augmentation())))
     assert images.is_contiguous() and images.dtype == torch.float32
+
+
+@pytest.mark.parametrize("flip", ["random", "alternate"])
+def test_ranks_together_train_on_exactly_the_single_process_batches(flip):
+    """Under torchrun each rank's batch is its slice of the global batch, with the crop, flip and cutout
+    that image gets in a single process: the ranks' union is the single-process step, step for step."""
+    split = make_split(50)
+    augmentation = Augmentation(crop_padding=2, flip=flip, cutout=3)
+
+    def epoch(shard):
+        loader = DeviceArrayLoader(split, FMT, 12, True, augmentation, seed=5, shard=shard)
+        loader.set_epoch(1)
+        return list(loader)
+
+    single, ranks = epoch(Shard()), [epoch(Shard(rank, 3)) for rank in range(3)]
+    assert len(single) == 4 and all(len(r) == 4 for r in ranks)  # 50 // 12 global steps on every rank
+    for step, (images, labels) in enumerate(single):
+        assert [len(r[step][1]) for r in ranks] == [4, 4, 4]
+        assert torch.equal(torch.cat([r[step][1] for r in ranks]), labels)
+        assert torch.equal(torch.cat([r[step][0] for r in ranks]), images)
+
+
+def test_ranks_score_contiguous_parts_of_the_evaluation_split():
+    split = make_split(50)
+    parts = [one_epoch(DeviceArrayLoader(split, FMT, 16, False, NO_AUGMENT, shard=Shard(rank, 3))) for rank in range(3)]
+    assert [len(labels) for _, labels in parts] == [16, 17, 17]
+    whole_images, whole_labels = one_epoch(DeviceArrayLoader(split, FMT, 16, False, NO_AUGMENT))
+    assert torch.equal(torch.cat([labels for _, labels in parts]), whole_labels)
+    assert torch.equal(torch.cat([images for images, _ in parts]), whole_images)
+
+
+def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused():
+    with pytest.raises(ValueError, match="batch_size 10 does not split evenly over 3 ranks"):
+        DeviceArrayLoader(make_split(50), FMT, 10, True, Augmentation(), shard=Shard(0, 3))

@@ -8,6 +8,7 @@ import torch
 
 from transfer_core.data import Augmentation, BatchFormat, create_loader, dali_available, resolve_data_backend
 from transfer_core.datasets import BadImageError, Cifar10, ImageFolder, Selection, prepare_dataset, write_image_folder
+from transfer_core.distributed import Shard
 
 from conftest import REPO, write_cifar10
 
@@ -73,20 +74,47 @@ def test_training_batches_are_seeded_full_and_resized(cifar_folder, backend):
     assert not torch.equal(images, epoch(0, 1)[0][0])
 
 
-@pytest.mark.skipif(not dali_available(), reason="DALI not installed")
-def test_dali_shards_split_the_files_between_processes(cifar_folder):
-    from transfer_core.data.dali import DaliFolderLoader
-
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("train", [False, True])
+def test_ranks_read_disjoint_shards_of_the_files(cifar_folder, backend, train):
+    """Under torchrun each rank gets its part, passed explicitly: in evaluation a contiguous part of the
+    split, in training a disjoint part of every epoch, the same number of steps on every rank."""
     root, arrays = cifar_folder
     data = folder_data(root)
     fmt = BatchFormat(torch.device("cpu"), arrays.mean, arrays.std)
-    seen = []
-    for shard in range(2):
-        loader = DaliFolderLoader(data.test, fmt, 4, False, Augmentation(), 32, threads=1, shard_id=shard, num_shards=2)
-        sums = [x.flatten(1).sum(1) for x, _ in loader]
-        assert len(sums) == len(loader) and sum(len(s) for s in sums) == loader.num_examples == 9
-        seen.append(torch.cat(sums))
-    assert not set(seen[0].tolist()) & set(seen[1].tolist())  # 18 files, 9 each, none in both
+    plain = Augmentation(crop_padding=0, flip="none")  # each file's pixels fixed: a file is known by its pixel sum
+    split = "train" if train else "test"
+
+    def sums(shard):
+        loader = create_loader(data, split, fmt, 8, train, plain, seed=1, backend=backend, workers=1, shard=shard)
+        loader.set_epoch(3)
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        return [round(v, 2) for x, _ in batches for v in x.double().flatten(1).sum(1).tolist()]
+
+    ranks = [sums(Shard(rank, 2)) for rank in range(2)]
+    assert not set(ranks[0]) & set(ranks[1])
+    if train:  # 40 images, global batch 8: 5 steps of 4 images on each rank
+        assert len(ranks[0]) == len(ranks[1]) == 20
+    else:  # 18 images: 9 each, every one scored once
+        assert sorted(ranks[0] + ranks[1]) == sorted(sums(Shard()))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_batches_do_not_depend_on_the_number_of_workers(cifar_folder, backend):
+    root, arrays = cifar_folder
+    data = folder_data(root, resolution=24)
+    fmt = BatchFormat(torch.device("cpu"), arrays.mean, arrays.std)
+    augmentation = Augmentation(random_resized_crop=0.3)
+
+    def epoch(workers):
+        loader = create_loader(data, "train", fmt, 8, True, augmentation, seed=3, backend=backend, workers=workers)
+        loader.set_epoch(1)
+        return torch.cat([x for x, _ in loader])
+
+    first = epoch(1)
+    for workers in ([0, 2] if backend == "torch" else [2]):  # DALI takes at least one thread
+        assert torch.equal(first, epoch(workers)), f"{workers} workers gave other batches than 1"
 
 
 def test_a_non_image_file_is_named_at_load(cifar_folder):

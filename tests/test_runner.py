@@ -1,5 +1,6 @@
 """Runner behaviour: records, resume, failures that do not stop the suite."""
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,11 +50,11 @@ def test_a_rerun_trains_nothing_and_force_reruns(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a resumed run must not train")
 
-    import bench.runner
+    import bench.build
     import transfer_core.strategies.full_finetune as ft
     import transfer_core.strategies.linear_probe as lp
     import transfer_core.strategies.scratch as scratch
-    for module in (bench.runner, ft, lp, scratch):
+    for module in (bench.build, ft, lp, scratch):
         monkeypatch.setattr(module, "train", no_training)
     again, cells = make_runner(tmp_path, tiny_suite())
     summary = again.run(cells)
@@ -67,19 +68,23 @@ def test_a_rerun_trains_nothing_and_force_reruns(tmp_path, monkeypatch):
     assert len(forced.store.read()) == 2 * n_records
 
 
+def pending_strategies(runner, cells):
+    return [e.cell.strategy.name for e in runner.pending(runner.plan(cells), cells)]
+
+
 def test_changing_a_setting_reruns_only_the_cells_it_affects(tmp_path):
     runner, cells = make_runner(tmp_path, tiny_suite())
     runner.run(cells)
     raw = tiny_suite()
     raw["strategies"]["scratch"]["epochs"] = 3
     changed, cells = make_runner(tmp_path, raw)
-    assert [c.strategy.name for c in changed.pending(cells)] == ["scratch"]
+    assert pending_strategies(changed, cells) == ["scratch"]
 
 
 class AlwaysFails(Strategy):
     name = "always_fails_for_tests"
 
-    def run(self, ctx):
+    def fit(self, task, source, ingredients):
         raise RuntimeError("boom")
 
 
@@ -95,7 +100,7 @@ def test_a_failing_cell_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch)
     assert records["scratch"]["status"] == "ok"
     # the failed cell is retried by the next run, the ok one is not
     rerun, cells = make_runner(tmp_path, raw)
-    assert [c.strategy.name for c in rerun.pending(cells)] == ["always_fails_for_tests"]
+    assert pending_strategies(rerun, cells) == ["always_fails_for_tests"]
 
 
 def test_divergence_is_its_own_status(tmp_path):
@@ -109,11 +114,13 @@ def test_divergence_is_its_own_status(tmp_path):
 def test_the_data_backend_enters_the_hash_only_for_image_folders(tmp_path):
     import dataclasses
 
+    from bench.plan import build_plan
+
     def hashes(raw, backend):
         suite = parse_suite(raw)
         runtime = dataclasses.replace(resolve_runtime("cpu", data_backend="torch"), data_backend=backend)
-        runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None)
-        return [runner.config_hash(c) for c in expand_cells(suite)]
+        data = SimpleNamespace(fingerprint="all splits", train_fingerprint="train splits")
+        return [e.key for e in build_plan(suite, expand_cells(suite), runtime, lambda spec: data).evaluations]
 
     arrays = tiny_suite()
     assert hashes(arrays, "torch") == hashes(arrays, "dali")

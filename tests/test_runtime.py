@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from bench.runner import utilisation
+from bench.build import utilisation
 from transfer_core.backbones import create_backbone
 from transfer_core.data import DeviceBatches
 from transfer_core.runtime import Runtime, Timer, resolve_runtime

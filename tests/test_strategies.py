@@ -9,11 +9,11 @@ from transfer_core.backbones import create_backbone
 from transfer_core.data import BatchFormat, create_loader
 from transfer_core.datasets import Augmentation, Digits, Selection, prepare_dataset
 from transfer_core.runtime import resolve_runtime
-from transfer_core.strategies import STRATEGIES, TransferContext
+from transfer_core.strategies import STRATEGIES, TargetTask
 from transfer_core.strategies.alpha_mix import AlphaMix, interpolate_weights
 from transfer_core.training import TrainRecipe, predict, train
 
-RUNTIME = resolve_runtime("cpu")
+RUNTIME = resolve_runtime("cpu", eval_batch_size=64)
 NO_AUGMENT = Augmentation(crop_padding=0, flip="none")
 
 
@@ -33,25 +33,32 @@ def target():
                            Path("."), False)
 
 
-def make_context(source_model, target):
-    fitted = {}
-    recipe = TrainRecipe(epochs=2, lr=0.05, batch_size=16)
+RECIPE = TrainRecipe(epochs=2, lr=0.05, batch_size=16)
 
-    def fit(name):
-        if name not in fitted:
+
+class Fits:
+    """Fitted models of one task, each strategy fitted once from exactly what it depends on: the way the
+    runner hands them over, without the runner."""
+
+    def __init__(self, source_model, target):
+        self.source_model, self.task, self.models = source_model, TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT), {}
+
+    def fitted(self, name):
+        if name not in self.models:
             cls = STRATEGIES.get(name)
-            fitted[name] = cls(cls.Options(), recipe).fit(ctx)
-        return fitted[name]
+            source = copy.deepcopy(self.source_model) if cls.uses_source else None
+            ingredients = {i: self.fitted(i) for i in cls.ingredients}
+            self.models[name] = cls(cls.Options(), RECIPE).fit(self.task, source, ingredients)
+        return self.models[name]
 
-    ctx = TransferContext(target, "resnet8", 0, RUNTIME, NO_AUGMENT, 64, load_source=lambda: copy.deepcopy(source_model), fitted=fit)
-    return ctx
+    def evaluate(self, strategy):
+        return strategy.evaluate(self.task, {name: self.fitted(name) for name in strategy.evaluated_models()})
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_every_strategy_trains_and_evaluates(name, source_model, target):
-    ctx = make_context(source_model, target)
     cls = STRATEGIES.get(name)
-    evaluations = cls(cls.Options(), TrainRecipe(epochs=2, lr=0.05, batch_size=16)).run(ctx)
+    evaluations = Fits(source_model, target).evaluate(cls(cls.Options(), RECIPE))
     assert evaluations and sum(e.selected for e in evaluations) == 1
     for evaluation in evaluations:
         assert 0 <= evaluation.metrics["test_top1_pct"] <= 100
@@ -60,7 +67,7 @@ def test_every_strategy_trains_and_evaluates(name, source_model, target):
 
 
 def test_finetune_and_probe_keep_the_source_body_and_size_the_head(source_model, target):
-    ctx = make_context(source_model, target)
+    ctx = Fits(source_model, target)
     probe = ctx.fitted("linear_probe").model
     assert probe.head.out_features == target.num_classes
     for (name, value), original in zip(probe.body.state_dict().items(), source_model.body.state_dict().values()):
@@ -72,9 +79,8 @@ def test_finetune_and_probe_keep_the_source_body_and_size_the_head(source_model,
 
 def test_linear_probe_folded_head_matches_the_standardised_fit(source_model, target):
     """The standardisation folded into the head must leave predictions on raw features unchanged."""
-    ctx = make_context(source_model, target)
-    probe = ctx.fitted("linear_probe").model
-    features, labels = predict(probe.body, ctx.loader("train", train=False), RUNTIME)
+    probe = Fits(source_model, target).fitted("linear_probe").model
+    features, labels = predict(probe.body, TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT).loader("train", train=False), RUNTIME)
     logits = probe.head(features)
     assert logits.shape == (len(labels), target.num_classes)
     accuracy = (logits.argmax(1) == labels).float().mean().item()
@@ -83,16 +89,17 @@ def test_linear_probe_folded_head_matches_the_standardised_fit(source_model, tar
 
 @pytest.mark.parametrize("space", ["weights", "outputs"])
 def test_alpha_mix_endpoints_are_exactly_its_ingredients(space, source_model, target):
-    ctx = make_context(source_model, target)
+    ctx = Fits(source_model, target)
+    task = ctx.task
     probe, finetuned = ctx.fitted("linear_probe").model, ctx.fitted("full_finetune").model
     if space == "weights":
         at_0, at_1 = interpolate_weights(probe, finetuned, 0.0), interpolate_weights(probe, finetuned, 1.0)
-        assert torch.equal(ctx.logits(at_0, "test")[0], ctx.logits(probe, "test")[0])
-        assert torch.equal(ctx.logits(at_1, "test")[0], ctx.logits(finetuned, "test")[0])
+        assert torch.equal(task.logits(at_0, "test")[0], task.logits(probe, "test")[0])
+        assert torch.equal(task.logits(at_1, "test")[0], task.logits(finetuned, "test")[0])
     mix = AlphaMix(AlphaMix.Options(alphas=[0.0, 0.5, 1.0], space=space), TrainRecipe())
-    evaluations = {e.alpha: e for e in mix.run(ctx)}
-    assert evaluations[0.0].metrics == ctx.evaluate(probe)
-    assert evaluations[1.0].metrics == ctx.evaluate(finetuned)
+    evaluations = {e.alpha: e for e in ctx.evaluate(mix)}
+    assert evaluations[0.0].metrics == task.evaluate(probe)
+    assert evaluations[1.0].metrics == task.evaluate(finetuned)
     best = max(e.metrics["val_top1_pct"] for e in evaluations.values())
     selected = [e for e in evaluations.values() if e.selected]
     assert len(selected) == 1 and selected[0].metrics["val_top1_pct"] == best

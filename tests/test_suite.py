@@ -114,3 +114,14 @@ def test_flip_booleans_and_new_keys_parse():
     assert target.describe()["resolution"] == 24  # part of the config hash
     folder = parse_suite(tiny_suite(targets=[{"dataset": "image_folder", "path": "pets/photos", "resolution": 64}]))
     assert folder.targets[0].label == "photos"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"targets": [{"dataset": "digits", "classes": [5, 6]}, {"dataset": "digits", "classes": [5, 6], "name": "again"}]},
+     r"targets\[1\]: repeats targets\[0\] \(names aside\); list it once"),
+    ({"backbones": ["resnet8", "resnet8"]}, r"backbones\[1\]: repeats backbones\[0\]"),
+    ({"source": [{"dataset": "digits", "epochs": 2}, {"dataset": "digits", "epochs": 2, "name": "twin"}]}, r"source\[1\]: repeats source\[0\]"),
+])
+def test_a_repeated_entry_is_refused(overrides, message):
+    with pytest.raises(SuiteError, match=message):
+        parse_suite(tiny_suite(**overrides))

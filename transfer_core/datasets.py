@@ -535,9 +535,10 @@ class PreparedData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     location: str
-    fingerprint: str = field(default="")
+    fingerprint: str = field(default="")  # of every split
     resolution: Optional[int] = None  # the side the model sees; None = the arrays' own size
     skipped_files: tuple[str, ...] = ()
+    train_fingerprint: str = ""  # of the train and validation splits: all that training reads
 
     @property
     def num_classes(self) -> int:
@@ -606,9 +607,10 @@ def channel_stats(split: Split) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(round(v, 4) for v in pixels.mean(0).tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
-def fingerprint(*splits: Split) -> str:
-    """A short content hash: array bytes, or file names and sizes for folders."""
-    digest = hashlib.sha256()
+def fingerprints(*splits: Split) -> list[str]:
+    """Short content hashes (array bytes, or file names and sizes for folders) of the first split, the
+    first two, ... and all of them: each prefix's hash in one pass."""
+    digest, found = hashlib.sha256(), []
     for split in splits:
         if isinstance(split, ArraySplit):
             digest.update(split.images.contiguous().numpy().tobytes())
@@ -616,7 +618,12 @@ def fingerprint(*splits: Split) -> str:
             for p in split.paths:
                 digest.update(f"{os.path.basename(p)}:{os.path.getsize(p)};".encode())
         digest.update(split.labels.numpy().tobytes())
-    return digest.hexdigest()[:16]
+        found.append(digest.copy().hexdigest()[:16])
+    return found
+
+
+def fingerprint(*splits: Split) -> str:
+    return fingerprints(*splits)[-1]
 
 
 def prepare_dataset(name: str, options, selection: Selection, root: Path, download: bool, label: str = "",
@@ -636,5 +643,6 @@ def prepare_dataset(name: str, options, selection: Selection, root: Path, downlo
         train, val = train.select(train_idx), train.select(val_idx)
     mean, std = channel_stats(train)
     splits = [s for s in (train, val, test) if s is not None]
+    hashes = fingerprints(*splits)
     return PreparedData(label or name, train, val, test, names, raw.channels, mean, std, raw.location,
-                        fingerprint(*splits), resolution, raw.skipped_files)
+                        hashes[-1], resolution, raw.skipped_files, train_fingerprint=hashes[-2])

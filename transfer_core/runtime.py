@@ -17,6 +17,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from .data import BatchFormat, create_loader, resolve_data_backend
+from .distributed import WHOLE, Shard
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 INPUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -38,6 +39,8 @@ class Runtime:
     compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune, ...
     cudnn_benchmark: bool = True  # CUDA: let cuDNN time its convolution algorithms once per shape
     compile_backend: Union[str, Callable] = "inductor"  # tests swap in a counting backend
+    eval_batch_size: int = 512  # images per evaluation (and BatchNorm re-estimation) batch
+    shard: Shard = WHOLE  # this process's rank under torchrun; the whole work otherwise
 
     @property
     def amp_dtype(self) -> Optional[torch.dtype]:
@@ -81,15 +84,18 @@ class Runtime:
     def batch_format(self, mean: tuple[float, ...], std: tuple[float, ...]) -> BatchFormat:
         return BatchFormat(self.device, mean, std, self.channels_last, self.input_dtype)
 
-    def loader(self, data, split: str, batch_size: int, train: bool, augmentation, seed: int = 0):
-        """``create_loader`` with this runtime's device, format, data backend and workers."""
+    def loader(self, data, split: str, batch_size: int, train: bool, augmentation, seed: int = 0, whole: bool = False):
+        """``create_loader`` with this runtime's device, format, data backend, workers and shard (``whole``:
+        every example on every rank, for work each rank repeats, such as BatchNorm re-estimation)."""
         return create_loader(data, split, self.batch_format(data.mean, data.std), batch_size, train, augmentation,
-                             seed, self.data_backend, self.data_workers)
+                             seed, self.data_backend, self.data_workers, WHOLE if whole else self.shard)
 
     def describe(self) -> dict:
+        """Every switch, for provenance. Artifact keys take the subset that bears on each artifact (bench/plan.py)."""
         described = {"device": str(self.device), "amp": self.amp, "compile": self.compile, "channels_last": self.channels_last,
-                     "data_backend": self.data_backend, "input_dtype": str(self.input_dtype).removeprefix("torch.")}
-        # only where they act, so turning them on does not change the identity of runs they do not affect
+                     "data_backend": self.data_backend, "input_dtype": str(self.input_dtype).removeprefix("torch."),
+                     "eval_batch_size": self.eval_batch_size, "data_workers": self.data_workers, "ranks": self.shard.world}
+        # only where they act
         if self.compile:
             described["compile_mode"] = self.compile_mode
         if self.device.type == "cuda":
@@ -146,13 +152,19 @@ def measured_bf16_peak_tflops(device_str: str, size: int = 8192, repeats: int = 
 
 def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "auto", channels_last: bool = True,
                     data_backend: str = "auto", input_dtype: str = "auto", data_workers: int = 0,
-                    compile_mode: str = "default", cudnn_benchmark: bool = True) -> Runtime:
+                    compile_mode: str = "default", cudnn_benchmark: bool = True, eval_batch_size: int = 512,
+                    shard: Shard = WHOLE, cuda_available: Optional[bool] = None) -> Runtime:
+    """``cuda_available`` overrides this process's own answer: a Ray driver resolves for its cluster's GPUs."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cuda" if cuda_available else "cpu"
+    if device.startswith("cuda") and not cuda_available:
         raise RuntimeUnavailableError("runtime.device is cuda but no CUDA device is available; use --device cpu or auto")
     resolved = torch.device(device)
     on_cuda = resolved.type == "cuda"
+    if on_cuda and shard.world > 1:  # one GPU per rank: the one the process group set for this local rank
+        resolved = torch.device("cuda", torch.cuda.current_device())
     if amp == "auto":
         amp = "bf16" if on_cuda else "off"
     compile_on = on_cuda if compile == "auto" else compile == "on"
@@ -165,7 +177,8 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "aut
         backend = resolve_data_backend(data_backend)
     except ModuleNotFoundError as e:
         raise RuntimeUnavailableError(str(e)) from None
-    runtime = Runtime(resolved, amp, compile_on, channels_last, backend, dtype, data_workers, compile_mode, cudnn_benchmark)
+    runtime = Runtime(resolved, amp, compile_on, channels_last, backend, dtype, data_workers, compile_mode, cudnn_benchmark,
+                      eval_batch_size=eval_batch_size, shard=shard)
     runtime.apply_backend_flags()
     return runtime
 

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from .datasets import check_range
+from .distributed import WHOLE, gather_cat, mean_over_ranks
 from .runtime import Runtime
 
 
@@ -116,14 +117,24 @@ def _timed_batches(loader, stats: TrainStats):
         yield batch
 
 
+def _data_parallel(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
+    """DistributedDataParallel: gradients averaged over ranks, so a step is one step on the global batch."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
+
+
 def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime, desc: str = "train") -> TrainStats:
-    """Trains the parameters of ``model`` that require grad. ``loader`` yields device batches."""
+    """Trains the parameters of ``model`` that require grad. ``loader`` yields device batches; when it is
+    this rank's shard of the training data (under torchrun), the ranks train one model together."""
+    shard = getattr(loader, "shard", WHOLE)
     optimizer = _optimizer(model, recipe)
     total_steps = recipe.epochs * len(loader)
     if total_steps == 0:
         raise ValueError(f"{desc}: no training steps (batch size {recipe.batch_size} exceeds the {loader.num_examples} training examples?)")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe, step / total_steps))
-    step_fn = runtime.compiled(model)  # the learning rate lives in the optimizer, outside the compiled graph
+    network = _data_parallel(model, runtime) if shard.world > 1 else model
+    step_fn = runtime.compiled(network)  # the learning rate lives in the optimizer, outside the compiled graph
     # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 and fp32 do not
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp == "fp16")
     stats = TrainStats()
@@ -146,7 +157,7 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
             scheduler.step()
             epoch_loss += loss.detach()
             stats.steps += 1
-            stats.images += len(labels)
+            stats.images += len(labels) * shard.world
             if stats.steps == 1 and runtime.compile:
                 # the first compiled step pays compilation and warm-up: kept apart from steady-state time
                 stats.compile_s = timer.stop()
@@ -154,7 +165,7 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
                 stats.data_s = 0.0
             progress.update()
         # one host sync per epoch: checking every step would stall the GPU pipeline
-        mean_loss = epoch_loss.item() / max(1, len(loader))
+        mean_loss = mean_over_ranks(epoch_loss, shard).item() / max(1, len(loader))
         if not math.isfinite(mean_loss):
             progress.close()
             raise Diverged(f"{desc}: loss became non-finite in epoch {epoch + 1}")
@@ -169,15 +180,17 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) for every example of an evaluation loader, as float32 on the CPU."""
+    """(logits, labels) for every example of an evaluation loader, as float32 on the CPU; when the loader is
+    this rank's part of the split, every rank gets every example's, in the split's order."""
     model.eval()
     forward = runtime.compiled(model)  # the same compiled wrapper as in training: no second compilation of the model
-    outputs, targets = [], []
+    outputs, targets = [torch.empty(0)], [torch.empty(0, dtype=torch.int64)]  # a rank's part may be empty
     for images, labels in loader:
         with runtime.autocast():
             outputs.append(forward(images).float().cpu())
         targets.append(labels.cpu())
-    return torch.cat(outputs), torch.cat(targets)
+    shard = getattr(loader, "shard", WHOLE)
+    return gather_cat(torch.cat(outputs), shard), gather_cat(torch.cat(targets), shard)
 
 
 def top_k_pct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..datasets import ArraySplit, Augmentation, PreparedData, Split
+from ..distributed import WHOLE, Shard
 from .arrays import DeviceArrayLoader, DeviceBatches, EpochBatches
 from .dali import DaliFolderLoader, dali_available
 from .folders import TorchFolderLoader
@@ -36,30 +37,22 @@ def resolve_data_backend(name: str) -> str:
     return name
 
 
-def _shard() -> tuple[int, int]:
-    """(this process's shard, number of shards): one per rank under torch.distributed, else the whole split."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def create_loader(data: PreparedData, split: str, fmt: BatchFormat, batch_size: int, train: bool,
-                  augmentation: Augmentation, seed: int = 0, backend: str = "torch", workers: int = 0):
+                  augmentation: Augmentation, seed: int = 0, backend: str = "torch", workers: int = 0, shard: Shard = WHOLE):
     """The one entry to the data path: a loader of device batches for ``data``'s train/val/test split.
 
     ``backend`` (``torch`` or ``dali``, already resolved) and ``workers`` (DataLoader workers or DALI
-    threads) matter only for image folders; array datasets always stay on the device.
+    threads) matter only for image folders; array datasets always stay on the device. ``shard`` is this
+    process's rank under torchrun, passed explicitly (never inferred from an initialised process group):
+    ``batch_size`` stays the global batch and each rank gets its part (see ``EpochBatches``).
     """
     chosen: Optional[Split] = getattr(data, split)
     if chosen is None:
         raise ValueError(f"{data.name} has no {split} split")
     if isinstance(chosen, ArraySplit):
-        return DeviceArrayLoader(chosen, fmt, batch_size, train, augmentation, seed, data.resolution)
+        return DeviceArrayLoader(chosen, fmt, batch_size, train, augmentation, seed, data.resolution, shard)
     if data.resolution is None:
         raise ValueError(f"{data.name}: image folders need a resolution (the size images are resized and cropped to)")
     if backend == "dali":
-        shard_id, num_shards = _shard()
-        return DaliFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers, shard_id, num_shards)
-    return TorchFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers)
+        return DaliFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers, shard)
+    return TorchFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers, shard)

@@ -7,6 +7,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..datasets import ArraySplit, Augmentation
+from ..distributed import WHOLE, Shard
 from .augment import crop_flip_gather, pad_nhwc, random_flips, random_offsets
 from .format import BatchFormat, PixelNormaliser
 
@@ -20,15 +21,23 @@ class EpochBatches:
 
     In training the last partial batch is dropped (a tiny batch makes a noisy BatchNorm step); in
     evaluation it is kept so every example is scored once.
+
+    Under torchrun (``shard.world > 1``) ``batch_size`` is the global batch: in training each rank yields
+    its ``batch_size / world`` slice of every global batch, so all ranks take the same number of steps;
+    in evaluation each rank scores a contiguous part of the split, ``batch_size`` images at a time.
     """
 
-    def __init__(self, num_examples: int, batch_size: int, train: bool, seed: int):
-        self.num_examples, self.batch_size, self.train, self.seed = num_examples, batch_size, train, seed
+    def __init__(self, num_examples: int, batch_size: int, train: bool, seed: int, shard: Shard = WHOLE):
+        if train and batch_size % shard.world:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {shard.world} ranks")
+        self.num_examples, self.batch_size, self.train, self.seed, self.shard = num_examples, batch_size, train, seed, shard
+        self.scored = slice(0, num_examples) if train else shard.part(num_examples)  # evaluation: this rank's part
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = self.num_examples
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+        if self.train:
+            return self.num_examples // self.batch_size
+        return math.ceil((self.scored.stop - self.scored.start) / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -38,7 +47,9 @@ class EpochBatches:
         return self.seed * 100_003 + self.epoch
 
     def batch_bounds(self, i: int) -> slice:
-        return slice(i * self.batch_size, min((i + 1) * self.batch_size, self.num_examples))
+        """The i-th batch: a global batch in training, a batch of this rank's part in evaluation."""
+        start = self.scored.start + i * self.batch_size
+        return slice(start, min(start + self.batch_size, self.scored.stop))
 
 
 class DeviceBatches(EpochBatches):
@@ -65,8 +76,8 @@ class DeviceArrayLoader(EpochBatches):
     """
 
     def __init__(self, split: ArraySplit, fmt: BatchFormat, batch_size: int, train: bool,
-                 augmentation: Augmentation, seed: int = 0, resolution: Optional[int] = None):
-        super().__init__(len(split), batch_size, train, seed)
+                 augmentation: Augmentation, seed: int = 0, resolution: Optional[int] = None, shard: Shard = WHOLE):
+        super().__init__(len(split), batch_size, train, seed, shard)
         device = fmt.device
         # uint8 on the device: 4x less memory and transfer than floats, converted per batch
         images = split.images.to(device)
@@ -82,7 +93,7 @@ class DeviceArrayLoader(EpochBatches):
 
     def _flips(self, ids: torch.Tensor, generator: torch.Generator) -> Optional[torch.Tensor]:
         if self.augmentation.flip == "random":
-            return random_flips(len(ids), ids.device, generator)
+            return random_flips(len(ids), ids.device, generator, self.shard)
         if self.augmentation.flip == "alternate":
             return self.flip_start[ids] ^ bool(self.epoch % 2)
         return None
@@ -97,7 +108,8 @@ class DeviceArrayLoader(EpochBatches):
         generator = seeded_generator(device, self.epoch_seed)
         order = torch.randperm(self.num_examples, device=device, generator=generator)
         for i in range(len(self)):
-            ids = order[self.batch_bounds(i)]
-            dy, dx = random_offsets(len(ids), self.pad, device, generator)
+            batch = order[self.batch_bounds(i)]
+            ids = batch[self.shard.part(len(batch))]  # this rank's slice of the global batch
+            dy, dx = random_offsets(len(ids), self.pad, device, generator, self.shard)
             pixels = crop_flip_gather(self.pixels, ids, self.size, dy, dx, self._flips(ids, generator))
-            yield self.normalise(pixels, self.augmentation, generator), self.labels[ids]
+            yield self.normalise(pixels, self.augmentation, generator, self.shard), self.labels[ids]

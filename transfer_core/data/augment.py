@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets import Augmentation
+from ..distributed import WHOLE, Shard
 
 
 def reflect_index(size: int, pad: int, device: torch.device) -> torch.Tensor:
@@ -57,23 +58,32 @@ def crop_flip_gather(source: torch.Tensor, image_ids: torch.Tensor, out_size: tu
     return pixels.view(len(image_ids), height, width, channels)
 
 
-def random_offsets(batch: int, pad: int, device: torch.device, generator: Optional[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
-    dy = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
-    return dy, dx
+# Under torchrun every rank holds the same generator and a ``batch``-image slice of a global batch of
+# ``batch * world`` images: each draw is made for the whole global batch and sliced to this rank's part, so
+# every image gets the crop, flip and cutout it would get in a single process, and the generators stay in step.
+
+def _drawn(values: torch.Tensor, shard: Shard) -> torch.Tensor:
+    return values[shard.part(len(values))]
 
 
-def random_flips(batch: int, device: torch.device, generator: Optional[torch.Generator]) -> torch.Tensor:
-    return torch.rand(batch, device=device, generator=generator) < 0.5
+def random_offsets(batch: int, pad: int, device: torch.device, generator: Optional[torch.Generator],
+                   shard: Shard = WHOLE) -> tuple[torch.Tensor, torch.Tensor]:
+    dy = torch.randint(0, 2 * pad + 1, (batch * shard.world,), device=device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (batch * shard.world,), device=device, generator=generator)
+    return _drawn(dy, shard), _drawn(dx, shard)
 
 
-def cutout(images: torch.Tensor, size: int, generator: Optional[torch.Generator]) -> torch.Tensor:
+def random_flips(batch: int, device: torch.device, generator: Optional[torch.Generator], shard: Shard = WHOLE) -> torch.Tensor:
+    return _drawn(torch.rand(batch * shard.world, device=device, generator=generator) < 0.5, shard)
+
+
+def cutout(images: torch.Tensor, size: int, generator: Optional[torch.Generator], shard: Shard = WHOLE) -> torch.Tensor:
     """Zeroes one random ``size``x``size`` square per image of a normalised NCHW batch (DeVries & Taylor
     2017): zero after normalisation is the mean colour. The square may overlap the border."""
     batch, _, height, width = images.shape
     device = images.device
-    cy = torch.randint(0, height, (batch,), device=device, generator=generator)
-    cx = torch.randint(0, width, (batch,), device=device, generator=generator)
+    cy = _drawn(torch.randint(0, height, (batch * shard.world,), device=device, generator=generator), shard)
+    cx = _drawn(torch.randint(0, width, (batch * shard.world,), device=device, generator=generator), shard)
     top, left = cy - size // 2, cx - size // 2
     rows = torch.arange(height, device=device)[None, :]
     cols = torch.arange(width, device=device)[None, :]
@@ -92,25 +102,26 @@ def resize(images: torch.Tensor, resolution: Optional[int]) -> torch.Tensor:
 
 
 def augment_normalised(images: torch.Tensor, augmentation: Augmentation, generator: Optional[torch.Generator],
-                       black: torch.Tensor, flip: bool = True) -> torch.Tensor:
+                       black: torch.Tensor, flip: bool = True, shard: Shard = WHOLE) -> torch.Tensor:
     """Pad-crop (and flip, unless the decoder already did) of an already normalised float NCHW batch,
     as a decoder that normalises (DALI) yields. ``black`` is a black pixel's normalised value per channel."""
     batch, _, height, width = images.shape
     pad = augmentation.crop_padding
-    flips = random_flips(batch, images.device, generator) if flip and augmentation.flip == "random" else None
+    flips = random_flips(batch, images.device, generator, shard) if flip and augmentation.flip == "random" else None
     if pad == 0 and flips is None:
         return images
     padded = pad_nhwc(images.permute(0, 2, 3, 1), pad, augmentation.padding_mode, black)
-    dy, dx = random_offsets(batch, pad, images.device, generator)
+    dy, dx = random_offsets(batch, pad, images.device, generator, shard)
     ids = torch.arange(batch, device=images.device)
     return crop_flip_gather(padded, ids, (height, width), dy, dx, flips).permute(0, 3, 1, 2)
 
 
-def augment_pixels(pixels: torch.Tensor, augmentation: Augmentation, generator: Optional[torch.Generator]) -> torch.Tensor:
+def augment_pixels(pixels: torch.Tensor, augmentation: Augmentation, generator: Optional[torch.Generator],
+                   shard: Shard = WHOLE) -> torch.Tensor:
     """Random pad-crop and flip of a uint8 NHWC batch (decoded files): padded per batch, then one gather."""
     batch, height, width, _ = pixels.shape
     pad = augmentation.crop_padding
-    dy, dx = random_offsets(batch, pad, pixels.device, generator)
-    flips = random_flips(batch, pixels.device, generator) if augmentation.flip == "random" else None
+    dy, dx = random_offsets(batch, pad, pixels.device, generator, shard)
+    flips = random_flips(batch, pixels.device, generator, shard) if augmentation.flip == "random" else None
     padded = pad_nhwc(pixels, pad, augmentation.padding_mode)
     return crop_flip_gather(padded, torch.arange(batch, device=pixels.device), (height, width), dy, dx, flips)

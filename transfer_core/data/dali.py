@@ -10,6 +10,7 @@ from typing import Iterator
 import torch
 
 from ..datasets import Augmentation, FileSplit
+from ..distributed import WHOLE, Shard
 from .arrays import EpochBatches, seeded_generator
 from .augment import augment_normalised
 from .folders import locate_bad_images
@@ -22,11 +23,6 @@ def dali_available() -> bool:
     return importlib.util.find_spec("nvidia.dali") is not None
 
 
-def shard_size(num_examples: int, shard_id: int, num_shards: int) -> int:
-    """Examples in one shard: DALI's file reader gives shard i the contiguous range [n*i/k, n*(i+1)/k)."""
-    return num_examples * (shard_id + 1) // num_shards - num_examples * shard_id // num_shards
-
-
 class DaliFolderLoader(EpochBatches):
     """A DALI pipeline per epoch, seeded by the epoch, so shuffling and augmentation are reproducible.
 
@@ -34,13 +30,25 @@ class DaliFolderLoader(EpochBatches):
     mirror, normalise; the last partial batch is dropped. Evaluation: resize + centre crop, normalise,
     every file exactly once (the reader pads its last batch and the iterator trims the padding).
     Output is NHWC in memory when the model is channels_last, so the NCHW view needs no copy.
+
+    Under torchrun the shard is passed in, never inferred: DALI's reader gives rank i the contiguous range
+    [n*i/k, n*(i+1)/k) of the file list, which in training is first permuted by the epoch's seed (the same
+    on every rank), so each epoch every rank reads a new disjoint part; each rank takes ``batch_size / k``
+    images a step, for the same number of steps. Results do not depend on the thread count.
     """
 
     def __init__(self, split: FileSplit, fmt: BatchFormat, batch_size: int, train: bool, augmentation: Augmentation,
-                 resolution: int, seed: int = 0, threads: int = 2, shard_id: int = 0, num_shards: int = 1):
-        super().__init__(shard_size(len(split), shard_id, num_shards), batch_size, train, seed)
+                 resolution: int, seed: int = 0, threads: int = 2, shard: Shard = WHOLE):
+        super().__init__(len(split), batch_size, train, seed, shard)
         self.split, self.fmt, self.augmentation, self.resolution = split, fmt, augmentation, resolution
-        self.threads, self.shard_id, self.num_shards = max(1, threads), shard_id, num_shards
+        self.threads = max(1, threads)
+
+    def _files(self) -> tuple[list[str], list[int]]:
+        paths, labels = list(self.split.paths), self.split.labels.tolist()
+        if self.train and self.shard.world > 1:
+            order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(self.epoch_seed)).tolist()
+            paths, labels = [paths[i] for i in order], [labels[i] for i in order]
+        return paths, labels
 
     def _pipeline(self, seed: int):
         from nvidia.dali import fn, pipeline_def, types
@@ -49,12 +57,14 @@ class DaliFolderLoader(EpochBatches):
         device_id = (self.fmt.device.index if self.fmt.device.index is not None else torch.cuda.current_device()) if on_cuda else None
         size, aug, train = self.resolution, self.augmentation, self.train
         mean, std = self.fmt.stats(255.0)
+        files, file_labels = self._files()
+        batch_size = self.batch_size // self.shard.world if train else self.batch_size
 
-        @pipeline_def(batch_size=self.batch_size, num_threads=self.threads, device_id=device_id, seed=seed)
+        @pipeline_def(batch_size=batch_size, num_threads=self.threads, device_id=device_id, seed=seed)
         def pipeline():
             encoded, labels = fn.readers.file(
-                files=list(self.split.paths), labels=self.split.labels.tolist(), name=READER_NAME,
-                random_shuffle=train, shard_id=self.shard_id, num_shards=self.num_shards,
+                files=files, labels=file_labels, name=READER_NAME,
+                random_shuffle=train, shard_id=self.shard.rank, num_shards=self.shard.world,
                 pad_last_batch=not train, seed=seed,
             )
             images = fn.decoders.image(encoded, device="mixed" if on_cuda else "cpu", output_type=types.RGB)
@@ -75,7 +85,7 @@ class DaliFolderLoader(EpochBatches):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-        pipe = self._pipeline(seed=self.epoch_seed % 2**31)
+        pipe = self._pipeline(seed=(self.epoch_seed + 7919 * self.shard.rank) % 2**31)  # ranks augment independently
         pipe.build()
         batches = DALIGenericIterator(
             [pipe], ["images", "labels"], reader_name=READER_NAME, auto_reset=False,
@@ -84,14 +94,16 @@ class DaliFolderLoader(EpochBatches):
         generator = seeded_generator(self.fmt.device, self.epoch_seed) if self.train else None
         black = self.fmt.black().to(self.fmt.dtype)
         try:
-            for batch in batches:
+            for step, batch in enumerate(batches):
+                if step == len(self):  # shards may differ by an image; every rank takes the same number of steps
+                    break
                 images, labels = batch[0]["images"], batch[0]["labels"]
                 if self.fmt.channels_last:
                     images = images.permute(0, 3, 1, 2)
                 images = images.to(self.fmt.device, non_blocking=True)
                 if self.train:  # flips are done by DALI; padded crops and cutout, if asked, here
-                    images = augment_normalised(images, self.augmentation, generator, black, flip=False)
-                yield finish(images, self.fmt, self.augmentation if self.train else None, generator), \
+                    images = augment_normalised(images, self.augmentation, generator, black, flip=False, shard=self.shard)
+                yield finish(images, self.fmt, self.augmentation if self.train else None, generator, shard=self.shard), \
                     labels.view(-1).long().to(self.fmt.device)
         except RuntimeError as e:
             if "decoders" not in str(e) and "decode" not in str(e).lower():

@@ -2,7 +2,8 @@
 
 Workers decode each file to uint8 at the target resolution (random-resized crop in training when
 asked, else resize + centre crop); pad-crop, flips, normalisation and cutout then run batched on the
-device, as for array datasets.
+device, as for array datasets. A file's random-resized crop is seeded by the epoch and the file, so
+results do not depend on the number of workers or on which worker decodes it.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import Augmentation, BadImageError, FileSplit, decode_error
+from ..distributed import WHOLE, Shard
 from .arrays import EpochBatches, seeded_generator
 from .augment import augment_pixels
 from .format import BatchFormat, PixelNormaliser
@@ -38,7 +40,9 @@ class _DecodedFiles(torch.utils.data.Dataset):
         from torchvision import transforms
 
         self.split = split
-        if random_resized_crop > 0:
+        self.random = random_resized_crop > 0
+        self.epoch_seed = 0  # set by the loader before each epoch's workers start
+        if self.random:
             self.transform = transforms.RandomResizedCrop(resolution, scale=(random_resized_crop, 1.0))
         else:
             self.transform = transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution)])
@@ -51,7 +55,9 @@ class _DecodedFiles(torch.utils.data.Dataset):
 
         path = self.split.paths[i]
         try:
-            with Image.open(path) as image:
+            with Image.open(path) as image, torch.random.fork_rng(devices=[], enabled=self.random):
+                if self.random:  # torchvision draws crops from the global CPU generator: seed it for this file
+                    torch.default_generator.manual_seed(self.epoch_seed * 1_000_003 + i)
                 image = self.transform(image.convert("RGB"))
         except Exception as e:
             raise BadImageError(f"cannot decode image {path} ({type(e).__name__}: {e}). "
@@ -62,26 +68,33 @@ class _DecodedFiles(torch.utils.data.Dataset):
 
 class TorchFolderLoader(EpochBatches):
     def __init__(self, split: FileSplit, fmt: BatchFormat, batch_size: int, train: bool, augmentation: Augmentation,
-                 resolution: int, seed: int = 0, workers: int = 0):
-        super().__init__(len(split), batch_size, train, seed)
+                 resolution: int, seed: int = 0, workers: int = 0, shard: Shard = WHOLE):
+        super().__init__(len(split), batch_size, train, seed, shard)
         self.split, self.fmt, self.augmentation, self.workers = split, fmt, augmentation, workers
         self.files = _DecodedFiles(split, resolution, augmentation.random_resized_crop if train else 0.0)
         self.normalise = PixelNormaliser(fmt)
 
+    def _order(self) -> list[int]:
+        """The files this rank reads this epoch, in order: in training, its slice of each shuffled global batch."""
+        if not self.train:
+            return list(range(self.scored.start, self.scored.stop))
+        shuffled = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(self.epoch_seed))
+        return [i for step in range(len(self)) for i in shuffled[self.batch_bounds(step)][self.shard.part(self.batch_size)].tolist()]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        seed = self.epoch_seed
+        self.files.epoch_seed = self.epoch_seed
         loader = torch.utils.data.DataLoader(
-            self.files, batch_size=self.batch_size, shuffle=self.train, drop_last=self.train,
-            num_workers=self.workers, generator=torch.Generator().manual_seed(seed),
-            pin_memory=self.fmt.device.type == "cuda",
+            self.files, batch_size=self.batch_size // self.shard.world if self.train else self.batch_size,
+            sampler=self._order(), num_workers=self.workers, pin_memory=self.fmt.device.type == "cuda",
         )
-        generator = seeded_generator(self.fmt.device, seed) if self.train else None
+        generator = seeded_generator(self.fmt.device, self.epoch_seed) if self.train else None
         try:
             for pixels, labels in loader:
                 pixels = pixels.to(self.fmt.device, non_blocking=True)
                 if self.train:
-                    pixels = augment_pixels(pixels, self.augmentation, generator)
-                yield self.normalise(pixels, self.augmentation if self.train else None, generator), labels.to(self.fmt.device)
+                    pixels = augment_pixels(pixels, self.augmentation, generator, self.shard)
+                yield (self.normalise(pixels, self.augmentation if self.train else None, generator, self.shard),
+                       labels.to(self.fmt.device))
         except BadImageError as e:
             # a worker's error arrives wrapped in its traceback; its last line is our message
             raise BadImageError(str(e).strip().splitlines()[-1].removeprefix("BadImageError: ")) from None

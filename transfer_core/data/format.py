@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ..datasets import Augmentation
+from ..distributed import WHOLE, Shard
 from .augment import cutout, resize
 
 
@@ -43,17 +44,17 @@ class PixelNormaliser:
         self.shift = (-mean / std).view(1, channels, 1, 1)
 
     def __call__(self, pixels: torch.Tensor, augmentation: Optional[Augmentation] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, shard: Shard = WHOLE) -> torch.Tensor:
         # NHWC viewed as NCHW is channels_last in memory, and the multiply-add keeps that layout
         images = torch.addcmul(self.shift, pixels.permute(0, 3, 1, 2).float(), self.scale)
-        return finish(images, self.fmt, augmentation, generator, self.resolution)
+        return finish(images, self.fmt, augmentation, generator, self.resolution, shard)
 
 
 def finish(images: torch.Tensor, fmt: BatchFormat, augmentation: Optional[Augmentation],
-           generator: Optional[torch.Generator], resolution: Optional[int] = None) -> torch.Tensor:
+           generator: Optional[torch.Generator], resolution: Optional[int] = None, shard: Shard = WHOLE) -> torch.Tensor:
     """The last steps every loader shares: cutout, resize, memory layout, dtype."""
     if augmentation is not None and augmentation.cutout > 0:
-        images = cutout(images, augmentation.cutout, generator)
+        images = cutout(images, augmentation.cutout, generator, shard)
     images = resize(images, resolution)
     memory_format = torch.channels_last if fmt.channels_last else torch.contiguous_format
     return images.to(dtype=fmt.dtype, memory_format=memory_format)

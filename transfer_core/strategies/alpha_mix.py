@@ -18,7 +18,7 @@ import torch
 
 from ..datasets import check_range
 from ..training import TrainStats, reestimate_batchnorm
-from .base import Evaluation, Strategy, TransferContext, register_strategy
+from .base import Evaluation, Fitted, Strategy, TargetTask, register_strategy
 
 
 def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alpha: float) -> torch.nn.Module:
@@ -38,6 +38,7 @@ def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alph
 
 @register_strategy("alpha_mix")
 class AlphaMix(Strategy):
+    trains = False  # it combines the two fitted models; its compute is theirs plus its own search
     ingredients = ("linear_probe", "full_finetune")
 
     @dataclass
@@ -52,26 +53,26 @@ class AlphaMix(Strategy):
             for i, alpha in enumerate(self.alphas):
                 check_range(f"alphas[{i}]", alpha, 0, 1)
 
-    def run(self, ctx: TransferContext) -> list[Evaluation]:
-        probe, finetuned = ctx.fitted("linear_probe"), ctx.fitted("full_finetune")
+    def evaluate(self, task: TargetTask, models: dict[str, Fitted]) -> list[Evaluation]:
+        probe, finetuned = models["linear_probe"], models["full_finetune"]
         ingredients_stats = TrainStats()
         ingredients_stats += probe.stats
         ingredients_stats += finetuned.stats
-        has_val = ctx.target.val is not None
+        has_val = task.target.val is not None
         started = time.perf_counter()
         points = []
         if self.options.space == "outputs":
-            ends = [(ctx.logits(m.model, "val") if has_val else None, ctx.logits(m.model, "test")) for m in (probe, finetuned)]
+            ends = [(task.logits(m.model, "val") if has_val else None, task.logits(m.model, "test")) for m in (probe, finetuned)]
             for alpha in self.options.alphas:
                 def mix(pair_0, pair_1):
                     return (torch.lerp(pair_0[0], pair_1[0], alpha), pair_0[1]) if pair_0 is not None else None
-                points.append((alpha, ctx.metrics_from_logits(mix(ends[0][0], ends[1][0]), mix(ends[0][1], ends[1][1]))))
+                points.append((alpha, task.metrics_from_logits(mix(ends[0][0], ends[1][0]), mix(ends[0][1], ends[1][1]))))
         else:
             for alpha in self.options.alphas:
                 model = interpolate_weights(probe.model, finetuned.model, alpha)
                 if self.options.bn_reestimate and 0 < alpha < 1:
-                    reestimate_batchnorm(model, ctx.loader("train", train=False), ctx.runtime)
-                points.append((alpha, ctx.evaluate(model)))
+                    reestimate_batchnorm(model, task.loader("train", train=False, whole=True), task.runtime)
+                points.append((alpha, task.evaluate(model)))
         selection_s = time.perf_counter() - started
         # choose on validation only (test when there is no validation split would leak; fall back to the
         # first alpha listed, and say so in the details)

@@ -1,15 +1,20 @@
-"""What a transfer strategy is, and the context it runs in.
+"""What a transfer strategy is, and the target task it works on.
 
-A strategy is one class in one file, registered by name. ``fit`` decides what is trained and calls
-the shared training loop; ``run`` turns fitted models into evaluations (one per alpha for alpha-mix).
-The ``TransferContext`` gives a strategy everything it may use: the target data and its loaders, a
-fresh copy of the source model, other strategies' fitted models (cached), and the shared evaluation.
+A strategy is one class in one file, registered by name. It receives everything it depends on as
+arguments and never calls back into whatever runs it:
+- ``fit(task, source, ingredients)`` trains a model (strategies with ``trains = True``): ``source`` is a
+  fresh copy of the source model (source head included) when the strategy ``uses_source``, and
+  ``ingredients`` the fitted models of the strategies it names in ``ingredients``;
+- ``evaluate(task, models)`` turns fitted models into evaluations (one per alpha for alpha-mix). A
+  strategy that trains is evaluated on its own fitted model; one that does not (alpha-mix) on its
+  ingredients'.
+The plan (``bench/plan.py``) makes each fit and each evaluation an artifact with a content key.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -41,43 +46,34 @@ class Evaluation:
     details: dict = field(default_factory=dict)
 
 
-class TransferContext:
-    """The target task and the services a strategy may call."""
+class TargetTask:
+    """The target a strategy fits and evaluates on: its data, the backbone, the seed and the runtime."""
 
-    def __init__(self, target: PreparedData, backbone: str, seed: int, runtime: Runtime, augmentation: Augmentation,
-                 eval_batch_size: int, load_source: Callable[[], Classifier], fitted: Callable[[str], Fitted]):
-        self.target, self.backbone, self.seed, self.runtime = target, backbone, seed, runtime
-        self.augmentation, self.eval_batch_size = augmentation, eval_batch_size
-        self._load_source, self._fitted = load_source, fitted
+    def __init__(self, target: PreparedData, backbone: str, seed: int, runtime: Runtime, augmentation: Augmentation):
+        self.target, self.backbone, self.seed, self.runtime, self.augmentation = target, backbone, seed, runtime, augmentation
 
-    def loader(self, split: str, train: bool, batch_size: Optional[int] = None):
-        return self.runtime.loader(self.target, split, batch_size or self.eval_batch_size, train, self.augmentation, self.seed)
-
-    def source_model(self) -> Classifier:
-        """A fresh copy of the source model (source head included), on the device."""
-        return self._load_source()
+    def loader(self, split: str, train: bool, batch_size: Optional[int] = None, whole: bool = False):
+        """Device batches of a split (``batch_size`` defaults to the runtime's evaluation batch); ``whole``:
+        every example on every rank under torchrun, for work each rank repeats."""
+        return self.runtime.loader(self.target, split, batch_size or self.runtime.eval_batch_size, train,
+                                   self.augmentation, self.seed, whole)
 
     def new_model(self) -> Classifier:
-        """A randomly initialised backbone with a head for the target, seeded by the cell's seed."""
+        """A randomly initialised backbone with a head for the target, seeded by the task's seed."""
         torch.manual_seed(self.seed)
         return self.runtime.prepare(create_backbone(self.backbone, self.target.num_classes, self.target.channels))
-
-    def fitted(self, strategy: str) -> Fitted:
-        """Another strategy's fitted model for this same target, backbone and seed (trained once, cached)."""
-        return self._fitted(strategy)
 
     def logits(self, model: torch.nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return predict(model, self.loader(split, train=False), self.runtime)
 
     def metrics_from_logits(self, val: Optional[tuple], test: tuple) -> dict[str, Optional[float]]:
         test_logits, test_labels = test
-        metrics = {
+        return {
             "test_top1_pct": top_k_pct(test_logits, test_labels, 1),
             # top-5 says nothing when there are five classes or fewer
             "test_top5_pct": top_k_pct(test_logits, test_labels, 5) if self.target.num_classes > 5 else None,
             "val_top1_pct": top_k_pct(*val, 1) if val is not None else None,
         }
-        return metrics
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, Optional[float]]:
         """Top-1 on validation, top-1 and top-5 on test: the same code for every strategy."""
@@ -90,9 +86,11 @@ class Strategy:
     ``recipe_defaults`` its training defaults, which the suite's ``train`` section overrides."""
 
     name: ClassVar[str]
-    uses_source: ClassVar[bool] = True
-    ingredients: ClassVar[tuple[str, ...]] = ()  # other strategies whose fitted models this one combines
+    uses_source: ClassVar[bool] = True  # fit starts from the source model
+    trains: ClassVar[bool] = True  # fits a model of its own (false: combines its ingredients' models)
+    ingredients: ClassVar[tuple[str, ...]] = ()  # other strategies whose fitted models this one takes
     recipe_defaults: ClassVar[dict] = {}
+    gpu_share: ClassVar[float] = 1.0  # share of a GPU a scheduler gives its fit (evaluations take less)
 
     @dataclass
     class Options:
@@ -101,14 +99,19 @@ class Strategy:
     def __init__(self, options, recipe: TrainRecipe):
         self.options, self.recipe = options, recipe
 
-    def fit(self, ctx: TransferContext) -> Fitted:
+    def fit(self, task: TargetTask, source: Optional[Classifier], ingredients: dict[str, Fitted]) -> Fitted:
         raise NotImplementedError(f"{self.name} does not train a model of its own")
 
-    def run(self, ctx: TransferContext) -> list[Evaluation]:
-        fitted = ctx.fitted(self.name)
+    def evaluate(self, task: TargetTask, models: dict[str, Fitted]) -> list[Evaluation]:
+        fitted = models[self.name]
         started = time.perf_counter()
-        metrics = ctx.evaluate(fitted.model)
+        metrics = task.evaluate(fitted.model)
         return [Evaluation(metrics, fitted.stats, details={"eval_s": time.perf_counter() - started})]
+
+    @classmethod
+    def evaluated_models(cls) -> tuple[str, ...]:
+        """The strategies whose fitted models ``evaluate`` takes."""
+        return (cls.name,) if cls.trains else cls.ingredients
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
@@ -120,3 +123,9 @@ def register_strategy(name: str):
         return STRATEGIES.register(name)(cls)
 
     return decorator
+
+
+def uses_source(name: str) -> bool:
+    """Whether the strategy, or any model it is built from, starts from the source model."""
+    cls = STRATEGIES.get(name)
+    return cls.uses_source or any(uses_source(ingredient) for ingredient in cls.ingredients)

@@ -2,15 +2,16 @@
 import torch
 
 from ..training import train
-from .base import Fitted, Strategy, TransferContext, register_strategy
+from .base import Fitted, Strategy, TargetTask, register_strategy
 
 
 @register_strategy("full_finetune")
 class FullFinetune(Strategy):
-    def fit(self, ctx: TransferContext) -> Fitted:
-        model = ctx.source_model()
-        torch.manual_seed(ctx.seed)
-        model.reset_head(ctx.target.num_classes)  # never the source's head: the label spaces differ
-        ctx.runtime.prepare(model)
-        stats = train(model, ctx.loader("train", train=True, batch_size=self.recipe.batch_size), self.recipe, ctx.runtime, desc="full_finetune")
+    def fit(self, task: TargetTask, source, ingredients) -> Fitted:
+        model = source
+        torch.manual_seed(task.seed)
+        model.reset_head(task.target.num_classes)  # never the source's head: the label spaces differ
+        task.runtime.prepare(model)
+        stats = train(model, task.loader("train", train=True, batch_size=self.recipe.batch_size), self.recipe, task.runtime,
+                      desc="full_finetune")
         return Fitted(model, stats)

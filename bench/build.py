@@ -1,0 +1,253 @@
+"""Building one artifact of the plan: the only code that trains and evaluates, whichever executor runs it.
+
+Artifacts hand models to one another through the model cache alone: a built model is saved there, and
+every artifact that depends on it loads it from there, in this process or on another machine. So a
+dependant always receives a model exactly as it was saved, built a second ago or last week.
+
+A failure never raises out of ``Builder.build``: it becomes the outcome's status (``error``, ``diverged``,
+``oom``) and error text, which every dependant inherits, down to the records of the cells it affects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from transfer_core.backbones import Classifier, create_backbone
+from transfer_core.cache import ModelCache, content_key
+from transfer_core.datasets import PreparedData, prepare_dataset
+from transfer_core.distributed import barrier
+from transfer_core.runtime import Runtime, measured_bf16_peak_tflops, peak_memory, reset_peak_memory
+from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
+from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
+
+from .plan import Artifact, EvaluationArtifact, FittedArtifact, SourceArtifact
+from .provenance import provenance
+from .records import DIRECTIONS, RECORD_SCHEMA_VERSION
+from .suite import DatasetSpec
+
+
+@dataclass(frozen=True)
+class BuildEnv:
+    """What building needs besides the artifact itself; picklable, so Ray can send it to workers."""
+
+    suite: str
+    data_root: Path
+    download: bool
+    cache_dir: Path
+    runtime: Runtime
+    command: str = ""
+
+
+@dataclass
+class Outcome:
+    """What building an artifact produced: a model's meta (the model itself is in the cache), or a cell's records."""
+
+    status: str = "ok"  # ok, error, diverged, oom
+    error: Optional[str] = None
+    meta: dict = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+    cached: bool = False  # found already built (in the cache, or recorded) rather than built now
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def utilisation(flops: float, seconds: float, device: torch.device) -> dict:
+    """Achieved TFLOP/s and, on CUDA, model FLOPs utilisation against the bf16 matmul peak measured in
+    this process (None on CPU, where no such peak is measured)."""
+    achieved = flops / seconds / 1e12 if seconds > 0 and flops > 0 else None
+    peak = measured_bf16_peak_tflops(str(device)) if device.type == "cuda" else None
+    return {"target_tflop_per_s": achieved, "device_peak_bf16_tflop_per_s": peak,
+            "target_mfu_pct": 100 * achieved / peak if achieved is not None and peak else None}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Builder:
+    def __init__(self, env: BuildEnv, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                 data: Optional[dict[str, PreparedData]] = None):
+        self.env, self.log = env, log
+        self.runtime = env.runtime
+        self.cache = ModelCache(env.cache_dir)
+        self._data = {} if data is None else data  # prepared datasets by spec key, shared with an in-process driver
+
+    def data(self, spec: DatasetSpec) -> PreparedData:
+        key = content_key(spec.describe())
+        if key not in self._data:
+            self._data[key] = prepare_dataset(spec.dataset, spec.options, spec.selection, self.env.data_root,
+                                              self.env.download, spec.label, spec.resolution)
+            if self._data[key].skipped_files:
+                self.log(f"  {spec.label}: skipped {len(self._data[key].skipped_files)} unreadable file(s), "
+                         f"e.g. {self._data[key].skipped_files[0]}")
+        return self._data[key]
+
+    def build(self, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
+        """Builds ``artifact`` from its dependencies' outcomes; failures become the outcome's status."""
+        started, started_at = time.perf_counter(), _now()
+        reset_peak_memory(self.runtime.device)
+        failed = next((o for o in inputs.values() if not o.ok), None)
+        if failed is None:
+            try:
+                if isinstance(artifact, SourceArtifact):
+                    outcome = Outcome(meta=self._source(artifact))
+                elif isinstance(artifact, FittedArtifact):
+                    outcome = Outcome(meta=self._fitted(artifact, inputs))
+                else:
+                    outcome = Outcome(records=self._evaluation(artifact, inputs, started_at))
+                outcome.seconds = time.perf_counter() - started
+                return outcome
+            except Diverged as e:
+                status, error = "diverged", str(e)
+            except torch.OutOfMemoryError as e:
+                status, error = "oom", str(e).splitlines()[0]
+            except Exception as e:
+                status, error = "error", f"{type(e).__name__}: {e}"
+                self.log(traceback.format_exc(limit=-3).rstrip())
+        else:  # nothing to build from: the dependency's failure is this artifact's too
+            status, error = failed.status, failed.error
+        records = self._records(artifact, inputs, [], status, error, started_at) if isinstance(artifact, EvaluationArtifact) else []
+        return Outcome(status, error, records=records, seconds=time.perf_counter() - started)
+
+    # --- models -------------------------------------------------------------------------------------
+
+    def _save(self, kind: str, key: str, model: torch.nn.Module, meta: dict) -> None:
+        if self.runtime.shard.is_main:  # under torchrun the ranks hold one model: rank 0 writes it
+            self.cache.save(kind, key, model, meta)
+        barrier(self.runtime.shard)
+
+    def _load(self, kind: str, key: str, backbone: str, num_classes: int, channels: int) -> tuple[Classifier, dict]:
+        model = create_backbone(backbone, num_classes, channels)
+        meta = self.cache.load_into(kind, key, model)
+        if meta is None:
+            raise FileNotFoundError(f"{self.cache.path(kind, key)} is missing or unreadable: the model cache must be "
+                                    "storage every worker reads")
+        return self.runtime.prepare(model).eval(), meta  # whoever trains it next switches it to training
+
+    def _load_fitted(self, key: str, target: PreparedData, backbone: str) -> Fitted:
+        model, meta = self._load("models", key, backbone, target.num_classes, target.channels)
+        return Fitted(model, TrainStats(**meta["stats"]))
+
+    def _source(self, artifact: SourceArtifact) -> dict:
+        spec, recipe = artifact.source.data, artifact.source.recipe
+        data = self.data(spec)
+        self.log(f"  {artifact.name}: training {recipe.epochs} epochs on {len(data.train)} images")
+        torch.manual_seed(artifact.seed)
+        model = self.runtime.prepare(create_backbone(artifact.backbone, data.num_classes, data.channels))
+        loader = self.runtime.loader(data, "train", recipe.batch_size, True, spec.augmentation, artifact.seed)
+        stats = train(model, loader, recipe, self.runtime, desc=f"source {data.name}")
+        # scored at the training batch size, which is part of this model's key (the evaluation batch size is not)
+        logits, labels = predict(model, self.runtime.loader(data, "test", recipe.batch_size, False, spec.augmentation), self.runtime)
+        meta = {
+            "num_classes": data.num_classes, "channels": data.channels, "data_fingerprint": data.fingerprint,
+            "data_sizes": data.sizes(), "backbone": artifact.backbone, "seed": artifact.seed,
+            "stats": dataclasses.asdict(stats), "test_top1_pct": top_k_pct(logits, labels, 1), "trained_at": _now(),
+        }
+        self._save("sources", artifact.key, model, meta)
+        self.log(f"  {artifact.name}: trained in {stats.train_s:.1f}s, test top-1 {meta['test_top1_pct']:.1f}%")
+        return meta
+
+    def _fitted(self, artifact: FittedArtifact, inputs: dict[str, Outcome]) -> dict:
+        target = self.data(artifact.target)
+        task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
+        source = None
+        if artifact.source_key is not None:
+            source_meta = inputs[artifact.source_key].meta
+            source, _ = self._load("sources", artifact.source_key, artifact.backbone, source_meta["num_classes"], source_meta["channels"])
+        ingredients = {name: self._load_fitted(key, target, artifact.backbone) for name, key in artifact.ingredient_keys.items()}
+        spec = artifact.strategy
+        fitted = STRATEGIES.get(spec.name)(spec.options, spec.recipe).fit(task, source, ingredients)
+        mem_mib, mem_kind = peak_memory(self.runtime.device)
+        meta = {"strategy": spec.name, "stats": dataclasses.asdict(fitted.stats), "data_fingerprint": target.fingerprint,
+                "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind, "trained_at": _now()}
+        self._save("models", artifact.key, fitted.model, meta)
+        return meta
+
+    # --- evaluations and their records ---------------------------------------------------------------
+
+    def _evaluation(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome], started_at: str) -> list[dict]:
+        cell = artifact.cell
+        target = self.data(cell.target)
+        task = TargetTask(target, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
+        models = {name: self._load_fitted(key, target, cell.backbone) for name, key in artifact.model_keys.items()}
+        evaluations = STRATEGIES.get(cell.strategy.name)(cell.strategy.options, cell.strategy.recipe).evaluate(task, models)
+        return self._records(artifact, inputs, evaluations, "ok", None, started_at)
+
+    def _records(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome], evaluations: list[Evaluation],
+                 status: str, error: Optional[str], started_at: str) -> list[dict]:
+        cell = artifact.cell
+        source = inputs.get(artifact.source_key) if artifact.source_key else None
+        common = {
+            "schema_version": RECORD_SCHEMA_VERSION,
+            "suite": self.env.suite, "cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
+            "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed,
+            "config_hash": artifact.key, "config": artifact.config,
+            "status": status, "error": error, "directions": DIRECTIONS,
+            "source_model": None if source is None or not source.ok else {
+                "key": artifact.source_key, "cached": source.cached, "test_top1_pct": source.meta["test_top1_pct"]},
+            "provenance": {**provenance(self.runtime.device), "runtime": self.runtime.describe(),
+                           "data": self._data_provenance(artifact, source), "command": self.env.command,
+                           "started_at": started_at, "finished_at": _now()},
+        }
+        source_compute = self._source_compute(artifact, source)
+        if not evaluations:
+            return [{**common, "alpha": None, "selected": True, "metrics": {}, "compute": source_compute}]
+        peaks = [inputs[key].meta for key in artifact.model_keys.values()]
+        return [
+            {**common, "alpha": e.alpha, "selected": e.selected, "metrics": e.metrics,
+             "compute": {**self._target_compute(e, peaks), **source_compute}, "details": e.details}
+            for e in evaluations
+        ]
+
+    def _data_provenance(self, artifact: EvaluationArtifact, source: Optional[Outcome]) -> dict:
+        try:
+            target = self.data(artifact.cell.target)
+        except Exception:  # the record of a cell whose data could not be read says so in its error
+            return {}
+        provenance = {"target": {"name": target.name, "fingerprint": target.fingerprint, "sizes": target.sizes(),
+                                 "location": target.location, "mean": target.mean, "std": target.std,
+                                 "resolution": target.resolution, "skipped_files": len(target.skipped_files)}}
+        if source is not None and source.ok:
+            provenance["source"] = {"name": artifact.cell.source.data.label, "fingerprint": source.meta["data_fingerprint"],
+                                    "sizes": source.meta["data_sizes"]}
+        return provenance
+
+    def _target_compute(self, evaluation: Evaluation, fitted_metas: list[dict]) -> dict:
+        stats = evaluation.stats
+        # the cell's peak: its own evaluation's, or the fit of a model it evaluates, whichever is higher
+        mem_mib, mem_kind = peak_memory(self.runtime.device)
+        mem_mib = max([mem_mib] + [m.get("peak_mem_mib", 0.0) for m in fitted_metas])
+        return {
+            "target_train_s": stats.train_s,
+            "target_compile_s": stats.compile_s,
+            "target_selection_s": evaluation.selection_s,
+            "target_total_s": stats.train_s + stats.compile_s + evaluation.selection_s,
+            "target_images": stats.images,
+            "target_train_flops": stats.flops,
+            "target_img_per_s": stats.images / stats.train_s if stats.train_s > 0 else None,
+            "target_data_s": stats.data_s,
+            **utilisation(stats.flops, stats.train_s, self.runtime.device),
+            "eval_s": evaluation.details.get("eval_s"),
+            "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind,
+        }
+
+    @staticmethod
+    def _source_compute(artifact: EvaluationArtifact, source: Optional[Outcome]) -> dict:
+        if source is None or not source.ok:
+            return {"source_train_s_total": 0.0, "source_train_s_amortised": 0.0, "source_cells_sharing": 0, "source_train_flops": 0.0}
+        stats = source.meta["stats"]
+        total_s = stats["train_s"] + stats["compile_s"]
+        share = max(1, artifact.source_cells_sharing)
+        return {"source_train_s_total": total_s, "source_train_s_amortised": total_s / share,
+                "source_cells_sharing": share, "source_train_flops": stats["flops"], "source_images": stats["images"]}

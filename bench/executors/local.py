@@ -1,0 +1,38 @@
+"""The local executor: every artifact built in this process, one at a time, on its device (under torchrun,
+by all ranks together)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..build import Builder, BuildEnv, Outcome
+from ..plan import Artifact
+from . import Executor, register_executor
+
+
+@register_executor("local")
+class LocalExecutor(Executor):
+    capacity = 1
+
+    def start(self, env: BuildEnv, data: dict) -> None:
+        self._saved_threads = torch.get_num_threads()
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        self._builder = Builder(env, self.log, data)
+        self._finished: list[tuple[str, Outcome]] = []
+
+    def threads(self) -> int:
+        return self.options.threads or torch.get_num_threads()
+
+    def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
+        self._finished.append((artifact.key, self._builder.build(artifact, inputs)))
+
+    def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
+        finished, self._finished = self._finished, []
+        return finished
+
+    def close(self) -> None:
+        if hasattr(self, "_saved_threads"):
+            torch.set_num_threads(self._saved_threads)
+

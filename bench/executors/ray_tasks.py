@@ -1,0 +1,157 @@
+"""The Ray executor: every artifact a Ray task, with the resources it needs, on any node of the cluster.
+
+Without an address it starts a Ray instance on this machine with all its GPUs and cores; with one
+(``auto`` or ``HOST:PORT``) it joins that cluster. A task that trains asks for a whole GPU, a linear probe
+or an evaluation for a share of one (``Needs`` in ``bench/plan.py``), and on a CPU-only cluster for its
+threads' CPUs. The runner starts a task once its dependencies are done and holds the artifact's claim
+meanwhile, so a model is built once however many tasks need it. Tasks hand models to one another through
+the model cache, so ``--cache-dir`` must be storage every node reads and writes (checked at start);
+outcomes (a model's meta, a cell's records) come back to the driver, the only writer of records. A task
+whose worker or node dies is started again, up to ``max_retries`` times; its half-written files never
+appear under a model's name.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Optional
+
+from ..build import Builder, BuildEnv, Outcome
+from ..plan import Artifact
+from ..suite import SuiteError
+from . import Executor, register_executor
+
+_BUILDERS: dict[BuildEnv, Builder] = {}  # per worker process: its datasets stay loaded between tasks
+
+
+def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
+    import torch
+
+    torch.set_num_threads(max(1, int(artifact.needs.cpus)))
+    env.runtime.apply_backend_flags()
+    if env not in _BUILDERS:
+        _BUILDERS[env] = Builder(env, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return _BUILDERS[env].build(artifact, inputs)
+
+
+def probe_shared_folder(folder: str, token: str) -> dict:
+    """Run on each node: can it read the driver's token in ``folder``, and write one back?"""
+    from transfer_core import CODE_SALT
+
+    answer = {"host": socket.gethostname(), "code_salt": CODE_SALT, "read": None, "wrote": None}
+    try:
+        answer["read"] = (Path(folder) / f".probe-{token}").read_text() == token
+        reply = Path(folder) / f".probe-{token}-{uuid.uuid4().hex}"
+        reply.write_text(token)
+        answer["wrote"] = str(reply)
+    except OSError as e:
+        answer["error"] = f"{type(e).__name__}: {e}"
+    return answer
+
+
+def shared_folder_problems(folder: Path, answers: dict[str, dict], code_salt: str) -> list[str]:
+    """What the nodes' answers to ``probe_shared_folder`` say is wrong, one phrase per node."""
+    problems = []
+    for node, answer in answers.items():
+        if answer.get("error") or not answer["read"]:
+            problems.append(f"node {node} cannot read it ({answer.get('error') or 'it sees other files there'})")
+        elif not answer["wrote"] or not Path(answer["wrote"]).is_file():
+            problems.append(f"node {node} writes where this machine does not see it")
+        elif answer["code_salt"] != code_salt:
+            problems.append(f"node {node} runs other code (code salt {answer['code_salt']}, here {code_salt}); "
+                            "install the same version on every node")
+    return problems
+
+
+@register_executor("ray")
+class RayExecutor(Executor):
+    def __init__(self, options, log):
+        super().__init__(options, log)
+        try:
+            import ray
+        except ModuleNotFoundError:
+            raise SuiteError("--executor ray needs Ray: pip install 'transfer-bench[ray]' (ray 2.60)") from None
+        self._ray = ray
+        self._started_here = not ray.is_initialized()
+        if self._started_here:
+            os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's progress line, as it comes
+            try:
+                ray.init(address=options.ray_address, include_dashboard=False, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise SuiteError(f"--ray-address {options.ray_address}: cannot join a Ray cluster there "
+                                 f"({str(e).splitlines()[0]})") from None
+        self._running: dict = {}  # object ref -> artifact key
+
+    def cuda_available(self) -> bool:
+        return self._ray.cluster_resources().get("GPU", 0) > 0
+
+    def start(self, env: BuildEnv, data: dict) -> None:
+        self._env = env
+        self._task = self._ray.remote(build_in_worker)
+        self._check_shared_cache(env.cache_dir)
+        resources = self._ray.cluster_resources()
+        self.log(f"ray: {len([n for n in self._ray.nodes() if n['Alive']])} node(s), {resources.get('CPU', 0):g} CPUs, "
+                 f"{resources.get('GPU', 0):g} GPUs; model cache {env.cache_dir}")
+
+    def _check_shared_cache(self, cache_dir: Path) -> None:
+        """Fails in one line unless every node reads what this machine writes to the cache, and the reverse."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from transfer_core import CODE_SALT
+
+        ray = self._ray
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        probe = cache_dir / f".probe-{token}"
+        probe.write_text(token)
+        remote_probe = ray.remote(probe_shared_folder)
+        try:
+            refs = {node["NodeManagerAddress"]: remote_probe.options(
+                        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+                    ).remote(str(cache_dir), token)
+                    for node in ray.nodes() if node["Alive"]}
+            answers = {node: ray.get(ref, timeout=300) for node, ref in refs.items()}
+            problems = shared_folder_problems(cache_dir, answers, CODE_SALT)
+        finally:
+            for stale in cache_dir.glob(f".probe-{token}*"):
+                stale.unlink(missing_ok=True)
+        if problems:
+            raise SuiteError(f"--cache-dir {cache_dir} must be storage every Ray node reads and writes: {'; '.join(problems)}")
+
+    def threads(self) -> int:
+        return self.options.threads or 1
+
+    def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
+        ref = self._task.options(
+            num_cpus=artifact.needs.cpus, num_gpus=artifact.needs.gpus, max_retries=self.options.max_retries,
+            name=artifact.name,
+        ).remote(self._env, artifact, inputs)
+        self._running[ref] = artifact.key
+
+    def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
+        if not self._running:
+            return []
+        ray = self._ray
+        ready, _ = ray.wait(list(self._running), num_returns=1, timeout=timeout)
+        if ready:  # and whatever else is done already
+            ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
+        finished = []
+        for ref in ready:
+            key = self._running.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as e:  # the task's worker or node died more often than it was retried
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                outcome = Outcome("error", f"{type(e).__name__}: {reason} (after {self.options.max_retries} retries)")
+            finished.append((key, outcome))
+        return finished
+
+    def close(self) -> None:
+        for ref in self._running:
+            self._ray.cancel(ref, force=True)
+        self._running.clear()
+        if self._started_here and self._ray.is_initialized():
+            self._ray.shutdown()

@@ -1,0 +1,194 @@
+"""The plan: a suite's cells as a graph of content-keyed artifacts.
+
+Three kinds of artifact, each built once and then reused by everything that depends on it:
+- a **source model** per source dataset, recipe, backbone and seed, trained on the source task;
+- a **fitted model** per strategy that trains, target, backbone, seed and source: what ``Strategy.fit``
+  returns. It depends on the source model (if the strategy starts from it) and on the fitted models of
+  the strategy's ingredients;
+- an **evaluation** per cell: the cell's records. It depends on the fitted models it evaluates, and on the
+  source model for the record's accounting.
+
+An artifact's key hashes its own resolved settings, its dependencies' keys and ``CODE_SALT`` (in
+``transfer_core/__init__.py``), so a change anywhere upstream changes the key of exactly the artifacts
+that depend on it. A setting enters a key only where it bears on that artifact's numbers: the data's
+content (its fingerprint), selection, augmentation and resolution; the recipe; the precision, compile
+mode, memory layout and device type; the data backend only for image folders; the evaluation batch size
+only for evaluations (it sets the BatchNorm re-estimation batches). Names, descriptions and paths enter
+none. Nor does the execution environment, which each record's provenance holds instead: the machine,
+the number of threads, data workers (results do not depend on them) and torchrun ranks (they only
+reorder float sums and split BatchNorm batches; see ``transfer_core/distributed.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Iterable, Optional
+
+from transfer_core import CODE_SALT
+from transfer_core.cache import content_key
+from transfer_core.datasets import PreparedData, create_dataset_reader
+from transfer_core.runtime import Runtime
+from transfer_core.strategies import STRATEGIES, uses_source
+
+from .suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Suite
+
+EVALUATION_GPU_SHARE = 0.25  # forward passes only: a fraction of a GPU
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What an artifact asks a scheduler for."""
+
+    gpus: float = 0.0
+    cpus: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.gpus:g} GPU + {self.cpus} CPU" if self.gpus else f"{self.cpus} CPU"
+
+
+@dataclass(frozen=True, eq=False)
+class Artifact:
+    key: str
+    name: str  # how logs and the dry run name it
+    deps: tuple[str, ...]  # keys of the artifacts it is built from
+    settings: dict  # its own resolved settings: what its key hashes besides its dependencies' keys
+    needs: Needs
+    kind: ClassVar[str]
+
+
+@dataclass(frozen=True, eq=False)
+class SourceArtifact(Artifact):
+    source: SourceSpec
+    backbone: str
+    seed: int
+    kind: ClassVar[str] = "source"
+
+
+@dataclass(frozen=True, eq=False)
+class FittedArtifact(Artifact):
+    strategy: StrategySpec
+    target: DatasetSpec
+    backbone: str
+    seed: int
+    source_key: Optional[str]  # the source model it starts from
+    ingredient_keys: dict  # strategy name -> key of that strategy's fitted model
+    kind: ClassVar[str] = "fitted"
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationArtifact(Artifact):
+    cell: Cell
+    source_key: Optional[str]
+    model_keys: dict  # strategy name -> key of the fitted model the evaluation takes
+    source_cells_sharing: int  # cells of the suite that reuse the source model: its cost is split between them
+    config: dict  # the resolved settings of the evaluation and of everything it is built from: the records' config
+    kind: ClassVar[str] = "evaluation"
+
+
+@dataclass
+class Plan:
+    artifacts: dict[str, Artifact] = field(default_factory=dict)  # by key, in an order where dependencies come first
+    evaluations: list[EvaluationArtifact] = field(default_factory=list)  # one per cell, in the cells' order
+
+    def closure(self, keys: Iterable[str]) -> list[Artifact]:
+        """These artifacts and everything they depend on, each after its dependencies, in the order of ``keys``."""
+        ordered: list[Artifact] = []
+        seen: set[str] = set()
+
+        def visit(key: str) -> None:
+            if key not in seen:
+                seen.add(key)
+                for dep in self.artifacts[key].deps:
+                    visit(dep)
+                ordered.append(self.artifacts[key])
+
+        for key in keys:
+            visit(key)
+        return ordered
+
+    def dependants(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {key: [] for key in self.artifacts}
+        for artifact in self.artifacts.values():
+            for dep in artifact.deps:
+                found[dep].append(artifact.key)
+        return found
+
+    def _add(self, cls, settings: dict, deps: tuple[str, ...], **fields) -> Artifact:
+        key = content_key({"settings": settings, "deps": deps, "code_salt": CODE_SALT})
+        if key not in self.artifacts:
+            self.artifacts[key] = cls(key=key, deps=deps, settings=settings, **fields)
+        return self.artifacts[key]
+
+
+def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bool) -> dict:
+    """The runtime switches that bear on an artifact reading ``datasets``."""
+    settings = {"device": runtime.device.type, "amp": runtime.amp, "compile": runtime.compile,
+                "channels_last": runtime.channels_last, "input_dtype": str(runtime.input_dtype).removeprefix("torch.")}
+    if runtime.compile:
+        settings["compile_mode"] = runtime.compile_mode
+    if runtime.device.type == "cuda":
+        settings["cudnn_benchmark"] = runtime.cudnn_benchmark
+    if not all(create_dataset_reader(spec.dataset).array_backed for spec in datasets):
+        settings["data_backend"] = runtime.data_backend  # DALI and torchvision decode and resize differently
+    if evaluates:
+        settings["eval_batch_size"] = runtime.eval_batch_size
+    return settings
+
+
+def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Callable[[DatasetSpec], PreparedData],
+               cpus_per_task: int = 1) -> Plan:
+    """The artifacts ``cells`` need. ``prepared`` gives a dataset's prepared data, whose content hashes are
+    part of every key that reads it, so changed files are never mistaken for the old ones."""
+
+    def data(spec: DatasetSpec, test_split: bool = True) -> dict:
+        """A dataset as a key sees it: a fit reads the train and validation splits only, so the test split
+        is not part of a fitted model's key (scoring more test images retrains nothing)."""
+        found = prepared(spec)
+        return {**spec.describe(test_split), "fingerprint": found.fingerprint if test_split else found.train_fingerprint}
+
+    plan = Plan()
+    on_gpu = runtime.device.type == "cuda"
+
+    def needs(gpu_share: float) -> Needs:
+        return Needs(gpu_share if on_gpu else 0.0, cpus_per_task)
+
+    def source_model(cell: Cell) -> Artifact:
+        source = cell.source
+        settings = {"data": data(source.data), "recipe": dataclasses.asdict(source.recipe),
+                    "backbone": cell.backbone, "seed": cell.seed, "runtime": key_runtime(runtime, [source.data], False)}
+        return plan._add(SourceArtifact, settings, (), name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
+                         needs=needs(1.0), source=source, backbone=cell.backbone, seed=cell.seed)
+
+    def fitted_model(strategy: str, cell: Cell) -> Artifact:
+        spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
+        source = source_model(cell) if cls.uses_source else None
+        ingredients = {name: fitted_model(name, cell) for name in cls.ingredients}
+        settings = {"strategy": strategy, "options": dataclasses.asdict(spec.options), "recipe": dataclasses.asdict(spec.recipe),
+                    "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
+                    "runtime": key_runtime(runtime, [cell.target], False)}
+        deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
+        origin = f"{cell.source.data.label}->" if uses_source(strategy) else ""
+        return plan._add(FittedArtifact, settings, deps, name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
+                         needs=needs(cls.gpu_share), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
+                         source_key=source.key if source else None, ingredient_keys={n: a.key for n, a in ingredients.items()})
+
+    sources = {id(cell): source_model(cell) if uses_source(cell.strategy.name) else None for cell in cells}
+    sharing = Counter(s.key for s in sources.values() if s is not None)
+    for cell in cells:
+        cls, source = STRATEGIES.get(cell.strategy.name), sources[id(cell)]
+        models = {name: fitted_model(name, cell) for name in cls.evaluated_models()}
+        settings = {"strategy": cell.strategy.name,
+                    # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
+                    # does not (alpha-mix) uses them here
+                    "options": None if cls.trains else dataclasses.asdict(cell.strategy.options),
+                    "target": data(cell.target), "backbone": cell.backbone, "seed": cell.seed,
+                    "runtime": key_runtime(runtime, [cell.target], True)}
+        deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values())
+        config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in plan.closure(deps)}
+        config[cell.cell_id] = {"kind": "evaluation", **settings}
+        evaluation = plan._add(EvaluationArtifact, settings, deps, name=cell.cell_id, needs=needs(EVALUATION_GPU_SHARE), cell=cell,
+                               source_key=source.key if source else None, model_keys={n: a.key for n, a in models.items()},
+                               source_cells_sharing=sharing[source.key] if source else 0, config=config)
+        plan.evaluations.append(evaluation)
+    return plan

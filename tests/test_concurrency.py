@@ -1,0 +1,75 @@
+"""Many processes, one store: runs at once on one results folder and cache build each artifact once and
+record each cell once; a run killed in the middle of a build leaves a claim the next run takes over."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import yaml
+
+from conftest import REPO, tiny_suite
+
+BUILT = re.compile(r"^\[\d+\] (source|fitted|evaluation) (.+) \([0-9a-f]{12}\)$", re.MULTILINE)
+
+
+def start(suite_path, out, log_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # a thread each: two runs of two threads on two cores spend their time contending for them
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(out), "--threads", "1"],
+                            cwd=suite_path.parent, env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+
+
+def built(*logs):
+    """(kind, name) of every artifact the runs whose stderr is in ``logs`` started building."""
+    return [match for log in logs for match in BUILT.findall(log.read_text())]
+
+
+def records_per_cell(out):
+    return Counter((r["cell_id"], r["alpha"]) for r in map(json.loads, (out / "records.jsonl").read_text().splitlines()))
+
+
+def test_two_runs_at_once_build_each_artifact_once_and_record_each_cell_once(tmp_path):
+    raw = tiny_suite(seeds=[0, 1])
+    raw["source"]["epochs"] = 8
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    runs = [start(suite, tmp_path / "out", tmp_path / f"run{i}.log") for i in range(2)]
+    assert [run.wait(timeout=600) for run in runs] == [0, 0], (tmp_path / "run0.log").read_text()[-2000:]
+    names = built(tmp_path / "run0.log", tmp_path / "run1.log")
+    # 2 seeds: 2 source models, 3 fitted models and 4 evaluations each
+    assert Counter(kind for kind, _ in names) == {"source": 2, "fitted": 6, "evaluation": 8}
+    assert len(set(names)) == len(names), f"built twice: {[n for n, c in Counter(names).items() if c > 1]}"
+    counts = records_per_cell(tmp_path / "out")
+    assert len(counts) == 2 * (3 + 3) and set(counts.values()) == {1}
+
+
+def test_a_run_killed_while_building_leaves_a_claim_the_next_run_takes_over(tmp_path):
+    raw = tiny_suite(strategies={"linear_probe": {"epochs": 2}, "scratch": {"epochs": 1}})
+    raw["source"]["epochs"] = 80  # seconds of training, so the kill lands mid-build
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    first = start(suite, tmp_path / "out", tmp_path / "first.log")
+    deadline = time.time() + 120
+    while ("fitted", "linear_probe digits[0-4]->digits[5-9]/resnet8/seed0") not in built(tmp_path / "first.log"):
+        if ("source", "source digits[0-4]/resnet8/seed0") in built(tmp_path / "first.log"):
+            time.sleep(1.0)  # inside the source model's training, its claim held
+            break
+        assert time.time() < deadline and first.poll() is None, (tmp_path / "first.log").read_text()
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert list((tmp_path / "out" / "cache" / "sources").glob("*.lock"))  # the claim it held, left behind
+    assert not list((tmp_path / "out" / "cache" / "sources").glob("*.pt"))  # and no model
+
+    second = start(suite, tmp_path / "out", tmp_path / "second.log")
+    assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-2000:]
+    assert ("source", "source digits[0-4]/resnet8/seed0") in built(tmp_path / "second.log")
+    counts = records_per_cell(tmp_path / "out")
+    assert set(counts) == {(c, None) for c in ("digits[0-4]->digits[5-9]/resnet8/scratch/seed0",
+                                                "digits[0-4]->digits[5-9]/resnet8/linear_probe/seed0")}
+    assert set(counts.values()) == {1}
+    assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))

@@ -1,0 +1,245 @@
+"""The plan: artifacts, their dependencies and their keys.
+
+The key walk changes every resolved setting of a suite, one at a time, and checks which artifacts' keys
+change: those whose numbers the setting bears on, and everything built from them; presentation-only
+settings (names, descriptions, paths) change none. A setting added to the schema without a line in
+``EXPECTED`` fails the walk until someone decides what it bears on.
+"""
+import copy
+import typing
+
+import pytest
+
+from bench.runner import Runner
+from bench.suite import RuntimeSpec, SuiteError, _fields, expand_cells, parse_suite
+from transfer_core.datasets import Augmentation, Digits, Selection
+from transfer_core.runtime import resolve_runtime
+from transfer_core.strategies import STRATEGIES
+from transfer_core.training import TrainRecipe
+
+# every strategy with something set, so both a strategy's own value and the suite's train: value are walked
+BASE = {
+    "schema_version": 1,
+    "name": "keys",
+    "description": "the key walk",
+    "data": {"root": "data", "download": False, "seed": 0},
+    "source": {"dataset": "digits", "name": "src", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 2},
+    "targets": [{"dataset": "digits", "name": "tgt", "classes": [5, 6, 7, 8, 9], "per_class": 24, "val_fraction": 0.25,
+                 "test_per_class": 10}],
+    "backbones": ["resnet8"],
+    "strategies": {"scratch": {"epochs": 2}, "linear_probe": {"epochs": 3}, "full_finetune": {"lr": 0.05},
+                   "alpha_mix": {"alphas": [0, 0.5, 1]}},
+    "train": {"batch_size": 16, "lr": 0.1},
+    "runtime": {"device": "cpu", "amp": "bf16", "eval_batch_size": 64},
+    "seeds": [0],
+}
+
+ALL = {"source", "fitted:scratch", "fitted:linear_probe", "fitted:full_finetune",
+       "evaluation:scratch", "evaluation:linear_probe", "evaluation:full_finetune", "evaluation:alpha_mix"}
+TARGET = ALL - {"source"}
+SOURCE = {"source"}
+NOTHING: set = set()
+
+# setting -> the artifacts whose own settings it is (their dependants follow from the graph)
+EXPECTED = {
+    "name": NOTHING, "description": NOTHING, "data.root": NOTHING, "data.download": NOTHING,
+    "data.seed": SOURCE | {"fitted:scratch", "fitted:linear_probe", "fitted:full_finetune"},
+    "seeds": SOURCE | {"fitted:scratch"},
+    "backbones": SOURCE | {"fitted:scratch"},
+    "source.name": NOTHING, "targets[0].name": NOTHING,
+    # the target's test split is read by evaluations only: scoring more test images refits nothing
+    "targets[0].test_per_class": {"evaluation:scratch", "evaluation:linear_probe", "evaluation:full_finetune",
+                                  "evaluation:alpha_mix"},
+    "strategies.alpha_mix.alphas": {"evaluation:alpha_mix"}, "strategies.alpha_mix.space": {"evaluation:alpha_mix"},
+    "strategies.alpha_mix.bn_reestimate": {"evaluation:alpha_mix"},
+    # the evaluation batch sets alpha-mix's BatchNorm re-estimation batches; training never reads it
+    "runtime.eval_batch_size": {"evaluation:scratch", "evaluation:linear_probe", "evaluation:full_finetune",
+                                "evaluation:alpha_mix"},
+    # numbers of every artifact: precision, compilation, memory layout, the device
+    "runtime.device": ALL, "runtime.amp": ALL, "runtime.compile": ALL, "runtime.channels_last": ALL,
+    "runtime.input_dtype": ALL,
+    # no effect here: compile is off on CPU, cuDNN is CUDA's, digits are arrays (no backend, no workers)
+    "runtime.compile_mode": NOTHING, "runtime.cudnn_benchmark": NOTHING, "runtime.workers": NOTHING,
+    "runtime.data_backend": NOTHING,
+}
+for field in _fields(Digits.Options) | _fields(Selection) | _fields(Augmentation) | {"resolution": int}:
+    if field in ("seed", "test_per_class", "random_resized_crop"):  # the data seed; above; image folders only
+        continue
+    path = f"augment.{field}" if field in _fields(Augmentation) else field
+    EXPECTED.setdefault(f"source.{path}", SOURCE)
+    EXPECTED.setdefault(f"targets[0].{path}", {"fitted:scratch", "fitted:linear_probe", "fitted:full_finetune"})
+EXPECTED["source.test_per_class"] = SOURCE  # the source model's own test score is part of it
+TRAINING_STRATEGIES = [name for name in STRATEGIES.names() if STRATEGIES.get(name).trains]
+for field in _fields(TrainRecipe):
+    EXPECTED[f"source.{field}"] = SOURCE
+    for name in TRAINING_STRATEGIES:
+        EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
+    # train: reaches every recipe that does not set the key itself
+    EXPECTED[f"train.{field}"] = ({"source"} if field not in BASE["source"] else set()) | {
+        f"fitted:{name}" for name in TRAINING_STRATEGIES if field not in BASE["strategies"].get(name, {})}
+
+# values that are not allowed in this suite, so not walked: random-resized crops need an image folder
+NOT_APPLICABLE = {"source.augment.random_resized_crop", "targets[0].augment.random_resized_crop"}
+
+
+def settings_of(raw: dict) -> dict[str, typing.Any]:
+    """Every setting the suite resolves, as path -> (container, key, type), with its resolved value."""
+    suite = parse_suite(raw)
+    found = {}
+
+    def add(path, container, key, tp, value):
+        found[path] = (container, key, tp, value)
+
+    for key in ("name", "description"):
+        add(key, (), key, str, getattr(suite, key))
+    for field, tp in _fields(type(suite.data)).items():
+        add(f"data.{field}", ("data",), field, tp, getattr(suite.data, field))
+    add("seeds", (), "seeds", list, list(suite.seeds))
+    add("backbones", (), "backbones", list, list(suite.backbones))
+    for where, spec in (("source", suite.sources[0].data), ("targets[0]", suite.targets[0])):
+        container = ("source",) if where == "source" else ("targets", 0)
+        add(f"{where}.name", container, "name", str, spec.label)
+        add(f"{where}.resolution", container, "resolution", typing.Optional[int], spec.resolution)
+        for part in (spec.options, spec.selection):
+            for field, tp in _fields(type(part)).items():
+                if field != "seed":  # the data seed is data.seed
+                    add(f"{where}.{field}", container, field, tp, getattr(part, field))
+        for field, tp in _fields(Augmentation).items():
+            add(f"{where}.augment.{field}", container + ("augment",), field, tp, getattr(spec.augmentation, field))
+    for field, tp in _fields(TrainRecipe).items():
+        add(f"source.{field}", ("source",), field, tp, getattr(suite.sources[0].recipe, field))
+        add(f"train.{field}", ("train",), field, tp, raw["train"].get(field, getattr(TrainRecipe(), field)))
+    for spec in suite.strategies:
+        cls = STRATEGIES.get(spec.name)
+        for field, tp in _fields(cls.Options).items():
+            add(f"strategies.{spec.name}.{field}", ("strategies", spec.name), field, tp, getattr(spec.options, field))
+        if cls.trains:
+            for field, tp in _fields(TrainRecipe).items():
+                add(f"strategies.{spec.name}.{field}", ("strategies", spec.name), field, tp, getattr(spec.recipe, field))
+    for field, tp in _fields(RuntimeSpec).items():
+        add(f"runtime.{field}", ("runtime",), field, tp, getattr(parse_suite(raw).runtime, field))
+    return found
+
+
+def changed_value(path: str, tp, value):
+    """A valid value other than ``value`` for a setting of type ``tp``."""
+    special = {"seeds": [1], "backbones": ["resnet20"], "source.classes": [0, 1, 2, 3, 6],
+               "targets[0].classes": [5, 6, 7, 8, 4], "strategies.alpha_mix.alphas": [0, 0.25, 1]}
+    if path in special:
+        return special[path]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        tp = next(a for a in args if a is not type(None))
+        if value is None:
+            return {int: 5, float: 0.5, str: "x"}.get(tp, 5)
+        return changed_value(path, tp, value)
+    if origin is typing.Literal:
+        return next(a for a in args if a != value)
+    if tp is bool:
+        return not value
+    if tp is int:
+        return value + 1
+    if tp is float:
+        return value / 2 if value else 0.1
+    if tp is str:
+        return f"{value}-changed"
+    raise AssertionError(f"no changed value for {path} ({tp})")
+
+
+def with_setting(raw: dict, container: tuple, key: str, value) -> dict:
+    changed = copy.deepcopy(raw)
+    node = changed
+    for part in container:
+        node = node.setdefault(part, {}) if isinstance(part, str) else node[part]
+    node[key] = value
+    return changed
+
+
+def roles_and_keys(raw: dict, tmp_path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Key per role (source, fitted:<strategy>, evaluation:<strategy>), and each role's dependencies."""
+    suite = parse_suite(raw)
+    runtime = resolve_runtime(suite.runtime.device, suite.runtime.amp, suite.runtime.compile, suite.runtime.channels_last,
+                              suite.runtime.data_backend, suite.runtime.input_dtype, suite.runtime.workers,
+                              suite.runtime.compile_mode, suite.runtime.cudnn_benchmark, suite.runtime.eval_batch_size,
+                              cuda_available=True)  # planning only: a CUDA runtime is never used here
+    runner = Runner(suite, tmp_path / suite.data.root, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None)
+    plan = runner.plan(expand_cells(suite))
+    roles = {}
+    for artifact in plan.artifacts.values():
+        if artifact.kind == "source":
+            roles[artifact.key] = "source"
+        elif artifact.kind == "fitted":
+            roles[artifact.key] = f"fitted:{artifact.strategy.name}"
+        else:
+            roles[artifact.key] = f"evaluation:{artifact.cell.strategy.name}"
+    assert len(roles) == len(set(roles.values())) == len(ALL), "one artifact per role in the walk's suite"
+    deps = {roles[key]: sorted(roles[d] for d in artifact.deps) for key, artifact in plan.artifacts.items()}
+    return {role: key for key, role in roles.items()}, deps
+
+
+def dependants_closure(roles: set[str], deps: dict[str, list[str]]) -> set[str]:
+    affected = set(roles)
+    while True:
+        more = {role for role, needs in deps.items() if set(needs) & affected} - affected
+        if not more:
+            return affected
+        affected |= more
+
+
+def test_the_graph_has_the_dependencies_the_strategies_declare(tmp_path):
+    _, deps = roles_and_keys(BASE, tmp_path)
+    assert deps == {
+        "source": [],
+        "fitted:scratch": [], "evaluation:scratch": ["fitted:scratch"],
+        "fitted:linear_probe": ["source"], "evaluation:linear_probe": ["fitted:linear_probe", "source"],
+        "fitted:full_finetune": ["source"], "evaluation:full_finetune": ["fitted:full_finetune", "source"],
+        "evaluation:alpha_mix": ["fitted:full_finetune", "fitted:linear_probe", "source"],
+    }
+
+
+def test_every_setting_changes_exactly_the_keys_it_bears_on(tmp_path):
+    base_keys, deps = roles_and_keys(BASE, tmp_path)
+    settings = settings_of(BASE)
+    unclassified = sorted(set(settings) - set(EXPECTED) - NOT_APPLICABLE)
+    assert not unclassified, f"settings with no expectation (add them to EXPECTED): {unclassified}"
+    walked = 0
+    for path, (container, key, tp, value) in settings.items():
+        if path in NOT_APPLICABLE:
+            with pytest.raises(SuiteError):
+                parse_suite(with_setting(BASE, container, key, changed_value(path, tp, value)))
+            continue
+        changed = with_setting(BASE, container, key, changed_value(path, tp, value))
+        keys, _ = roles_and_keys(changed, tmp_path)
+        moved = {role for role in ALL if keys[role] != base_keys[role]}
+        expected = dependants_closure(EXPECTED[path], deps)
+        assert moved == expected, f"{path}: keys changed for {sorted(moved)}, expected {sorted(expected)}"
+        walked += 1
+    assert walked > 60  # every field of every section, not a handful
+
+
+def test_keys_do_not_depend_on_the_order_of_mappings_or_the_run(tmp_path):
+    reordered = dict(reversed(list(BASE.items())))
+    reordered["strategies"] = dict(reversed(list(BASE["strategies"].items())))
+    assert roles_and_keys(reordered, tmp_path)[0] == roles_and_keys(BASE, tmp_path)[0]
+
+
+def test_an_unlisted_ingredient_gets_the_suites_train_settings():
+    only_mix = parse_suite({**BASE, "strategies": {"alpha_mix": {}}, "train": {"batch_size": 24, "lr": 0.03, "epochs": 7}})
+    for name in ("linear_probe", "full_finetune"):
+        recipe = only_mix.strategy(name).recipe
+        assert (recipe.batch_size, recipe.lr, recipe.epochs) == (24, 0.03, 7)
+    listed = parse_suite({**BASE, "strategies": {"alpha_mix": {}, "full_finetune": {"lr": 0.01}}, "train": {"lr": 0.03}})
+    assert listed.strategy("full_finetune").recipe.lr == 0.01 and listed.strategy("linear_probe").recipe.lr == 0.03
+
+
+def test_a_strategy_that_trains_nothing_refuses_training_keys():
+    with pytest.raises(SuiteError, match=r"strategies\.alpha_mix\.epochs: alpha_mix trains nothing itself.*linear_probe or full_finetune"):
+        parse_suite({**BASE, "strategies": {"alpha_mix": {"epochs": 3}}})
+
+
+def test_compile_mode_enters_the_keys_when_compiling(tmp_path):
+    compiled = with_setting(BASE, ("runtime",), "compile", "on")
+    base_keys, _ = roles_and_keys(compiled, tmp_path)
+    keys, _ = roles_and_keys(with_setting(compiled, ("runtime",), "compile_mode", "max-autotune"), tmp_path)
+    assert all(keys[role] != base_keys[role] for role in ALL)
+

@@ -1,0 +1,118 @@
+"""The Ray executor: the same cells and the same numbers as the local executor, on a local instance and on
+a two-node cluster in one machine, and a worker killed mid-task retried without losing or doubling a record."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.executors import ExecutorOptions, create_executor
+from bench.executors.ray_tasks import shared_folder_problems
+from bench.runner import Runner
+from bench.suite import expand_cells, load_suite, parse_suite
+from transfer_core.runtime import resolve_runtime
+
+from conftest import REPO, tiny_suite
+
+ray = pytest.importorskip("ray")  # CI installs the [ray] extra and fails without it (.ci/run)
+
+
+def run(suite, tmp_path: Path, executor: str, threads=None, address=None):
+    """Runs every cell of ``suite`` in this process's driver; the records, and what the runner logged."""
+    messages = []
+    executor = create_executor(executor, ExecutorOptions(threads=threads, ray_address=address), messages.append)
+    runtime = resolve_runtime("cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=executor.cuda_available())
+    runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=messages.append, executor=executor)
+    summary = runner.run(expand_cells(suite))
+    assert not summary.failed, messages
+    return runner.store.read(), messages
+
+
+def metrics(records):
+    return {(r["cell_id"], r["alpha"]): (r["status"], r["metrics"], r["selected"], r["compute"]["target_images"]) for r in records}
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_quick_suite_on_ray_gives_the_local_executors_cells_and_numbers(tmp_path, local_ray):
+    suite = load_suite(str(REPO / "suites" / "quick.yaml"))
+    # one thread per artifact in both: float sums in the same order, so CPU results can be bitwise equal
+    local, _ = run(suite, tmp_path / "local", "local", threads=1)
+    on_ray, messages = run(suite, tmp_path / "ray", "ray")
+    assert any("ray: 1 node(s), 2 CPUs" in m for m in messages)
+    assert len(local) == len(on_ray) == 3 * (3 + 5)
+    assert metrics(on_ray) == metrics(local)
+    assert {r["config_hash"] for r in on_ray} == {r["config_hash"] for r in local}
+
+
+def test_a_two_node_cluster_runs_a_suite(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address, logging_level="ERROR")
+        records, messages = run(parse_suite(tiny_suite(seeds=[0, 1])), tmp_path, "ray")
+        assert any("ray: 2 node(s), 2 CPUs" in m for m in messages)
+        assert Counter((r["cell_id"], r["alpha"]) for r in records) == {key: 1 for key in metrics(records)}
+        assert len(records) == 2 * (3 + 3) and all(r["status"] == "ok" for r in records)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_a_worker_killed_mid_task_is_retried_and_every_cell_recorded_once(tmp_path):
+    raw = tiny_suite(strategies={"linear_probe": {"epochs": 2}, "scratch": {"epochs": 1}})
+    raw["source"]["epochs"] = 60  # seconds of training, so the kill lands mid-task
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "bench", "run", "tiny.yaml", "--out", "out", "--executor", "ray"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.time() + 180
+    while killed is None and time.time() < deadline and process.poll() is None:
+        listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+        workers = [int(line.split()[0]) for line in listing.splitlines() if "ray::source digits[0-4]" in line]
+        if workers:
+            time.sleep(1.0)  # well inside the training
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+        time.sleep(0.1)
+    stdout, stderr = process.communicate(timeout=600)
+    assert killed is not None, f"never saw the source task's worker: {stderr[-2000:]}"
+    assert process.returncode == 0, stderr[-3000:]
+    # finished by another worker than the one killed: the task was started again
+    finishers = re.findall(r"pid=(\d+)\)\S*\s+source digits\[0-4\]/resnet8/seed0: trained in", stderr)
+    assert finishers and int(finishers[-1]) != killed, stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["strategy"] for r in records) == ["linear_probe", "scratch"]
+    assert all(r["status"] == "ok" for r in records)
+    assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))
+
+
+def test_a_cache_that_is_not_shared_storage_is_named_with_each_nodes_problem(tmp_path):
+    reply = tmp_path / "reply"
+    reply.write_text("token")
+    answers = {
+        "10.0.0.1": {"read": True, "wrote": str(reply), "code_salt": "1"},
+        "10.0.0.2": {"read": None, "wrote": None, "code_salt": "1", "error": "FileNotFoundError: no such file"},
+        "10.0.0.3": {"read": True, "wrote": str(tmp_path / "elsewhere"), "code_salt": "1"},
+        "10.0.0.4": {"read": True, "wrote": str(reply), "code_salt": "0"},
+    }
+    problems = shared_folder_problems(tmp_path, answers, "1")
+    assert problems == [
+        "node 10.0.0.2 cannot read it (FileNotFoundError: no such file)",
+        "node 10.0.0.3 writes where this machine does not see it",
+        "node 10.0.0.4 runs other code (code salt 0, here 1); install the same version on every node",
+    ]
