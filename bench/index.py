@@ -1,7 +1,7 @@
 """``bench index``: ``results/README.md``, the index of every published result, from the results alone.
 
-For each folder with a ``records.jsonl`` (a suite's results) and each JSON written by ``bench datapath``
-or ``bench throughput``:
+For each folder with a ``records.jsonl`` (a suite's results) and each JSON written by ``bench datapath``,
+``bench throughput`` or ``scripts/executor_benchmark.py``:
 what it is, the hardware, when, at which commit, and the command that produced it.
 """
 from __future__ import annotations
@@ -40,6 +40,9 @@ def suite_entry(folder: Path, root: Path) -> list[str]:
 def _what(data: dict) -> str:
     if data["kind"] == "datapath":
         return "data-path throughput: " + ", ".join(row["backend"] for row in data.get("rows", []))
+    if data["kind"] == "executors":
+        return (f"`{data['suite']}` ({data['cells']} cells): local {data['local_wall_s']:.0f} s, Ray {data['ray_wall_s']:.0f} s, "
+                f"local/Ray {data['local_over_ray']:.2f}x")
     parts = []
     if "step" in data:
         parts.append(f"harness/bare train step {data['step']['ratio']:.2f}x")
@@ -80,7 +83,7 @@ def build_index(root: Path) -> str:
             rows.append(suite_entry(folder, root))
         for path in sorted(folder.glob("*.json")):
             try:
-                if json.loads(path.read_text(encoding="utf-8")).get("kind") in ("datapath", "throughput"):
+                if json.loads(path.read_text(encoding="utf-8")).get("kind") in ("datapath", "throughput", "executors"):
                     rows.append(measurement_entry(path, root))
             except (json.JSONDecodeError, AttributeError):
                 continue

@@ -1,7 +1,7 @@
 """Wall time of a suite under the local executor and under the Ray executor, each from scratch.
 
-    python scripts/executor_benchmark.py SUITE.yaml [--data-root DIR] [--local-threads N] [--ray-threads N]
-                                         [--json FILE] [--markdown FILE]
+    python scripts/executor_benchmark.py SUITE.yaml [--data-root DIR] [--filter REGEX] [--local-threads N]
+                                         [--ray-threads N] [--json FILE] [--markdown FILE]
 
 Each run is the real command line (``python -m bench run``) in a subprocess with a fresh results folder and
 model cache, timed end to end as a user would see it: start-up, data loading, Ray's start, training and
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,12 +39,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", type=Path)
     parser.add_argument("--data-root")
+    parser.add_argument("--filter", help="only cells whose id matches (bench run --filter)")
     parser.add_argument("--local-threads", type=int, help="torch threads of the local run (default: all cores)")
     parser.add_argument("--ray-threads", type=int, help="threads (and CPUs) per Ray task (default 1)")
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args()
-    common = ["--data-root", args.data_root] if args.data_root else []
+    common = (["--data-root", args.data_root] if args.data_root else []) + (["--filter", args.filter] if args.filter else [])
     with tempfile.TemporaryDirectory() as scratch:
         local_s, local = timed_run(args.suite, Path(scratch) / "local",
                                    common + (["--threads", str(args.local_threads)] if args.local_threads else []))
@@ -53,13 +54,16 @@ def main() -> int:
     cells = {(r["cell_id"], r["alpha"]) for r in local}
     assert cells == {(r["cell_id"], r["alpha"]) for r in on_ray}, "the two executors recorded different cells"
     assert all(r["status"] == "ok" for r in local + on_ray), "a cell failed"
-    same = sum(1 for r in on_ray for q in local if (q["cell_id"], q["alpha"]) == (r["cell_id"], r["alpha"]) and q["metrics"] == r["metrics"])
+    metrics = {(r["cell_id"], r["alpha"]): r["metrics"] for r in local}
+    same = sum(1 for r in on_ray if metrics[(r["cell_id"], r["alpha"])] == r["metrics"])
+    provenance = {key: local[0]["provenance"].get(key) for key in ("git_commit", "git_dirty", "torch")}
+    provenance["device_name"] = f"{local[0]['provenance']['device_name'].split(' (')[0]} ({os.cpu_count()} cores)"
     result = {
-        "suite": str(args.suite), "cells": len({c for c, _ in cells}), "records": len(cells),
+        "kind": "executors", "suite": str(args.suite), "cells": len({c for c, _ in cells}), "records": len(cells),
         "local_wall_s": round(local_s, 1), "ray_wall_s": round(ray_s, 1), "local_over_ray": round(local_s / ray_s, 2),
         "local_threads": args.local_threads, "ray_threads_per_task": args.ray_threads or 1,
-        "records_with_identical_metrics": same, "machine": f"{platform.processor() or platform.machine()}, "
-        f"{len(__import__('os').sched_getaffinity(0))} cores", "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "records_with_identical_metrics": same, "provenance": provenance,
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     table = (f"| suite | cells | local wall (s) | Ray wall (s) | local / Ray |\n|---|---|---|---|---|\n"
              f"| {args.suite} | {result['cells']} | {local_s:.1f} | {ray_s:.1f} | {local_s / ray_s:.2f}x |")
@@ -71,7 +75,7 @@ def main() -> int:
         command = "python scripts/executor_benchmark.py " + " ".join(sys.argv[1:])
         Path(args.markdown).write_text(f"# Local and Ray executors: wall time\n\n{table}\n\n{same} of {len(cells)} records "
                                        f"have identical metrics under both executors.\n\nProduced by `{command}` "
-                                       f"({result['machine']}, {result['measured_at']}).\n")
+                                       f"({provenance['device_name']}, {result['measured_at']}).\n")
     return 0
 
 

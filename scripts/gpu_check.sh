@@ -3,6 +3,7 @@
 #
 #   bash scripts/gpu_check.sh [--cpu-smoke] [--data-root DIR]
 #
+# Part 5 (local against Ray executor) needs Ray installed; it is skipped, and says so, without it.
 # --cpu-smoke runs every check tiny and on the CPU, so CI keeps this script working on machines
 # without a GPU. --data-root is a folder with cifar-10-batches-py/ and cifar-100-python/ (default
 # BENCH_DATA_ROOT, else gpu-data/ beside the repository's files if present, else ../shared/data): the
@@ -58,6 +59,16 @@ elif [[ -d "$data_root/cifar-10-batches-py" && -d "$data_root/cifar-100-python" 
   python -m bench run suites/gpu-check.yaml --data-root "$data_root" --out "$out/training-run"
 else
   echo "gpu_check: no CIFAR under $data_root: the training run is skipped" >&2
+fi
+
+# 5. The executors: the training run from scratch in one process, then as Ray tasks across every GPU of the
+#    machine (a task per artifact, a GPU per training task); wall times and whether the cells agree.
+if ! python -c "import ray" 2>/dev/null; then
+  echo "gpu_check: Ray is not installed (pip install -e '.[ray]'): the executor comparison is skipped" >&2
+elif [[ $smoke == 1 ]]; then
+  python scripts/executor_benchmark.py suites/ci.yaml --filter "scratch/seed0" --json "$out/executors.json" --markdown "$out/executors.md"
+elif [[ -d "$data_root/cifar-10-batches-py" && -d "$data_root/cifar-100-python" ]]; then
+  python scripts/executor_benchmark.py suites/gpu-check.yaml --data-root "$data_root" --json "$out/executors.json" --markdown "$out/executors.md"
 fi
 
 echo "gpu_check: wrote $(ls "$out" | tr '\n' ' ')in $out"

@@ -105,14 +105,18 @@ def test_a_cache_that_is_not_shared_storage_is_named_with_each_nodes_problem(tmp
     reply = tmp_path / "reply"
     reply.write_text("token")
     answers = {
-        "10.0.0.1": {"read": True, "wrote": str(reply), "code_salt": "1"},
-        "10.0.0.2": {"read": None, "wrote": None, "code_salt": "1", "error": "FileNotFoundError: no such file"},
-        "10.0.0.3": {"read": True, "wrote": str(tmp_path / "elsewhere"), "code_salt": "1"},
-        "10.0.0.4": {"read": True, "wrote": str(reply), "code_salt": "0"},
+        "10.0.0.1": {"read": True, "wrote": str(reply), "code_salt": "1", "data_root": True},
+        "10.0.0.2": {"read": None, "wrote": None, "code_salt": "1", "error": "FileNotFoundError: no such file", "data_root": True},
+        "10.0.0.3": {"read": True, "wrote": str(tmp_path / "elsewhere"), "code_salt": "1", "data_root": True},
+        "10.0.0.4": {"read": True, "wrote": str(reply), "code_salt": "0", "data_root": True},
+        "10.0.0.5": {"read": True, "wrote": str(reply), "code_salt": "1", "data_root": False},
     }
-    problems = shared_folder_problems(tmp_path, answers, "1")
+    problems = shared_folder_problems(tmp_path, answers, "1", data_root=tmp_path)
     assert problems == [
-        "node 10.0.0.2 cannot read it (FileNotFoundError: no such file)",
-        "node 10.0.0.3 writes where this machine does not see it",
+        "node 10.0.0.2 cannot read the cache (FileNotFoundError: no such file)",
+        "node 10.0.0.3 writes to the cache where this machine does not see it",
         "node 10.0.0.4 runs other code (code salt 0, here 1); install the same version on every node",
+        f"node 10.0.0.5 does not see the data root {tmp_path}",
     ]
+    # a data root this machine does not have either (digits need none) is nobody's problem
+    assert shared_folder_problems(tmp_path, {"10.0.0.5": answers["10.0.0.5"]}, "1", data_root=tmp_path / "none") == []

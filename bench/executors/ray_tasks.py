@@ -12,6 +12,7 @@ appear under a model's name.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -37,11 +38,12 @@ def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome
     return _BUILDERS[env].build(artifact, inputs)
 
 
-def probe_shared_folder(folder: str, token: str) -> dict:
-    """Run on each node: can it read the driver's token in ``folder``, and write one back?"""
+def probe_shared_folder(folder: str, token: str, data_root: str) -> dict:
+    """Run on each node: can it read the driver's token in ``folder``, and write one back? Does it see the data?"""
     from transfer_core import CODE_SALT
 
-    answer = {"host": socket.gethostname(), "code_salt": CODE_SALT, "read": None, "wrote": None}
+    answer = {"host": socket.gethostname(), "code_salt": CODE_SALT, "read": None, "wrote": None,
+              "data_root": Path(data_root).is_dir()}
     try:
         answer["read"] = (Path(folder) / f".probe-{token}").read_text() == token
         reply = Path(folder) / f".probe-{token}-{uuid.uuid4().hex}"
@@ -52,14 +54,16 @@ def probe_shared_folder(folder: str, token: str) -> dict:
     return answer
 
 
-def shared_folder_problems(folder: Path, answers: dict[str, dict], code_salt: str) -> list[str]:
+def shared_folder_problems(folder: Path, answers: dict[str, dict], code_salt: str, data_root: Path) -> list[str]:
     """What the nodes' answers to ``probe_shared_folder`` say is wrong, one phrase per node."""
     problems = []
     for node, answer in answers.items():
+        if data_root.is_dir() and not answer["data_root"]:
+            problems.append(f"node {node} does not see the data root {data_root}")
         if answer.get("error") or not answer["read"]:
-            problems.append(f"node {node} cannot read it ({answer.get('error') or 'it sees other files there'})")
+            problems.append(f"node {node} cannot read the cache ({answer.get('error') or 'it sees other files there'})")
         elif not answer["wrote"] or not Path(answer["wrote"]).is_file():
-            problems.append(f"node {node} writes where this machine does not see it")
+            problems.append(f"node {node} writes to the cache where this machine does not see it")
         elif answer["code_salt"] != code_salt:
             problems.append(f"node {node} runs other code (code salt {answer['code_salt']}, here {code_salt}); "
                             "install the same version on every node")
@@ -89,20 +93,21 @@ class RayExecutor(Executor):
         return self._ray.cluster_resources().get("GPU", 0) > 0
 
     def start(self, env: BuildEnv, data: dict) -> None:
-        self._env = env
+        self._env = dataclasses.replace(env, data_root=env.data_root.resolve())  # workers may start elsewhere
         self._task = self._ray.remote(build_in_worker)
-        self._check_shared_cache(env.cache_dir)
+        self._check_shared_storage(self._env)
         resources = self._ray.cluster_resources()
         self.log(f"ray: {len([n for n in self._ray.nodes() if n['Alive']])} node(s), {resources.get('CPU', 0):g} CPUs, "
                  f"{resources.get('GPU', 0):g} GPUs; model cache {env.cache_dir}")
 
-    def _check_shared_cache(self, cache_dir: Path) -> None:
-        """Fails in one line unless every node reads what this machine writes to the cache, and the reverse."""
+    def _check_shared_storage(self, env: BuildEnv) -> None:
+        """Fails in one line unless every node reads what this machine writes to the cache, and the reverse,
+        runs this code, and sees the data root if this machine has one."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from transfer_core import CODE_SALT
 
-        ray = self._ray
+        ray, cache_dir = self._ray, env.cache_dir
         cache_dir.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         probe = cache_dir / f".probe-{token}"
@@ -111,15 +116,15 @@ class RayExecutor(Executor):
         try:
             refs = {node["NodeManagerAddress"]: remote_probe.options(
                         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-                    ).remote(str(cache_dir), token)
+                    ).remote(str(cache_dir), token, str(env.data_root))
                     for node in ray.nodes() if node["Alive"]}
             answers = {node: ray.get(ref, timeout=300) for node, ref in refs.items()}
-            problems = shared_folder_problems(cache_dir, answers, CODE_SALT)
+            problems = shared_folder_problems(cache_dir, answers, CODE_SALT, env.data_root)
         finally:
             for stale in cache_dir.glob(f".probe-{token}*"):
                 stale.unlink(missing_ok=True)
         if problems:
-            raise SuiteError(f"--cache-dir {cache_dir} must be storage every Ray node reads and writes: {'; '.join(problems)}")
+            raise SuiteError(f"every Ray node must read and write --cache-dir {cache_dir} and read the data: {'; '.join(problems)}")
 
     def threads(self) -> int:
         return self.options.threads or 1
