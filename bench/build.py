@@ -6,6 +6,9 @@ dependant always receives a model exactly as it was saved, built a second ago or
 
 A failure never raises out of ``Builder.build``: it becomes the outcome's status (``error``, ``diverged``,
 ``oom``) and error text, which every dependant inherits, down to the records of the cells it affects.
+Under torchrun, where a failure on one rank would leave the others waiting in a collective, only a
+divergence (which every rank sees together) is a result; anything else stops all ranks, and a rerun
+resumes after the cells recorded.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache, content_key
-from transfer_core.datasets import PreparedData, prepare_dataset
+from transfer_core.datasets import DataUnavailableError, PreparedData, prepare_dataset
 from transfer_core.distributed import barrier
 from transfer_core.runtime import Runtime, measured_bf16_peak_tflops, peak_memory, reset_peak_memory
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
@@ -62,13 +65,16 @@ class Outcome:
         return self.status == "ok"
 
 
-def utilisation(flops: float, seconds: float, device: torch.device) -> dict:
-    """Achieved TFLOP/s and, on CUDA, model FLOPs utilisation against the bf16 matmul peak measured in
-    this process (None on CPU, where no such peak is measured)."""
+def utilisation(flops: float, seconds: float, peak: Optional[float]) -> dict:
+    """Achieved TFLOP/s and, on CUDA, model FLOPs utilisation against ``peak``, the bf16 matmul rate measured
+    where the model trained (None on CPU, where no such peak is measured)."""
     achieved = flops / seconds / 1e12 if seconds > 0 and flops > 0 else None
-    peak = measured_bf16_peak_tflops(str(device)) if device.type == "cuda" else None
     return {"target_tflop_per_s": achieved, "device_peak_bf16_tflop_per_s": peak,
             "target_mfu_pct": 100 * achieved / peak if achieved is not None and peak else None}
+
+
+def measured_peak(device: torch.device) -> Optional[float]:
+    return measured_bf16_peak_tflops(str(device)) if device.type == "cuda" else None
 
 
 def _now() -> str:
@@ -83,7 +89,10 @@ class Builder:
         self.cache = ModelCache(env.cache_dir)
         self._data = {} if data is None else data  # prepared datasets by spec key, shared with an in-process driver
 
-    def data(self, spec: DatasetSpec) -> PreparedData:
+    def data(self, spec: DatasetSpec, fingerprint: Optional[str] = None, test_split: bool = True) -> PreparedData:
+        """The prepared dataset; with ``fingerprint``, checked to be the content the plan keyed (of every
+        split, or with ``test_split=False`` of what training reads): a worker on another machine must not
+        build under the plan's key from other files."""
         key = content_key(spec.describe())
         if key not in self._data:
             self._data[key] = prepare_dataset(spec.dataset, spec.options, spec.selection, self.env.data_root,
@@ -91,40 +100,49 @@ class Builder:
             if self._data[key].skipped_files:
                 self.log(f"  {spec.label}: skipped {len(self._data[key].skipped_files)} unreadable file(s), "
                          f"e.g. {self._data[key].skipped_files[0]}")
-        return self._data[key]
+        found = self._data[key]
+        if fingerprint is not None and fingerprint != (found.fingerprint if test_split else found.train_fingerprint):
+            raise DataUnavailableError(f"{spec.label} at {found.location} is not the data the run was planned with "
+                                       "(its content differs here): every worker must read the same files")
+        return found
 
     def build(self, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
         """Builds ``artifact`` from its dependencies' outcomes; failures become the outcome's status."""
-        started, started_at = time.perf_counter(), _now()
+        started = time.perf_counter()
         reset_peak_memory(self.runtime.device)
         failed = next((o for o in inputs.values() if not o.ok), None)
-        if failed is None:
-            try:
-                if isinstance(artifact, SourceArtifact):
-                    outcome = Outcome(meta=self._source(artifact))
-                elif isinstance(artifact, FittedArtifact):
-                    outcome = Outcome(meta=self._fitted(artifact, inputs))
-                else:
-                    outcome = Outcome(records=self._evaluation(artifact, inputs, started_at))
-                outcome.seconds = time.perf_counter() - started
-                return outcome
-            except Diverged as e:
-                status, error = "diverged", str(e)
-            except torch.OutOfMemoryError as e:
-                status, error = "oom", str(e).splitlines()[0]
-            except Exception as e:
-                status, error = "error", f"{type(e).__name__}: {e}"
-                self.log(traceback.format_exc(limit=-3).rstrip())
-        else:  # nothing to build from: the dependency's failure is this artifact's too
-            status, error = failed.status, failed.error
-        records = self._records(artifact, inputs, [], status, error, started_at) if isinstance(artifact, EvaluationArtifact) else []
-        return Outcome(status, error, records=records, seconds=time.perf_counter() - started)
+        if failed is not None:  # nothing to build from: the dependency's failure is this artifact's too
+            return self.failed(artifact, inputs, failed.status, failed.error)
+        try:
+            if isinstance(artifact, SourceArtifact):
+                outcome = Outcome(meta=self._source(artifact))
+            elif isinstance(artifact, FittedArtifact):
+                outcome = Outcome(meta=self._fitted(artifact, inputs))
+            else:
+                outcome = Outcome(records=self._evaluation(artifact, inputs))
+        except Diverged as e:
+            return self.failed(artifact, inputs, "diverged", str(e))
+        except Exception as e:
+            if self.runtime.shard.world > 1:  # the other ranks may be inside a collective: stop them all
+                print(f"bench: rank {self.runtime.shard.rank}: {artifact.name}: {type(e).__name__}: {e}", file=sys.stderr)
+                raise
+            self.log(traceback.format_exc(limit=-3).rstrip())
+            if isinstance(e, torch.OutOfMemoryError):
+                return self.failed(artifact, inputs, "oom", str(e).splitlines()[0])
+            return self.failed(artifact, inputs, "error", f"{type(e).__name__}: {e}")
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    def failed(self, artifact: Artifact, inputs: dict[str, Outcome], status: str, error: Optional[str]) -> Outcome:
+        """The outcome of an artifact that could not be built: for an evaluation, its cells' records say why."""
+        records = self._records(artifact, inputs, [], status, error, _now()) if isinstance(artifact, EvaluationArtifact) else []
+        return Outcome(status, error, records=records)
 
     # --- models -------------------------------------------------------------------------------------
 
-    def _save(self, kind: str, key: str, model: torch.nn.Module, meta: dict) -> None:
+    def _save(self, artifact: Artifact, model: torch.nn.Module, meta: dict) -> None:
         if self.runtime.shard.is_main:  # under torchrun the ranks hold one model: rank 0 writes it
-            self.cache.save(kind, key, model, meta)
+            self.cache.save(artifact.cache_folder, artifact.key, model, meta)
         barrier(self.runtime.shard)
 
     def _load(self, kind: str, key: str, backbone: str, num_classes: int, channels: int) -> tuple[Classifier, dict]:
@@ -136,12 +154,12 @@ class Builder:
         return self.runtime.prepare(model).eval(), meta  # whoever trains it next switches it to training
 
     def _load_fitted(self, key: str, target: PreparedData, backbone: str) -> Fitted:
-        model, meta = self._load("models", key, backbone, target.num_classes, target.channels)
+        model, meta = self._load(FittedArtifact.cache_folder, key, backbone, target.num_classes, target.channels)
         return Fitted(model, TrainStats(**meta["stats"]))
 
     def _source(self, artifact: SourceArtifact) -> dict:
         spec, recipe = artifact.source.data, artifact.source.recipe
-        data = self.data(spec)
+        data = self.data(spec, artifact.settings["data"]["fingerprint"])
         self.log(f"  {artifact.name}: training {recipe.epochs} epochs on {len(data.train)} images")
         torch.manual_seed(artifact.seed)
         model = self.runtime.prepare(create_backbone(artifact.backbone, data.num_classes, data.channels))
@@ -154,31 +172,33 @@ class Builder:
             "data_sizes": data.sizes(), "backbone": artifact.backbone, "seed": artifact.seed,
             "stats": dataclasses.asdict(stats), "test_top1_pct": top_k_pct(logits, labels, 1), "trained_at": _now(),
         }
-        self._save("sources", artifact.key, model, meta)
+        self._save(artifact, model, meta)
         self.log(f"  {artifact.name}: trained in {stats.train_s:.1f}s, test top-1 {meta['test_top1_pct']:.1f}%")
         return meta
 
     def _fitted(self, artifact: FittedArtifact, inputs: dict[str, Outcome]) -> dict:
-        target = self.data(artifact.target)
+        target = self.data(artifact.target, artifact.settings["target"]["fingerprint"], test_split=False)
         task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
         source = None
         if artifact.source_key is not None:
             source_meta = inputs[artifact.source_key].meta
-            source, _ = self._load("sources", artifact.source_key, artifact.backbone, source_meta["num_classes"], source_meta["channels"])
+            source, _ = self._load(SourceArtifact.cache_folder, artifact.source_key, artifact.backbone, source_meta["num_classes"],
+                                   source_meta["channels"])
         ingredients = {name: self._load_fitted(key, target, artifact.backbone) for name, key in artifact.ingredient_keys.items()}
         spec = artifact.strategy
         fitted = STRATEGIES.get(spec.name)(spec.options, spec.recipe).fit(task, source, ingredients)
         mem_mib, mem_kind = peak_memory(self.runtime.device)
         meta = {"strategy": spec.name, "stats": dataclasses.asdict(fitted.stats), "data_fingerprint": target.fingerprint,
-                "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind, "trained_at": _now()}
-        self._save("models", artifact.key, fitted.model, meta)
+                "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind, "trained_at": _now(),
+                "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device)}  # where it trained, for MFU
+        self._save(artifact, fitted.model, meta)
         return meta
 
     # --- evaluations and their records ---------------------------------------------------------------
 
-    def _evaluation(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome], started_at: str) -> list[dict]:
-        cell = artifact.cell
-        target = self.data(cell.target)
+    def _evaluation(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome]) -> list[dict]:
+        started_at, cell = _now(), artifact.cell
+        target = self.data(cell.target, artifact.settings["target"]["fingerprint"])
         task = TargetTask(target, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
         models = {name: self._load_fitted(key, target, cell.backbone) for name, key in artifact.model_keys.items()}
         evaluations = STRATEGIES.get(cell.strategy.name)(cell.strategy.options, cell.strategy.recipe).evaluate(task, models)
@@ -186,29 +206,32 @@ class Builder:
 
     def _records(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome], evaluations: list[Evaluation],
                  status: str, error: Optional[str], started_at: str) -> list[dict]:
-        cell = artifact.cell
+        """The records of each cell the evaluation serves: one per evaluated model (per alpha), or one saying
+        why there is none."""
         source = inputs.get(artifact.source_key) if artifact.source_key else None
-        common = {
-            "schema_version": RECORD_SCHEMA_VERSION,
-            "suite": self.env.suite, "cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
-            "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed,
-            "config_hash": artifact.key, "config": artifact.config,
-            "status": status, "error": error, "directions": DIRECTIONS,
-            "source_model": None if source is None or not source.ok else {
-                "key": artifact.source_key, "cached": source.cached, "test_top1_pct": source.meta["test_top1_pct"]},
-            "provenance": {**provenance(self.runtime.device), "runtime": self.runtime.describe(),
-                           "data": self._data_provenance(artifact, source), "command": self.env.command,
-                           "started_at": started_at, "finished_at": _now()},
-        }
+        fitted_metas = [inputs[key].meta for key in artifact.model_keys.values()]
+        provenance_now = {**provenance(self.runtime.device), "runtime": self.runtime.describe(),
+                          "data": self._data_provenance(artifact, source), "command": self.env.command,
+                          "started_at": started_at, "finished_at": _now()}
         source_compute = self._source_compute(artifact, source)
-        if not evaluations:
-            return [{**common, "alpha": None, "selected": True, "metrics": {}, "compute": source_compute}]
-        peaks = [inputs[key].meta for key in artifact.model_keys.values()]
-        return [
-            {**common, "alpha": e.alpha, "selected": e.selected, "metrics": e.metrics,
-             "compute": {**self._target_compute(e, peaks), **source_compute}, "details": e.details}
-            for e in evaluations
-        ]
+        records = []
+        for cell in artifact.cells:
+            common = {
+                "schema_version": RECORD_SCHEMA_VERSION,
+                "suite": self.env.suite, "cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
+                "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed,
+                "config_hash": artifact.key, "config": artifact.config,
+                "status": status, "error": error, "directions": DIRECTIONS,
+                "source_model": None if source is None or not source.ok else {
+                    "key": artifact.source_key, "cached": source.cached, "test_top1_pct": source.meta["test_top1_pct"]},
+                "provenance": provenance_now,
+            }
+            if not evaluations:
+                records.append({**common, "alpha": None, "selected": True, "metrics": {}, "compute": source_compute})
+            records += [{**common, "alpha": e.alpha, "selected": e.selected, "metrics": e.metrics,
+                         "compute": {**self._target_compute(e, fitted_metas), **source_compute}, "details": e.details}
+                        for e in evaluations]
+        return records
 
     def _data_provenance(self, artifact: EvaluationArtifact, source: Optional[Outcome]) -> dict:
         try:
@@ -228,6 +251,7 @@ class Builder:
         # the cell's peak: its own evaluation's, or the fit of a model it evaluates, whichever is higher
         mem_mib, mem_kind = peak_memory(self.runtime.device)
         mem_mib = max([mem_mib] + [m.get("peak_mem_mib", 0.0) for m in fitted_metas])
+        peaks = [m["device_peak_bf16_tflop_per_s"] for m in fitted_metas if m.get("device_peak_bf16_tflop_per_s")]
         return {
             "target_train_s": stats.train_s,
             "target_compile_s": stats.compile_s,
@@ -237,7 +261,7 @@ class Builder:
             "target_train_flops": stats.flops,
             "target_img_per_s": stats.images / stats.train_s if stats.train_s > 0 else None,
             "target_data_s": stats.data_s,
-            **utilisation(stats.flops, stats.train_s, self.runtime.device),
+            **utilisation(stats.flops, stats.train_s, max(peaks) if peaks else None),
             "eval_s": evaluation.details.get("eval_s"),
             "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind,
         }

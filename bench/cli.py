@@ -90,15 +90,21 @@ def cmd_run(args) -> int:
         raise SuiteError(f"--filter {args.filter!r} matches none of the {len(all_cells)} cells")
     if args.threads is not None and args.threads < 1:
         raise SuiteError(f"--threads: expected a positive number, got {args.threads}")
+    if args.max_retries < 0:
+        raise SuiteError(f"--max-retries: expected 0 or more, got {args.max_retries}")
+    if args.ray_address and args.executor != "ray":
+        raise SuiteError("--ray-address needs --executor ray")
 
     # imports torch: after the cheap checks, so mistakes are reported fast
     from transfer_core import distributed
+
+    from transfer_core.registry import UnknownNameError
 
     from .executors import ExecutorOptions, create_executor
     from .runner import Runner
 
     shard = distributed.launched_shard()
-    log = (lambda m: print(m, file=sys.stderr)) if shard.is_main else (lambda m: None)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731  (the runner keeps ranks other than 0 quiet)
     if shard.world > 1:  # under torchrun: the ranks build each artifact together, in this process each
         if args.executor != "local":
             raise SuiteError(f"--executor {args.executor} cannot run under torchrun, which already places one process per GPU; "
@@ -107,7 +113,10 @@ def cmd_run(args) -> int:
 
         wanted = args.device or suite.runtime.device
         distributed.init_process_group("cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu")
-    executor = create_executor(args.executor, ExecutorOptions(args.threads, args.ray_address, args.max_retries), log)
+    try:
+        executor = create_executor(args.executor, ExecutorOptions(args.threads, args.ray_address, args.max_retries), log)
+    except UnknownNameError as e:
+        raise SuiteError(f"--executor: {e}") from None
     try:
         runtime = _runtime(suite, args.device, executor.cuda_available(), shard)
         out_dir = _out_dir(suite, args)
@@ -119,6 +128,7 @@ def cmd_run(args) -> int:
         summary = runner.run(cells, all_cells)
     finally:
         executor.close()
+        distributed.leave_process_group()
     if not shard.is_main:
         return 1 if summary.failed else 0
     results = report_mod.load_results(out_dir)
@@ -137,7 +147,7 @@ def _dry_run(runner, cells, all_cells) -> int:
 
     rows, to_run = runner.describe(cells, all_cells)
     if runner.shard.is_main:
-        print(tabulate(rows, headers=["kind", "artifact", "key", "depends on", "state", "needs"], tablefmt="github"))
+        print(tabulate(rows, headers=["kind", "artifact", "key", "depends on (keys)", "state", "needs"], tablefmt="github"))
         to_build = sum(1 for r in rows if r[4] == "to build")
         print(f"{len(rows)} artifacts: {to_build} models to build, {to_run} of {len(cells)} cells to run; "
               "nothing was trained or written (dry run)")
@@ -379,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="print the graph of artifacts (key, dependencies, cached or not, what each needs), then stop")
     run.add_argument("--force", action="store_true", help="rerun cells that already have ok records")
-    run.add_argument("--executor", choices=["local", "ray"], default="local",
+    run.add_argument("--executor", default="local",
                      help="local: in this process (default); ray: Ray tasks on this machine's GPUs and cores, or a cluster's")
     run.add_argument("--ray-address", help="with --executor ray: join this cluster (auto or HOST:PORT) instead of starting one here")
     run.add_argument("--threads", type=int,

@@ -6,7 +6,8 @@ Three kinds of artifact, each built once and then reused by everything that depe
   returns. It depends on the source model (if the strategy starts from it) and on the fitted models of
   the strategy's ingredients;
 - an **evaluation** per cell: the cell's records. It depends on the fitted models it evaluates, and on the
-  source model for the record's accounting.
+  source model for the record's accounting. Cells of a strategy that ignores the source (scratch), planned
+  under several sources, share one evaluation, which writes the records of each.
 
 An artifact's key hashes its own resolved settings, its dependencies' keys and ``CODE_SALT`` (in
 ``transfer_core/__init__.py``), so a change anywhere upstream changes the key of exactly the artifacts
@@ -15,8 +16,9 @@ content (its fingerprint), selection, augmentation and resolution; the recipe; t
 mode, memory layout and device type; the data backend only for image folders; the evaluation batch size
 only for evaluations (it sets the BatchNorm re-estimation batches). Names, descriptions and paths enter
 none. Nor does the execution environment, which each record's provenance holds instead: the machine,
-the number of threads, data workers (results do not depend on them) and torchrun ranks (they only
-reorder float sums and split BatchNorm batches; see ``transfer_core/distributed.py``).
+the number of threads (it reorders float sums) and of data workers (results do not depend on them). The
+number of torchrun ranks is in the keys of what trains under it, whose BatchNorm statistics each rank takes
+over its own part of a batch (``transfer_core/distributed.py``).
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ class SourceArtifact(Artifact):
     backbone: str
     seed: int
     kind: ClassVar[str] = "source"
+    cache_folder: ClassVar[str] = "sources"  # where in the model cache it is saved
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,22 +77,28 @@ class FittedArtifact(Artifact):
     source_key: Optional[str]  # the source model it starts from
     ingredient_keys: dict  # strategy name -> key of that strategy's fitted model
     kind: ClassVar[str] = "fitted"
+    cache_folder: ClassVar[str] = "models"
 
 
 @dataclass(frozen=True, eq=False)
 class EvaluationArtifact(Artifact):
-    cell: Cell
+    cells: list[Cell]  # whose records it writes: one, or a source-free strategy's cells under several sources
     source_key: Optional[str]
     model_keys: dict  # strategy name -> key of the fitted model the evaluation takes
     source_cells_sharing: int  # cells of the suite that reuse the source model: its cost is split between them
     config: dict  # the resolved settings of the evaluation and of everything it is built from: the records' config
     kind: ClassVar[str] = "evaluation"
 
+    @property
+    def cell(self) -> Cell:
+        """The cell it is built for (the others sharing it differ in identity only)."""
+        return self.cells[0]
+
 
 @dataclass
 class Plan:
     artifacts: dict[str, Artifact] = field(default_factory=dict)  # by key, in an order where dependencies come first
-    evaluations: list[EvaluationArtifact] = field(default_factory=list)  # one per cell, in the cells' order
+    cells: list[tuple[Cell, EvaluationArtifact]] = field(default_factory=list)  # each cell and its evaluation, in order
 
     def closure(self, keys: Iterable[str]) -> list[Artifact]:
         """These artifacts and everything they depend on, each after its dependencies, in the order of ``keys``."""
@@ -107,13 +116,6 @@ class Plan:
             visit(key)
         return ordered
 
-    def dependants(self) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {key: [] for key in self.artifacts}
-        for artifact in self.artifacts.values():
-            for dep in artifact.deps:
-                found[dep].append(artifact.key)
-        return found
-
     def _add(self, cls, settings: dict, deps: tuple[str, ...], **fields) -> Artifact:
         key = content_key({"settings": settings, "deps": deps, "code_salt": CODE_SALT})
         if key not in self.artifacts:
@@ -123,6 +125,7 @@ class Plan:
 
 def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bool) -> dict:
     """The runtime switches that bear on an artifact reading ``datasets``."""
+    datasets = list(datasets)
     settings = {"device": runtime.device.type, "amp": runtime.amp, "compile": runtime.compile,
                 "channels_last": runtime.channels_last, "input_dtype": str(runtime.input_dtype).removeprefix("torch.")}
     if runtime.compile:
@@ -133,6 +136,8 @@ def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bo
         settings["data_backend"] = runtime.data_backend  # DALI and torchvision decode and resize differently
     if evaluates:
         settings["eval_batch_size"] = runtime.eval_batch_size
+    elif runtime.shard.world > 1:  # trained by several ranks: BatchNorm statistics over each rank's part of a batch
+        settings["ranks"] = runtime.shard.world
     return settings
 
 
@@ -150,15 +155,17 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
     plan = Plan()
     on_gpu = runtime.device.type == "cuda"
 
-    def needs(gpu_share: float) -> Needs:
-        return Needs(gpu_share if on_gpu else 0.0, cpus_per_task)
+    def needs(gpu_share: float, reads: DatasetSpec) -> Needs:
+        # image folders are decoded by data workers (or DALI threads) beside the training threads
+        loader_cpus = 0 if create_dataset_reader(reads.dataset).array_backed else runtime.data_workers
+        return Needs(gpu_share if on_gpu else 0.0, cpus_per_task + loader_cpus)
 
     def source_model(cell: Cell) -> Artifact:
         source = cell.source
         settings = {"data": data(source.data), "recipe": dataclasses.asdict(source.recipe),
                     "backbone": cell.backbone, "seed": cell.seed, "runtime": key_runtime(runtime, [source.data], False)}
         return plan._add(SourceArtifact, settings, (), name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
-                         needs=needs(1.0), source=source, backbone=cell.backbone, seed=cell.seed)
+                         needs=needs(1.0, source.data), source=source, backbone=cell.backbone, seed=cell.seed)
 
     def fitted_model(strategy: str, cell: Cell) -> Artifact:
         spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
@@ -170,7 +177,7 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
         origin = f"{cell.source.data.label}->" if uses_source(strategy) else ""
         return plan._add(FittedArtifact, settings, deps, name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
-                         needs=needs(cls.gpu_share), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
+                         needs=needs(cls.gpu_share, cell.target), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
                          source_key=source.key if source else None, ingredient_keys={n: a.key for n, a in ingredients.items()})
 
     sources = {id(cell): source_model(cell) if uses_source(cell.strategy.name) else None for cell in cells}
@@ -186,9 +193,10 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
                     "runtime": key_runtime(runtime, [cell.target], True)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values())
         config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in plan.closure(deps)}
-        config[cell.cell_id] = {"kind": "evaluation", **settings}
-        evaluation = plan._add(EvaluationArtifact, settings, deps, name=cell.cell_id, needs=needs(EVALUATION_GPU_SHARE), cell=cell,
-                               source_key=source.key if source else None, model_keys={n: a.key for n, a in models.items()},
+        config["evaluation"] = {"kind": "evaluation", **settings}
+        evaluation = plan._add(EvaluationArtifact, settings, deps, name=cell.cell_id, needs=needs(EVALUATION_GPU_SHARE, cell.target),
+                               cells=[], source_key=source.key if source else None, model_keys={n: a.key for n, a in models.items()},
                                source_cells_sharing=sharing[source.key] if source else 0, config=config)
-        plan.evaluations.append(evaluation)
+        evaluation.cells.append(cell)
+        plan.cells.append((cell, evaluation))
     return plan

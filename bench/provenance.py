@@ -37,7 +37,8 @@ def device_name(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"{model} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{model} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,7 +28,7 @@ class ResultsStore:
         self.directory = Path(directory)
         self.path = self.directory / "records.jsonl"
         self._read_to = 0  # bytes of records.jsonl already tallied by ``tally``
-        self._tally: dict[str, Counter] = {}  # config hash -> records per status
+        self._tally: dict[tuple[str, str], Counter] = {}  # (config hash, cell id) -> records per status
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
@@ -49,8 +49,11 @@ class ResultsStore:
         """Appends the records of one cell in a single write, so a reader never sees half a cell."""
         payload = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records).encode("utf-8")
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it, so ours starts afresh
+                payload = b"\n" + payload
             written = os.write(fd, payload)
             if written != len(payload):
                 raise OSError(f"short write to {self.path}: {written} of {len(payload)} bytes")
@@ -79,13 +82,13 @@ class ResultsStore:
             print(f"warning: {self.plan_path}: unreadable; missing cells cannot be shown", file=sys.stderr)
             return None
 
-    def done_hashes(self) -> set[str]:
-        """Config hashes that already have an ``ok`` record: the cells a resumed run skips."""
+    def done_cells(self) -> set[tuple[str, str]]:
+        """(config hash, cell id) of the cells that already have an ``ok`` record: what a resumed run skips."""
         return {key for key, statuses in self.tally().items() if statuses["ok"]}
 
-    def tally(self) -> dict[str, Counter]:
-        """Records per config hash and status, reading only what was appended since the last call: cheap
-        enough to ask before every cell, while other processes append to the same file."""
+    def tally(self) -> dict[tuple[str, str], Counter]:
+        """Records per (config hash, cell id) and status, reading only what was appended since the last
+        call: cheap enough to ask before every cell, while other processes append to the same file."""
         if not self.path.is_file():
             return self._tally
         with open(self.path, "rb") as f:
@@ -96,7 +99,7 @@ class ResultsStore:
         for line in complete.splitlines():
             try:
                 record = json.loads(line)
-                self._tally.setdefault(record.get("config_hash"), Counter())[record.get("status")] += 1
+                self._tally.setdefault((record.get("config_hash"), record.get("cell_id")), Counter())[record.get("status")] += 1
             except (json.JSONDecodeError, AttributeError):
                 continue  # ``read`` warns about malformed lines
         return self._tally
@@ -109,8 +112,8 @@ class ResultsStore:
 
 
 def latest_records(records: list[dict]) -> list[dict]:
-    """The newest record per (config hash, alpha): a forced rerun supersedes what it reran."""
+    """The newest record per (cell, config hash, alpha): a forced rerun supersedes what it reran."""
     latest: dict[tuple, dict] = {}
     for record in records:
-        latest[(record.get("config_hash"), record.get("alpha"))] = record
+        latest[(record.get("cell_id"), record.get("config_hash"), record.get("alpha"))] = record
     return list(latest.values())

@@ -297,7 +297,7 @@ def notes(results: Results) -> list[str]:
         for (source, backbone, _), acc in sources.items():
             per[(source, backbone)].append(acc)
         lines.append("Source models (test top-1 on their own task): " + "; ".join(
-            f"{s}/{b}: {_interval(summarise_values(v))}% over {len(v)} seeds" for (s, b), v in sorted(per.items())))
+            f"{s}/{b}: {_interval(summarise_values(v))}% over {len(v)} seed{'s' if len(v) != 1 else ''}" for (s, b), v in sorted(per.items())))
     lines.append(
         f"Test top-1 is the mean over seeds ± the half-width of its {CONFIDENCE:.0%} confidence interval (Student t, "
         "n−1 degrees of freedom; none with one seed); the best mean per target is in bold. Δ vs scratch is the paired "

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from transfer_core.cache import ModelCache, content_key
 from transfer_core.datasets import DataUnavailableError, PreparedData
-from transfer_core.distributed import broadcast
+from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.strategies import uses_source
 
 from .build import Builder, BuildEnv, Outcome
@@ -28,7 +30,6 @@ from .plan import Artifact, EvaluationArtifact, Plan, build_plan
 from .records import ResultsStore
 from .suite import Cell, Suite, SuiteError
 
-CACHE_FOLDERS = {"source": "sources", "fitted": "models"}  # where each kind of model lives in the cache
 POLL_S = 0.5  # how often a run waiting for another run's artifact looks again
 
 
@@ -41,34 +42,42 @@ class RunSummary:
 
 
 class Claims:
-    """The claims of one run: which artifacts it may build now, and which turn out to be built already."""
+    """The claims of one run: which artifacts it may build now, and which turn out to be built already.
+    Under torchrun rank 0 decides, and tells the other ranks."""
 
     def __init__(self, cache: ModelCache, store: ResultsStore, runtime):
         self.cache, self.store, self.shard = cache, store, runtime.shard
-        self.records_at_start = {key: sum(statuses.values()) for key, statuses in store.tally().items()}
+        self.records_at_start = self._records_by_key()
+
+    def _records_by_key(self) -> dict[str, Counter]:
+        by_key: dict[str, Counter] = {}
+        for (key, _), statuses in self.store.tally().items():
+            by_key.setdefault(key, Counter()).update(statuses)
+        return by_key
 
     def take(self, artifact: Artifact):
-        """The artifact's lock, or None while another process holds it (rank 0 decides for all ranks)."""
+        """The artifact's lock, or None while another process holds it."""
         lock = None
         if self.shard.is_main:
             if isinstance(artifact, EvaluationArtifact):
                 lock = self.store.claim(artifact.key)
             else:
-                lock = self.cache.claim(CACHE_FOLDERS[artifact.kind], artifact.key)
+                lock = self.cache.claim(artifact.cache_folder, artifact.key)
         if not broadcast(lock is not None, self.shard):
             return None
-        return lock or _NoLock()
+        return lock if lock is not None else _NoLock()
 
     def built(self, artifact: Artifact) -> Optional[Outcome]:
         """After taking its claim: the artifact's outcome if it is built already (by an earlier run, or by
         another run while this one waited), else None."""
         found = None
         if self.shard.is_main:
-            if isinstance(artifact, EvaluationArtifact):  # a cell is done when another run recorded it meanwhile
-                records = sum(self.store.tally().get(artifact.key, {}).values())
-                found = Outcome(cached=True) if records > self.records_at_start.get(artifact.key, 0) else None
+            if isinstance(artifact, EvaluationArtifact):  # another run recorded it meanwhile, with this status
+                now, before = self._records_by_key().get(artifact.key, Counter()), self.records_at_start.get(artifact.key, Counter())
+                if sum(now.values()) > sum(before.values()):
+                    found = Outcome("ok" if now["ok"] > before["ok"] else "error", "recorded by another run", cached=True)
             else:
-                cached = self.cache.load(CACHE_FOLDERS[artifact.kind], artifact.key)
+                cached = self.cache.load(artifact.cache_folder, artifact.key)
                 found = Outcome(meta=cached[1], cached=True) if cached is not None else None
         return broadcast(found, self.shard)
 
@@ -84,10 +93,12 @@ class Runner:
     def __init__(self, suite: Suite, root: Path, out_dir: Path, cache_dir: Path, runtime, force: bool = False,
                  command: str = "", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
                  executor: Optional[Executor] = None):
+        """``executor``: where artifacts are built, closed by whoever created it (default: a local one, here)."""
         self.suite, self.root, self.runtime, self.force, self.command = suite, root, runtime, force, command
         self.shard = runtime.shard
         self.log = log if self.shard.is_main else (lambda m: None)  # under torchrun rank 0 speaks for all
         self.executor = executor or create_executor("local", ExecutorOptions(), self.log)
+        self._owns_executor = executor is None
         self.store = ResultsStore(out_dir)
         self.cache = ModelCache(cache_dir)
         self.env = BuildEnv(suite.name, Path(root), suite.data.download, Path(cache_dir).resolve(), runtime, command)
@@ -96,7 +107,10 @@ class Runner:
     # --- data and plan ----------------------------------------------------------------------------
 
     def prepare_data(self, cells: list[Cell]) -> None:
-        """Loads (or downloads) every dataset the cells read; a problem is a SuiteError, before any training."""
+        """Loads (or downloads) every dataset the cells read; a problem is a SuiteError, before any training.
+        Under torchrun rank 0 goes first, so a download happens once."""
+        if not self.shard.is_main:
+            barrier(self.shard)
         builder = Builder(self.env, self.log, self._data)
         for cell in cells:
             reads_source = uses_source(cell.strategy.name)
@@ -110,20 +124,29 @@ class Runner:
                 if source_data.channels != target.channels:
                     raise SuiteError(f"{self.suite.path}: source {source_data.name} has {source_data.channels}-channel images, "
                                      f"target {target.name} {target.channels}-channel; a backbone cannot take both")
+        if self.shard.is_main:
+            barrier(self.shard)
 
     def plan(self, cells: list[Cell]) -> Plan:
+        """The graph of every artifact ``cells`` need. It reads all their data (the keys hold its fingerprints)."""
         self.prepare_data(cells)
-        return build_plan(self.suite, cells, self.runtime, lambda spec: self._data[content_key(spec.describe())],
+        plan = build_plan(self.suite, cells, self.runtime, lambda spec: self._data[content_key(spec.describe())],
                           self.executor.threads())
+        if not same_on_all_ranks(sorted(plan.artifacts), self.shard):
+            raise SuiteError("the torchrun ranks planned different artifacts: they read different data or run different code")
+        return plan
 
-    def pending(self, plan: Plan, cells: list[Cell]) -> list[EvaluationArtifact]:
-        """The evaluations of ``cells`` still to run: all of them with --force, else those without an ok record."""
+    def pending(self, plan: Plan, cells: list[Cell]) -> list[tuple[Cell, EvaluationArtifact]]:
+        """The cells of ``cells`` still to run, with their evaluations: all with --force, else those without
+        an ok record. Under torchrun, rank 0's answer."""
         wanted = {cell.cell_id for cell in cells}
-        evaluations = [e for e in plan.evaluations if e.cell.cell_id in wanted]
-        if self.force:
-            return evaluations
-        done = self.store.done_hashes()
-        return [e for e in evaluations if e.key not in done]
+        found = [(cell, e) for cell, e in plan.cells if cell.cell_id in wanted]
+        if not self.force and self.shard.is_main:
+            done = self.store.done_cells()
+            found = [(cell, e) for cell, e in found if (e.key, cell.cell_id) not in done]
+        todo = {cell.cell_id for cell, _ in found}
+        todo = broadcast(todo, self.shard)
+        return [(cell, e) for cell, e in found if cell.cell_id in todo]
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -131,7 +154,7 @@ class Runner:
         """Runs the pending cells among ``cells``. ``all_cells`` (the whole suite) sets source amortisation."""
         plan = self.plan(all_cells or cells)
         if self.shard.is_main:
-            self.store.write_plan(self.suite.name, [_plan_entry(e) for e in plan.evaluations])
+            self.store.write_plan(self.suite.name, [_plan_entry(cell, e) for cell, e in plan.cells])
         claims = Claims(self.cache, self.store, self.runtime)  # before ``pending``: what others record after this counts as theirs
         todo = self.pending(plan, cells)
         summary = RunSummary(skipped=len(cells) - len(todo))
@@ -139,88 +162,129 @@ class Runner:
             self.log(f"{summary.skipped} of {len(cells)} cells already done (ok records in {self.store.path}); skipping them")
         if not todo:
             return summary
+        check_shared_cache(self.cache.root, self.shard)
         self.executor.start(self.env, self._data)
         try:
-            self._schedule(plan.closure(e.key for e in todo), claims, summary)
+            recording: dict[str, list[Cell]] = {}  # evaluation key -> the cells whose records it writes in this run
+            for cell, evaluation in todo:
+                recording.setdefault(evaluation.key, []).append(cell)
+            self._schedule(plan.closure(recording), claims, recording, summary)
         finally:
-            self.executor.close()
+            if self._owns_executor:
+                self.executor.close()
         return summary
 
-    def _schedule(self, artifacts: list[Artifact], claims: Claims, summary: RunSummary) -> None:
-        pending, running, outcomes = list(artifacts), {}, {}
+    def _schedule(self, artifacts: list[Artifact], claims: Claims, recording: dict[str, list[Cell]], summary: RunSummary) -> None:
+        pending, running, outcomes, waiting = list(artifacts), {}, {}, set()
         started = 0
-        while pending or running:
-            claimed_elsewhere = False
-            for artifact in list(pending):
-                if self.executor.capacity is not None and len(running) >= self.executor.capacity:
-                    break
-                if not all(dep in outcomes for dep in artifact.deps):
-                    continue
-                claim = claims.take(artifact)
-                if claim is None:  # another run is building it: work on something else, come back later
-                    claimed_elsewhere = True
-                    continue
-                pending.remove(artifact)
-                found = claims.built(artifact)
-                if found is not None:
-                    claim.release()
-                    outcomes[artifact.key] = found
-                    if isinstance(artifact, EvaluationArtifact):
-                        summary.elsewhere += 1
-                        self.log(f"  {artifact.name}: recorded by another run")
-                    continue
-                started += 1
-                self.log(f"[{started}] {artifact.kind} {artifact.name} ({artifact.key[:12]})")
-                running[artifact.key] = (artifact, claim)
-                self.executor.submit(artifact, {dep: outcomes[dep] for dep in artifact.deps})
-            if running:
-                for key, outcome in self.executor.wait(timeout=POLL_S if claimed_elsewhere else None):
-                    artifact, claim = running.pop(key)
-                    outcomes[key] = outcome
-                    try:
-                        self._finished(artifact, outcome, summary)
-                    finally:
+        try:
+            while pending or running:
+                claimed_elsewhere = False
+                for artifact in list(pending):
+                    if self.executor.capacity is not None and len(running) >= self.executor.capacity:
+                        break
+                    if not all(dep in outcomes for dep in artifact.deps):
+                        continue
+                    claim = claims.take(artifact)
+                    if claim is None:  # another run is building it: work on something else, come back later
+                        claimed_elsewhere = True
+                        if artifact.key not in waiting:
+                            waiting.add(artifact.key)
+                            self.log(f"  {artifact.name}: claimed by another run; waiting for it ({artifact.key[:12]})")
+                        continue
+                    pending.remove(artifact)
+                    found = claims.built(artifact)
+                    if found is not None:
                         claim.release()
-            elif pending:
-                time.sleep(POLL_S)  # all that is ready is being built by other runs: wait for them
+                        outcomes[artifact.key] = found
+                        if isinstance(artifact, EvaluationArtifact):
+                            summary.elsewhere += len(recording[artifact.key])
+                            if not found.ok:
+                                summary.failed += [c.cell_id for c in recording[artifact.key]]
+                            self.log(f"  {artifact.name}: recorded by another run" + ("" if found.ok else ", not ok"))
+                        continue
+                    started += 1
+                    self.log(f"[{started}] {artifact.kind} {artifact.name} ({artifact.key[:12]})")
+                    running[artifact.key] = (artifact, claim)
+                    self.executor.submit(artifact, {dep: outcomes[dep] for dep in artifact.deps})
+                if running:
+                    for key, outcome in self.executor.wait(timeout=POLL_S if claimed_elsewhere else None):
+                        artifact, claim = running.pop(key)
+                        inputs = {dep: outcomes[dep] for dep in artifact.deps}
+                        outcomes[key] = outcome
+                        try:
+                            self._finished(artifact, inputs, outcome, recording, summary)
+                        finally:
+                            claim.release()
+                elif pending:
+                    time.sleep(POLL_S)  # all that is ready is being built by other runs: wait for them
+        finally:  # on an error, the claims still held go back at once, not when the process ends
+            for _, claim in running.values():
+                claim.release()
 
-    def _finished(self, artifact: Artifact, outcome: Outcome, summary: RunSummary) -> None:
+    def _finished(self, artifact: Artifact, inputs: dict[str, Outcome], outcome: Outcome,
+                  recording: dict[str, list[Cell]], summary: RunSummary) -> None:
         if not isinstance(artifact, EvaluationArtifact):
-            if not outcome.ok:
+            if outcome.ok:
+                self.log(f"  {artifact.name}: built in {outcome.seconds:.1f}s")
+            else:
                 self.log(f"  {artifact.name}: {outcome.status}: {outcome.error}")
             return
+        if not outcome.records:  # lost with its worker: its cells still get records saying so
+            outcome = Builder(self.env, self.log, self._data).failed(artifact, inputs, outcome.status, outcome.error)
+        cells = {cell.cell_id for cell in recording[artifact.key]}
         if self.shard.is_main:
-            self.store.append(outcome.records)
-        summary.ran += 1
-        head = next(r for r in outcome.records if r.get("selected"))
-        if head["status"] == "ok":
-            alpha = f" (alpha={head['alpha']})" if head["alpha"] is not None else ""
-            self.log(f"  {artifact.name}: ok{alpha}: test top-1 {head['metrics']['test_top1_pct']:.2f}%, "
-                     f"target train {head['compute']['target_train_s']:.1f}s")
-        else:
-            summary.failed.append(artifact.name)
-            self.log(f"  {artifact.name}: {head['status']}: {head['error']}")
+            self.store.append([r for r in outcome.records if r["cell_id"] in cells])
+        for cell_id in sorted(cells):
+            summary.ran += 1
+            head = next(r for r in outcome.records if r["cell_id"] == cell_id and r.get("selected"))
+            if head["status"] == "ok":
+                alpha = f" (alpha={head['alpha']})" if head["alpha"] is not None else ""
+                self.log(f"  {cell_id}: ok{alpha}: test top-1 {head['metrics']['test_top1_pct']:.2f}%, "
+                         f"target train {head['compute']['target_train_s']:.1f}s")
+            else:
+                summary.failed.append(cell_id)
+                self.log(f"  {cell_id}: {head['status']}: {head['error']}")
 
     # --- the dry run ------------------------------------------------------------------------------
 
     def describe(self, cells: list[Cell], all_cells: Optional[list[Cell]] = None) -> tuple[list[list], int]:
-        """The graph ``cells`` need, one row per artifact: kind, name, key, dependencies, state, needs."""
+        """The graph ``cells`` need, one row per artifact: kind, name, key, its dependencies' keys, state, needs.
+        An artifact is only "to build" if a cell still to run needs it."""
         plan = self.plan(all_cells or cells)
-        todo = {e.key for e in self.pending(plan, cells)}
+        todo = self.pending(plan, cells)
+        needed = {a.key for a in plan.closure(e.key for _, e in todo)}
         wanted = {cell.cell_id for cell in cells}
-        names = {key: a.name for key, a in plan.artifacts.items()}
         rows = []
-        for artifact in plan.closure(e.key for e in plan.evaluations if e.cell.cell_id in wanted):
+        for artifact in plan.closure(e.key for cell, e in plan.cells if cell.cell_id in wanted):
             if isinstance(artifact, EvaluationArtifact):
-                state = "to run" if artifact.key in todo else "done"
+                state = "to run" if artifact.key in needed else "done"
+            elif self.cache.has(artifact.cache_folder, artifact.key):
+                state = "cached"
             else:
-                state = "cached" if self.cache.has(CACHE_FOLDERS[artifact.kind], artifact.key) else "to build"
-            rows.append([artifact.kind, artifact.name, artifact.key[:12], ", ".join(names[d] for d in artifact.deps) or "—",
+                state = "to build" if artifact.key in needed else "not needed"
+            rows.append([artifact.kind, artifact.name, artifact.key[:12], " ".join(d[:12] for d in artifact.deps) or "—",
                          state, str(artifact.needs)])
         return rows, len(todo)
 
 
-def _plan_entry(evaluation: EvaluationArtifact) -> dict:
-    cell = evaluation.cell
+def check_shared_cache(cache_dir: Path, shard) -> None:
+    """Under torchrun across machines, every rank must read the models rank 0 writes: check it before
+    training, in one line, rather than fail in the middle with the other ranks waiting."""
+    if shard.world == 1:
+        return
+    probe = cache_dir / ".ranks-probe"
+    if shard.is_main:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        probe.write_text(token)
+    token = broadcast(token if shard.is_main else None, shard)
+    sees = probe.is_file() and probe.read_text() == token
+    if not same_on_all_ranks(sees, shard) or not sees:
+        raise SuiteError(f"--cache-dir {cache_dir}: not every torchrun rank sees what rank 0 writes there; "
+                         "on several machines it must be shared storage")
+
+
+def _plan_entry(cell: Cell, evaluation: EvaluationArtifact) -> dict:
     return {"cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
             "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed, "config_hash": evaluation.key}

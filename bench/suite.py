@@ -351,6 +351,11 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         if strategy_name not in STRATEGIES:
             raise SuiteError(f"strategies.{strategy_name}: unknown strategy; known: {', '.join(STRATEGIES.names())}")
         strategies.append(default_strategy_spec(strategy_name, _mapping(settings, f"strategies.{strategy_name}"), train))
+    for strategy in strategies:
+        for i, target in enumerate(targets):
+            if STRATEGIES.get(strategy.name).selects_on_validation and target.selection.val_fraction == 0:
+                raise SuiteError(f"targets[{i}].val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
+                                 "give the target a share above 0 (the default is 0.1)")
     # strategies that combine others' models run after them (a stable sort keeps the suite's order otherwise)
     strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients) > 0)
     # an ingredient the suite does not list is still built with the suite's train: settings

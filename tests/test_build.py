@@ -1,5 +1,6 @@
 """Building artifacts: models handed over through the cache exactly as fitted, failures passed to dependants."""
 import copy
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import torch
@@ -33,7 +34,7 @@ def test_a_cached_model_loads_exactly_as_its_fit_returned_it(tmp_path, monkeypat
     plan = runner.plan(cells)
     builder = Builder(runner.env, log=lambda m: None)
     outcomes = {}
-    for artifact in plan.closure([plan.evaluations[0].key]):
+    for artifact in plan.closure([plan.cells[0][1].key]):
         outcomes[artifact.key] = builder.build(artifact, {d: outcomes[d] for d in artifact.deps})
         assert outcomes[artifact.key].ok, outcomes[artifact.key].error
     (fitted,) = [a for a in plan.artifacts.values() if a.kind == "fitted"]
@@ -64,3 +65,21 @@ def test_a_failed_source_fails_every_cell_built_from_it_and_only_those(tmp_path)
         assert record["config_hash"] and record["provenance"]["data"]["target"]["fingerprint"]
     assert sorted(summary.failed) == sorted(c.cell_id for c in cells if c.strategy.name != "scratch")
     assert not list((tmp_path / "cache").glob("sources/*.pt"))  # nothing half-built was kept
+
+
+def test_a_worker_refuses_data_other_than_the_plans(tmp_path):
+    """A worker on another machine loads the data itself: if its files differ, it must not build a model
+    under a key made from the driver's."""
+    import pytest
+
+    from transfer_core.datasets import DataUnavailableError
+
+    runner, cells = make_runner(tmp_path, tiny_suite())
+    plan = runner.plan(cells)
+    (source,) = [a for a in plan.artifacts.values() if a.kind == "source"]
+    builder = Builder(runner.env, log=lambda m: None)
+    assert builder.data(source.source.data, source.settings["data"]["fingerprint"]).fingerprint == source.settings["data"]["fingerprint"]
+    with pytest.raises(DataUnavailableError, match=r"digits\[0-4\] at .* is not the data the run was planned with"):
+        builder.data(source.source.data, "0" * 16)
+    outcome = builder.build(dataclass_replace(source, settings={**source.settings, "data": {**source.settings["data"], "fingerprint": "0" * 16}}), {})
+    assert outcome.status == "error" and "not the data the run was planned with" in outcome.error

@@ -243,3 +243,21 @@ def test_compile_mode_enters_the_keys_when_compiling(tmp_path):
     keys, _ = roles_and_keys(with_setting(compiled, ("runtime",), "compile_mode", "max-autotune"), tmp_path)
     assert all(keys[role] != base_keys[role] for role in ALL)
 
+
+
+def test_ranks_enter_the_keys_of_what_trains_under_them(tmp_path):
+    """Under torchrun BatchNorm takes each rank's part of a batch: models trained by 2 ranks are not the
+    models 1 process trains. Evaluations differ only through the models they take."""
+    import dataclasses
+
+    from transfer_core.distributed import Shard
+
+    suite = parse_suite(BASE)
+    runtime = resolve_runtime("cpu", amp="bf16", eval_batch_size=64)
+    runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None)
+    one = runner.plan(expand_cells(suite))
+    runner.runtime = dataclasses.replace(runtime, shard=Shard(0, 2))
+    two = runner.plan(expand_cells(suite))
+    assert not set(one.artifacts) & set(two.artifacts)
+    for (_, e1), (_, e2) in zip(one.cells, two.cells):
+        assert e1.settings == e2.settings and e1.deps != e2.deps

@@ -30,7 +30,10 @@ def run(suite, tmp_path: Path, executor: str, threads=None, address=None):
     executor = create_executor(executor, ExecutorOptions(threads=threads, ray_address=address), messages.append)
     runtime = resolve_runtime("cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=executor.cuda_available())
     runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=messages.append, executor=executor)
-    summary = runner.run(expand_cells(suite))
+    try:
+        summary = runner.run(expand_cells(suite))
+    finally:
+        executor.close()
     assert not summary.failed, messages
     return runner.store.read(), messages
 

@@ -4,6 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from bench.build import Builder, Outcome
+from bench.executors import Executor, ExecutorOptions
 from bench.records import ResultsStore
 from bench.runner import Runner
 from bench.suite import expand_cells, parse_suite
@@ -69,7 +71,7 @@ def test_a_rerun_trains_nothing_and_force_reruns(tmp_path, monkeypatch):
 
 
 def pending_strategies(runner, cells):
-    return [e.cell.strategy.name for e in runner.pending(runner.plan(cells), cells)]
+    return [cell.strategy.name for cell, _ in runner.pending(runner.plan(cells), cells)]
 
 
 def test_changing_a_setting_reruns_only_the_cells_it_affects(tmp_path):
@@ -120,10 +122,75 @@ def test_the_data_backend_enters_the_hash_only_for_image_folders(tmp_path):
         suite = parse_suite(raw)
         runtime = dataclasses.replace(resolve_runtime("cpu", data_backend="torch"), data_backend=backend)
         data = SimpleNamespace(fingerprint="all splits", train_fingerprint="train splits")
-        return [e.key for e in build_plan(suite, expand_cells(suite), runtime, lambda spec: data).evaluations]
+        return [e.key for _, e in build_plan(suite, expand_cells(suite), runtime, lambda spec: data).cells]
 
     arrays = tiny_suite()
     assert hashes(arrays, "torch") == hashes(arrays, "dali")
     folders = tiny_suite(targets=[{"dataset": "image_folder", "path": "pets", "resolution": 32}])
     torch_hashes, dali_hashes = hashes(folders, "torch"), hashes(folders, "dali")
     assert all(a != b for a, b in zip(torch_hashes, dali_hashes))
+
+
+def test_scratch_under_two_sources_is_trained_once_and_recorded_for_each(tmp_path):
+    raw = tiny_suite(source=[{"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 1},
+                             {"dataset": "digits", "classes": [0, 1, 2], "per_class": 30, "epochs": 1}],
+                     strategies={"scratch": {"epochs": 1}, "linear_probe": {"epochs": 1}})
+    runner, cells = make_runner(tmp_path, raw)
+    summary = runner.run(cells)
+    assert summary.ran == 4 and not summary.failed
+    records = runner.store.read()
+    scratch = [r for r in records if r["strategy"] == "scratch"]
+    # one evaluation (the same model, the same numbers), written for the cell of each source
+    assert sorted(r["source"] for r in scratch) == ["digits[0-2]", "digits[0-4]"]
+    assert len({r["config_hash"] for r in scratch}) == 1 and scratch[0]["metrics"] == scratch[1]["metrics"]
+    assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 1 + 2  # scratch once, a probe per source
+    from bench.report import load_results, summarise_rows
+
+    rows = summarise_rows(load_results(tmp_path / "out").records)
+    assert sorted((r.source, r.strategy) for r in rows if r.strategy == "scratch") == [("digits[0-2]", "scratch"), ("digits[0-4]", "scratch")]
+
+    # a cell added later (or filtered on its own) is recorded although its evaluation has records already
+    again, cells = make_runner(tmp_path, raw)
+    assert pending_strategies(again, cells) == []
+    fresh, cells = make_runner(tmp_path / "fresh", raw)
+    only_b = [c for c in cells if c.cell_id.startswith("digits[0-2]->") and c.strategy.name == "scratch"]
+    assert fresh.run(only_b, cells).ran == 1
+    assert [r["cell_id"] for r in fresh.store.read()] == [only_b[0].cell_id]
+
+
+class LosesEvaluations(Executor):
+    """Builds models in this process, but returns every evaluation as Ray does when its worker died too often."""
+
+    capacity = 1
+
+    def start(self, env, data):
+        self.builder, self.finished = Builder(env, self.log, data), []
+
+    def submit(self, artifact, inputs):
+        lost = Outcome("error", "WorkerCrashedError: the task's worker was lost 3 time(s)")
+        self.finished.append((artifact.key, lost if artifact.kind == "evaluation" else self.builder.build(artifact, inputs)))
+
+    def wait(self, timeout):
+        finished, self.finished = self.finished, []
+        return finished
+
+
+def test_a_cell_whose_worker_was_lost_is_recorded_with_the_reason(tmp_path):
+    suite = parse_suite(tiny_suite(strategies={"scratch": {"epochs": 1}, "alpha_mix": {}}))
+    runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None,
+                    executor=LosesEvaluations(ExecutorOptions(), lambda m: None))
+    summary = runner.run(expand_cells(suite))
+    assert summary.ran == 2 and len(summary.failed) == 2
+    records = runner.store.read()
+    assert sorted(r["strategy"] for r in records) == ["alpha_mix", "scratch"]  # one record each, none per alpha
+    assert all(r["status"] == "error" and "worker was lost" in r["error"] for r in records)
+
+
+def test_a_line_cut_by_a_crash_is_ended_before_the_next_append(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append([{"config_hash": "a", "cell_id": "x", "status": "ok"}])
+    with open(store.path, "a") as f:
+        f.write('{"config_hash": "b", "cell_id": "y", "sta')  # a write cut short
+    store.append([{"config_hash": "c", "cell_id": "z", "status": "ok"}])
+    assert [r["config_hash"] for r in store.read()] == ["a", "c"]
+    assert store.done_cells() == {("a", "x"), ("c", "z")}

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from bench.build import utilisation
+from bench.build import measured_peak, utilisation
 from transfer_core.backbones import create_backbone
 from transfer_core.data import DeviceBatches
 from transfer_core.runtime import Runtime, Timer, resolve_runtime
@@ -84,8 +84,9 @@ def test_switches_are_recorded_where_they_act():
 def test_cpu_timer_and_utilisation():
     timer = Timer(torch.device("cpu")).start()
     assert timer.stop() >= 0
-    cpu = utilisation(2e12, 4.0, torch.device("cpu"))
+    cpu = utilisation(2e12, 4.0, measured_peak(torch.device("cpu")))
     assert cpu == {"target_tflop_per_s": 0.5, "device_peak_bf16_tflop_per_s": None, "target_mfu_pct": None}
+    assert utilisation(2e12, 4.0, 2.0)["target_mfu_pct"] == pytest.approx(25.0)  # against the peak where it trained
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -93,5 +94,5 @@ def test_cuda_peak_probe_and_mfu():
     from transfer_core.runtime import measured_bf16_peak_tflops
 
     peak = measured_bf16_peak_tflops("cuda")
-    assert peak > 1
-    assert 0 < utilisation(peak * 1e12, 2.0, torch.device("cuda"))["target_mfu_pct"] == pytest.approx(50.0)
+    assert peak > 1 and measured_peak(torch.device("cuda")) == peak
+    assert 0 < utilisation(peak * 1e12, 2.0, peak)["target_mfu_pct"] == pytest.approx(50.0)

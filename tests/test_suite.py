@@ -125,3 +125,12 @@ def test_flip_booleans_and_new_keys_parse():
 def test_a_repeated_entry_is_refused(overrides, message):
     with pytest.raises(SuiteError, match=message):
         parse_suite(tiny_suite(**overrides))
+
+
+def test_a_strategy_that_selects_on_validation_needs_a_validation_split():
+    raw = tiny_suite()
+    raw["targets"][0]["val_fraction"] = 0
+    with pytest.raises(SuiteError, match=r"targets\[0\]\.val_fraction: alpha_mix chooses on validation data, and 0 leaves none"):
+        parse_suite(raw)
+    raw["strategies"].pop("alpha_mix")
+    parse_suite(raw)  # the other strategies do without one

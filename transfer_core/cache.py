@@ -73,6 +73,7 @@ class ModelCache:
         frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
         # write then rename: a run killed mid-write never leaves a half file under the real name
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{key}.pt.", suffix=".tmp")
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; a cache shared between nodes and users must be readable
         os.close(fd)
         try:
             torch.save({"state_dict": cpu_state, "meta": json.dumps({**meta, "frozen": frozen}, default=str)}, tmp)

@@ -622,9 +622,6 @@ def fingerprints(*splits: Split) -> list[str]:
     return found
 
 
-def fingerprint(*splits: Split) -> str:
-    return fingerprints(*splits)[-1]
-
 
 def prepare_dataset(name: str, options, selection: Selection, root: Path, download: bool, label: str = "",
                     resolution: Optional[int] = None) -> PreparedData:

@@ -54,6 +54,13 @@ def init_process_group(device_type: str) -> Shard:
     return shard
 
 
+def leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def gather_cat(tensor: torch.Tensor, shard: Shard) -> torch.Tensor:
     """Every rank's ``tensor`` (parts of different lengths allowed), concatenated in rank order, on every rank."""
     if shard.world == 1:
@@ -84,6 +91,17 @@ def broadcast(obj: Any, shard: Shard) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def same_on_all_ranks(value: Any, shard: Shard) -> bool:
+    """Whether every rank holds an equal ``value`` (True in a single process)."""
+    if shard.world == 1:
+        return True
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * shard.world
+    dist.all_gather_object(values, value)
+    return all(v == values[0] for v in values)
 
 
 def barrier(shard: Shard) -> None:

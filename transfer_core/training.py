@@ -183,7 +183,9 @@ def predict(model: torch.nn.Module, loader, runtime: Runtime) -> tuple[torch.Ten
     """(logits, labels) for every example of an evaluation loader, as float32 on the CPU; when the loader is
     this rank's part of the split, every rank gets every example's, in the split's order."""
     model.eval()
-    forward = runtime.compiled(model)  # the same compiled wrapper as in training: no second compilation of the model
+    # the same compiled wrapper as in training, so no second compilation (under torchrun, training compiled the
+    # DistributedDataParallel wrapper instead, and this compiles the model itself once)
+    forward = runtime.compiled(model)
     outputs, targets = [torch.empty(0)], [torch.empty(0, dtype=torch.int64)]  # a rank's part may be empty
     for images, labels in loader:
         with runtime.autocast():

@@ -70,6 +70,20 @@ def shared_folder_problems(folder: Path, answers: dict[str, dict], code_salt: st
     return problems
 
 
+def _check_reachable(address: Optional[str]) -> None:
+    """A HOST:PORT where nothing listens would keep Ray retrying for many minutes: ask the port first."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SuiteError(f"--ray-address {address}: expected auto or HOST:PORT, e.g. 10.0.0.1:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise SuiteError(f"--ray-address {address}: no Ray cluster answers there ({e.strerror or e}); "
+                         "start one with ray start --head, or leave --ray-address out to start one here") from None
+
+
 @register_executor("ray")
 class RayExecutor(Executor):
     def __init__(self, options, log):
@@ -82,6 +96,8 @@ class RayExecutor(Executor):
         self._started_here = not ray.is_initialized()
         if self._started_here:
             os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's progress line, as it comes
+            os.environ.setdefault("RAY_COLOR_PREFIX", "1" if sys.stderr.isatty() else "0")  # no escape codes in log files
+            _check_reachable(options.ray_address)
             try:
                 ray.init(address=options.ray_address, include_dashboard=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
@@ -93,7 +109,8 @@ class RayExecutor(Executor):
         return self._ray.cluster_resources().get("GPU", 0) > 0
 
     def start(self, env: BuildEnv, data: dict) -> None:
-        self._env = dataclasses.replace(env, data_root=env.data_root.resolve())  # workers may start elsewhere
+        # workers may start in another folder; the driver has prepared (and downloaded) every dataset already
+        self._env = dataclasses.replace(env, data_root=env.data_root.resolve(), download=False)
         self._task = self._ray.remote(build_in_worker)
         self._check_shared_storage(self._env)
         resources = self._ray.cluster_resources()
@@ -108,26 +125,28 @@ class RayExecutor(Executor):
         from transfer_core import CODE_SALT
 
         ray, cache_dir = self._ray, env.cache_dir
-        cache_dir.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
-        probe = cache_dir / f".probe-{token}"
-        probe.write_text(token)
         remote_probe = ray.remote(probe_shared_folder)
         try:
-            refs = {node["NodeManagerAddress"]: remote_probe.options(
-                        num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-                    ).remote(str(cache_dir), token, str(env.data_root))
-                    for node in ray.nodes() if node["Alive"]}
-            answers = {node: ray.get(ref, timeout=300) for node, ref in refs.items()}
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            (cache_dir / f".probe-{token}").write_text(token)
+            nodes = {node["NodeID"]: f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})" for node in ray.nodes() if node["Alive"]}
+            refs = {remote_probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+                    .remote(str(cache_dir), token, str(env.data_root)): node_id for node_id in nodes}
+            ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=300)
+            answers = {nodes[refs[ref]]: ray.get(ref) for ref in ready}
             problems = shared_folder_problems(cache_dir, answers, CODE_SALT, env.data_root)
+            problems += [f"node {nodes[refs[ref]]} did not answer within 300 s" for ref in late]
+        except ray.exceptions.RayError as e:  # a node that cannot even run the probe (another version, say)
+            problems = [f"a node could not run the check ({str(e).strip().splitlines()[-1]}); "
+                        "install the same version on every node"]
+        except OSError as e:
+            raise SuiteError(f"--cache-dir {cache_dir}: cannot write there ({e.strerror})") from None
         finally:
             for stale in cache_dir.glob(f".probe-{token}*"):
                 stale.unlink(missing_ok=True)
         if problems:
             raise SuiteError(f"every Ray node must read and write --cache-dir {cache_dir} and read the data: {'; '.join(problems)}")
-
-    def threads(self) -> int:
-        return self.options.threads or 1
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
         ref = self._task.options(
@@ -148,9 +167,11 @@ class RayExecutor(Executor):
             key = self._running.pop(ref)
             try:
                 outcome = ray.get(ref)
-            except ray.exceptions.RayError as e:  # the task's worker or node died more often than it was retried
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                outcome = Outcome("error", f"{type(e).__name__}: {reason} (after {self.options.max_retries} retries)")
+            except ray.exceptions.RayTaskError as e:  # raised past the builder, which turns errors into outcomes
+                outcome = Outcome("error", f"{type(e.cause).__name__}: {e.cause}")
+            except ray.exceptions.RayError as e:  # its worker or node died, more often than it was started again
+                outcome = Outcome("error", f"{type(e).__name__}: the task's worker was lost {self.options.max_retries + 1} "
+                                           f"time(s) ({str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})")
             finished.append((key, outcome))
         return finished
 

@@ -39,6 +39,7 @@ def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alph
 @register_strategy("alpha_mix")
 class AlphaMix(Strategy):
     trains = False  # it combines the two fitted models; its compute is theirs plus its own search
+    selects_on_validation = True  # alpha
     ingredients = ("linear_probe", "full_finetune")
 
     @dataclass

@@ -91,6 +91,7 @@ class Strategy:
     ingredients: ClassVar[tuple[str, ...]] = ()  # other strategies whose fitted models this one takes
     recipe_defaults: ClassVar[dict] = {}
     gpu_share: ClassVar[float] = 1.0  # share of a GPU a scheduler gives its fit (evaluations take less)
+    selects_on_validation: ClassVar[bool] = False  # chooses among candidates on the target's validation split
 
     @dataclass
     class Options:

@@ -31,7 +31,7 @@ class LinearProbe(Strategy):
         features, labels = predict(model.body, train_images, task.runtime)  # (N, F), once
         task.runtime.synchronize()
         extract_s = time.perf_counter() - started
-        first_batch = next(iter(train_images))[0]
+        first_batch = next(iter(task.loader("train", train=False, batch_size=8, whole=True)))[0]  # a rank's part may be empty
         extract_flops = count_flops_per_image(model.body, first_batch, backward=False, runtime=task.runtime) * len(labels)
 
         device = task.runtime.device
