@@ -97,7 +97,6 @@ def cmd_run(args) -> int:
 
     # imports torch: after the cheap checks, so mistakes are reported fast
     from transfer_core import distributed
-
     from transfer_core.registry import UnknownNameError
 
     from .executors import ExecutorOptions, create_executor

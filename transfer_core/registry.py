@@ -1,4 +1,4 @@
-"""A small named registry, one per kind of pluggable thing (datasets, backbones, strategies)."""
+"""A small named registry, one per kind of pluggable thing (datasets, backbones, strategies, executors)."""
 from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
@@ -24,6 +24,14 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = entry
             return entry
+
+        return decorator
+
+    def register_class(self, name: str) -> Callable[[T], T]:
+        """Registers a class under ``name`` and gives it that ``name`` attribute, so it knows what it is called."""
+        def decorator(cls: T) -> T:
+            cls.name = name
+            return self.register(name)(cls)
 
         return decorator
 

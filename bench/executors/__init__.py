@@ -59,12 +59,7 @@ class Executor:
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
 
-def register_executor(name: str):
-    def decorator(cls: type[Executor]) -> type[Executor]:
-        cls.name = name
-        return EXECUTORS.register(name)(cls)
-
-    return decorator
+register_executor = EXECUTORS.register_class
 
 
 def create_executor(name: str, options: ExecutorOptions, log: Callable[[str], None]) -> Executor:

@@ -118,12 +118,7 @@ class Strategy:
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
-def register_strategy(name: str):
-    def decorator(cls: type[Strategy]) -> type[Strategy]:
-        cls.name = name
-        return STRATEGIES.register(name)(cls)
-
-    return decorator
+register_strategy = STRATEGIES.register_class
 
 
 def uses_source(name: str) -> bool:
