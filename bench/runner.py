@@ -181,9 +181,7 @@ class Runner:
             while pending or running:
                 claimed_elsewhere = False
                 for artifact in list(pending):
-                    if self.executor.capacity is not None and len(running) >= self.executor.capacity:
-                        break
-                    if not all(dep in outcomes for dep in artifact.deps):
+                    if not all(dep in outcomes for dep in artifact.deps) or not self.executor.has_room(artifact):
                         continue
                     claim = claims.take(artifact)
                     if claim is None:  # another run is building it: work on something else, come back later

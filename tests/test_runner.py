@@ -161,10 +161,11 @@ def test_scratch_under_two_sources_is_trained_once_and_recorded_for_each(tmp_pat
 class LosesEvaluations(Executor):
     """Builds models in this process, but returns every evaluation as Ray does when its worker died too often."""
 
-    capacity = 1
-
     def start(self, env, data):
         self.builder, self.finished = Builder(env, self.log, data), []
+
+    def has_room(self, artifact):
+        return not self.finished
 
     def submit(self, artifact, inputs):
         lost = Outcome("error", "WorkerCrashedError: the task's worker was lost 3 time(s)")

@@ -26,7 +26,6 @@ class Executor:
     """Builds artifacts handed to it, each from its dependencies' outcomes."""
 
     name: ClassVar[str]
-    capacity: ClassVar[Optional[int]] = None  # artifacts in flight at once; None: as many as resources allow
 
     def __init__(self, options: ExecutorOptions, log: Callable[[str], None]):
         self.options, self.log = options, log
@@ -43,6 +42,11 @@ class Executor:
 
     def start(self, env: BuildEnv, data: dict) -> None:
         """Called once before the first ``submit``; ``data`` holds the datasets the driver already prepared."""
+
+    def has_room(self, artifact: Artifact) -> bool:
+        """Whether ``artifact`` can start now. The runner offers ready artifacts in the plan's order, which
+        puts a cell's evaluation before the next cell's training: records come as cells finish."""
+        raise NotImplementedError
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
         raise NotImplementedError

@@ -13,7 +13,6 @@ from . import Executor, register_executor
 
 @register_executor("local")
 class LocalExecutor(Executor):
-    capacity = 1
 
     def start(self, env: BuildEnv, data: dict) -> None:
         self._saved_threads = torch.get_num_threads()
@@ -24,6 +23,9 @@ class LocalExecutor(Executor):
 
     def threads(self) -> int:
         return self.options.threads or torch.get_num_threads()
+
+    def has_room(self, artifact: Artifact) -> bool:
+        return not self._finished  # one at a time: the last one's outcome collected first
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
         self._finished.append((artifact.key, self._builder.build(artifact, inputs)))

@@ -103,7 +103,7 @@ class RayExecutor(Executor):
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise SuiteError(f"--ray-address {options.ray_address}: cannot join a Ray cluster there "
                                  f"({str(e).splitlines()[0]})") from None
-        self._running: dict = {}  # object ref -> artifact key
+        self._running: dict = {}  # object ref -> the artifact it builds
 
     def cuda_available(self) -> bool:
         return self._ray.cluster_resources().get("GPU", 0) > 0
@@ -114,8 +114,9 @@ class RayExecutor(Executor):
         self._task = self._ray.remote(build_in_worker)
         self._check_shared_storage(self._env)
         resources = self._ray.cluster_resources()
-        self.log(f"ray: {len([n for n in self._ray.nodes() if n['Alive']])} node(s), {resources.get('CPU', 0):g} CPUs, "
-                 f"{resources.get('GPU', 0):g} GPUs; model cache {env.cache_dir}")
+        self._cluster = (resources.get("CPU", 0), resources.get("GPU", 0))
+        self.log(f"ray: {len([n for n in self._ray.nodes() if n['Alive']])} node(s), {self._cluster[0]:g} CPUs, "
+                 f"{self._cluster[1]:g} GPUs; model cache {env.cache_dir}")
 
     def _check_shared_storage(self, env: BuildEnv) -> None:
         """Fails in one line unless every node reads what this machine writes to the cache, and the reverse,
@@ -148,12 +149,21 @@ class RayExecutor(Executor):
         if problems:
             raise SuiteError(f"every Ray node must read and write --cache-dir {cache_dir} and read the data: {'; '.join(problems)}")
 
+    def has_room(self, artifact: Artifact) -> bool:
+        """Room in the cluster's CPUs and GPUs beside what is in flight. Ray would queue more, but tasks
+        queued early would run in submission order, every cell's training before any cell's evaluation."""
+        if not self._running:
+            return True  # whatever it asks for, Ray places it or says why not
+        cpus = sum(a.needs.cpus for a in self._running.values()) + artifact.needs.cpus
+        gpus = sum(a.needs.gpus for a in self._running.values()) + artifact.needs.gpus
+        return cpus <= self._cluster[0] and gpus <= self._cluster[1]
+
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
         ref = self._task.options(
             num_cpus=artifact.needs.cpus, num_gpus=artifact.needs.gpus, max_retries=self.options.max_retries,
             name=artifact.name,
         ).remote(self._env, artifact, inputs)
-        self._running[ref] = artifact.key
+        self._running[ref] = artifact
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
         if not self._running:
@@ -164,7 +174,7 @@ class RayExecutor(Executor):
             ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
         finished = []
         for ref in ready:
-            key = self._running.pop(ref)
+            key = self._running.pop(ref).key
             try:
                 outcome = ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # raised past the builder, which turns errors into outcomes
