@@ -155,7 +155,7 @@ class Builder:
 
     def _load_fitted(self, key: str, target: PreparedData, backbone: str) -> Fitted:
         model, meta = self._load(FittedArtifact.cache_folder, key, backbone, target.num_classes, target.channels)
-        return Fitted(model, TrainStats(**meta["stats"]))
+        return Fitted(model, TrainStats(**meta["stats"]), meta.get("details", {}))
 
     def _source(self, artifact: SourceArtifact) -> dict:
         spec, recipe = artifact.source.data, artifact.source.recipe
@@ -188,7 +188,8 @@ class Builder:
         spec = artifact.strategy
         fitted = STRATEGIES.get(spec.name)(spec.options, spec.recipe).fit(task, source, ingredients)
         mem_mib, mem_kind = peak_memory(self.runtime.device)
-        meta = {"strategy": spec.name, "stats": dataclasses.asdict(fitted.stats), "data_fingerprint": target.fingerprint,
+        meta = {"strategy": spec.name, "stats": dataclasses.asdict(fitted.stats), "details": fitted.details,
+                "data_fingerprint": target.fingerprint,
                 "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind, "trained_at": _now(),
                 "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device)}  # where it trained, for MFU
         self._save(artifact, fitted.model, meta)
@@ -220,6 +221,7 @@ class Builder:
                 "schema_version": RECORD_SCHEMA_VERSION,
                 "suite": self.env.suite, "cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
                 "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed,
+                "target_family": cell.target.family,  # the data-size sweep the target belongs to, if any
                 "config_hash": artifact.key, "config": artifact.config,
                 "status": status, "error": error, "directions": DIRECTIONS,
                 "source_model": None if source is None or not source.ok else {
@@ -239,6 +241,7 @@ class Builder:
         except Exception:  # the record of a cell whose data could not be read says so in its error
             return {}
         provenance = {"target": {"name": target.name, "fingerprint": target.fingerprint, "sizes": target.sizes(),
+                                 "num_classes": target.num_classes,
                                  "location": target.location, "mean": target.mean, "std": target.std,
                                  "resolution": target.resolution, "skipped_files": len(target.skipped_files)}}
         if source is not None and source.ok:

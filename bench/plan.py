@@ -5,8 +5,8 @@ Three kinds of artifact, each built once and then reused by everything that depe
 - a **fitted model** per strategy that trains, target, backbone, seed and source: what ``Strategy.fit``
   returns. It depends on the source model (if the strategy starts from it) and on the fitted models of
   the strategy's ingredients;
-- an **evaluation** per cell: the cell's records. It depends on the fitted models it evaluates, and on the
-  source model for the record's accounting. Cells of a strategy that ignores the source (scratch), planned
+- an **evaluation** per cell: the cell's records. It depends on every fitted model the cell's result is
+  built from (its cost is theirs), and on the source model for the record's accounting. Cells of a strategy that ignores the source (scratch), planned
   under several sources, share one evaluation, which writes the records of each.
 
 An artifact's key hashes its own resolved settings, its dependencies' keys and ``CODE_SALT`` (in
@@ -31,7 +31,7 @@ from transfer_core import CODE_SALT
 from transfer_core.cache import content_key
 from transfer_core.datasets import PreparedData, create_dataset_reader
 from transfer_core.runtime import Runtime
-from transfer_core.strategies import STRATEGIES, uses_source
+from transfer_core.strategies import STRATEGIES
 
 from .suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Suite
 
@@ -170,21 +170,21 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
     def fitted_model(strategy: str, cell: Cell) -> Artifact:
         spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
         source = source_model(cell) if cls.uses_source else None
-        ingredients = {name: fitted_model(name, cell) for name in cls.ingredients}
+        ingredients = {name: fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
         settings = {"strategy": strategy, "options": dataclasses.asdict(spec.options), "recipe": dataclasses.asdict(spec.recipe),
                     "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
                     "runtime": key_runtime(runtime, [cell.target], False)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
-        origin = f"{cell.source.data.label}->" if uses_source(strategy) else ""
+        origin = f"{cell.source.data.label}->" if suite.uses_source(strategy) else ""
         return plan._add(FittedArtifact, settings, deps, name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
                          needs=needs(cls.gpu_share, cell.target), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
                          source_key=source.key if source else None, ingredient_keys={n: a.key for n, a in ingredients.items()})
 
-    sources = {id(cell): source_model(cell) if uses_source(cell.strategy.name) else None for cell in cells}
+    sources = {id(cell): source_model(cell) if suite.uses_source(cell.strategy.name) else None for cell in cells}
     sharing = Counter(s.key for s in sources.values() if s is not None)
     for cell in cells:
         cls, source = STRATEGIES.get(cell.strategy.name), sources[id(cell)]
-        models = {name: fitted_model(name, cell) for name in cls.evaluated_models()}
+        models = {name: fitted_model(name, cell) for name in suite.fitted_models(cell.strategy.name)}
         settings = {"strategy": cell.strategy.name,
                     # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
                     # does not (alpha-mix) uses them here

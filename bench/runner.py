@@ -22,7 +22,6 @@ from typing import Callable, Optional
 from transfer_core.cache import ModelCache, content_key
 from transfer_core.datasets import DataUnavailableError, PreparedData
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
-from transfer_core.strategies import uses_source
 
 from .build import Builder, BuildEnv, Outcome
 from .executors import Executor, ExecutorOptions, create_executor
@@ -113,7 +112,7 @@ class Runner:
             barrier(self.shard)
         builder = Builder(self.env, self.log, self._data)
         for cell in cells:
-            reads_source = uses_source(cell.strategy.name)
+            reads_source = self.suite.uses_source(cell.strategy.name)
             for role, spec in [("target", cell.target)] + ([("source", cell.source.data)] if reads_source else []):
                 try:
                     builder.data(spec)

@@ -127,6 +127,7 @@ class DatasetSpec:
     augmentation: Augmentation
     label: str  # how cells and tables name this data
     resolution: Optional[int] = None  # side of the square images the model sees; None = the dataset's own
+    family: Optional[str] = None  # a data-size sweep's targets share one: the label of the target listed
 
     def describe(self, test_split: bool = True) -> dict:
         """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of."""
@@ -201,6 +202,21 @@ class Suite:
                 return spec
         raise KeyError(name)
 
+    def ingredients_of(self, name: str) -> tuple[str, ...]:
+        return STRATEGIES.get(name).ingredients_of(self.strategy(name).options)
+
+    def fitted_models(self, name: str) -> list[str]:
+        """The strategies whose fitted models a cell of ``name`` is built from: its own (if it trains) and
+        its ingredients', recursively, each once."""
+        names = [name] if STRATEGIES.get(name).trains else []
+        for ingredient in self.ingredients_of(name):
+            names += [n for n in self.fitted_models(ingredient) if n not in names]
+        return names
+
+    def uses_source(self, name: str) -> bool:
+        """Whether the strategy, or any model it is built from, starts from the source model."""
+        return any(STRATEGIES.get(n).uses_source for n in self.fitted_models(name))
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -219,7 +235,8 @@ class Cell:
 
 # --- parsing --------------------------------------------------------------------------------
 
-_SELECTION_KEYS = {"classes", "per_class", "test_per_class", "val_fraction"}
+_SELECTION_KEYS = {"classes", "per_class", "examples", "test_per_class", "val_fraction"}
+_REGIME_KEYS = ("per_class", "examples")  # a target may list several values of one: a data-size sweep
 _RECIPE_KEYS = set(_fields(TrainRecipe))
 _TOP_KEYS = {"schema_version", "name", "description", "data", "source", "targets", "backbones", "strategies",
              "train", "runtime", "seeds"}
@@ -269,6 +286,28 @@ def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str]
     return DatasetSpec(name, options, selection, augmentation, label, resolution)
 
 
+def _target_specs(raw: Any, where: str, data: DataSettings) -> list[DatasetSpec]:
+    """A target, or one per size of a data-size sweep (``per_class: [10, 50, 200]`` or ``examples: [...]``).
+    ``examples`` without a ``val_fraction`` carves 20% for validation, as VTAB-1k's 800/200 split does."""
+    mapping = _mapping(raw, where)
+    val_default = 0.2 if "examples" in mapping else 0.1
+    swept = [key for key in _REGIME_KEYS if isinstance(mapping.get(key), list)]
+    if not swept:
+        return [_dataset_spec(mapping, where, data, set(), val_default)]
+    if len(swept) > 1:
+        raise SuiteError(f"{where}: sweep one of per_class or examples, not both")
+    key, sizes = swept[0], mapping[swept[0]]
+    if not sizes or len(set(map(repr, sizes))) != len(sizes):
+        raise SuiteError(f"{where}.{key}: expected a non-empty list of different sizes, got {sizes!r}")
+    family = _dataset_spec({**mapping, key: sizes[0]}, where, data, set(), val_default).label
+    specs = []
+    for i, size in enumerate(sizes):
+        spec = _dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, set(), val_default)
+        unit = "/class" if key == "per_class" else " examples"
+        specs.append(dataclasses.replace(spec, label=f"{family} ({size}{unit})", family=family))
+    return specs
+
+
 def _refuse_repeats(where: str, items: list, indexed: bool) -> None:
     """Two entries that describe the same thing (their names aside) would be one artifact under two names."""
     for i, item in enumerate(items):
@@ -284,10 +323,10 @@ def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None
         for key in mapping:
             if key in _RECIPE_KEYS and key not in option_keys:
                 raise SuiteError(f"{where}.{name}.{key}: {name} trains nothing itself; set training keys on "
-                                 f"{' or '.join(cls.ingredients)}, or in train:")
+                                 f"the strategies it combines, or in train:")
     _check_keys(mapping, option_keys | (_RECIPE_KEYS if cls.trains else set()), f"{where}.{name}")
     options = _build(cls.Options, {k: v for k, v in mapping.items() if k in option_keys}, f"{where}.{name}")
-    base = {**cls.recipe_defaults, **(train or {})}
+    base = {**(train or {}), **cls.recipe_defaults}  # the strategy's own defaults win over the suite's train:
     recipe = _build(TrainRecipe, {k: v for k, v in mapping.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
     return StrategySpec(name, options, recipe)
 
@@ -329,7 +368,7 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     targets_raw = top.get("targets")
     if not isinstance(targets_raw, list) or not targets_raw:
         raise SuiteError("targets: expected a non-empty list of datasets, e.g. [{dataset: cifar100}]")
-    targets = tuple(_dataset_spec(t, f"targets[{i}]", data, set(), val_default=0.1) for i, t in enumerate(targets_raw))
+    targets = tuple(spec for i, t in enumerate(targets_raw) for spec in _target_specs(t, f"targets[{i}]", data))
     _refuse_repeats("source", [(s.data.describe(), s.recipe) for s in sources], isinstance(source_raw, list))
     _refuse_repeats("targets", [t.describe() for t in targets], True)
 
@@ -357,16 +396,17 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
                 raise SuiteError(f"targets[{i}].val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
                                  "give the target a share above 0 (the default is 0.1)")
     # strategies that combine others' models run after them (a stable sort keeps the suite's order otherwise)
-    strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients) > 0)
+    strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients_of(s.options)) > 0)
     # an ingredient the suite does not list is still built with the suite's train: settings
     listed, ingredients = {s.name for s in strategies}, []
-    pending = [i for s in strategies for i in STRATEGIES.get(s.name).ingredients]
+    pending = [i for s in strategies for i in STRATEGIES.get(s.name).ingredients_of(s.options)]
     while pending:
         ingredient = pending.pop(0)
         if ingredient not in listed:
             listed.add(ingredient)
-            ingredients.append(default_strategy_spec(ingredient, {}, train))
-            pending += STRATEGIES.get(ingredient).ingredients
+            spec = default_strategy_spec(ingredient, {}, train)
+            ingredients.append(spec)
+            pending += STRATEGIES.get(ingredient).ingredients_of(spec.options)
 
     runtime_raw = _mapping(top.get("runtime"), "runtime")
     _check_keys(runtime_raw, set(_fields(RuntimeSpec)), "runtime")
