@@ -1,7 +1,8 @@
 """The plan: a suite's cells as a graph of content-keyed artifacts.
 
 Three kinds of artifact, each built once and then reused by everything that depends on it:
-- a **source model** per source dataset, recipe, backbone and seed, trained on the source task;
+- a **source model** per source dataset, recipe, backbone and seed, trained on the source task; or per
+  pretrained weights file (its sha256 in the key), loaded;
 - a **fitted model** per strategy that trains, target, backbone, seed and source: what ``Strategy.fit``
   returns. It depends on the source model (if the strategy starts from it) and on the fitted models of
   the strategy's ingredients;
@@ -30,6 +31,7 @@ from typing import Callable, ClassVar, Iterable, Optional
 from transfer_core import CODE_SALT
 from transfer_core.cache import content_key
 from transfer_core.datasets import PreparedData, create_dataset_reader
+from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
 from transfer_core.strategies import STRATEGIES
 
@@ -63,7 +65,7 @@ class Artifact:
 class SourceArtifact(Artifact):
     source: SourceSpec
     backbone: str
-    seed: int
+    seed: Optional[int]  # None for pretrained weights, which no seed changes
     kind: ClassVar[str] = "source"
     cache_folder: ClassVar[str] = "sources"  # where in the model cache it is saved
 
@@ -162,6 +164,11 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
 
     def source_model(cell: Cell) -> Artifact:
         source = cell.source
+        if source.pretrained:  # loaded, not trained: the same for every seed; the file's content in the key
+            weights = {**source.pretrained.describe(), "sha256": sha256(weights_file(source.pretrained))}
+            settings = {"pretrained": weights, "channels": prepared(cell.target).channels}
+            return plan._add(SourceArtifact, settings, (), name=f"source {source.label} (pretrained)", needs=Needs(0.0, 1),
+                             source=source, backbone=cell.backbone, seed=None)
         settings = {"data": data(source.data), "recipe": dataclasses.asdict(source.recipe),
                     "backbone": cell.backbone, "seed": cell.seed, "runtime": key_runtime(runtime, [source.data], False)}
         return plan._add(SourceArtifact, settings, (), name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
@@ -175,7 +182,7 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
                     "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
                     "runtime": key_runtime(runtime, [cell.target], False)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
-        origin = f"{cell.source.data.label}->" if suite.uses_source(strategy) else ""
+        origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
         return plan._add(FittedArtifact, settings, deps, name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
                          needs=needs(cls.gpu_share, cell.target), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
                          source_key=source.key if source else None, ingredient_keys={n: a.key for n, a in ingredients.items()})

@@ -298,9 +298,11 @@ def provenance_line(records: list[dict]) -> str:
 def notes(results: Results) -> list[str]:
     """How the numbers were obtained, and what the table does not show."""
     lines = [provenance_line(results.records)]
-    sources = {}
+    sources, pretrained = {}, {}
     for r in results.records:
-        if r.get("source_model"):
+        if r.get("source_model", {}) and r["source_model"].get("weights"):
+            pretrained[r["source"]] = r["source_model"]["weights"]
+        elif r.get("source_model"):
             sources[(r["source"], r["backbone"], r["seed"])] = r["source_model"]["test_top1_pct"]
     if sources:
         per = defaultdict(list)
@@ -308,6 +310,10 @@ def notes(results: Results) -> list[str]:
             per[(source, backbone)].append(acc)
         lines.append("Source models (test top-1 on their own task): " + "; ".join(
             f"{s}/{b}: {_interval(summarise_values(v))}% over {len(v)} seed{'s' if len(v) != 1 else ''}" for (s, b), v in sorted(per.items())))
+    if pretrained:
+        lines.append("Pretrained sources (loaded, no source training): " + "; ".join(
+            f"{name}: {w['library']} {w['model']}{' ' + w['weights'] if w.get('weights') else ''}, sha256 {w['sha256'][:12]}…"
+            for name, w in sorted(pretrained.items())))
     lines.append(
         f"Test top-1 is the mean over seeds ± the half-width of its {CONFIDENCE:.0%} confidence interval (Student t, "
         "n−1 degrees of freedom; none with one seed). In bold, per source, target and backbone: the best mean and every "

@@ -121,9 +121,13 @@ def _torchvision_body(name: str, in_chans: int) -> tuple[nn.Module, int]:
 
     if in_chans != 3:
         raise ValueError(f"torchvision model {name} takes 3-channel images; the data has {in_chans}")
-    model = torchvision.models.get_model(name, weights=None)
-    # torchvision heads live under different names (fc, classifier[-1], heads.head); the classifier is
-    # always the last Linear in registration order, so replace that one with an identity.
+    return strip_torchvision_classifier(torchvision.models.get_model(name, weights=None), name)
+
+
+def strip_torchvision_classifier(model: nn.Module, name: str) -> tuple[nn.Module, int]:
+    """(body, feature width): the model with its classifier replaced by an identity. torchvision heads live
+    under different names (fc, classifier[-1], heads.head); the classifier is always the last Linear in
+    registration order, so that one is replaced."""
     parent_name, last = None, None
     for module_name, module in model.named_modules():
         if isinstance(module, nn.Linear):
