@@ -27,6 +27,7 @@ from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache, content_key
 from transfer_core.datasets import DataUnavailableError, PreparedData, prepare_dataset
 from transfer_core.distributed import barrier
+from transfer_core.pretrained import WeightsUnavailableError, load_body, sha256, weights_file
 from transfer_core.runtime import Runtime, measured_bf16_peak_tflops, peak_memory, reset_peak_memory
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
@@ -97,6 +98,9 @@ class Builder:
         if key not in self._data:
             self._data[key] = prepare_dataset(spec.dataset, spec.options, spec.selection, self.env.data_root,
                                               self.env.download, spec.label, spec.resolution)
+            if spec.normalization is not None:  # a pretrained source's, not the data's own statistics
+                mean, std = spec.normalization
+                self._data[key] = dataclasses.replace(self._data[key], mean=tuple(mean), std=tuple(std))
             if self._data[key].skipped_files:
                 self.log(f"  {spec.label}: skipped {len(self._data[key].skipped_files)} unreadable file(s), "
                          f"e.g. {self._data[key].skipped_files[0]}")
@@ -155,9 +159,27 @@ class Builder:
 
     def _load_fitted(self, key: str, target: PreparedData, backbone: str) -> Fitted:
         model, meta = self._load(FittedArtifact.cache_folder, key, backbone, target.num_classes, target.channels)
-        return Fitted(model, TrainStats(**meta["stats"]))
+        return Fitted(model, TrainStats(**meta["stats"]), meta.get("details", {}))
+
+    def _pretrained_source(self, artifact: SourceArtifact) -> dict:
+        spec, expected = artifact.source.pretrained, artifact.settings["pretrained"]["sha256"]
+        path = weights_file(spec)
+        if sha256(path) != expected:
+            raise WeightsUnavailableError(f"{path} is not the file the run was planned with (its sha256 differs here)")
+        channels = artifact.settings["channels"]
+        body, width = load_body(spec, path, channels)
+        model = self.runtime.prepare(Classifier(body, width, 1))  # every strategy replaces the head
+        weights = {**spec.describe(), "file": str(path), "sha256": expected}
+        meta = {"num_classes": 1, "channels": channels, "data_fingerprint": None, "data_sizes": {}, "backbone": artifact.backbone,
+                "seed": None, "stats": dataclasses.asdict(TrainStats()), "test_top1_pct": None, "trained_at": _now(),
+                "weights": weights}
+        self._save(artifact, model, meta)
+        self.log(f"  {artifact.name}: loaded {path} (sha256 {expected[:12]}…)")
+        return meta
 
     def _source(self, artifact: SourceArtifact) -> dict:
+        if artifact.source.pretrained:
+            return self._pretrained_source(artifact)
         spec, recipe = artifact.source.data, artifact.source.recipe
         data = self.data(spec, artifact.settings["data"]["fingerprint"])
         self.log(f"  {artifact.name}: training {recipe.epochs} epochs on {len(data.train)} images")
@@ -188,7 +210,8 @@ class Builder:
         spec = artifact.strategy
         fitted = STRATEGIES.get(spec.name)(spec.options, spec.recipe).fit(task, source, ingredients)
         mem_mib, mem_kind = peak_memory(self.runtime.device)
-        meta = {"strategy": spec.name, "stats": dataclasses.asdict(fitted.stats), "data_fingerprint": target.fingerprint,
+        meta = {"strategy": spec.name, "stats": dataclasses.asdict(fitted.stats), "details": fitted.details,
+                "data_fingerprint": target.fingerprint,
                 "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind, "trained_at": _now(),
                 "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device)}  # where it trained, for MFU
         self._save(artifact, fitted.model, meta)
@@ -218,12 +241,14 @@ class Builder:
         for cell in artifact.cells:
             common = {
                 "schema_version": RECORD_SCHEMA_VERSION,
-                "suite": self.env.suite, "cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
+                "suite": self.env.suite, "cell_id": cell.cell_id, "source": cell.source.label, "target": cell.target.label,
                 "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed,
+                "target_family": cell.target.family,  # the data-size sweep the target belongs to, if any
                 "config_hash": artifact.key, "config": artifact.config,
                 "status": status, "error": error, "directions": DIRECTIONS,
                 "source_model": None if source is None or not source.ok else {
-                    "key": artifact.source_key, "cached": source.cached, "test_top1_pct": source.meta["test_top1_pct"]},
+                    "key": artifact.source_key, "cached": source.cached, "test_top1_pct": source.meta["test_top1_pct"],
+                    **({"weights": source.meta["weights"]} if source.meta.get("weights") else {})},
                 "provenance": provenance_now,
             }
             if not evaluations:
@@ -239,10 +264,13 @@ class Builder:
         except Exception:  # the record of a cell whose data could not be read says so in its error
             return {}
         provenance = {"target": {"name": target.name, "fingerprint": target.fingerprint, "sizes": target.sizes(),
+                                 "num_classes": target.num_classes,
                                  "location": target.location, "mean": target.mean, "std": target.std,
                                  "resolution": target.resolution, "skipped_files": len(target.skipped_files)}}
-        if source is not None and source.ok:
-            provenance["source"] = {"name": artifact.cell.source.data.label, "fingerprint": source.meta["data_fingerprint"],
+        if source is not None and source.ok and source.meta.get("weights"):
+            provenance["source"] = {"name": artifact.cell.source.label, "weights": source.meta["weights"]}
+        elif source is not None and source.ok:
+            provenance["source"] = {"name": artifact.cell.source.label, "fingerprint": source.meta["data_fingerprint"],
                                     "sizes": source.meta["data_sizes"]}
         return provenance
 

@@ -341,6 +341,31 @@ def cmd_throughput(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    """Downloads the weights of a suite's pretrained sources into the libraries' caches (needs internet)."""
+    from transfer_core.pretrained import WeightsUnavailableError, fetch, weights_file
+
+    suite = load_suite(args.suite)
+    pretrained = [s.pretrained for s in suite.sources if s.pretrained]
+    if not pretrained:
+        print(f"{args.suite}: no pretrained sources; nothing to fetch")
+        return 0
+    for spec in pretrained:
+        try:
+            print(f"{spec.label}: already here, {weights_file(spec)}")
+            continue
+        except WeightsUnavailableError:
+            pass
+        if spec.library == "checkpoint":
+            raise SuiteError(f"{args.suite}: source {spec.label}: {spec.file} is missing, and a checkpoint cannot be fetched")
+        try:
+            print(f"{spec.label}: fetched, {fetch(spec)}")
+        except Exception as e:  # no network, a moved file, a full disk: one line
+            raise SuiteError(f"{args.suite}: source {spec.label}: could not download its weights ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return 0
+
+
 def cmd_index(args) -> int:
     from .index import build_index
 
@@ -481,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--json")
     th.add_argument("--markdown")
     th.set_defaults(handler=cmd_throughput)
+
+    fetch = sub.add_parser("fetch", help="download the weights of a suite's pretrained sources (run it while online)")
+    fetch.add_argument("suite")
+    fetch.set_defaults(handler=cmd_fetch)
 
     index = sub.add_parser("index", help="write RESULTS/README.md: every published result, its hardware, date, commit and command")
     index.add_argument("root", nargs="?", default="results")

@@ -6,7 +6,8 @@ Each threshold knows its metric's direction (``DIRECTIONS`` in the records): ``t
 drop of more than half a point, ``target_train_s:+10%`` a rise of more than 10%, ``target_img_per_s:-5%``
 a throughput drop of more than 5%. A change beyond the threshold the other way is an improvement.
 A cell that failed in NEW, or is missing from it, is a regression too (``--allow-missing`` relaxes
-the latter). Reads only the two results stores.
+the latter). A cell whose α chosen on validation changed is listed as "selection changed" (not blocking:
+the thresholds judge its accuracy). A ``%`` threshold on a metric that is 0 in the baseline is an error. Reads only the two results stores.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from .records import DIRECTIONS, ResultsStore, latest_records
 
 ALIASES = {"top1": "test_top1_pct", "top5": "test_top5_pct", "val_top1": "val_top1_pct"}
 DEFAULT_THRESHOLDS = "top1:-0.5pp"
-VERDICT_ORDER = ["regressed", "failed", "missing", "config changed", "improved", "within threshold", "new", "no value"]
+VERDICT_ORDER = ["regressed", "failed", "missing", "config changed", "selection changed", "improved", "within threshold", "new",
+                 "no value"]
 
 
 class CompareError(ValueError):
@@ -181,16 +183,34 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
                 continue
             before = sum(b for b, _ in values) / len(values)
             after = sum(n for _, n in values) / len(values)
+            if threshold.unit == "%" and before == 0:
+                raise CompareError(f"{label}: {threshold.metric} is 0 in the baseline, so a % change of it means nothing; "
+                                   f"gate it with an absolute threshold (e.g. {threshold.metric}:{threshold.describe()[0]}1)")
             worse = threshold.worsening(before, after)
             verdict = ("within threshold" if worse is None or abs(worse) <= threshold.amount
                        else "regressed" if worse > 0 else "improved")
             changes.append(Change(label, alpha, threshold.metric, verdict, before, after, threshold.change(before, after),
                                   worse, threshold))
+    changes += _selection_changes(base_records, new_records)
     base_ids = {identity(r) for r in base_records}
     for new in sorted(new_records, key=order):
         if identity(new) not in base_ids:
             changes.append(Change(*identity(new), "—", "new", note="not in the baseline"))
     return Comparison(changes, allow_missing)
+
+
+def _selection_changes(base_records: list[dict], new_records: list[dict]) -> list[Change]:
+    """A cell whose candidate chosen on validation (alpha-mix's α) differs between the runs: its own verdict,
+    shown but not blocking (the metrics' thresholds judge what the choice did to accuracy)."""
+
+    def chosen(records: list[dict]) -> dict[tuple, Optional[float]]:
+        return {(r["cell_id"], r.get("config_hash")): r.get("alpha") for r in records
+                if r.get("status") == "ok" and r.get("alpha") is not None and r.get("selected")}
+
+    base, new = chosen(base_records), chosen(new_records)
+    return [Change(cell_id, None, "selected α", "selection changed", alpha, new[(cell_id, config)],
+                   note=f"α {alpha:g} → {new[(cell_id, config)]:g}")
+            for (cell_id, config), alpha in sorted(base.items()) if (cell_id, config) in new and new[(cell_id, config)] != alpha]
 
 
 def _fmt(value: Optional[float]) -> str:

@@ -1,12 +1,13 @@
 """The plan: a suite's cells as a graph of content-keyed artifacts.
 
 Three kinds of artifact, each built once and then reused by everything that depends on it:
-- a **source model** per source dataset, recipe, backbone and seed, trained on the source task;
+- a **source model** per source dataset, recipe, backbone and seed, trained on the source task; or per
+  pretrained weights file (its sha256 in the key), loaded;
 - a **fitted model** per strategy that trains, target, backbone, seed and source: what ``Strategy.fit``
   returns. It depends on the source model (if the strategy starts from it) and on the fitted models of
   the strategy's ingredients;
-- an **evaluation** per cell: the cell's records. It depends on the fitted models it evaluates, and on the
-  source model for the record's accounting. Cells of a strategy that ignores the source (scratch), planned
+- an **evaluation** per cell: the cell's records. It depends on every fitted model the cell's result is
+  built from (its cost is theirs), and on the source model for the record's accounting. Cells of a strategy that ignores the source (scratch), planned
   under several sources, share one evaluation, which writes the records of each.
 
 An artifact's key hashes its own resolved settings, its dependencies' keys and ``CODE_SALT`` (in
@@ -30,8 +31,9 @@ from typing import Callable, ClassVar, Iterable, Optional
 from transfer_core import CODE_SALT
 from transfer_core.cache import content_key
 from transfer_core.datasets import PreparedData, create_dataset_reader
+from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
-from transfer_core.strategies import STRATEGIES, uses_source
+from transfer_core.strategies import STRATEGIES
 
 from .suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Suite
 
@@ -63,7 +65,7 @@ class Artifact:
 class SourceArtifact(Artifact):
     source: SourceSpec
     backbone: str
-    seed: int
+    seed: Optional[int]  # None for pretrained weights, which no seed changes
     kind: ClassVar[str] = "source"
     cache_folder: ClassVar[str] = "sources"  # where in the model cache it is saved
 
@@ -162,6 +164,11 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
 
     def source_model(cell: Cell) -> Artifact:
         source = cell.source
+        if source.pretrained:  # loaded, not trained: the same for every seed; the file's content in the key
+            weights = {**source.pretrained.describe(), "sha256": sha256(weights_file(source.pretrained))}
+            settings = {"pretrained": weights, "channels": prepared(cell.target).channels}
+            return plan._add(SourceArtifact, settings, (), name=f"source {source.label} (pretrained)", needs=Needs(0.0, 1),
+                             source=source, backbone=cell.backbone, seed=None)
         settings = {"data": data(source.data), "recipe": dataclasses.asdict(source.recipe),
                     "backbone": cell.backbone, "seed": cell.seed, "runtime": key_runtime(runtime, [source.data], False)}
         return plan._add(SourceArtifact, settings, (), name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
@@ -170,21 +177,21 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
     def fitted_model(strategy: str, cell: Cell) -> Artifact:
         spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
         source = source_model(cell) if cls.uses_source else None
-        ingredients = {name: fitted_model(name, cell) for name in cls.ingredients}
+        ingredients = {name: fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
         settings = {"strategy": strategy, "options": dataclasses.asdict(spec.options), "recipe": dataclasses.asdict(spec.recipe),
                     "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
                     "runtime": key_runtime(runtime, [cell.target], False)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
-        origin = f"{cell.source.data.label}->" if uses_source(strategy) else ""
+        origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
         return plan._add(FittedArtifact, settings, deps, name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
                          needs=needs(cls.gpu_share, cell.target), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
                          source_key=source.key if source else None, ingredient_keys={n: a.key for n, a in ingredients.items()})
 
-    sources = {id(cell): source_model(cell) if uses_source(cell.strategy.name) else None for cell in cells}
+    sources = {id(cell): source_model(cell) if suite.uses_source(cell.strategy.name) else None for cell in cells}
     sharing = Counter(s.key for s in sources.values() if s is not None)
     for cell in cells:
         cls, source = STRATEGIES.get(cell.strategy.name), sources[id(cell)]
-        models = {name: fitted_model(name, cell) for name in cls.evaluated_models()}
+        models = {name: fitted_model(name, cell) for name in suite.fitted_models(cell.strategy.name)}
         settings = {"strategy": cell.strategy.name,
                     # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
                     # does not (alpha-mix) uses them here

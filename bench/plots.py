@@ -3,6 +3,8 @@
 - Accuracy against compute: one panel per source → target × backbone; each strategy its own marker
   with its 95% interval, and the Pareto frontier (no other point is both cheaper and better) drawn.
 - The α curve, as WiSE-FT plots it: test and validation top-1 against α, one line per target.
+- Data-size regimes: test top-1 against training examples per class, one line per strategy, for each
+  target listed with several sizes.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .stats import summarise  # noqa: E402
 
-MARKERS = {"scratch": "o", "linear_probe": "s", "full_finetune": "^", "alpha_mix": "D"}
-EXTRA_MARKERS = ["v", "P", "X", "*", "h", "<", ">"]
+MARKERS = {"scratch": "o", "linear_probe": "s", "full_finetune": "^", "lp_ft": "v", "l2_sp": "P", "alpha_mix": "D"}
+EXTRA_MARKERS = ["X", "*", "h", "<", ">", "p"]
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 10})  # SVG text stays text: searchable, small
 
 
@@ -64,7 +66,7 @@ def accuracy_vs_compute(rows):
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
         ax.set_title(f"{source} → {target} ({backbone})")
-        ax.set_xlabel("compute per cell: target + amortised source training (s)")
+        ax.set_xlabel("compute to reach the row: source + target training (s)")
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
@@ -103,6 +105,38 @@ def alpha_curve(records: list[dict]):
     return fig
 
 
+def regime_curve(records: list[dict]):
+    """Test top-1 against training examples per class, one line per strategy, one panel per data-size sweep
+    (source, target family, backbone): where transfer pays. None without a sweep of two sizes or more."""
+    points: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in records:
+        target = (r.get("provenance") or {}).get("data", {}).get("target", {})
+        if not r.get("target_family") or r.get("status") != "ok" or not r.get("selected", True) or not target.get("num_classes"):
+            continue
+        per_class = target["sizes"]["train"] / target["num_classes"]
+        points[(r["source"], r["target_family"], r["backbone"])][r["strategy"]][per_class].append(r["metrics"]["test_top1_pct"])
+    panels = {k: v for k, v in points.items() if len({x for curve in v.values() for x in curve}) >= 2}
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.0), squeeze=False)
+    extra: dict = {}
+    for ax, ((source, family, backbone), curves) in zip(axes[0], sorted(panels.items())):
+        for strategy in sorted(curves, key=lambda s: (list(MARKERS).index(s) if s in MARKERS else len(MARKERS), s)):
+            xs = sorted(curves[strategy])
+            means = [summarise(curves[strategy][x]) for x in xs]
+            halves = [m.ci_half or 0.0 for m in means]
+            ax.errorbar(xs, [m.mean for m in means], yerr=halves, fmt="-" + _marker(strategy, extra), markersize=6, capsize=3,
+                        label=strategy)
+        ax.set_xscale("log")
+        ax.set_title(f"{source} → {family} ({backbone})")
+        ax.set_xlabel("target training examples per class (log)")
+        ax.set_ylabel("test top-1 (%), mean over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig, path: Path) -> Path:
     """PNG at 150 dpi, or SVG (text kept as text) or PDF, by the suffix; no timestamp inside, so the same
     results give the same file."""
@@ -113,7 +147,8 @@ def save(fig, path: Path) -> Path:
 
 def figures(records: list[dict], rows) -> list[tuple[str, object]]:
     """(file stem, figure) for every plot these results can draw."""
-    drawn = (("accuracy_vs_compute", accuracy_vs_compute(rows)), ("alpha_curve", alpha_curve(records)))
+    drawn = (("accuracy_vs_compute", accuracy_vs_compute(rows)), ("alpha_curve", alpha_curve(records)),
+             ("regimes", regime_curve(records)))
     return [(stem, fig) for stem, fig in drawn if fig is not None]
 
 
@@ -129,7 +164,8 @@ def svg_text(fig) -> str:
 
 
 def write_plots(records: list[dict], rows, directory: Path) -> list[Path]:
-    """accuracy_vs_compute and alpha_curve, each as PNG and SVG, into ``directory``."""
+    """accuracy_vs_compute, alpha_curve and regimes (where there is something to draw), each as PNG and SVG,
+    into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, fig in figures(records, rows):

@@ -22,11 +22,11 @@ from tabulate import tabulate
 from .records import ResultsStore, latest_records
 from .stats import CONFIDENCE, Summary, paired_difference, summarise as summarise_values
 
-STRATEGY_ORDER = ["scratch", "linear_probe", "full_finetune", "alpha_mix"]  # the baseline first
+STRATEGY_ORDER = ["scratch", "linear_probe", "full_finetune", "lp_ft", "l2_sp", "alpha_mix"]  # the baseline first
 BASELINE_STRATEGY = "scratch"
 FORMATS = ("markdown", "latex", "csv", "html")
 COLUMNS = ["source → target", "backbone", "strategy", "test top-1 (%)", "n", "Δ vs scratch (pp)", "val top-1 (%)",
-           "target compute (s)", "target PFLOPs", "source compute (s, amortised)", "train images/s"]
+           "target compute (s)", "target PFLOPs", "source compute (s)", "total to reach this row (s)", "train images/s"]
 
 
 class ReportError(ValueError):
@@ -77,7 +77,7 @@ class Row:
     target_pflops: Optional[float] = None
     source_s: Optional[float] = None
     img_per_s: Optional[float] = None
-    best: bool = False  # the highest mean test top-1 for its target
+    best: bool = False  # the best mean test top-1 of its source, target and backbone, or not significantly worse
 
     @property
     def label(self) -> str:
@@ -86,7 +86,8 @@ class Row:
 
     @property
     def total_s(self) -> Optional[float]:
-        """Target compute plus the amortised source compute: what the accuracy-vs-compute plot shows."""
+        """Target compute plus the source model's whole training (0 without one): what reaching this row costs
+        from nothing, whatever else the suite lists; the accuracy-vs-compute plot's x."""
         return None if self.target_s is None else self.target_s + (self.source_s or 0.0)
 
     @property
@@ -129,7 +130,7 @@ def summarise_rows(records: list[dict], plan: Optional[dict] = None) -> list[Row
         row.target_s = _mean(r["compute"].get("target_total_s") for r in ok)
         flops = _mean(r["compute"].get("target_train_flops") for r in ok)
         row.target_pflops = None if flops is None else flops / 1e15
-        row.source_s = _mean(r["compute"].get("source_train_s_amortised") for r in ok)
+        row.source_s = _mean(r["compute"].get("source_train_s_total") for r in ok)
         row.img_per_s = _mean(r["compute"].get("target_img_per_s") for r in ok)
         rows.append(row)
 
@@ -141,13 +142,22 @@ def summarise_rows(records: list[dict], plan: Optional[dict] = None) -> list[Row
         for row in same:
             if scratch is not None and row is not scratch:
                 row.delta_vs_scratch = paired_difference(row.top1_by_seed, scratch.top1_by_seed)
-    best_per_target: dict[str, Row] = {}
-    for row in rows:
-        if row.top1 is not None and (row.target not in best_per_target or row.top1.mean > best_per_target[row.target].top1.mean):
-            best_per_target[row.target] = row
-    for row in best_per_target.values():
-        row.best = True
+    for same in by_target.values():
+        _mark_best(same)
     return rows
+
+
+def _mark_best(rows: list[Row]) -> None:
+    """Bold, among the rows of one source, target and backbone: the highest mean test top-1, and every row
+    not significantly worse than it (the paired interval over seeds of its difference to the best reaches
+    0). A row with no interval (one seed in common) is bold only if it is the best."""
+    scored = [r for r in rows if r.top1 is not None]
+    if not scored:
+        return
+    best = max(scored, key=lambda r: r.top1.mean)
+    for row in scored:
+        gap = paired_difference(row.top1_by_seed, best.top1_by_seed)
+        row.best = row is best or (gap is not None and gap.ci_half is not None and gap.mean + gap.ci_half >= 0)
 
 
 # --- display ---------------------------------------------------------------------------------------
@@ -177,7 +187,7 @@ def display_cells(row: Row) -> list[str]:
         f"{row.source} → {row.target}", row.backbone, row.label, _interval(row.top1), _count(row),
         _interval(row.delta_vs_scratch, signed=True), _number(row.val_top1.mean if row.val_top1 else None, ".2f"),
         _number(row.target_s, ",.1f"), _number(row.target_pflops, ".3g"), _number(row.source_s, ",.1f"),
-        _number(row.img_per_s, ",.0f"),
+        _number(row.total_s, ",.1f"), _number(row.img_per_s, ",.0f"),
     ]
 
 
@@ -199,7 +209,7 @@ def render_csv(rows: list[Row]) -> str:
     fields = ["source", "target", "backbone", "strategy", "selected_alphas", "n", "failed", "missing",
               "test_top1_mean", "test_top1_std", "test_top1_ci95_low", "test_top1_ci95_high",
               "delta_vs_scratch_mean", "delta_vs_scratch_ci95_half", "val_top1_mean",
-              "target_compute_s", "target_pflops", "source_compute_s_amortised", "target_img_per_s"]
+              "target_compute_s", "target_pflops", "source_compute_s", "total_compute_s", "target_img_per_s"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fields)
@@ -212,7 +222,7 @@ def render_csv(rows: list[Row]) -> str:
             row.delta_vs_scratch.mean if row.delta_vs_scratch else None,
             row.delta_vs_scratch.ci_half if row.delta_vs_scratch else None,
             row.val_top1.mean if row.val_top1 else None,
-            row.target_s, row.target_pflops, row.source_s, row.img_per_s,
+            row.target_s, row.target_pflops, row.source_s, row.total_s, row.img_per_s,
         ])
     return out.getvalue()
 
@@ -288,9 +298,11 @@ def provenance_line(records: list[dict]) -> str:
 def notes(results: Results) -> list[str]:
     """How the numbers were obtained, and what the table does not show."""
     lines = [provenance_line(results.records)]
-    sources = {}
+    sources, pretrained = {}, {}
     for r in results.records:
-        if r.get("source_model"):
+        if r.get("source_model", {}) and r["source_model"].get("weights"):
+            pretrained[r["source"]] = r["source_model"]["weights"]
+        elif r.get("source_model"):
             sources[(r["source"], r["backbone"], r["seed"])] = r["source_model"]["test_top1_pct"]
     if sources:
         per = defaultdict(list)
@@ -298,12 +310,22 @@ def notes(results: Results) -> list[str]:
             per[(source, backbone)].append(acc)
         lines.append("Source models (test top-1 on their own task): " + "; ".join(
             f"{s}/{b}: {_interval(summarise_values(v))}% over {len(v)} seed{'s' if len(v) != 1 else ''}" for (s, b), v in sorted(per.items())))
+    if pretrained:
+        lines.append("Pretrained sources (loaded, no source training): " + "; ".join(
+            f"{name}: {w['library']} {w['model']}{' ' + w['weights'] if w.get('weights') else ''}, sha256 {w['sha256'][:12]}…"
+            for name, w in sorted(pretrained.items())))
     lines.append(
         f"Test top-1 is the mean over seeds ± the half-width of its {CONFIDENCE:.0%} confidence interval (Student t, "
-        "n−1 degrees of freedom; none with one seed); the best mean per target is in bold. Δ vs scratch is the paired "
-        "difference on the seeds both have, with its interval. α-mix rows use the α chosen on validation. Target compute "
-        "is training seconds (α-mix: its two ingredients plus its α search) and PFLOPs (forward + backward); source "
-        "compute is the source model's training seconds divided by the cells that reuse it.")
+        "n−1 degrees of freedom; none with one seed). In bold, per source, target and backbone: the best mean and every "
+        "row not significantly worse than it (the paired interval of its difference to the best, over the seeds both "
+        "have, reaches 0). Δ vs scratch is the paired difference on the seeds both have, with its interval. α-mix rows "
+        "use the α chosen on validation, and their val column is that α's (the highest over the α tried, so biased "
+        "upward). Target compute is training seconds of every model the row is built from, each counted once (LP-FT: "
+        "the probe and its fine-tune; α-mix: its two ingredients plus its α search on validation) and PFLOPs (forward "
+        "+ backward); source compute is the source model's whole training, and the total to reach a row is source plus "
+        "target, however many rows share the source. Train images/s is target training images over target training "
+        "seconds, where an image counts each time it passes through the network in training (forward and backward; "
+        "the linear probe's one feature pass, forward only, and its head's epochs over cached features not at all).")
     if results.stale:
         lines.append(f"{results.stale} records of configurations the suite no longer has are left out.")
     return lines
@@ -314,7 +336,8 @@ def report_markdown(results: Results, title: str) -> str:
     rows = summarise_rows(results.records, results.plan)
     body = [f"# {title}", "", notes(results)[0], "", render_markdown(rows), ""]
     body += [line + "\n" for line in notes(results)[1:]]
-    for stem, caption in (("accuracy_vs_compute", "Accuracy against compute"), ("alpha_curve", "α curve")):
+    for stem, caption in (("accuracy_vs_compute", "Accuracy against compute"), ("alpha_curve", "α curve"),
+                          ("regimes", "Top-1 against training examples per class")):
         if (results.directory / f"{stem}.png").is_file():
             body.append(f"![{caption}]({stem}.png)\n")
     return "\n".join(body)

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from transfer_core.cache import ModelCache, content_key
 from transfer_core.datasets import DataUnavailableError, PreparedData
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
-from transfer_core.strategies import uses_source
+from transfer_core.pretrained import WeightsUnavailableError, weights_file
 
 from .build import Builder, BuildEnv, Outcome
 from .executors import Executor, ExecutorOptions, create_executor
@@ -113,19 +113,33 @@ class Runner:
             barrier(self.shard)
         builder = Builder(self.env, self.log, self._data)
         for cell in cells:
-            reads_source = uses_source(cell.strategy.name)
-            for role, spec in [("target", cell.target)] + ([("source", cell.source.data)] if reads_source else []):
+            reads_source = self.suite.uses_source(cell.strategy.name)
+            source_data = cell.source.data if reads_source else None
+            for role, spec in [("target", cell.target)] + ([("source", source_data)] if source_data else []):
                 try:
                     builder.data(spec)
                 except DataUnavailableError as e:
                     raise SuiteError(f"{self.suite.path}: {role} {spec.label}: {e}") from None
-            if reads_source:
+            if reads_source and cell.source.pretrained:
+                self._check_pretrained(cell, builder.data(cell.target))
+            elif reads_source:
                 source_data, target = builder.data(cell.source.data), builder.data(cell.target)
                 if source_data.channels != target.channels:
                     raise SuiteError(f"{self.suite.path}: source {source_data.name} has {source_data.channels}-channel images, "
                                      f"target {target.name} {target.channels}-channel; a backbone cannot take both")
         if self.shard.is_main:
             barrier(self.shard)
+
+    def _check_pretrained(self, cell: Cell, target) -> None:
+        """Before anything trains: the weights are on this machine, and the target's images fit the model."""
+        spec = cell.source.pretrained
+        try:
+            weights_file(spec)
+        except WeightsUnavailableError as e:
+            raise SuiteError(f"{self.suite.path}: source {spec.label}: {e}") from None
+        if spec.library != "checkpoint" and target.channels != 3:
+            raise SuiteError(f"{self.suite.path}: source {spec.label} takes 3-channel images, target {target.name} has "
+                             f"{target.channels}-channel ones")
 
     def plan(self, cells: list[Cell]) -> Plan:
         """The graph of every artifact ``cells`` need. It reads all their data (the keys hold its fingerprints)."""
@@ -284,5 +298,5 @@ def check_shared_cache(cache_dir: Path, shard) -> None:
 
 
 def _plan_entry(cell: Cell, evaluation: EvaluationArtifact) -> dict:
-    return {"cell_id": cell.cell_id, "source": cell.source.data.label, "target": cell.target.label,
+    return {"cell_id": cell.cell_id, "source": cell.source.label, "target": cell.target.label,
             "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed, "config_hash": evaluation.key}

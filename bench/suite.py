@@ -17,6 +17,7 @@ import yaml
 
 from transfer_core.backbones import check_backbone
 from transfer_core.datasets import DATASETS, Augmentation, DataUnavailableError, Selection, check_range, create_dataset_reader
+from transfer_core.pretrained import LIBRARIES, PretrainedSpec, check_spec, input_config
 from transfer_core.registry import UnknownNameError
 from transfer_core.strategies import STRATEGIES
 from transfer_core.training import TrainRecipe
@@ -127,22 +128,34 @@ class DatasetSpec:
     augmentation: Augmentation
     label: str  # how cells and tables name this data
     resolution: Optional[int] = None  # side of the square images the model sees; None = the dataset's own
+    family: Optional[str] = None  # a data-size sweep's targets share one: the label of the target listed
+    normalization: Optional[tuple] = None  # (mean, std) a pretrained source was trained with; None = the data's own
 
     def describe(self, test_split: bool = True) -> dict:
         """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of."""
         selection = dataclasses.asdict(self.selection)
         if not test_split:
             del selection["test_per_class"]
-        return {
+        described = {
             "dataset": self.dataset, "options": dataclasses.asdict(self.options), "selection": selection,
             "augmentation": dataclasses.asdict(self.augmentation), "resolution": self.resolution,
         }
+        if self.normalization is not None:
+            described["normalization"] = [list(self.normalization[0]), list(self.normalization[1])]
+        return described
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    data: DatasetSpec
-    recipe: TrainRecipe
+    """A source model: trained in the suite on ``data`` with ``recipe``, or ``pretrained`` weights loaded."""
+
+    data: Optional[DatasetSpec]
+    recipe: Optional[TrainRecipe]
+    pretrained: Optional[PretrainedSpec] = None
+
+    @property
+    def label(self) -> str:
+        return self.pretrained.label if self.pretrained else self.data.label
 
 
 @dataclass(frozen=True)
@@ -201,6 +214,21 @@ class Suite:
                 return spec
         raise KeyError(name)
 
+    def ingredients_of(self, name: str) -> tuple[str, ...]:
+        return STRATEGIES.get(name).ingredients_of(self.strategy(name).options)
+
+    def fitted_models(self, name: str) -> list[str]:
+        """The strategies whose fitted models a cell of ``name`` is built from: its own (if it trains) and
+        its ingredients', recursively, each once."""
+        names = [name] if STRATEGIES.get(name).trains else []
+        for ingredient in self.ingredients_of(name):
+            names += [n for n in self.fitted_models(ingredient) if n not in names]
+        return names
+
+    def uses_source(self, name: str) -> bool:
+        """Whether the strategy, or any model it is built from, starts from the source model."""
+        return any(STRATEGIES.get(n).uses_source for n in self.fitted_models(name))
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -214,12 +242,13 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        return f"{self.source.data.label}->{self.target.label}/{self.backbone}/{self.strategy.name}/seed{self.seed}"
+        return f"{self.source.label}->{self.target.label}/{self.backbone}/{self.strategy.name}/seed{self.seed}"
 
 
 # --- parsing --------------------------------------------------------------------------------
 
-_SELECTION_KEYS = {"classes", "per_class", "test_per_class", "val_fraction"}
+_SELECTION_KEYS = {"classes", "per_class", "examples", "test_per_class", "val_fraction"}
+_REGIME_KEYS = ("per_class", "examples")  # a target may list several values of one: a data-size sweep
 _RECIPE_KEYS = set(_fields(TrainRecipe))
 _TOP_KEYS = {"schema_version", "name", "description", "data", "source", "targets", "backbones", "strategies",
              "train", "runtime", "seeds"}
@@ -269,6 +298,64 @@ def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str]
     return DatasetSpec(name, options, selection, augmentation, label, resolution)
 
 
+def _target_specs(raw: Any, where: str, data: DataSettings) -> list[DatasetSpec]:
+    """A target, or one per size of a data-size sweep (``per_class: [10, 50, 200]`` or ``examples: [...]``).
+    ``examples`` without a ``val_fraction`` carves 20% for validation, as VTAB-1k's 800/200 split does."""
+    mapping = _mapping(raw, where)
+    val_default = 0.2 if "examples" in mapping else 0.1
+    swept = [key for key in _REGIME_KEYS if isinstance(mapping.get(key), list)]
+    if not swept:
+        return [_dataset_spec(mapping, where, data, set(), val_default)]
+    if len(swept) > 1:
+        raise SuiteError(f"{where}: sweep one of per_class or examples, not both")
+    key, sizes = swept[0], mapping[swept[0]]
+    if not sizes or len(set(map(repr, sizes))) != len(sizes):
+        raise SuiteError(f"{where}.{key}: expected a non-empty list of different sizes, got {sizes!r}")
+    family = _dataset_spec({**mapping, key: sizes[0]}, where, data, set(), val_default).label
+    specs = []
+    for i, size in enumerate(sizes):
+        spec = _dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, set(), val_default)
+        unit = "/class" if key == "per_class" else " examples"
+        specs.append(dataclasses.replace(spec, label=f"{family} ({size}{unit})", family=family))
+    return specs
+
+
+_PRETRAINED_KEYS = {"pretrained", "weights", "file", "name"}
+_CHECKPOINT_KEYS = {"checkpoint", "backbone", "name"}
+
+
+def _pretrained_source(mapping: dict, where: str) -> SourceSpec:
+    """``{pretrained: "timm:NAME.TAG"}``, ``{pretrained: "torchvision:NAME", weights: ENUM}`` (either with an
+    optional ``file``) or ``{checkpoint: PATH, backbone: NAME}``: weights loaded, nothing trained."""
+    def text(key: str, required: bool = True) -> Optional[str]:
+        value = mapping.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value:
+            raise SuiteError(f"{where}.{key}: expected a string, got {value!r}")
+        return value
+
+    if "checkpoint" in mapping:
+        _check_keys(mapping, _CHECKPOINT_KEYS, where)
+        if "backbone" not in mapping:
+            raise SuiteError(f"{where}.backbone: missing; a checkpoint needs the backbone it was saved from, e.g. resnet8")
+        path = text("checkpoint")
+        spec = PretrainedSpec("checkpoint", text("backbone"), None, path, text("name", False) or Path(path).stem)
+    else:
+        _check_keys(mapping, _PRETRAINED_KEYS, where)
+        library, _, model = text("pretrained").partition(":")
+        if library not in LIBRARIES or not model:
+            raise SuiteError(f"{where}.pretrained: expected timm:NAME.TAG or torchvision:NAME, got {mapping['pretrained']!r}")
+        if "weights" in mapping and library != "torchvision":
+            raise SuiteError(f"{where}.weights: only for torchvision models; a timm model's tag names its weights")
+        spec = PretrainedSpec(library, model, text("weights", False), text("file", False), text("name", False) or model)
+    try:
+        check_spec(spec)
+    except (ValueError, UnknownNameError) as e:
+        raise SuiteError(f"{where}: {e}") from None
+    return SourceSpec(None, None, spec)
+
+
 def _refuse_repeats(where: str, items: list, indexed: bool) -> None:
     """Two entries that describe the same thing (their names aside) would be one artifact under two names."""
     for i, item in enumerate(items):
@@ -284,10 +371,10 @@ def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None
         for key in mapping:
             if key in _RECIPE_KEYS and key not in option_keys:
                 raise SuiteError(f"{where}.{name}.{key}: {name} trains nothing itself; set training keys on "
-                                 f"{' or '.join(cls.ingredients)}, or in train:")
+                                 f"the strategies it combines, or in train:")
     _check_keys(mapping, option_keys | (_RECIPE_KEYS if cls.trains else set()), f"{where}.{name}")
     options = _build(cls.Options, {k: v for k, v in mapping.items() if k in option_keys}, f"{where}.{name}")
-    base = {**cls.recipe_defaults, **(train or {})}
+    base = {**(train or {}), **cls.recipe_defaults}  # the strategy's own defaults win over the suite's train:
     recipe = _build(TrainRecipe, {k: v for k, v in mapping.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
     return StrategySpec(name, options, recipe)
 
@@ -322,6 +409,9 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     sources = []
     for i, item in enumerate(source_list):
         where = f"source[{i}]" if isinstance(source_raw, list) else "source"
+        if isinstance(item, dict) and ("pretrained" in item or "checkpoint" in item):
+            sources.append(_pretrained_source(item, where))
+            continue
         spec = _dataset_spec(item, where, data, _RECIPE_KEYS, val_default=0.0)
         recipe_raw = {k: v for k, v in _mapping(item, where).items() if k in _RECIPE_KEYS}
         sources.append(SourceSpec(spec, _build(TrainRecipe, recipe_raw, where, base=train)))
@@ -329,12 +419,15 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     targets_raw = top.get("targets")
     if not isinstance(targets_raw, list) or not targets_raw:
         raise SuiteError("targets: expected a non-empty list of datasets, e.g. [{dataset: cifar100}]")
-    targets = tuple(_dataset_spec(t, f"targets[{i}]", data, set(), val_default=0.1) for i, t in enumerate(targets_raw))
-    _refuse_repeats("source", [(s.data.describe(), s.recipe) for s in sources], isinstance(source_raw, list))
+    targets = tuple(spec for i, t in enumerate(targets_raw) for spec in _target_specs(t, f"targets[{i}]", data))
+    _refuse_repeats("source", [dataclasses.replace(s.pretrained, label="") if s.pretrained else (s.data.describe(), s.recipe)
+                               for s in sources], isinstance(source_raw, list))
     _refuse_repeats("targets", [t.describe() for t in targets], True)
 
     backbones = top.get("backbones")
-    if not isinstance(backbones, list) or not backbones or not all(isinstance(b, str) for b in backbones):
+    if backbones is None and all(s.pretrained for s in sources):
+        backbones = []  # each pretrained source is its own backbone
+    elif not isinstance(backbones, list) or not backbones or not all(isinstance(b, str) for b in backbones):
         raise SuiteError("backbones: expected a non-empty list of backbone names, e.g. [resnet18_cifar]")
     _refuse_repeats("backbones", backbones, True)
     for i, backbone in enumerate(backbones):
@@ -357,16 +450,17 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
                 raise SuiteError(f"targets[{i}].val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
                                  "give the target a share above 0 (the default is 0.1)")
     # strategies that combine others' models run after them (a stable sort keeps the suite's order otherwise)
-    strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients) > 0)
+    strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients_of(s.options)) > 0)
     # an ingredient the suite does not list is still built with the suite's train: settings
     listed, ingredients = {s.name for s in strategies}, []
-    pending = [i for s in strategies for i in STRATEGIES.get(s.name).ingredients]
+    pending = [i for s in strategies for i in STRATEGIES.get(s.name).ingredients_of(s.options)]
     while pending:
         ingredient = pending.pop(0)
         if ingredient not in listed:
             listed.add(ingredient)
-            ingredients.append(default_strategy_spec(ingredient, {}, train))
-            pending += STRATEGIES.get(ingredient).ingredients
+            spec = default_strategy_spec(ingredient, {}, train)
+            ingredients.append(spec)
+            pending += STRATEGIES.get(ingredient).ingredients_of(spec.options)
 
     runtime_raw = _mapping(top.get("runtime"), "runtime")
     _check_keys(runtime_raw, set(_fields(RuntimeSpec)), "runtime")
@@ -404,7 +498,7 @@ def data_root(suite: Suite, override: Optional[str] = None) -> Path:
 
 def check_data(suite: Suite, root: Path) -> None:
     """Fails fast, before anything runs, if a dataset is missing and cannot be downloaded."""
-    specs = [(f"source[{i}]" if len(suite.sources) > 1 else "source", s.data) for i, s in enumerate(suite.sources)]
+    specs = [(f"source[{i}]" if len(suite.sources) > 1 else "source", s.data) for i, s in enumerate(suite.sources) if s.data]
     specs += [(f"targets[{i}]", t) for i, t in enumerate(suite.targets)]
     for where, spec in specs:
         try:
@@ -413,14 +507,24 @@ def check_data(suite: Suite, root: Path) -> None:
             raise SuiteError(f"{suite.path}: {where} ({spec.dataset}): {e}") from None
 
 
+def targets_for(source: SourceSpec, targets: tuple[DatasetSpec, ...]) -> list[DatasetSpec]:
+    """The targets as a source's cells see them: under a model pretrained by timm or torchvision, at its
+    input size and normalised with its mean and std (scratch too, so a row compares like with like)."""
+    config = input_config(source.pretrained) if source.pretrained else None
+    if config is None:
+        return list(targets)
+    mean, std, side = config
+    return [dataclasses.replace(t, resolution=side, normalization=(mean, std)) for t in targets]
+
+
 def expand_cells(suite: Suite, pattern: Optional[str] = None) -> list[Cell]:
     """source x backbone x seed x target x strategy, grouped so a source model is reused while in memory."""
     cells = [
         Cell(source, target, backbone, strategy, seed)
         for source in suite.sources
-        for backbone in suite.backbones
+        for backbone in ((source.pretrained.backbone,) if source.pretrained else suite.backbones)
         for seed in suite.seeds
-        for target in suite.targets
+        for target in targets_for(source, suite.targets)
         for strategy in suite.strategies
     ]
     if pattern:

@@ -81,6 +81,26 @@ def test_missing_failed_changed_and_new_cells():
     assert not lenient.failed and [c.verdict for c in lenient.changes] == ["missing"]
 
 
+def test_a_changed_alpha_is_its_own_verdict_and_does_not_block():
+    def mix(seed, alpha, selected, top1):
+        return {**record(seed, strategy="alpha_mix", test_top1_pct=top1), "alpha": alpha, "selected": selected}
+
+    base = [mix(0, 0.0, False, 70.0), mix(0, 0.5, True, 80.0)]
+    new = [mix(0, 0.0, True, 80.2), mix(0, 0.5, False, 79.8)]
+    comparison = compare(base, new, parse_thresholds("top1:-0.5pp"))
+    changed = [c for c in comparison.changes if c.verdict == "selection changed"]
+    assert len(changed) == 1 and changed[0].cell_id == "a->b/resnet8/alpha_mix/seed0" and changed[0].note == "α 0.5 → 0"
+    assert not comparison.failed
+    assert not [c for c in compare(base, base, parse_thresholds("top1:-0.5pp")).changes if c.verdict == "selection changed"]
+
+
+def test_a_percent_threshold_against_a_zero_baseline_is_an_error():
+    base, new = [record(target_compile_s=0.0)], [record(target_compile_s=3.0)]
+    with pytest.raises(CompareError, match=r"target_compile_s is 0 in the baseline.*absolute threshold"):
+        compare(base, new, parse_thresholds("target_compile_s:+10%"))
+    assert compare(base, new, parse_thresholds("target_compile_s:+1")).failed
+
+
 def test_devices_must_match_unless_allowed():
     base, new = [record(test_top1_pct=80.0)], [record(test_top1_pct=80.0, device="NVIDIA H200")]
     with pytest.raises(CompareError, match="different devices"):

@@ -28,33 +28,34 @@ BASE = {
                  "test_per_class": 10}],
     "backbones": ["resnet8"],
     "strategies": {"scratch": {"epochs": 2}, "linear_probe": {"epochs": 3}, "full_finetune": {"lr": 0.05},
-                   "alpha_mix": {"alphas": [0, 0.5, 1]}},
+                   "lp_ft": {"epochs": 2}, "l2_sp": {"momentum": 0.8}, "alpha_mix": {"alphas": [0, 0.5, 1]}},
     "train": {"batch_size": 16, "lr": 0.1},
     "runtime": {"device": "cpu", "amp": "bf16", "eval_batch_size": 64},
     "seeds": [0],
 }
 
-ALL = {"source", "fitted:scratch", "fitted:linear_probe", "fitted:full_finetune",
-       "evaluation:scratch", "evaluation:linear_probe", "evaluation:full_finetune", "evaluation:alpha_mix"}
-TARGET = ALL - {"source"}
+TRAINING_STRATEGIES = [name for name in STRATEGIES.names() if STRATEGIES.get(name).trains]
+FITTED = {f"fitted:{name}" for name in TRAINING_STRATEGIES}
+EVALUATIONS = {f"evaluation:{name}" for name in STRATEGIES.names()}
+ALL = {"source"} | FITTED | EVALUATIONS
 SOURCE = {"source"}
 NOTHING: set = set()
 
 # setting -> the artifacts whose own settings it is (their dependants follow from the graph)
 EXPECTED = {
     "name": NOTHING, "description": NOTHING, "data.root": NOTHING, "data.download": NOTHING,
-    "data.seed": SOURCE | {"fitted:scratch", "fitted:linear_probe", "fitted:full_finetune"},
+    "data.seed": SOURCE | FITTED,
     "seeds": SOURCE | {"fitted:scratch"},
     "backbones": SOURCE | {"fitted:scratch"},
     "source.name": NOTHING, "targets[0].name": NOTHING,
     # the target's test split is read by evaluations only: scoring more test images refits nothing
-    "targets[0].test_per_class": {"evaluation:scratch", "evaluation:linear_probe", "evaluation:full_finetune",
-                                  "evaluation:alpha_mix"},
+    "targets[0].test_per_class": EVALUATIONS,
     "strategies.alpha_mix.alphas": {"evaluation:alpha_mix"}, "strategies.alpha_mix.space": {"evaluation:alpha_mix"},
-    "strategies.alpha_mix.bn_reestimate": {"evaluation:alpha_mix"},
+    "strategies.alpha_mix.batchnorm": {"evaluation:alpha_mix"}, "strategies.alpha_mix.bn_reestimate": {"evaluation:alpha_mix"},
+    # which fine-tuned model alpha-mix mixes: a dependency of its evaluation
+    "strategies.alpha_mix.finetune": {"evaluation:alpha_mix"},
     # the evaluation batch sets alpha-mix's BatchNorm re-estimation batches; training never reads it
-    "runtime.eval_batch_size": {"evaluation:scratch", "evaluation:linear_probe", "evaluation:full_finetune",
-                                "evaluation:alpha_mix"},
+    "runtime.eval_batch_size": EVALUATIONS,
     # numbers of every artifact: precision, compilation, memory layout, the device
     "runtime.device": ALL, "runtime.amp": ALL, "runtime.compile": ALL, "runtime.channels_last": ALL,
     "runtime.input_dtype": ALL,
@@ -67,16 +68,19 @@ for field in _fields(Digits.Options) | _fields(Selection) | _fields(Augmentation
         continue
     path = f"augment.{field}" if field in _fields(Augmentation) else field
     EXPECTED.setdefault(f"source.{path}", SOURCE)
-    EXPECTED.setdefault(f"targets[0].{path}", {"fitted:scratch", "fitted:linear_probe", "fitted:full_finetune"})
+    EXPECTED.setdefault(f"targets[0].{path}", FITTED)
 EXPECTED["source.test_per_class"] = SOURCE  # the source model's own test score is part of it
-TRAINING_STRATEGIES = [name for name in STRATEGIES.names() if STRATEGIES.get(name).trains]
+for name in TRAINING_STRATEGIES:
+    for field in _fields(STRATEGIES.get(name).Options):  # a training strategy's options are its fit's
+        EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
 for field in _fields(TrainRecipe):
     EXPECTED[f"source.{field}"] = SOURCE
     for name in TRAINING_STRATEGIES:
         EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
-    # train: reaches every recipe that does not set the key itself
+    # train: reaches every recipe that sets the key neither in its section nor in its own defaults
     EXPECTED[f"train.{field}"] = ({"source"} if field not in BASE["source"] else set()) | {
-        f"fitted:{name}" for name in TRAINING_STRATEGIES if field not in BASE["strategies"].get(name, {})}
+        f"fitted:{name}" for name in TRAINING_STRATEGIES
+        if field not in BASE["strategies"].get(name, {}) and field not in STRATEGIES.get(name).recipe_defaults}
 
 # values that are not allowed in this suite, so not walked: random-resized crops need an image folder
 NOT_APPLICABLE = {"source.augment.random_resized_crop", "targets[0].augment.random_resized_crop"}
@@ -124,7 +128,9 @@ def settings_of(raw: dict) -> dict[str, typing.Any]:
 def changed_value(path: str, tp, value):
     """A valid value other than ``value`` for a setting of type ``tp``."""
     special = {"seeds": [1], "backbones": ["resnet20"], "source.classes": [0, 1, 2, 3, 6],
-               "targets[0].classes": [5, 6, 7, 8, 4], "strategies.alpha_mix.alphas": [0, 0.25, 1]}
+               "targets[0].classes": [5, 6, 7, 8, 4], "strategies.alpha_mix.alphas": [0, 0.25, 1],
+               "strategies.alpha_mix.bn_reestimate": False,  # None -> True would be the default batchnorm again
+               "source.examples": 100, "targets[0].examples": 100}
     if path in special:
         return special[path]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -193,7 +199,10 @@ def test_the_graph_has_the_dependencies_the_strategies_declare(tmp_path):
         "fitted:scratch": [], "evaluation:scratch": ["fitted:scratch"],
         "fitted:linear_probe": ["source"], "evaluation:linear_probe": ["fitted:linear_probe", "source"],
         "fitted:full_finetune": ["source"], "evaluation:full_finetune": ["fitted:full_finetune", "source"],
-        "evaluation:alpha_mix": ["fitted:full_finetune", "fitted:linear_probe", "source"],
+        "fitted:l2_sp": ["source"], "evaluation:l2_sp": ["fitted:l2_sp", "source"],
+        # LP-FT starts from the probe; its evaluation counts the probe's cost too
+        "fitted:lp_ft": ["fitted:linear_probe"], "evaluation:lp_ft": ["fitted:linear_probe", "fitted:lp_ft", "source"],
+        "evaluation:alpha_mix": ["fitted:linear_probe", "fitted:lp_ft", "source"],
     }
 
 
@@ -224,16 +233,21 @@ def test_keys_do_not_depend_on_the_order_of_mappings_or_the_run(tmp_path):
 
 
 def test_an_unlisted_ingredient_gets_the_suites_train_settings():
-    only_mix = parse_suite({**BASE, "strategies": {"alpha_mix": {}}, "train": {"batch_size": 24, "lr": 0.03, "epochs": 7}})
-    for name in ("linear_probe", "full_finetune"):
-        recipe = only_mix.strategy(name).recipe
-        assert (recipe.batch_size, recipe.lr, recipe.epochs) == (24, 0.03, 7)
-    listed = parse_suite({**BASE, "strategies": {"alpha_mix": {}, "full_finetune": {"lr": 0.01}}, "train": {"lr": 0.03}})
-    assert listed.strategy("full_finetune").recipe.lr == 0.01 and listed.strategy("linear_probe").recipe.lr == 0.03
+    train = {"batch_size": 24, "lr": 0.03, "epochs": 7, "momentum": 0.8}
+    only_mix = parse_suite({**BASE, "strategies": {"alpha_mix": {"finetune": "full_finetune"}}, "train": train})
+    recipe = only_mix.strategy("full_finetune").recipe
+    assert (recipe.batch_size, recipe.lr, recipe.epochs, recipe.momentum) == (24, 0.03, 7, 0.8)
+    probe = only_mix.strategy("linear_probe").recipe  # the probe's own defaults win over train:, the rest is train's
+    assert (probe.batch_size, probe.lr, probe.epochs, probe.momentum) == (256, 0.05, 40, 0.8)
+    lp_ft = parse_suite({**BASE, "strategies": {"alpha_mix": {}}, "train": train}).strategy("lp_ft").recipe
+    assert (lp_ft.batch_size, lp_ft.lr, lp_ft.epochs) == (24, 0.01, 7)
+    listed = parse_suite({**BASE, "strategies": {"alpha_mix": {"finetune": "full_finetune"}, "full_finetune": {"lr": 0.01}},
+                          "train": {"lr": 0.03}})
+    assert listed.strategy("full_finetune").recipe.lr == 0.01
 
 
 def test_a_strategy_that_trains_nothing_refuses_training_keys():
-    with pytest.raises(SuiteError, match=r"strategies\.alpha_mix\.epochs: alpha_mix trains nothing itself.*linear_probe or full_finetune"):
+    with pytest.raises(SuiteError, match=r"strategies\.alpha_mix\.epochs: alpha_mix trains nothing itself; set training keys on the strategies it combines"):
         parse_suite({**BASE, "strategies": {"alpha_mix": {"epochs": 3}}})
 
 

@@ -18,7 +18,7 @@ def record(strategy, seed, top1, status="ok", alpha=None, selected=True, val=50.
         "source": "a", "target": target, "backbone": "resnet8", "strategy": strategy, "seed": seed, "alpha": alpha,
         "selected": selected, "status": status, "error": None if status == "ok" else "x",
         "metrics": {"test_top1_pct": top1, "val_top1_pct": val} if status == "ok" else {},
-        "compute": {"target_total_s": 10.0, "source_train_s_amortised": 2.0, "target_img_per_s": img_per_s,
+        "compute": {"target_total_s": 10.0, "source_train_s_total": 2.0, "target_img_per_s": img_per_s,
                     "target_train_flops": 3e13},
         "provenance": {"device_name": "cpu-x", "torch": "2.14.1", "command": "python -m bench run s.yaml",
                        "finished_at": f"2026-11-29T10:0{seed}:00+00:00", "git_commit": "abc", "runtime": {}},
@@ -51,8 +51,21 @@ def test_rows_hold_interval_delta_failures_and_the_selected_alpha():
     assert math.isclose(rows["full_finetune"].top1.ci_half, t_quantile(2) * math.sqrt(4.5) / math.sqrt(2))
     assert rows["full_finetune"].delta_vs_scratch.mean == 10.5  # paired on seeds 0 and 1
     assert rows["alpha_mix"].label == "alpha_mix (α=0.5/1)" and rows["alpha_mix"].top1.mean == 43.0
-    assert rows["alpha_mix"].best and not rows["full_finetune"].best
+    # bold: the best mean, and what is not significantly worse (two seeds: a wide interval reaches it)
+    assert rows["alpha_mix"].best and rows["full_finetune"].best
     assert math.isclose(rows["scratch"].target_pflops, 0.03) and rows["scratch"].total_s == 12.0
+
+
+def test_bold_is_the_best_and_what_is_not_significantly_worse_per_source_target_and_backbone():
+    def at(strategy, backbone, values):
+        return [{**record(strategy, seed, v), "backbone": backbone} for seed, v in enumerate(values)]
+
+    records = (at("scratch", "resnet8", [30.0, 31.0, 32.0]) + at("full_finetune", "resnet8", [40.0, 41.0, 42.5])
+               + at("linear_probe", "resnet8", [39.0, 42.0, 41.0])  # within noise of the best
+               + at("scratch", "resnet20", [20.0, 21.0, 22.0]) + at("full_finetune", "resnet20", [10.0, 11.0, 12.0]))
+    bold = {(r.backbone, r.strategy) for r in summarise_rows(records) if r.best}
+    # scratch is consistently 10 points below on resnet8: significantly worse; on resnet20 it is the best
+    assert bold == {("resnet8", "full_finetune"), ("resnet8", "linear_probe"), ("resnet20", "scratch")}
 
 
 def test_planned_cells_without_records_are_shown_missing():
@@ -148,3 +161,25 @@ def test_index_lists_suites_and_datapath_runs_with_how_they_were_made(tmp_path):
     assert "cpu-x" in index and "2026-11-29" in index and "abc" in index
     assert "data-path throughput: baseline, device" in index and "`python -m bench datapath --x`" in index
     assert "cpu-y" in index and "0123456789" in index
+
+
+def test_the_regime_plot_draws_one_line_per_strategy_over_sizes(tmp_path):
+    from bench.plots import regime_curve, write_plots
+
+    def at(strategy, per_class, seed, top1):
+        r = record(strategy, seed, top1, target=f"b ({per_class}/class)")
+        r["target_family"] = "b"
+        r["provenance"]["data"] = {"target": {"sizes": {"train": per_class * 10}, "num_classes": 10}}
+        return r
+
+    records = [at(s, n, seed, 30 + n / 10 + (10 if s == "full_finetune" else 0)) for s in ("scratch", "full_finetune")
+               for n in (10, 50, 200) for seed in (0, 1)]
+    fig = regime_curve(records)
+    lines = fig.axes[0].get_lines()
+    drawn = {tuple(line.get_xdata()) for line in lines if len(line.get_xdata()) == 3}
+    assert drawn == {(10.0, 50.0, 200.0)} and fig.axes[0].get_xscale() == "log"
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"scratch", "full_finetune"}
+    assert regime_curve([r for r in records if "(10/" in r["target"]]) is None  # one size: no curve
+    assert regime_curve(RECORDS) is None
+    written = write_plots(records, summarise_rows(records), tmp_path)
+    assert (tmp_path / "regimes.png") in written

@@ -96,3 +96,36 @@ def test_cuda_peak_probe_and_mfu():
     peak = measured_bf16_peak_tflops("cuda")
     assert peak > 1 and measured_peak(torch.device("cuda")) == peak
     assert 0 < utilisation(peak * 1e12, 2.0, peak)["target_mfu_pct"] == pytest.approx(50.0)
+
+
+def test_the_linear_probe_compiles_its_feature_pass_outside_its_timer():
+    """The probe's compilation is counted as compile_s and the feature pass reuses the compiled graph."""
+    from pathlib import Path
+
+    from transfer_core.datasets import Augmentation, Digits, Selection, prepare_dataset
+    from transfer_core.strategies import TargetTask
+    from transfer_core.strategies.linear_probe import LinearProbe
+
+    torch._dynamo.reset()
+    counter = CountingBackend()
+    runtime = compiled_runtime(counter)
+    data = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), per_class=20, val_fraction=0.25), Path("."), False)
+    task = TargetTask(data, "resnet8", 0, runtime, Augmentation(crop_padding=0, flip="none"))
+    torch.manual_seed(0)
+    source = runtime.prepare(create_backbone("resnet8", 5, 1))
+    graphs_after_warm_up = []
+    warm_up = LinearProbe._compile_body
+
+    def counting_warm_up(self, model, task):
+        seconds = warm_up(self, model, task)
+        graphs_after_warm_up.append(counter.graphs)
+        return seconds
+
+    LinearProbe._compile_body = counting_warm_up
+    try:
+        fitted = LinearProbe(LinearProbe.Options(), TrainRecipe(epochs=2, batch_size=32)).fit(task, source, {})
+    finally:
+        LinearProbe._compile_body = warm_up
+    assert fitted.stats.compile_s > 0 and graphs_after_warm_up[0] >= 1  # compiled before the timed feature pass
+    # the timed pass reuses that graph: at most the partial last batch (75 = 32 + 32 + 11) compiles once more
+    assert counter.graphs - graphs_after_warm_up[0] <= 1

@@ -11,7 +11,7 @@ from transfer_core.datasets import Augmentation, Digits, Selection, prepare_data
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, TargetTask
 from transfer_core.strategies.alpha_mix import AlphaMix, interpolate_weights
-from transfer_core.training import TrainRecipe, predict, train
+from transfer_core.training import TrainRecipe, predict, reestimate_batchnorm, train
 
 RUNTIME = resolve_runtime("cpu", eval_batch_size=64)
 NO_AUGMENT = Augmentation(crop_padding=0, flip="none")
@@ -47,12 +47,20 @@ class Fits:
         if name not in self.models:
             cls = STRATEGIES.get(name)
             source = copy.deepcopy(self.source_model) if cls.uses_source else None
-            ingredients = {i: self.fitted(i) for i in cls.ingredients}
+            ingredients = {i: self.fitted(i) for i in cls.ingredients_of(cls.Options())}
             self.models[name] = cls(cls.Options(), RECIPE).fit(self.task, source, ingredients)
         return self.models[name]
 
+    def closure(self, name, options):
+        """What a cell of ``name`` is built from: its own fitted model and its ingredients', recursively."""
+        cls = STRATEGIES.get(name)
+        names = [name] if cls.trains else []
+        for ingredient in cls.ingredients_of(options):
+            names += [n for n in self.closure(ingredient, STRATEGIES.get(ingredient).Options()) if n not in names]
+        return names
+
     def evaluate(self, strategy):
-        return strategy.evaluate(self.task, {name: self.fitted(name) for name in strategy.evaluated_models()})
+        return strategy.evaluate(self.task, {name: self.fitted(name) for name in self.closure(strategy.name, strategy.options)})
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
@@ -87,26 +95,65 @@ def test_linear_probe_folded_head_matches_the_standardised_fit(source_model, tar
     assert accuracy > 0.5  # a trained probe, not an untouched random head (chance is 0.2)
 
 
-@pytest.mark.parametrize("space", ["weights", "outputs"])
-def test_alpha_mix_endpoints_are_exactly_its_ingredients(space, source_model, target):
+@pytest.mark.parametrize("space", ["weights", "logits", "probs"])
+@pytest.mark.parametrize("finetune", ["lp_ft", "full_finetune"])
+def test_alpha_mix_endpoints_are_exactly_its_ingredients(space, finetune, source_model, target):
     ctx = Fits(source_model, target)
     task = ctx.task
-    probe, finetuned = ctx.fitted("linear_probe").model, ctx.fitted("full_finetune").model
+    probe, finetuned = ctx.fitted("linear_probe").model, ctx.fitted(finetune).model
     if space == "weights":
         at_0, at_1 = interpolate_weights(probe, finetuned, 0.0), interpolate_weights(probe, finetuned, 1.0)
         assert torch.equal(task.logits(at_0, "test")[0], task.logits(probe, "test")[0])
         assert torch.equal(task.logits(at_1, "test")[0], task.logits(finetuned, "test")[0])
-    mix = AlphaMix(AlphaMix.Options(alphas=[0.0, 0.5, 1.0], space=space), TrainRecipe())
+    mix = AlphaMix(AlphaMix.Options(alphas=[0.0, 0.5, 1.0], space=space, finetune=finetune, batchnorm="interpolate"), TrainRecipe())
     evaluations = {e.alpha: e for e in ctx.evaluate(mix)}
     assert evaluations[0.0].metrics == task.evaluate(probe)
     assert evaluations[1.0].metrics == task.evaluate(finetuned)
     best = max(e.metrics["val_top1_pct"] for e in evaluations.values())
     selected = [e for e in evaluations.values() if e.selected]
     assert len(selected) == 1 and selected[0].metrics["val_top1_pct"] == best
-    # alpha-mix trains nothing itself: its cost is its ingredients' plus its own search
-    probe_stats, finetune_stats = ctx.fitted("linear_probe").stats, ctx.fitted("full_finetune").stats
+    # alpha-mix trains nothing itself: its cost is its ingredients' (the probe once, though LP-FT is built
+    # from it too) plus its own search
+    probe_stats, finetune_stats = ctx.fitted("linear_probe").stats, ctx.fitted(finetune).stats
     assert selected[0].stats.train_s == pytest.approx(probe_stats.train_s + finetune_stats.train_s)
+    assert selected[0].stats.images == probe_stats.images + finetune_stats.images
     assert selected[0].selection_s > 0
+    assert selected[0].details["finetune"] == finetune and selected[0].details["space"] == space
+
+
+def test_alpha_mix_reestimates_batchnorm_at_every_alpha_including_the_ends(source_model, target):
+    ctx = Fits(source_model, target)
+    task = ctx.task
+    probe, finetuned = ctx.fitted("linear_probe").model, ctx.fitted("lp_ft").model
+    mix = AlphaMix(AlphaMix.Options(alphas=[0.0, 1.0], batchnorm="reestimate"), TrainRecipe())
+    evaluations = {e.alpha: e for e in ctx.evaluate(mix)}
+    for alpha, model in [(0.0, probe), (1.0, finetuned)]:
+        reestimated = copy.deepcopy(model)
+        reestimate_batchnorm(reestimated, task.loader("train", train=False, whole=True), RUNTIME)
+        assert evaluations[alpha].metrics == task.evaluate(reestimated)
+        assert evaluations[alpha].details["batchnorm"] == "reestimate"
+    # the probe's body keeps the source's statistics, which re-estimation on the target replaces
+    reestimated_probe = copy.deepcopy(probe)
+    reestimate_batchnorm(reestimated_probe, task.loader("train", train=False, whole=True), RUNTIME)
+    assert not torch.equal(reestimated_probe.body.stem[1].running_mean, probe.body.stem[1].running_mean)
+
+
+def test_alpha_mix_old_option_names_still_read():
+    options = AlphaMix.Options(space="outputs", bn_reestimate=False)
+    assert options.space == "logits" and options.batchnorm == "interpolate"
+
+
+def test_probs_space_mixes_softmax_probabilities():
+    mix = AlphaMix(AlphaMix.Options(space="probs"), TrainRecipe())
+    logits_0, logits_1 = torch.tensor([[4.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    labels = torch.tensor([0])
+    scores, _ = mix._mix([(logits_0, labels), (logits_1, labels)], 0.5)
+    torch.testing.assert_close(scores, 0.5 * logits_0.softmax(1) + 0.5 * logits_1.softmax(1))
+    # where the two spaces disagree: a confident class 0 at one end, a milder class 1 at the other
+    logits_0, logits_1 = torch.tensor([[10.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    by_probs, _ = mix._mix([(logits_0, labels), (logits_1, labels)], 0.8)
+    by_logits, _ = AlphaMix(AlphaMix.Options(space="logits"), TrainRecipe())._mix([(logits_0, labels), (logits_1, labels)], 0.8)
+    assert by_probs.argmax().item() == 1 and by_logits.argmax().item() == 0
 
 
 def test_interior_alpha_interpolates_every_float_tensor(source_model):
@@ -118,3 +165,131 @@ def test_interior_alpha_interpolates_every_float_tensor(source_model):
     for (key, va), vb, vm in zip(a.state_dict().items(), b.state_dict().values(), mid.state_dict().values()):
         if va.is_floating_point():
             torch.testing.assert_close(vm, 0.75 * va + 0.25 * vb, msg=key)
+
+
+def test_lp_ft_starts_from_the_probe_and_leaves_it_untouched(source_model, target):
+    ctx = Fits(source_model, target)
+    fitted = ctx.fitted("linear_probe")
+    probe_state = copy.deepcopy(fitted.model.state_dict())
+    started_from = []
+    original_train = train
+
+    def record_start(model, *args, **kwargs):
+        started_from.append(copy.deepcopy(model.state_dict()))
+        return original_train(model, *args, **kwargs)
+
+    import transfer_core.strategies.base as base
+    base.train, saved = record_start, base.train
+    try:
+        lp_ft = ctx.fitted("lp_ft").model
+    finally:
+        base.train = saved
+    for key, value in probe_state.items():
+        assert torch.equal(started_from[0][key], value), f"LP-FT did not start from the probe ({key})"
+        assert torch.equal(fitted.model.state_dict()[key], value), f"LP-FT changed the probe ({key})"
+    assert all(p.requires_grad for p in lp_ft.parameters())  # every weight fine-tuned, the body included
+    assert not torch.equal(lp_ft.body.stem[0].weight, fitted.model.body.stem[0].weight)
+    assert not torch.equal(lp_ft.head.weight, fitted.model.head.weight)
+
+
+def test_freeze_stages_keeps_the_stem_and_its_batchnorm(source_model, target):
+    from transfer_core.strategies.full_finetune import FullFinetune
+
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+    model = FullFinetune(FullFinetune.Options(freeze_stages=2), RECIPE).fit(task, copy.deepcopy(source_model), {}).model
+    stem, first_stage = source_model.body.stem, source_model.body.stages[0]
+    for before, after in [(stem, model.body.stem), (first_stage, model.body.stages[0])]:
+        for (name, value), moved in zip(before.state_dict().items(), after.state_dict().values()):
+            assert torch.equal(value, moved), f"a frozen part changed ({name})"
+    assert not torch.equal(model.body.stages[1].conv1.weight, source_model.body.stages[1].conv1.weight)
+    with pytest.raises(ValueError, match="freeze_stages: 9, but backbone resnet8 has 4 parts"):
+        FullFinetune(FullFinetune.Options(freeze_stages=9), RECIPE).fit(task, copy.deepcopy(source_model), {})
+
+
+def test_backbone_lr_scale_slows_the_body_only(source_model, target):
+    from transfer_core.strategies.full_finetune import FullFinetune
+
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+
+    def body_shift(scale):
+        model = FullFinetune(FullFinetune.Options(backbone_lr_scale=scale), RECIPE).fit(task, copy.deepcopy(source_model), {}).model
+        return (model.body.stem[0].weight - source_model.body.stem[0].weight).norm().item()
+
+    assert body_shift(0.01) < 0.1 * body_shift(1.0)
+
+
+def test_l2_sp_penalty_is_zero_at_the_source_and_pulls_toward_it(source_model, target):
+    from transfer_core.strategies.l2_sp import L2SP
+
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+    penalties = []
+    import transfer_core.strategies.l2_sp as l2_sp_module
+
+    def spy(model, task, recipe, options, desc, penalty=None):
+        penalties.append(penalty().item())
+        head_l2 = sum(p.pow(2).sum() for p in model.head.parameters()).item()
+        assert penalties[0] == pytest.approx(0.5 * options.head_weight * head_l2)  # the body is still at w0
+        with torch.no_grad():
+            model.body.stem[0].weight.add_(1.0)
+        moved = model.body.stem[0].weight.numel()
+        assert penalty().item() == pytest.approx(penalties[0] + 0.5 * options.sp_weight * moved, rel=1e-5)
+        return saved_finetune(model, task, recipe, options, desc, penalty)
+
+    saved_finetune, l2_sp_module.finetune = l2_sp_module.finetune, spy
+    try:
+        L2SP(L2SP.Options(), RECIPE).fit(task, copy.deepcopy(source_model), {})
+    finally:
+        l2_sp_module.finetune = saved_finetune
+    assert len(penalties) == 1
+
+
+def test_strong_l2_sp_stays_nearer_the_source_than_a_plain_fine_tune(source_model, target):
+    from transfer_core.strategies.l2_sp import L2SP
+
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+
+    def distance(model):
+        return sum((p - q).pow(2).sum() for p, q in zip(model.body.parameters(), source_model.body.parameters())).item()
+
+    weak = L2SP(L2SP.Options(sp_weight=0.0, head_weight=0.0), RECIPE).fit(task, copy.deepcopy(source_model), {}).model
+    strong = L2SP(L2SP.Options(sp_weight=10.0), RECIPE).fit(task, copy.deepcopy(source_model), {}).model
+    assert distance(strong) < 0.5 * distance(weak)
+
+
+def test_lbfgs_probe_chooses_its_l2_on_validation_only(source_model, target):
+    from transfer_core.strategies.linear_probe import LinearProbe
+
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+    splits_read = []
+    loader = task.loader
+
+    def spying_loader(split, *args, **kwargs):
+        splits_read.append(split)
+        return loader(split, *args, **kwargs)
+
+    task.loader = spying_loader
+    grid = [1e-4, 1e-2, 1.0, 100.0]
+    fitted = LinearProbe(LinearProbe.Options(solver="lbfgs", l2_grid=grid, max_iter=50), RECIPE).fit(task, copy.deepcopy(source_model), {})
+    assert "test" not in splits_read and "val" in splits_read
+    scores = fitted.details["val_top1_pct_by_l2"]
+    assert sorted(scores) == sorted(f"{g:g}" for g in grid)
+    best = max(scores.values())
+    assert scores[f"{fitted.details['l2']:g}"] == best
+    # ties go to the strongest regularisation among the best
+    assert fitted.details["l2"] == max(g for g in grid if scores[f"{g:g}"] == best)
+    # the head kept is the one chosen: its validation top-1 is the recorded best
+    task.loader = loader
+    # (folding the standardisation into the head reorders float sums: one borderline example of 30 may flip)
+    assert task.evaluate(fitted.model)["val_top1_pct"] == pytest.approx(best, abs=100 / 30 + 1e-6)
+    assert fitted.stats.train_s > 0 and fitted.stats.steps > 0 and fitted.stats.flops > 0
+    # a huge L2 pins the head near zero: chance-level validation (5 classes), below the best
+    assert scores["100"] < best
+
+
+def test_lbfgs_probe_needs_a_validation_split(source_model):
+    from transfer_core.strategies.linear_probe import LinearProbe
+
+    no_val = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), per_class=20, val_fraction=0.0), Path("."), False)
+    task = TargetTask(no_val, "resnet8", 0, RUNTIME, NO_AUGMENT)
+    with pytest.raises(ValueError, match="solver lbfgs chooses its L2 strength on validation"):
+        LinearProbe(LinearProbe.Options(solver="lbfgs"), RECIPE).fit(task, copy.deepcopy(source_model), {})

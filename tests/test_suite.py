@@ -40,6 +40,31 @@ def test_train_defaults_flow_into_strategies_and_source():
     assert finetune.recipe.lr == 0.05 and finetune.recipe.epochs == 2
 
 
+def test_a_strategys_own_defaults_win_over_the_suites_train_section():
+    raw = tiny_suite(train={"batch_size": 16, "lr": 0.2, "label_smoothing": 0.1, "weight_decay": 1e-3},
+                     strategies={"linear_probe": {}, "lp_ft": {}, "l2_sp": {}, "full_finetune": {}})
+    suite = parse_suite(raw)
+    probe, lp_ft, l2_sp, finetune = (suite.strategy(n).recipe for n in ("linear_probe", "lp_ft", "l2_sp", "full_finetune"))
+    assert (probe.lr, probe.label_smoothing, probe.epochs, probe.batch_size) == (0.05, 0.0, 40, 256)
+    assert probe.weight_decay == 1e-3  # a key the probe sets no default for still comes from train:
+    assert lp_ft.lr == 0.01 and lp_ft.label_smoothing == 0.1
+    assert l2_sp.weight_decay == 0.0 and l2_sp.lr == 0.2
+    assert finetune.lr == 0.2 and finetune.weight_decay == 1e-3
+    raw["strategies"]["linear_probe"] = {"lr": 0.3, "label_smoothing": 0.05}
+    probe = parse_suite(raw).strategy("linear_probe").recipe
+    assert probe.lr == 0.3 and probe.label_smoothing == 0.05
+
+
+@pytest.mark.parametrize("finetune, built_from", [("lp_ft", ["linear_probe", "lp_ft"]), ("full_finetune", ["linear_probe", "full_finetune"])])
+def test_alpha_mix_alone_builds_the_ingredients_its_options_name(finetune, built_from):
+    suite = parse_suite(tiny_suite(strategies={"scratch": {}, "alpha_mix": {"finetune": finetune}}))
+    assert sorted(s.name for s in suite.ingredients) == sorted(built_from)
+    assert sorted(suite.fitted_models("alpha_mix")) == sorted(built_from)
+    assert suite.uses_source("alpha_mix") and suite.uses_source(finetune) and not suite.uses_source("scratch")
+    if finetune == "lp_ft":  # it starts from the probe, not from the source itself, yet reads the source
+        assert suite.fitted_models("lp_ft") == ["lp_ft", "linear_probe"]
+
+
 @pytest.mark.parametrize("mutate, expected", [
     (lambda s: s.update(colour="blue"), "suite.colour: unknown key; allowed:"),
     (lambda s: s["train"].update(lrr=0.1), "train.lrr: unknown key; allowed: batch_size"),
@@ -48,9 +73,9 @@ def test_train_defaults_flow_into_strategies_and_source():
     (lambda s: s["train"].update(lr=-1), "train.lr: -1.0 is outside (0, inf]"),
     (lambda s: s["targets"][0].update(dataset="imagenet"), "targets[0].dataset: unknown dataset 'imagenet'; known: cifar10, cifar100"),
     (lambda s: s.update(backbones=["resnet9000"]), "backbones[0]: unknown backbone 'resnet9000'"),
-    (lambda s: s["strategies"].update(lora={}), "strategies.lora: unknown strategy; known: alpha_mix, full_finetune, linear_probe, scratch"),
+    (lambda s: s["strategies"].update(lora={}), "strategies.lora: unknown strategy; known: alpha_mix, full_finetune, l2_sp, linear_probe, lp_ft, scratch"),
     (lambda s: s["strategies"]["alpha_mix"].update(alphas=[0, 1.5]), "strategies.alpha_mix.alphas[1]: 1.5 is outside [0, 1]"),
-    (lambda s: s["strategies"]["alpha_mix"].update(space="logits"), "strategies.alpha_mix.space: 'logits' is not allowed; choose 'weights' | 'outputs'"),
+    (lambda s: s["strategies"]["alpha_mix"].update(space="softmax"), "strategies.alpha_mix.space: 'softmax' is not allowed; choose 'weights' | 'logits' | 'probs' | 'outputs'"),
     (lambda s: s["targets"][0].update(val_fraction=1.0), "targets[0].val_fraction: 1.0 is outside [0, 1)"),
     (lambda s: s["runtime"].update(device="tpu"), "runtime.device: 'tpu' is not allowed"),
     (lambda s: s.update(seeds=[0, 0]), "seeds: repeated seed"),
@@ -134,3 +159,33 @@ def test_a_strategy_that_selects_on_validation_needs_a_validation_split():
         parse_suite(raw)
     raw["strategies"].pop("alpha_mix")
     parse_suite(raw)  # the other strategies do without one
+
+
+def test_a_data_size_sweep_becomes_one_target_per_size():
+    raw = tiny_suite()
+    raw["targets"] = [{"dataset": "digits", "classes": [5, 6, 7, 8, 9], "per_class": [10, 20, 40], "val_fraction": 0.25}]
+    suite = parse_suite(raw)
+    assert [t.label for t in suite.targets] == ["digits[5-9] (10/class)", "digits[5-9] (20/class)", "digits[5-9] (40/class)"]
+    assert {t.family for t in suite.targets} == {"digits[5-9]"} and [t.selection.per_class for t in suite.targets] == [10, 20, 40]
+    assert len(expand_cells(suite)) == 3 * len(expand_cells(parse_suite(tiny_suite())))
+    vtab = parse_suite({**raw, "targets": [{"dataset": "digits", "examples": [100, 300], "name": "d"}]})
+    assert [t.label for t in vtab.targets] == ["d (100 examples)", "d (300 examples)"]
+    assert all(t.selection.val_fraction == 0.2 for t in vtab.targets)  # VTAB-1k's 800/200
+    assert error_of({**raw, "targets": [{"dataset": "digits", "per_class": [10, 10]}]}).startswith(
+        "targets[0].per_class: expected a non-empty list of different sizes")
+    assert error_of({**raw, "targets": [{"dataset": "digits", "per_class": [10, 0]}]}).startswith(
+        "targets[0].per_class[1]")
+
+
+def test_smaller_sizes_of_a_sweep_keep_a_subset_of_the_larger_ones_images():
+    from pathlib import Path
+
+    from transfer_core.datasets import Digits, Selection, prepare_dataset
+
+    def train_images(**selection):
+        data = prepare_dataset("digits", Digits.Options(), Selection(**selection), Path("."), False)
+        return {tuple(image.flatten().tolist()) for image in data.train.images}
+
+    assert train_images(per_class=10) <= train_images(per_class=40)
+    small, large = train_images(examples=50), train_images(examples=200)
+    assert len(small) <= 50 and small <= large

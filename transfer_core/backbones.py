@@ -73,6 +73,15 @@ class CifarResNetBody(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.stages(self.stem(x)))  # (B, widths[-1])
 
+    def stage_groups(self) -> list[nn.Module]:
+        """The stem, then one group per resolution (a new group starts at each strided block)."""
+        groups: list[list[nn.Module]] = []
+        for block in self.stages:
+            if not groups or block.conv1.stride != (1, 1):
+                groups.append([])
+            groups[-1].append(block)
+        return [self.stem] + [nn.ModuleList(g) for g in groups]
+
 
 def _cifar_resnet(blocks: list[int], widths: list[int]) -> BodyBuilder:
     def build(in_chans: int) -> tuple[nn.Module, int]:
@@ -87,6 +96,19 @@ BACKBONES.register("resnet8")(_cifar_resnet([1, 1, 1], [16, 32, 64]))  # 0.08M p
 BACKBONES.register("resnet8_wide")(_cifar_resnet([1, 1, 1], [32, 64, 128]))  # 0.3M params, richer features
 
 
+def stage_groups(body: nn.Module) -> list[nn.Module]:
+    """A body's parts from input to output, for freezing the first few (partial fine-tuning): the stem
+    first, then each stage. CIFAR ResNets name theirs; a torchvision ResNet has ``conv1``/``bn1`` and
+    ``layer1``..``layer4``; other models are split into their top-level children that hold parameters."""
+    if hasattr(body, "stage_groups"):
+        return body.stage_groups()
+    children = [(name, child) for name, child in body.named_children() if any(True for _ in child.parameters())]
+    stem = [child for name, child in children if name in ("conv1", "bn1")]
+    if stem and any(name.startswith("layer") for name, _ in children):
+        return [nn.ModuleList(stem)] + [child for name, child in children if name not in ("conv1", "bn1")]
+    return [child for _, child in children]
+
+
 def _timm_body(name: str, in_chans: int) -> tuple[nn.Module, int]:
     import timm
 
@@ -99,9 +121,13 @@ def _torchvision_body(name: str, in_chans: int) -> tuple[nn.Module, int]:
 
     if in_chans != 3:
         raise ValueError(f"torchvision model {name} takes 3-channel images; the data has {in_chans}")
-    model = torchvision.models.get_model(name, weights=None)
-    # torchvision heads live under different names (fc, classifier[-1], heads.head); the classifier is
-    # always the last Linear in registration order, so replace that one with an identity.
+    return strip_torchvision_classifier(torchvision.models.get_model(name, weights=None), name)
+
+
+def strip_torchvision_classifier(model: nn.Module, name: str) -> tuple[nn.Module, int]:
+    """(body, feature width): the model with its classifier replaced by an identity. torchvision heads live
+    under different names (fc, classifier[-1], heads.head); the classifier is always the last Linear in
+    registration order, so that one is replaced."""
     parent_name, last = None, None
     for module_name, module in model.named_modules():
         if isinstance(module, nn.Linear):

@@ -512,12 +512,14 @@ class Selection:
 
     classes: Optional[tuple[Union[int, str], ...]] = None  # ids or names, relabelled 0..k-1 in this order
     per_class: Optional[int] = None  # train images kept per class (class-balanced, seeded)
+    examples: Optional[int] = None  # train images kept in all, drawn at random (VTAB-1k style), after per_class
     test_per_class: Optional[int] = None  # test images kept per class
     val_fraction: float = 0.0  # share of each class's train images carved out for validation
     seed: int = 0  # the data seed: the same subsets for every training seed
 
     def __post_init__(self):
         check_range("per_class", self.per_class, 1, None)
+        check_range("examples", self.examples, 1, None)
         check_range("test_per_class", self.test_per_class, 1, None)
         check_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
 
@@ -572,6 +574,14 @@ def _limit_per_class(split: Split, limit: Optional[int], seed: int) -> Split:
         idx = (split.labels == cls).nonzero().flatten()
         keep.append(idx[torch.randperm(len(idx), generator=generator)[:limit]])
     return split.select(torch.cat(keep).sort().values)
+
+
+def _limit_total(split: Split, limit: Optional[int], seed: int) -> Split:
+    """``limit`` images drawn at random (seeded): a smaller limit keeps a subset of a larger one's images."""
+    if limit is None or limit >= len(split):
+        return split
+    generator = torch.Generator().manual_seed(seed)
+    return split.select(torch.randperm(len(split), generator=generator)[:limit].sort().values)
 
 
 def resolve_class_ids(classes, class_names: tuple[str, ...], dataset: str) -> list[int]:
@@ -633,6 +643,7 @@ def prepare_dataset(name: str, options, selection: Selection, root: Path, downlo
         train, test = _select_classes(train, ids), _select_classes(test, ids)
         names = tuple(names[i] for i in ids)
     train = _limit_per_class(train, selection.per_class, selection.seed)
+    train = _limit_total(train, selection.examples, selection.seed)
     test = _limit_per_class(test, selection.test_per_class, selection.seed)
     val = None
     if selection.val_fraction > 0:

@@ -9,7 +9,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -79,16 +79,29 @@ def lr_factor(recipe: TrainRecipe, progress: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * rest))
 
 
-def _optimizer(model: torch.nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _optimizer(model: torch.nn.Module, recipe: TrainRecipe, body_lr_scale: float) -> torch.optim.Optimizer:
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: no parameter requires grad")
-    # decaying BatchNorm scales and biases only fights the normalisation; decay matrices and kernels only
-    groups = [
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+    groups = []
+    for in_body in (True, False):
+        # discriminative learning rates: a classifier's body (the transferred part) may learn slower than its head
+        lr = recipe.lr * (body_lr_scale if in_body else 1.0)
+        part = [(name, p) for name, p in params if name.startswith("body.") == in_body]
+        # decaying BatchNorm scales and biases only fights the normalisation; decay matrices and kernels only
+        groups += [
+            {"params": [p for _, p in part if p.ndim > 1], "weight_decay": recipe.weight_decay, "lr": lr},
+            {"params": [p for _, p in part if p.ndim <= 1], "weight_decay": 0.0, "lr": lr},
+        ]
     return torch.optim.SGD([g for g in groups if g["params"]], lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+
+
+def _freeze_frozen_batchnorm(model: torch.nn.Module) -> None:
+    """A BatchNorm whose scale and shift are frozen belongs to a frozen part of the model: it keeps its
+    running statistics too (evaluation mode), as a partially fine-tuned network's frozen stages do."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.affine and not module.weight.requires_grad:
+            module.eval()
 
 
 def count_flops_per_image(model: torch.nn.Module, inputs: torch.Tensor, backward: bool, runtime: Runtime) -> float:
@@ -124,11 +137,14 @@ def _data_parallel(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
 
 
-def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime, desc: str = "train") -> TrainStats:
+def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime, desc: str = "train",
+          body_lr_scale: float = 1.0, penalty: Optional[Callable[[], torch.Tensor]] = None) -> TrainStats:
     """Trains the parameters of ``model`` that require grad. ``loader`` yields device batches; when it is
-    this rank's shard of the training data (under torchrun), the ranks train one model together."""
+    this rank's shard of the training data (under torchrun), the ranks train one model together.
+    ``body_lr_scale`` multiplies the learning rate of parameters under ``body.``; ``penalty()``, when given,
+    is added to every step's loss (a regulariser on the weights, computed outside any compiled graph)."""
     shard = getattr(loader, "shard", WHOLE)
-    optimizer = _optimizer(model, recipe)
+    optimizer = _optimizer(model, recipe, body_lr_scale)
     total_steps = recipe.epochs * len(loader)
     if total_steps == 0:
         raise ValueError(f"{desc}: no training steps (batch size {recipe.batch_size} exceeds the {loader.num_examples} training examples?)")
@@ -139,6 +155,7 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp == "fp16")
     stats = TrainStats()
     model.train()
+    _freeze_frozen_batchnorm(model)
     progress = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # None: off when not a terminal
     sample = None  # a few images of the first batch, for counting FLOPs after training
     timer = runtime.timer().start()  # CUDA events on GPU: the GPU's time, not the host's
@@ -150,6 +167,8 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
                 sample = images[:8].clone()
             with runtime.autocast():
                 loss = F.cross_entropy(step_fn(images), labels, label_smoothing=recipe.label_smoothing)
+            if penalty is not None:
+                loss = loss + penalty()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -1,24 +1,33 @@
 """Alpha-mix: P_target(y|x) = P_source(y|x) + alpha * P_diff(y|x), made concrete as in WiSE-FT
-(Wortsman et al. 2022): theta_alpha = (1 - alpha) * theta_0 + alpha * theta_ft.
+(Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): theta_alpha = (1 - alpha) * theta_0 +
+alpha * theta_ft.
 
 theta_0 is the source backbone with the linear-probe head (the head must come from the target, whose
-labels differ from the source's) and theta_ft the fully fine-tuned model. ``space: weights`` interpolates
-every parameter and buffer, so alpha=0 and alpha=1 are exactly the two ingredients; for interior alphas
-BatchNorm statistics are re-estimated on target training data. ``space: outputs`` mixes the two models'
-logits instead. Alpha is chosen on validation; every alpha's test accuracy is kept for the alpha curve.
+labels differ from the source's) and theta_ft the model fine-tuned from it: LP-FT by default, so that both
+ends share the probe's head and the path between them is the one WiSE-FT takes (``finetune:
+full_finetune`` fine-tunes from a random head instead). Three spaces:
+- ``weights`` interpolates every parameter. BatchNorm is handled one way along the whole path
+  (``batchnorm``): ``interpolate`` mixes the running statistics like any buffer, so alpha=0 and alpha=1
+  are exactly the two ingredients; ``reestimate`` recomputes them on the target's training images at every
+  alpha, the ends included.
+- ``logits`` mixes the two models' logits (``outputs`` is its old name).
+- ``probs`` mixes their softmax probabilities: the formula above taken literally.
+Alpha is chosen on validation; every alpha's test accuracy is kept for the alpha curve. The search time
+counts the validation work only (interpolating, re-estimating, scoring validation); test scoring is the
+record's, not the method's.
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 
 from ..datasets import check_range
-from ..training import TrainStats, reestimate_batchnorm
-from .base import Evaluation, Fitted, Strategy, TargetTask, register_strategy
+from ..training import reestimate_batchnorm
+from .base import Evaluation, Fitted, Strategy, TargetTask, register_strategy, total_cost
 
 
 def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alpha: float) -> torch.nn.Module:
@@ -40,47 +49,69 @@ def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alph
 class AlphaMix(Strategy):
     trains = False  # it combines the two fitted models; its compute is theirs plus its own search
     selects_on_validation = True  # alpha
-    ingredients = ("linear_probe", "full_finetune")
 
     @dataclass
     class Options:
         alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # mixing weights to try, each in [0, 1]
-        space: Literal["weights", "outputs"] = "weights"  # interpolate weights (WiSE-FT) or mix logits
-        bn_reestimate: bool = True  # re-estimate BatchNorm statistics for interior alphas (weights space)
+        finetune: Literal["lp_ft", "full_finetune"] = "lp_ft"  # theta_ft: fine-tuned from the probe, or from a random head
+        space: Literal["weights", "logits", "probs", "outputs"] = "weights"  # what is mixed; outputs = logits (old name)
+        batchnorm: Literal["reestimate", "interpolate"] = "reestimate"  # weights space: BatchNorm statistics at every alpha
+        bn_reestimate: Optional[bool] = None  # old name: true = reestimate, false = interpolate
 
         def __post_init__(self):
             if not self.alphas:
                 raise ValueError("alphas: at least one alpha is needed")
             for i, alpha in enumerate(self.alphas):
                 check_range(f"alphas[{i}]", alpha, 0, 1)
+            if self.space == "outputs":
+                self.space = "logits"
+            if self.bn_reestimate is not None:
+                self.batchnorm = "reestimate" if self.bn_reestimate else "interpolate"
+                self.bn_reestimate = None
+
+    @classmethod
+    def ingredients_of(cls, options) -> tuple[str, ...]:
+        return ("linear_probe", options.finetune)
 
     def evaluate(self, task: TargetTask, models: dict[str, Fitted]) -> list[Evaluation]:
-        probe, finetuned = models["linear_probe"], models["full_finetune"]
-        ingredients_stats = TrainStats()
-        ingredients_stats += probe.stats
-        ingredients_stats += finetuned.stats
+        probe, finetuned = models["linear_probe"].model, models[self.options.finetune].model
         has_val = task.target.val is not None
-        started = time.perf_counter()
+        search_s = 0.0  # validation work only
         points = []
-        if self.options.space == "outputs":
-            ends = [(task.logits(m.model, "val") if has_val else None, task.logits(m.model, "test")) for m in (probe, finetuned)]
+        if self.options.space == "weights":
             for alpha in self.options.alphas:
-                def mix(pair_0, pair_1):
-                    return (torch.lerp(pair_0[0], pair_1[0], alpha), pair_0[1]) if pair_0 is not None else None
-                points.append((alpha, task.metrics_from_logits(mix(ends[0][0], ends[1][0]), mix(ends[0][1], ends[1][1]))))
-        else:
-            for alpha in self.options.alphas:
-                model = interpolate_weights(probe.model, finetuned.model, alpha)
-                if self.options.bn_reestimate and 0 < alpha < 1:
+                started = time.perf_counter()
+                model = interpolate_weights(probe, finetuned, alpha)
+                if self.options.batchnorm == "reestimate":
                     reestimate_batchnorm(model, task.loader("train", train=False, whole=True), task.runtime)
-                points.append((alpha, task.evaluate(model)))
-        selection_s = time.perf_counter() - started
+                val = task.logits(model, "val") if has_val else None
+                search_s += time.perf_counter() - started
+                points.append((alpha, task.metrics_from_logits(val, task.logits(model, "test"))))
+        else:
+            started = time.perf_counter()
+            val_ends = [task.logits(m, "val") for m in (probe, finetuned)] if has_val else None
+            search_s += time.perf_counter() - started
+            test_ends = [task.logits(m, "test") for m in (probe, finetuned)]
+            for alpha in self.options.alphas:
+                started = time.perf_counter()
+                val = self._mix(val_ends, alpha) if has_val else None
+                search_s += time.perf_counter() - started
+                points.append((alpha, task.metrics_from_logits(val, self._mix(test_ends, alpha))))
         # choose on validation only (test when there is no validation split would leak; fall back to the
         # first alpha listed, and say so in the details)
         scores = [m["val_top1_pct"] if has_val else float("-inf") for _, m in points]
         best = max(range(len(points)), key=lambda i: (scores[i], -i))  # ties: the earlier alpha
-        return [
-            Evaluation(metrics, ingredients_stats, selection_s=selection_s, alpha=alpha, selected=i == best,
-                       details={"selected_on": "val_top1_pct" if has_val else "none (no validation split)"})
-            for i, (alpha, metrics) in enumerate(points)
-        ]
+        details = {"selected_on": "val_top1_pct" if has_val else "none (no validation split)", "finetune": self.options.finetune,
+                   "space": self.options.space}
+        if self.options.space == "weights":
+            details["batchnorm"] = self.options.batchnorm
+        cost = total_cost(models)
+        return [Evaluation(metrics, cost, selection_s=search_s, alpha=alpha, selected=i == best, details=details)
+                for i, (alpha, metrics) in enumerate(points)]
+
+    def _mix(self, ends: list[tuple[torch.Tensor, torch.Tensor]], alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, labels) of the alpha-mix of two models' (logits, labels)."""
+        (logits_0, labels), (logits_1, _) = ends
+        if self.options.space == "probs":
+            return torch.lerp(logits_0.softmax(1), logits_1.softmax(1), alpha), labels
+        return torch.lerp(logits_0, logits_1, alpha), labels

@@ -5,25 +5,27 @@ arguments and never calls back into whatever runs it:
 - ``fit(task, source, ingredients)`` trains a model (strategies with ``trains = True``): ``source`` is a
   fresh copy of the source model (source head included) when the strategy ``uses_source``, and
   ``ingredients`` the fitted models of the strategies it names in ``ingredients``;
-- ``evaluate(task, models)`` turns fitted models into evaluations (one per alpha for alpha-mix). A
-  strategy that trains is evaluated on its own fitted model; one that does not (alpha-mix) on its
-  ingredients'.
+- ``evaluate(task, models)`` turns fitted models into evaluations (one per alpha for alpha-mix). ``models``
+  holds every fitted model the strategy's result is built from: its own (if it trains) and its
+  ingredients', recursively. A strategy that trains is evaluated on its own model; one that does not
+  (alpha-mix) on its ingredients'. The evaluation's training cost is the sum over all of them, each
+  counted once (LP-FT's includes its linear probe; alpha-mix's the probe once, not twice).
 The plan (``bench/plan.py``) makes each fit and each evaluation an artifact with a content key.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 
-from ..backbones import Classifier, create_backbone
+from ..backbones import Classifier, create_backbone, stage_groups
 from ..data import Augmentation
-from ..datasets import PreparedData
+from ..datasets import PreparedData, check_range
 from ..registry import Registry
 from ..runtime import Runtime
-from ..training import TrainRecipe, TrainStats, predict, top_k_pct
+from ..training import TrainRecipe, TrainStats, predict, top_k_pct, train
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Fitted:
 
     model: Classifier
     stats: TrainStats
+    details: dict = field(default_factory=dict)  # what the fit chose (the probe's L2 strength, ...): into the records
 
 
 @dataclass
@@ -89,6 +92,8 @@ class Strategy:
     uses_source: ClassVar[bool] = True  # fit starts from the source model
     trains: ClassVar[bool] = True  # fits a model of its own (false: combines its ingredients' models)
     ingredients: ClassVar[tuple[str, ...]] = ()  # other strategies whose fitted models this one takes
+    # the strategy's own training defaults: they win over the suite's ``train`` section (its own section
+    # overrides them); a strategy with none takes ``train`` as it is
     recipe_defaults: ClassVar[dict] = {}
     gpu_share: ClassVar[float] = 1.0  # share of a GPU a scheduler gives its fit (evaluations take less)
     selects_on_validation: ClassVar[bool] = False  # chooses among candidates on the target's validation split
@@ -104,24 +109,52 @@ class Strategy:
         raise NotImplementedError(f"{self.name} does not train a model of its own")
 
     def evaluate(self, task: TargetTask, models: dict[str, Fitted]) -> list[Evaluation]:
-        fitted = models[self.name]
         started = time.perf_counter()
-        metrics = task.evaluate(fitted.model)
-        return [Evaluation(metrics, fitted.stats, details={"eval_s": time.perf_counter() - started})]
+        metrics = task.evaluate(models[self.name].model)
+        details = {**models[self.name].details, "eval_s": time.perf_counter() - started}
+        return [Evaluation(metrics, total_cost(models), details=details)]
 
     @classmethod
-    def evaluated_models(cls) -> tuple[str, ...]:
-        """The strategies whose fitted models ``evaluate`` takes."""
-        return (cls.name,) if cls.trains else cls.ingredients
+    def ingredients_of(cls, options) -> tuple[str, ...]:
+        """The strategies whose fitted models this one is built from, under ``options``."""
+        return cls.ingredients
+
+
+def total_cost(models: dict[str, Fitted]) -> TrainStats:
+    """The training cost of a result built from ``models``: each model's own fit, summed once."""
+    total = TrainStats()
+    for fitted in models.values():
+        total += fitted.stats
+    return total
+
+
+@dataclass
+class FinetuneOptions:
+    """Options of every strategy that fine-tunes the source body."""
+
+    backbone_lr_scale: float = 1.0  # the body's learning rate as a share of the head's (discriminative fine-tuning)
+    freeze_stages: int = 0  # the first k parts of the body kept frozen, the stem first (partial fine-tuning)
+
+    def __post_init__(self):
+        check_range("backbone_lr_scale", self.backbone_lr_scale, 0, None, low_open=True)
+        check_range("freeze_stages", self.freeze_stages, 0, None)
+
+
+def finetune(model: Classifier, task: TargetTask, recipe: TrainRecipe, options: FinetuneOptions, desc: str,
+             penalty: Optional[Callable[[], torch.Tensor]] = None) -> TrainStats:
+    """Trains every weight of ``model`` but those of its first ``options.freeze_stages`` body parts."""
+    groups = stage_groups(model.body)
+    if options.freeze_stages > len(groups):
+        raise ValueError(f"freeze_stages: {options.freeze_stages}, but backbone {task.backbone} has {len(groups)} parts "
+                         "(its stem and stages)")
+    model.requires_grad_(True)
+    for group in groups[: options.freeze_stages]:
+        group.requires_grad_(False)
+    return train(model, task.loader("train", train=True, batch_size=recipe.batch_size), recipe, task.runtime, desc=desc,
+                 body_lr_scale=options.backbone_lr_scale, penalty=penalty)
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 
 
 register_strategy = STRATEGIES.register_class
-
-
-def uses_source(name: str) -> bool:
-    """Whether the strategy, or any model it is built from, starts from the source model."""
-    cls = STRATEGIES.get(name)
-    return cls.uses_source or any(uses_source(ingredient) for ingredient in cls.ingredients)

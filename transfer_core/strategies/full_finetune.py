@@ -1,17 +1,17 @@
-"""Full fine-tune: the source backbone with a new head for the target; every weight trained on the target."""
+"""Full fine-tune: the source backbone with a new head for the target; every weight trained on the target
+(or all but the first ``freeze_stages`` parts of the body, at ``backbone_lr_scale`` times the head's rate)."""
 import torch
 
-from ..training import train
-from .base import Fitted, Strategy, TargetTask, register_strategy
+from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, register_strategy
 
 
 @register_strategy("full_finetune")
 class FullFinetune(Strategy):
+    Options = FinetuneOptions
+
     def fit(self, task: TargetTask, source, ingredients) -> Fitted:
         model = source
         torch.manual_seed(task.seed)
         model.reset_head(task.target.num_classes)  # never the source's head: the label spaces differ
         task.runtime.prepare(model)
-        stats = train(model, task.loader("train", train=True, batch_size=self.recipe.batch_size), self.recipe, task.runtime,
-                      desc="full_finetune")
-        return Fitted(model, stats)
+        return Fitted(model, finetune(model, task, self.recipe, self.options, desc="full_finetune"))

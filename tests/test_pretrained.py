@@ -1,0 +1,147 @@
+"""Pretrained sources, offline: weights files the tests make themselves, found where each library keeps
+them, loaded strictly, keyed by their sha256, normalised as they were pretrained."""
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.suite import SuiteError, expand_cells, parse_suite
+from transfer_core.backbones import create_backbone
+from transfer_core.pretrained import PretrainedSpec, WeightsUnavailableError, input_config, load_body, sha256, weights_file
+
+from conftest import tiny_suite
+
+
+def records_of(out):
+    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A resnet8 trained a little on digits 0-4 and saved as a plain state dict, as a lab would."""
+    from transfer_core.data import DeviceBatches
+    from transfer_core.datasets import Digits, Selection, prepare_dataset
+    from transfer_core.runtime import resolve_runtime
+    from transfer_core.training import TrainRecipe, train
+
+    data = prepare_dataset("digits", Digits.Options(), Selection(classes=(0, 1, 2, 3, 4), per_class=30), tmp_path, False)
+    torch.manual_seed(0)
+    model = create_backbone("resnet8", 5, 1)
+    images = data.train.images.permute(0, 3, 1, 2).float() / 255
+    train(model, DeviceBatches(images, data.train.labels, 16, train=True), TrainRecipe(epochs=2, batch_size=16, lr=0.05),
+          resolve_runtime("cpu"))
+    path = tmp_path / "lab-digits.pt"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+def test_a_checkpoint_source_is_loaded_not_trained_and_keyed_by_its_content(tmp_path, checkpoint):
+    path, model = checkpoint
+    raw = tiny_suite(source={"checkpoint": str(path), "backbone": "resnet8"},
+                     strategies={"linear_probe": {"epochs": 3}, "full_finetune": {"epochs": 1}, "scratch": {"epochs": 1}})
+    raw.pop("backbones")  # a pretrained source is its own backbone
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(json.dumps(raw))
+    out = tmp_path / "out"
+    assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 0
+    records = records_of(out)
+    assert {r["status"] for r in records} == {"ok"} and {r["source"] for r in records} == {"lab-digits"}
+    probe = next(r for r in records if r["strategy"] == "linear_probe")
+    assert probe["source_model"]["weights"]["sha256"] == sha256(path)
+    assert probe["compute"]["source_train_s_total"] == 0  # nothing trained for the source
+    assert probe["metrics"]["test_top1_pct"] > 20  # chance is 20% on five classes
+
+    # the probe's frozen body is exactly the checkpoint's
+    from transfer_core.cache import ModelCache
+
+    fitted = ModelCache(out / "cache").load("models", probe["config"][next(k for k in probe["config"] if k.startswith("linear_probe"))]["key"])
+    body = {k.removeprefix("body."): v for k, v in fitted[0].items() if k.startswith("body.")}
+    for key, value in model.body.state_dict().items():
+        assert torch.equal(body[key], value), key
+
+    # other weights under the same path: a different source; what depends on it reruns, scratch does not
+    with torch.no_grad():
+        model.body.stem[0].weight.mul_(0.5)
+    torch.save(model.state_dict(), path)
+    assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 0
+    rerun = records_of(out)[len(records):]
+    assert sorted(r["strategy"] for r in rerun) == ["full_finetune", "linear_probe"]
+
+
+def test_timm_weights_from_a_file_load_strictly_and_bring_their_input_config(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    published = timm.create_model("resnet10t", pretrained=False)  # stands in for the downloaded weights
+    path = tmp_path / "resnet10t.pth"
+    torch.save(published.state_dict(), path)
+    spec = PretrainedSpec("timm", "resnet10t.c3_in1k", file=str(path), label="r10")
+    assert weights_file(spec) == path
+    body, width = load_body(spec, path, 3)
+    assert width == 512
+    for key, value in body.state_dict().items():
+        assert torch.equal(value, published.state_dict()[key]), key
+    mean, std, side = input_config(spec)
+    assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225) and side == 176
+
+    headless = {k: v for k, v in published.state_dict().items() if not k.startswith("fc.")}
+    torch.save(headless, path)  # the classifier may be absent: it is never loaded
+    load_body(spec, path, 3)
+    del headless["conv1.0.weight"]
+    torch.save(headless, path)
+    with pytest.raises(WeightsUnavailableError, match=r"keys do not match the model: 1 missing \(e\.g\. conv1\.0\.weight\)"):
+        load_body(spec, path, 3)
+
+
+def test_torchvision_weights_are_found_under_torch_home_or_the_fetch_command_is_named(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    spec = PretrainedSpec("torchvision", "resnet18", weights="IMAGENET1K_V1", label="resnet18")
+    with pytest.raises(WeightsUnavailableError, match=r"resnet18-f37072fd\.pth\).*python -m bench fetch"):
+        weights_file(spec)
+    torch.manual_seed(0)
+    saved = torchvision.models.resnet18()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(saved.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    body, width = load_body(spec, weights_file(spec), 3)
+    assert width == 512 and torch.equal(body.conv1.weight, saved.conv1.weight)
+    assert input_config(spec)[2] == 224
+
+
+def test_missing_weights_stop_the_run_in_one_line_before_anything_trains(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    raw = tiny_suite(source={"pretrained": "timm:resnet10t.c3_in1k"}, strategies={"linear_probe": {}})
+    raw.pop("backbones")
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(json.dumps(raw))
+    assert main(["run", str(suite_file), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "weights of resnet10t.c3_in1k are not on this machine" in error
+    assert "bench fetch" in error and not (tmp_path / "out" / "records.jsonl").exists()
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"pretrained": "keras:resnet50"}, "source.pretrained: expected timm:NAME.TAG or torchvision:NAME"),
+    ({"pretrained": "timm:resnet10t.c3_in1k", "weights": "X"}, "source.weights: only for torchvision models"),
+    ({"pretrained": "torchvision:resnet18", "weights": "NOPE"}, "source: torchvision resnet18 has no weights 'NOPE'"),
+    ({"pretrained": "timm:not_a_model"}, "source: unknown timm model 'not_a_model'"),
+    ({"checkpoint": "x.pt"}, "source.backbone: missing"),
+    ({"checkpoint": "x.pt", "backbone": "resnet8", "epochs": 3}, "source.epochs: unknown key"),
+])
+def test_pretrained_source_mistakes_are_one_line_errors(source, message):
+    with pytest.raises(SuiteError) as info:
+        parse_suite(tiny_suite(source=source))
+    assert str(info.value).startswith(message)
+
+
+def test_cells_under_a_timm_source_see_the_target_at_its_input_size_and_normalisation():
+    raw = tiny_suite(source={"pretrained": "timm:resnet10t.c3_in1k"}, strategies={"scratch": {}, "linear_probe": {}})
+    raw.pop("backbones")
+    cells = expand_cells(parse_suite(raw))
+    assert {c.backbone for c in cells} == {"timm:resnet10t.c3_in1k"}
+    assert {c.target.resolution for c in cells} == {176}  # scratch too: the row compares like with like
+    assert {c.target.normalization for c in cells} == {((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+    assert cells[0].cell_id.startswith("resnet10t.c3_in1k->digits[5-9]/timm:resnet10t.c3_in1k/")

@@ -1,0 +1,220 @@
+"""Pretrained sources: timm and torchvision models with published weights, or a checkpoint file.
+
+Nothing is downloaded while a suite runs. The weights file is looked up where each library keeps it:
+- ``timm:NAME.TAG``: a ``file`` given in the suite (timm's ``pretrained_cfg_overlay=dict(file=...)``), else
+  the Hugging Face cache (``HF_HOME``), else torch's hub folder (``TORCH_HOME``/hub/checkpoints);
+- ``torchvision:NAME`` with ``weights: ENUM_NAME``: a ``file`` given, else torch's hub folder, under the
+  file name torchvision downloads to;
+- ``checkpoint: PATH`` with ``backbone: NAME``: that file (a state dict of a whole model, ``body.*`` keys
+  taken, or of a bare body; a ``state_dict`` entry inside is read too).
+``bench fetch SUITE`` downloads what is missing while online. The file's sha256 is part of the source
+model's key, so swapped weights are a different source. Keys are loaded strictly: every parameter of the
+body must be in the file and nothing else but the classifier. Inputs are normalised and sized as the
+model was pretrained (its published mean, std and input size), not by the target data's statistics.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+LIBRARIES = ("timm", "torchvision")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The weights a pretrained source names are not on this machine (or cannot be read)."""
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    library: str  # timm, torchvision or checkpoint
+    model: str  # timm name with its tag, torchvision model name, or for checkpoints the backbone
+    weights: Optional[str] = None  # torchvision weights enum name (IMAGENET1K_V1, DEFAULT, ...)
+    file: Optional[str] = None  # an explicit weights file (required for checkpoints)
+    label: str = ""  # how cells and tables name this source
+
+    @property
+    def backbone(self) -> str:
+        """The backbone name the rest of the harness builds this architecture by."""
+        return self.model if self.library == "checkpoint" else f"{self.library}:{self.model}"
+
+    def describe(self) -> dict:
+        return {"library": self.library, "model": self.model, "weights": self.weights}
+
+    @property
+    def fetch_hint(self) -> str:
+        if self.library == "checkpoint":
+            return "check the path"
+        return "run `python -m bench fetch SUITE.yaml` on a machine with internet access (it fills the same caches)"
+
+
+def check_spec(spec: PretrainedSpec) -> None:
+    """ValueError unless the library knows the model and its pretrained weights (no file is read)."""
+    if spec.library == "timm":
+        import timm
+
+        if not timm.is_model(spec.model):
+            raise ValueError(f"unknown timm model {spec.model!r}")
+        if timm.models.get_pretrained_cfg(spec.model) is None or not (_timm_cfg(spec).hf_hub_id or _timm_cfg(spec).url or spec.file):
+            raise ValueError(f"timm has no pretrained weights for {spec.model!r}; name one with its tag, e.g. resnet50.a1_in1k")
+    elif spec.library == "torchvision":
+        _torchvision_weights(spec)
+    elif spec.library == "checkpoint":
+        from .backbones import check_backbone
+
+        check_backbone(spec.model)
+
+
+def _timm_cfg(spec: PretrainedSpec):
+    import timm
+
+    return timm.models.get_pretrained_cfg(spec.model)
+
+
+def _torchvision_weights(spec: PretrainedSpec):
+    import torchvision
+
+    if spec.model not in torchvision.models.list_models():
+        raise ValueError(f"unknown torchvision model {spec.model!r}")
+    choices = torchvision.models.get_model_weights(spec.model)
+    try:
+        return choices[spec.weights or "DEFAULT"]
+    except KeyError:
+        raise ValueError(f"torchvision {spec.model} has no weights {spec.weights!r}; "
+                         f"known: {', '.join(w.name for w in choices)}") from None
+
+
+def input_config(spec: PretrainedSpec) -> Optional[tuple[tuple[float, ...], tuple[float, ...], int]]:
+    """(mean, std, input side) the model was pretrained with; None for a checkpoint (the target's own)."""
+    if spec.library == "timm":
+        cfg = _timm_cfg(spec)
+        return tuple(cfg.mean), tuple(cfg.std), int(cfg.input_size[-1])
+    if spec.library == "torchvision":
+        preset = _torchvision_weights(spec).transforms()
+        return tuple(preset.mean), tuple(preset.std), int(preset.crop_size[0])
+    return None
+
+
+def _hub_checkpoint(url: str) -> Path:
+    """Where torch.hub (and so torchvision and timm) keeps a file downloaded from ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+
+
+def candidate_files(spec: PretrainedSpec) -> list[Path]:
+    """Where the weights may be, in the order looked at."""
+    if spec.file:
+        return [Path(spec.file).expanduser()]
+    found = []
+    if spec.library == "timm":
+        cfg = _timm_cfg(spec)
+        if cfg.hf_hub_id:
+            from huggingface_hub import try_to_load_from_cache
+
+            repo, _, revision = cfg.hf_hub_id.partition("@")
+            for filename in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]):
+                # the cache folder read now, not when huggingface_hub was imported
+                cached = try_to_load_from_cache(repo, filename, cache_dir=os.environ.get("HF_HUB_CACHE"), revision=revision or None)
+                if isinstance(cached, str):
+                    found.append(Path(cached))
+        if cfg.url:
+            found.append(_hub_checkpoint(cfg.url))
+    elif spec.library == "torchvision":
+        found.append(_hub_checkpoint(_torchvision_weights(spec).url))
+    return found
+
+
+def weights_file(spec: PretrainedSpec) -> Path:
+    """The local weights file, or WeightsUnavailableError saying where it was looked for and what to do."""
+    candidates = candidate_files(spec)
+    for path in candidates:
+        if path.is_file():
+            return path
+    places = ", ".join(str(p) for p in candidates) or "the Hugging Face cache (nothing cached)"
+    raise WeightsUnavailableError(f"weights of {spec.label or spec.backbone} are not on this machine (looked in: {places}); "
+                                  f"{spec.fetch_hint}")
+
+
+_SHA256: dict[tuple, str] = {}
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, computed once per file version (path, size, modification time)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+def _read_state(path: Path) -> dict:
+    from timm.models import load_state_dict
+
+    try:
+        return load_state_dict(str(path), use_ema=False, weights_only=True)
+    except Exception as e:
+        raise WeightsUnavailableError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _load_strictly(module: nn.Module, state: dict, path: Path) -> None:
+    """Every key of ``module`` from ``state`` with its shape, nothing more: else one line saying what differs."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(reshaped)} of another shape (e.g. {reshaped[0]})" if reshaped else ""]
+        raise WeightsUnavailableError(f"{path}: its keys do not match the model: " + ", ".join(p for p in parts if p))
+    module.load_state_dict(state, strict=True)
+
+
+def load_body(spec: PretrainedSpec, path: Path, in_chans: int) -> tuple[nn.Module, int]:
+    """(body, feature width) of the pretrained model, its weights loaded strictly from ``path``; the
+    classifier is left out."""
+    from .backbones import create_backbone, strip_torchvision_classifier
+
+    state = _read_state(path)
+    if spec.library == "timm":
+        import timm
+
+        body = timm.create_model(spec.model, pretrained=False, num_classes=0, in_chans=in_chans)
+        classifiers = _timm_cfg(spec).classifier
+        classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers or ())
+        state = {k: v for k, v in state.items() if not any(k == c or k.startswith(f"{c}.") for c in classifiers)}
+        _load_strictly(body, state, path)
+        return body, body.num_features
+    if spec.library == "torchvision":
+        import torchvision
+
+        if in_chans != 3:
+            raise ValueError(f"torchvision model {spec.model} takes 3-channel images; the data has {in_chans}")
+        model = torchvision.models.get_model(spec.model, weights=None)
+        _load_strictly(model, state, path)  # the classifier included: torchvision files hold the whole model
+        return strip_torchvision_classifier(model, spec.model)
+    classifier = create_backbone(spec.model, 1, in_chans)
+    if any(k.startswith("body.") for k in state):  # a whole classifier (this harness's cache files, for one)
+        state = {k.removeprefix("body."): v for k, v in state.items() if k.startswith("body.")}
+    _load_strictly(classifier.body, state, path)
+    return classifier.body, classifier.num_features
+
+
+def fetch(spec: PretrainedSpec) -> Path:
+    """Downloads the weights into the library's own cache (needs internet); returns the file."""
+    if spec.library == "timm":
+        import timm
+
+        timm.create_model(spec.model, pretrained=True)
+    elif spec.library == "torchvision":
+        _torchvision_weights(spec).get_state_dict(progress=True)
+    return weights_file(spec)
