@@ -130,7 +130,7 @@ def changed_value(path: str, tp, value):
     special = {"seeds": [1], "backbones": ["resnet20"], "source.classes": [0, 1, 2, 3, 6],
                "targets[0].classes": [5, 6, 7, 8, 4], "strategies.alpha_mix.alphas": [0, 0.25, 1],
                "strategies.alpha_mix.bn_reestimate": False,  # None -> True would be the default batchnorm again
-               "source.examples": 100, "targets[0].examples": 100}
+               "source.examples": 100, "targets[0].examples": 100, "strategies.linear_probe.l2_grid": [0.01, 1.0]}
     if path in special:
         return special[path]
     origin, args = typing.get_origin(tp), typing.get_args(tp)

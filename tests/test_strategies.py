@@ -282,8 +282,6 @@ def test_lbfgs_probe_chooses_its_l2_on_validation_only(source_model, target):
     # (folding the standardisation into the head reorders float sums: one borderline example of 30 may flip)
     assert task.evaluate(fitted.model)["val_top1_pct"] == pytest.approx(best, abs=100 / 30 + 1e-6)
     assert fitted.stats.train_s > 0 and fitted.stats.steps > 0 and fitted.stats.flops > 0
-    # a huge L2 pins the head near zero: chance-level validation (5 classes), below the best
-    assert scores["100"] < best
 
 
 def test_lbfgs_probe_needs_a_validation_split(source_model):
