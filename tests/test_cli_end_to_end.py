@@ -39,7 +39,7 @@ def test_run_resume_and_report(tmp_path):
     assert dry.returncode == 0, dry.stderr
     source_row = next(line for line in dry.stdout.splitlines() if "| source digits[0-4]/resnet8/seed0 " in line)
     assert "| cached " in source_row  # the graph: a source model found in the cache
-    assert "16 artifacts: 0 models to build, 8 of 8 cells to run" in dry.stdout
+    assert "18 artifacts: 0 models to build, 8 of 8 cells to run" in dry.stdout
 
     csv = bench("report", "out", "--format", "csv", cwd=tmp_path)
     assert csv.returncode == 0 and len(csv.stdout.strip().splitlines()) == 1 + 4

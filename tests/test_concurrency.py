@@ -40,8 +40,8 @@ def test_two_runs_at_once_build_each_artifact_once_and_record_each_cell_once(tmp
     runs = [start(suite, tmp_path / "out", tmp_path / f"run{i}.log") for i in range(2)]
     assert [run.wait(timeout=600) for run in runs] == [0, 0], (tmp_path / "run0.log").read_text()[-2000:]
     names = built(tmp_path / "run0.log", tmp_path / "run1.log")
-    # 2 seeds: 2 source models, 3 fitted models and 4 evaluations each
-    assert Counter(kind for kind, _ in names) == {"source": 2, "fitted": 6, "evaluation": 8}
+    # 2 seeds: 2 source models, 4 fitted models (alpha-mix's LP-FT among them) and 4 evaluations each
+    assert Counter(kind for kind, _ in names) == {"source": 2, "fitted": 8, "evaluation": 8}
     assert len(set(names)) == len(names), f"built twice: {[n for n, c in Counter(names).items() if c > 1]}"
     counts = records_per_cell(tmp_path / "out")
     assert len(counts) == 2 * (3 + 3) and set(counts.values()) == {1}

@@ -55,7 +55,7 @@ def test_quick_suite_on_ray_gives_the_local_executors_cells_and_numbers(tmp_path
     local, _ = run(suite, tmp_path / "local", "local", threads=1)
     on_ray, messages = run(suite, tmp_path / "ray", "ray")
     assert any("ray: 1 node(s), 2 CPUs" in m for m in messages)
-    assert len(local) == len(on_ray) == 3 * (3 + 5)
+    assert len(local) == len(on_ray) == 3 * (5 + 5)  # 5 strategies and 5 alphas, 3 seeds
     assert metrics(on_ray) == metrics(local)
     assert {r["config_hash"] for r in on_ray} == {r["config_hash"] for r in local}
 

@@ -53,10 +53,10 @@ def test_a_rerun_trains_nothing_and_force_reruns(tmp_path, monkeypatch):
         raise AssertionError("a resumed run must not train")
 
     import bench.build
-    import transfer_core.strategies.full_finetune as ft
+    import transfer_core.strategies.base as base
     import transfer_core.strategies.linear_probe as lp
     import transfer_core.strategies.scratch as scratch
-    for module in (bench.build, ft, lp, scratch):
+    for module in (bench.build, base, lp, scratch):  # base: every fine-tune trains through it
         monkeypatch.setattr(module, "train", no_training)
     again, cells = make_runner(tmp_path, tiny_suite())
     summary = again.run(cells)
