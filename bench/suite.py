@@ -419,7 +419,8 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     targets_raw = top.get("targets")
     if not isinstance(targets_raw, list) or not targets_raw:
         raise SuiteError("targets: expected a non-empty list of datasets, e.g. [{dataset: cifar100}]")
-    targets = tuple(spec for i, t in enumerate(targets_raw) for spec in _target_specs(t, f"targets[{i}]", data))
+    placed = [(f"targets[{i}]", spec) for i, t in enumerate(targets_raw) for spec in _target_specs(t, f"targets[{i}]", data)]
+    targets = tuple(spec for _, spec in placed)
     _refuse_repeats("source", [dataclasses.replace(s.pretrained, label="") if s.pretrained else (s.data.describe(), s.recipe)
                                for s in sources], isinstance(source_raw, list))
     _refuse_repeats("targets", [t.describe() for t in targets], True)
@@ -444,11 +445,6 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         if strategy_name not in STRATEGIES:
             raise SuiteError(f"strategies.{strategy_name}: unknown strategy; known: {', '.join(STRATEGIES.names())}")
         strategies.append(default_strategy_spec(strategy_name, _mapping(settings, f"strategies.{strategy_name}"), train))
-    for strategy in strategies:
-        for i, target in enumerate(targets):
-            if STRATEGIES.get(strategy.name).selects_on_validation and target.selection.val_fraction == 0:
-                raise SuiteError(f"targets[{i}].val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
-                                 "give the target a share above 0 (the default is 0.1)")
     # strategies that combine others' models run after them (a stable sort keeps the suite's order otherwise)
     strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients_of(s.options)) > 0)
     # an ingredient the suite does not list is still built with the suite's train: settings
@@ -461,6 +457,12 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
             spec = default_strategy_spec(ingredient, {}, train)
             ingredients.append(spec)
             pending += STRATEGIES.get(ingredient).ingredients_of(spec.options)
+    for strategy in strategies + ingredients:  # listed or built as an ingredient: either way it chooses
+        for where, target in placed:
+            if STRATEGIES.get(strategy.name).chooses_on_validation(strategy.options) and target.selection.val_fraction == 0:
+                raise SuiteError(f"{where}.val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
+                                 "give the target a share above 0 (the default is 0.1)"
+                                 + ("; or fit the probe by sgd (solver: sgd)" if strategy.name == "linear_probe" else ""))
 
     runtime_raw = _mapping(top.get("runtime"), "runtime")
     _check_keys(runtime_raw, set(_fields(RuntimeSpec)), "runtime")

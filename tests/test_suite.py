@@ -155,10 +155,14 @@ def test_a_repeated_entry_is_refused(overrides, message):
 def test_a_strategy_that_selects_on_validation_needs_a_validation_split():
     raw = tiny_suite()
     raw["targets"][0]["val_fraction"] = 0
+    raw["strategies"]["linear_probe"]["solver"] = "sgd"
     with pytest.raises(SuiteError, match=r"targets\[0\]\.val_fraction: alpha_mix chooses on validation data, and 0 leaves none"):
         parse_suite(raw)
     raw["strategies"].pop("alpha_mix")
     parse_suite(raw)  # the other strategies do without one
+    raw["strategies"]["linear_probe"]["solver"] = "lbfgs"  # the probe's default: its L2 chosen on validation
+    with pytest.raises(SuiteError, match=r"linear_probe chooses on validation data.*or fit the probe by sgd"):
+        parse_suite(raw)
 
 
 def test_a_data_size_sweep_becomes_one_target_per_size():

@@ -115,6 +115,11 @@ class Strategy:
         return [Evaluation(metrics, total_cost(models), details=details)]
 
     @classmethod
+    def chooses_on_validation(cls, options) -> bool:
+        """Whether, under ``options``, it chooses among candidates on the target's validation split."""
+        return cls.selects_on_validation
+
+    @classmethod
     def ingredients_of(cls, options) -> tuple[str, ...]:
         """The strategies whose fitted models this one is built from, under ``options``."""
         return cls.ingredients

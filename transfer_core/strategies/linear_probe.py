@@ -4,11 +4,11 @@ target features.
 Features are computed once and the head is fit on the cached features, not by running the frozen
 backbone every epoch. Features are standardised for a well-conditioned fit, and the standardisation is
 folded back into the head so the result is a plain ``body -> Linear`` model. Two solvers:
-- ``sgd`` (default): the recipe's epochs of SGD on mini-batches of features;
-- ``lbfgs``: L2-regularised multinomial logistic regression solved by L-BFGS on all features at once,
+- ``lbfgs`` (default): L2-regularised multinomial logistic regression solved by L-BFGS on all features at once,
   once per L2 strength of ``l2_grid`` (strongest first, each warm-started from the last), keeping the
   strength whose head scores best on validation, as Kornblith et al. do. Every strength's validation
-  top-1 is recorded; the whole grid's time is the probe's training time.
+  top-1 is recorded; the whole grid's time is the probe's training time. The recipe is not used.
+- ``sgd``: the recipe's epochs of SGD on mini-batches of features.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class LinearProbe(Strategy):
 
     @dataclass
     class Options:
-        solver: Literal["sgd", "lbfgs"] = "sgd"  # mini-batch SGD with the recipe, or L-BFGS with L2 chosen on validation
+        solver: Literal["lbfgs", "sgd"] = "lbfgs"  # L-BFGS with L2 chosen on validation, or mini-batch SGD with the recipe
         # lbfgs: L2 strengths to try (penalty l2/2 * ||W||^2 on the mean loss), a log grid by default
         l2_grid: list[float] = field(default_factory=lambda: [10.0 ** e for e in range(-6, 2)])
         max_iter: int = 200  # lbfgs: iterations per strength
@@ -46,6 +46,10 @@ class LinearProbe(Strategy):
             for i, strength in enumerate(self.l2_grid):
                 check_range(f"l2_grid[{i}]", strength, 0, None)
             check_range("max_iter", self.max_iter, 1, None)
+
+    @classmethod
+    def chooses_on_validation(cls, options) -> bool:
+        return options.solver == "lbfgs"
 
     def fit(self, task: TargetTask, source, ingredients) -> Fitted:
         model = source
