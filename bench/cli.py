@@ -74,9 +74,10 @@ def cmd_validate(args) -> int:
     suite = load_suite(args.suite)
     check_data(suite, data_root(suite, args.data_root))
     cells = expand_cells(suite)
+    backbones = len({cell.backbone for cell in cells})  # a pretrained source brings its own
     print(f"{args.suite}: ok — suite {suite.name!r}, {len(cells)} cells "
-          f"({len(suite.sources)} source × {len(suite.targets)} targets × {len(suite.backbones)} backbones × "
-          f"{len(suite.strategies)} strategies × {len(suite.seeds)} seeds)")
+          f"({len(suite.sources)} sources, {len(suite.targets)} targets, {backbones} backbones, "
+          f"{len(suite.strategies)} strategies, {len(suite.seeds)} seeds)")
     return 0
 
 

@@ -7,7 +7,8 @@ drop of more than half a point, ``target_train_s:+10%`` a rise of more than 10%,
 a throughput drop of more than 5%. A change beyond the threshold the other way is an improvement.
 A cell that failed in NEW, or is missing from it, is a regression too (``--allow-missing`` relaxes
 the latter). A cell whose α chosen on validation changed is listed as "selection changed" (not blocking:
-the thresholds judge its accuracy). A ``%`` threshold on a metric that is 0 in the baseline is an error. Reads only the two results stores.
+the thresholds judge its accuracy). A ``%`` threshold on a metric that is 0 in the baseline and not in NEW is an error (no percentage
+of 0 says how much worse); 0 in both is no change. Reads only the two results stores.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class Threshold:
     def change(self, base: float, new: float) -> Optional[float]:
         """new − base in the threshold's unit: points or the metric's own unit, or % of the baseline."""
         if self.unit == "%":
-            return None if base == 0 else 100.0 * (new - base) / abs(base)
+            return 0.0 if base == new == 0 else None if base == 0 else 100.0 * (new - base) / abs(base)
         return new - base
 
     def worsening(self, base: float, new: float) -> Optional[float]:
@@ -183,7 +184,7 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
                 continue
             before = sum(b for b, _ in values) / len(values)
             after = sum(n for _, n in values) / len(values)
-            if threshold.unit == "%" and before == 0:
+            if threshold.unit == "%" and before == 0 and after != 0:  # 0 -> 0 is no change; 0 -> x has no %
                 raise CompareError(f"{label}: {threshold.metric} is 0 in the baseline, so a % change of it means nothing; "
                                    f"gate it with an absolute threshold (e.g. {threshold.metric}:{threshold.describe()[0]}1)")
             worse = threshold.worsening(before, after)

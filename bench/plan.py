@@ -167,7 +167,9 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         if source.pretrained:  # loaded, not trained: the same for every seed; the file's content in the key
             weights = {**source.pretrained.describe(), "sha256": sha256(weights_file(source.pretrained))}
             settings = {"pretrained": weights, "channels": prepared(cell.target).channels}
-            return plan._add(SourceArtifact, settings, (), name=f"source {source.label} (pretrained)", needs=Needs(0.0, 1),
+            # loading is light, but a GPU runtime needs a GPU where it runs (Ray hides GPUs from a task without one)
+            return plan._add(SourceArtifact, settings, (), name=f"source {source.label} (pretrained)",
+                             needs=Needs(EVALUATION_GPU_SHARE if on_gpu else 0.0, 1),
                              source=source, backbone=cell.backbone, seed=None)
         settings = {"data": data(source.data), "recipe": dataclasses.asdict(source.recipe),
                     "backbone": cell.backbone, "seed": cell.seed, "runtime": key_runtime(runtime, [source.data], False)}
@@ -178,7 +180,7 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
         source = source_model(cell) if cls.uses_source else None
         ingredients = {name: fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
-        settings = {"strategy": strategy, "options": dataclasses.asdict(spec.options), "recipe": dataclasses.asdict(spec.recipe),
+        settings = {"strategy": strategy, **cls.key_settings(spec.options, spec.recipe),
                     "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
                     "runtime": key_runtime(runtime, [cell.target], False)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
@@ -195,7 +197,7 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         settings = {"strategy": cell.strategy.name,
                     # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
                     # does not (alpha-mix) uses them here
-                    "options": None if cls.trains else dataclasses.asdict(cell.strategy.options),
+                    "options": None if cls.trains else cls.key_settings(cell.strategy.options, cell.strategy.recipe)["options"],
                     "target": data(cell.target), "backbone": cell.backbone, "seed": cell.seed,
                     "runtime": key_runtime(runtime, [cell.target], True)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values())

@@ -18,7 +18,8 @@ RECORD_SCHEMA_VERSION = 1
 DIRECTIONS = {
     "test_top1_pct": "higher", "test_top5_pct": "higher", "val_top1_pct": "higher",
     "target_train_s": "lower", "target_total_s": "lower", "target_img_per_s": "higher",
-    "target_train_flops": "lower", "source_train_s_amortised": "lower", "peak_mem_mib": "lower",
+    "target_train_flops": "lower", "source_train_s_amortised": "lower", "source_train_s_total": "lower",
+    "peak_mem_mib": "lower",
     "target_tflop_per_s": "higher", "target_mfu_pct": "higher", "target_compile_s": "lower", "target_data_s": "lower",
 }
 

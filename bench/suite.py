@@ -208,7 +208,7 @@ class Suite:
     ingredients: tuple[StrategySpec, ...] = ()  # strategies the listed ones are built from but the suite does not list
 
     def strategy(self, name: str) -> StrategySpec:
-        """A strategy's settings, listed or an ingredient (then with the suite's ``train`` settings)."""
+        """A strategy's settings, listed or an ingredient (then with its own defaults and the suite's ``train``)."""
         for spec in self.strategies + self.ingredients:
             if spec.name == name:
                 return spec
@@ -339,8 +339,8 @@ def _pretrained_source(mapping: dict, where: str) -> SourceSpec:
         _check_keys(mapping, _CHECKPOINT_KEYS, where)
         if "backbone" not in mapping:
             raise SuiteError(f"{where}.backbone: missing; a checkpoint needs the backbone it was saved from, e.g. resnet8")
-        path = text("checkpoint")
-        spec = PretrainedSpec("checkpoint", text("backbone"), None, path, text("name", False) or Path(path).stem)
+        path = str(Path(text("checkpoint")).expanduser().resolve())  # workers may start in another folder
+        spec = PretrainedSpec("checkpoint", text("backbone"), None, path, text("name", False) or f"checkpoint:{Path(path).stem}")
     else:
         _check_keys(mapping, _PRETRAINED_KEYS, where)
         library, _, model = text("pretrained").partition(":")
@@ -348,7 +348,10 @@ def _pretrained_source(mapping: dict, where: str) -> SourceSpec:
             raise SuiteError(f"{where}.pretrained: expected timm:NAME.TAG or torchvision:NAME, got {mapping['pretrained']!r}")
         if "weights" in mapping and library != "torchvision":
             raise SuiteError(f"{where}.weights: only for torchvision models; a timm model's tag names its weights")
-        spec = PretrainedSpec(library, model, text("weights", False), text("file", False), text("name", False) or model)
+        file = text("file", False)
+        weights = text("weights", False)
+        label = text("name", False) or (f"{model}.{weights or 'DEFAULT'}" if library == "torchvision" else model)
+        spec = PretrainedSpec(library, model, weights, str(Path(file).expanduser().resolve()) if file else None, label)
     try:
         check_spec(spec)
     except (ValueError, UnknownNameError) as e:
@@ -423,6 +426,10 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     targets = tuple(spec for _, spec in placed)
     _refuse_repeats("source", [dataclasses.replace(s.pretrained, label="") if s.pretrained else (s.data.describe(), s.recipe)
                                for s in sources], isinstance(source_raw, list))
+    labels = [s.label for s in sources]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:  # one name for two sources would merge their rows and cells
+            raise SuiteError(f"source[{i}]: is named {label!r} like source[{labels.index(label)}]; give one a name: key")
     _refuse_repeats("targets", [t.describe() for t in targets], True)
 
     backbones = top.get("backbones")

@@ -99,6 +99,8 @@ def test_a_percent_threshold_against_a_zero_baseline_is_an_error():
     with pytest.raises(CompareError, match=r"target_compile_s is 0 in the baseline.*absolute threshold"):
         compare(base, new, parse_thresholds("target_compile_s:+10%"))
     assert compare(base, new, parse_thresholds("target_compile_s:+1")).failed
+    unchanged = compare(base, base, parse_thresholds("target_compile_s:+10%"))  # 0 in both: no change, a usable gate
+    assert not unchanged.failed and [c.verdict for c in unchanged.changes] == ["within threshold"]
 
 
 def test_devices_must_match_unless_allowed():

@@ -94,3 +94,10 @@ def test_a_cifar_subset_written_back_reads_the_same(tmp_path):
     again = prepare_dataset("cifar10", Cifar10.Options(), Selection(), tmp_path / "small", download=False)
     assert again.sizes() == {"train": 30, "val": 0, "test": 20} and again.class_names == subset.class_names
     assert torch.equal(again.train.images, subset.train.images) and torch.equal(again.test.labels, subset.test.labels)
+
+
+def test_too_few_images_to_carve_validation_from_leave_no_validation_split():
+    from transfer_core.datasets import Digits
+
+    data = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6), per_class=1, val_fraction=0.25), Path("."), False)
+    assert data.val is None and data.sizes()["train"] == 2  # not an empty split that every score would divide by

@@ -73,14 +73,21 @@ EXPECTED["source.test_per_class"] = SOURCE  # the source model's own test score 
 for name in TRAINING_STRATEGIES:
     for field in _fields(STRATEGIES.get(name).Options):  # a training strategy's options are its fit's
         EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
+def reads(name: str, field: str) -> bool:
+    """Whether a strategy's fit reads this recipe field: the L-BFGS probe (the default) reads only the
+    batch size of its feature pass."""
+    return name != "linear_probe" or field == "batch_size"
+
+
 for field in _fields(TrainRecipe):
     EXPECTED[f"source.{field}"] = SOURCE
     for name in TRAINING_STRATEGIES:
-        EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
+        EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"} if reads(name, field) else NOTHING
     # train: reaches every recipe that sets the key neither in its section nor in its own defaults
     EXPECTED[f"train.{field}"] = ({"source"} if field not in BASE["source"] else set()) | {
         f"fitted:{name}" for name in TRAINING_STRATEGIES
-        if field not in BASE["strategies"].get(name, {}) and field not in STRATEGIES.get(name).recipe_defaults}
+        if field not in BASE["strategies"].get(name, {}) and field not in STRATEGIES.get(name).recipe_defaults
+        and reads(name, field)}
 
 # values that are not allowed in this suite, so not walked: random-resized crops need an image folder
 NOT_APPLICABLE = {"source.augment.random_resized_crop", "targets[0].augment.random_resized_crop"}

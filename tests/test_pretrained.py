@@ -46,7 +46,7 @@ def test_a_checkpoint_source_is_loaded_not_trained_and_keyed_by_its_content(tmp_
     out = tmp_path / "out"
     assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 0
     records = records_of(out)
-    assert {r["status"] for r in records} == {"ok"} and {r["source"] for r in records} == {"lab-digits"}
+    assert {r["status"] for r in records} == {"ok"} and {r["source"] for r in records} == {"checkpoint:lab-digits"}
     probe = next(r for r in records if r["strategy"] == "linear_probe")
     assert probe["source_model"]["weights"]["sha256"] == sha256(path)
     assert probe["compute"]["source_train_s_total"] == 0  # nothing trained for the source
@@ -135,6 +135,16 @@ def test_pretrained_source_mistakes_are_one_line_errors(source, message):
     with pytest.raises(SuiteError) as info:
         parse_suite(tiny_suite(source=source))
     assert str(info.value).startswith(message)
+
+
+def test_two_sources_under_one_name_are_refused_and_torchvision_labels_name_the_weights():
+    raw = tiny_suite(source=[{"dataset": "digits", "classes": [0, 1, 2, 3, 4], "name": "lab"},
+                             {"checkpoint": "x.pt", "backbone": "resnet8", "name": "lab"}])
+    with pytest.raises(SuiteError, match=r"source\[1\]: is named 'lab' like source\[0\]"):
+        parse_suite(raw)
+    raw = tiny_suite(source=[{"pretrained": "torchvision:resnet18", "weights": "IMAGENET1K_V1"}, {"pretrained": "torchvision:resnet18"}])
+    raw.pop("backbones")
+    assert [s.label for s in parse_suite(raw).sources] == ["resnet18.IMAGENET1K_V1", "resnet18.DEFAULT"]
 
 
 def test_cells_under_a_timm_source_see_the_target_at_its_input_size_and_normalisation():

@@ -6,6 +6,7 @@ else needs to know which library a model came from.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
@@ -98,15 +99,17 @@ BACKBONES.register("resnet8_wide")(_cifar_resnet([1, 1, 1], [32, 64, 128]))  # 0
 
 def stage_groups(body: nn.Module) -> list[nn.Module]:
     """A body's parts from input to output, for freezing the first few (partial fine-tuning): the stem
-    first, then each stage. CIFAR ResNets name theirs; a torchvision ResNet has ``conv1``/``bn1`` and
-    ``layer1``..``layer4``; other models are split into their top-level children that hold parameters."""
+    first, then each stage. CIFAR ResNets name theirs; torchvision and timm ResNets have ``conv1``/``bn1``
+    and ``layer1``..``layer4``. Other architectures lay their stages out in ways this does not know yet:
+    ValueError rather than a guess."""
     if hasattr(body, "stage_groups"):
         return body.stage_groups()
-    children = [(name, child) for name, child in body.named_children() if any(True for _ in child.parameters())]
-    stem = [child for name, child in children if name in ("conv1", "bn1")]
-    if stem and any(name.startswith("layer") for name, _ in children):
-        return [nn.ModuleList(stem)] + [child for name, child in children if name not in ("conv1", "bn1")]
-    return [child for _, child in children]
+    children = dict(body.named_children())
+    layers = sorted(name for name in children if re.fullmatch(r"layer\d+", name))
+    if "conv1" in children and layers:
+        stem = [children[n] for n in ("conv1", "bn1") if n in children]
+        return [nn.ModuleList(stem)] + [children[n] for n in layers]
+    raise ValueError(f"freeze_stages: the stages of a {type(body).__name__} are not known (ResNets only, for now)")
 
 
 def _timm_body(name: str, in_chans: int) -> tuple[nn.Module, int]:

@@ -648,7 +648,8 @@ def prepare_dataset(name: str, options, selection: Selection, root: Path, downlo
     val = None
     if selection.val_fraction > 0:
         train_idx, val_idx = _stratified_split(train.labels, selection.val_fraction, selection.seed)
-        train, val = train.select(train_idx), train.select(val_idx)
+        if len(val_idx) > 0:  # too few images per class to carve any out: no validation split, not an empty one
+            train, val = train.select(train_idx), train.select(val_idx)
     mean, std = channel_stats(train)
     splits = [s for s in (train, val, test) if s is not None]
     hashes = fingerprints(*splits)

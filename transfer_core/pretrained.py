@@ -1,8 +1,9 @@
 """Pretrained sources: timm and torchvision models with published weights, or a checkpoint file.
 
 Nothing is downloaded while a suite runs. The weights file is looked up where each library keeps it:
-- ``timm:NAME.TAG``: a ``file`` given in the suite (timm's ``pretrained_cfg_overlay=dict(file=...)``), else
-  the Hugging Face cache (``HF_HOME``), else torch's hub folder (``TORCH_HOME``/hub/checkpoints);
+- ``timm:NAME.TAG``: a ``file`` given in the suite (what timm's ``pretrained_cfg_overlay=dict(file=...)``
+  names; read here with timm's own ``load_state_dict``), else the Hugging Face cache (``HF_HOME``), else
+  torch's hub folder (``TORCH_HOME``/hub/checkpoints);
 - ``torchvision:NAME`` with ``weights: ENUM_NAME``: a ``file`` given, else torch's hub folder, under the
   file name torchvision downloads to;
 - ``checkpoint: PATH`` with ``backbone: NAME``: that file (a state dict of a whole model, ``body.*`` keys
@@ -83,10 +84,16 @@ def _torchvision_weights(spec: PretrainedSpec):
         raise ValueError(f"unknown torchvision model {spec.model!r}")
     choices = torchvision.models.get_model_weights(spec.model)
     try:
-        return choices[spec.weights or "DEFAULT"]
+        weights = choices[spec.weights or "DEFAULT"]
     except KeyError:
         raise ValueError(f"torchvision {spec.model} has no weights {spec.weights!r}; "
                          f"known: {', '.join(w.name for w in choices)}") from None
+    # some weights change how torchvision builds the model (inception's input transform and auxiliary head,
+    # SWAG's image size); the body here is built without weights, so those would load into another model
+    if spec.model in ("inception_v3", "googlenet") or "SWAG" in weights.name:
+        raise ValueError(f"torchvision {spec.model} {weights.name} is not supported as a pretrained source (its weights "
+                         "change how the model is built); use its timm counterpart")
+    return weights
 
 
 def input_config(spec: PretrainedSpec) -> Optional[tuple[tuple[float, ...], tuple[float, ...], int]]:

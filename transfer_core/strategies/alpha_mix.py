@@ -19,6 +19,7 @@ record's, not the method's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Literal, Optional
@@ -66,12 +67,22 @@ class AlphaMix(Strategy):
             if self.space == "outputs":
                 self.space = "logits"
             if self.bn_reestimate is not None:
-                self.batchnorm = "reestimate" if self.bn_reestimate else "interpolate"
-                self.bn_reestimate = None
+                old = "reestimate" if self.bn_reestimate else "interpolate"
+                if self.batchnorm != "reestimate" and self.batchnorm != old:  # both given, and they disagree
+                    raise ValueError(f"bn_reestimate: {self.bn_reestimate} contradicts batchnorm: {self.batchnorm}; "
+                                     "keep batchnorm only")
+                self.batchnorm, self.bn_reestimate = old, None
 
     @classmethod
     def ingredients_of(cls, options) -> tuple[str, ...]:
         return ("linear_probe", options.finetune)
+
+    @classmethod
+    def key_settings(cls, options, recipe) -> dict:
+        settings = dataclasses.asdict(options)
+        if options.space != "weights":  # BatchNorm statistics matter only when weights are mixed
+            del settings["batchnorm"]
+        return {"options": settings, "recipe": None}
 
     def evaluate(self, task: TargetTask, models: dict[str, Fitted]) -> list[Evaluation]:
         probe, finetuned = models["linear_probe"].model, models[self.options.finetune].model

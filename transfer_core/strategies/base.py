@@ -14,6 +14,7 @@ The plan (``bench/plan.py``) makes each fit and each evaluation an artifact with
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Optional
@@ -85,8 +86,8 @@ class TargetTask:
 
 
 class Strategy:
-    """Base of registered strategies. ``Options`` lists the strategy's own suite keys;
-    ``recipe_defaults`` its training defaults, which the suite's ``train`` section overrides."""
+    """Base of registered strategies. ``Options`` lists the strategy's own suite keys; ``recipe_defaults``
+    its own training defaults, which win over the suite's ``train`` section (its own section wins over them)."""
 
     name: ClassVar[str]
     uses_source: ClassVar[bool] = True  # fit starts from the source model
@@ -113,6 +114,11 @@ class Strategy:
         metrics = task.evaluate(models[self.name].model)
         details = {**models[self.name].details, "eval_s": time.perf_counter() - started}
         return [Evaluation(metrics, total_cost(models), details=details)]
+
+    @classmethod
+    def key_settings(cls, options, recipe: TrainRecipe) -> dict:
+        """What of its options and recipe bears on its numbers: the part of its settings its keys hash."""
+        return {"options": dataclasses.asdict(options), "recipe": dataclasses.asdict(recipe) if cls.trains else None}
 
     @classmethod
     def chooses_on_validation(cls, options) -> bool:

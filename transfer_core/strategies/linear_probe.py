@@ -7,7 +7,8 @@ folded back into the head so the result is a plain ``body -> Linear`` model. Two
 - ``lbfgs`` (default): L2-regularised multinomial logistic regression solved by L-BFGS on all features at once,
   once per L2 strength of ``l2_grid`` (strongest first, each warm-started from the last), keeping the
   strength whose head scores best on validation, as Kornblith et al. do. Every strength's validation
-  top-1 is recorded; the whole grid's time is the probe's training time. The recipe is not used.
+  top-1 is recorded; the whole grid's time is the probe's training time. Of the recipe only the batch size
+  of the feature pass is used.
 - ``sgd``: the recipe's epochs of SGD on mini-batches of features.
 """
 from __future__ import annotations
@@ -51,6 +52,13 @@ class LinearProbe(Strategy):
     def chooses_on_validation(cls, options) -> bool:
         return options.solver == "lbfgs"
 
+    @classmethod
+    def key_settings(cls, options, recipe) -> dict:
+        # L-BFGS reads only the feature pass's batch size from the recipe; SGD never reads the L2 grid
+        if options.solver == "lbfgs":
+            return {"options": dataclasses.asdict(options), "recipe": {"batch_size": recipe.batch_size}}
+        return {"options": {"solver": "sgd"}, "recipe": dataclasses.asdict(recipe)}
+
     def fit(self, task: TargetTask, source, ingredients) -> Fitted:
         model = source
         for p in model.body.parameters():
@@ -73,8 +81,9 @@ class LinearProbe(Strategy):
         head = torch.nn.Linear(model.num_features, task.target.num_classes).to(device)
         details = {"solver": self.options.solver}
         if self.options.solver == "lbfgs":
-            head_stats, details["l2"], details["val_top1_pct_by_l2"] = self._fit_lbfgs(
+            head_stats, details["l2"], details["val_top1_pct_by_l2"], val_images = self._fit_lbfgs(
                 head, standardised, labels.to(device), model, task, mean, std)
+            head_stats.flops += extract_flops / len(labels) * val_images  # the validation feature pass
         else:
             # a target smaller than one batch is fit on whole-data batches rather than not at all
             recipe = dataclasses.replace(self.recipe, batch_size=min(self.recipe.batch_size, len(labels)))
@@ -95,7 +104,7 @@ class LinearProbe(Strategy):
         return Fitted(model, stats, details)
 
     def _fit_lbfgs(self, head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor, model, task: TargetTask,
-                   mean: torch.Tensor, std: torch.Tensor) -> tuple[TrainStats, float, dict[str, float]]:
+                   mean: torch.Tensor, std: torch.Tensor) -> tuple[TrainStats, float, dict[str, float], int]:
         """Fits ``head`` by L-BFGS at each L2 strength; leaves it at the strength best on validation."""
         if task.target.val is None:
             raise ValueError("linear_probe: solver lbfgs chooses its L2 strength on validation, and the target has no "
@@ -107,7 +116,7 @@ class LinearProbe(Strategy):
         val_labels = val_labels.to(features.device)
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
-        by_l2, best_state, best_score, steps, loss = {}, None, float("-inf"), 0, float("nan")
+        by_l2, best_state, best_score, steps, evaluations = {}, None, float("-inf"), 0, 0
         for strength in sorted(self.options.l2_grid, reverse=True):  # strongest first: each warm-starts the next
             optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=self.options.max_iter, history_size=20,
                                           line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
@@ -118,18 +127,21 @@ class LinearProbe(Strategy):
                 objective.backward()
                 return objective
 
-            loss = optimizer.step(closure).item()
-            steps += optimizer.state[head.weight]["n_iter"]  # L-BFGS keeps its state on the first parameter
+            optimizer.step(closure)
+            state = optimizer.state[head.weight]  # L-BFGS keeps its counters on the first parameter
+            steps, evaluations = steps + state["n_iter"], evaluations + state["func_evals"]
             with torch.no_grad():
                 score = top_k_pct(head(val_features).cpu(), val_labels.cpu(), 1)
             by_l2[f"{strength:g}"] = score
-            if score > best_score:  # ties keep the stronger regularisation, found first
+            if best_state is None or score > best_score:  # ties keep the stronger regularisation, found first
                 best_score, best_state, best_l2 = score, {k: v.clone() for k, v in head.state_dict().items()}, strength
         head.load_state_dict(best_state)
-        # FLOPs: forward and backward of the head over every feature, per L-BFGS evaluation (at least one per iteration)
-        flops = 6.0 * features.shape[0] * features.shape[1] * head.out_features * steps
+        with torch.no_grad():
+            loss = F.cross_entropy(head(features), labels).item()  # the kept head's training loss
+        # FLOPs: forward and backward of the head over every feature, per objective evaluation
+        flops = 6.0 * features.shape[0] * features.shape[1] * head.out_features * evaluations
         stats = TrainStats(train_s=time.perf_counter() - started, steps=steps, flops=flops, final_loss=loss)
-        return stats, best_l2, by_l2
+        return stats, best_l2, by_l2, len(val_labels)
 
     def _compile_body(self, model, task: TargetTask) -> float:
         """Seconds to compile the body's forward, on one batch before the timed feature pass: compilation is

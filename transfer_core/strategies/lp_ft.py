@@ -8,6 +8,8 @@ this strategy's own section sets it). Its cost is the probe's plus its own fine-
 """
 import copy
 
+import torch
+
 from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, register_strategy
 
 
@@ -20,5 +22,6 @@ class LinearProbeThenFinetune(Strategy):
 
     def fit(self, task: TargetTask, source, ingredients) -> Fitted:
         model = copy.deepcopy(ingredients["linear_probe"].model)  # the probe stays as it was fitted
+        torch.manual_seed(task.seed)  # dropout and the like draw from here: the same on any executor
         task.runtime.prepare(model)
         return Fitted(model, finetune(model, task, self.recipe, self.options, desc="lp_ft"))
