@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -100,10 +101,15 @@ def _mean(values) -> Optional[float]:
     return statistics.fmean(values) if values else None
 
 
+def _natural(text: str) -> tuple:
+    """Numbers inside a label compare as numbers: "(10/class)" before "(40/class)" before "(160/class)"."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
 def _order(key: tuple) -> tuple:
     strategy = key[3]
     rank = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
-    return key[0], key[1], key[2], rank, strategy
+    return _natural(key[0]), _natural(key[1]), key[2], rank, strategy
 
 
 def summarise_rows(records: list[dict], plan: Optional[dict] = None) -> list[Row]:

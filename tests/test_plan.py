@@ -136,7 +136,7 @@ def changed_value(path: str, tp, value):
     """A valid value other than ``value`` for a setting of type ``tp``."""
     special = {"seeds": [1], "backbones": ["resnet20"], "source.classes": [0, 1, 2, 3, 6],
                "targets[0].classes": [5, 6, 7, 8, 4], "strategies.alpha_mix.alphas": [0, 0.25, 1],
-               "strategies.alpha_mix.bn_reestimate": False,  # None -> True would be the default batchnorm again
+               "strategies.alpha_mix.bn_reestimate": True,  # None -> False would be the default batchnorm again
                "source.examples": 100, "targets[0].examples": 100, "strategies.linear_probe.l2_grid": [0.01, 1.0]}
     if path in special:
         return special[path]

@@ -68,6 +68,11 @@ def test_bold_is_the_best_and_what_is_not_significantly_worse_per_source_target_
     assert bold == {("resnet8", "full_finetune"), ("resnet8", "linear_probe"), ("resnet20", "scratch")}
 
 
+def test_sizes_in_target_names_sort_as_numbers():
+    records = [record("scratch", 0, 30.0, target=f"b ({n}/class)") for n in (160, 10, 40)]
+    assert [r.target for r in summarise_rows(records)] == ["b (10/class)", "b (40/class)", "b (160/class)"]
+
+
 def test_planned_cells_without_records_are_shown_missing():
     plan = {"suite": "s", "cells": [
         {"source": "a", "target": "b", "backbone": "resnet8", "strategy": s, "seed": seed, "config_hash": f"{s}-b-{seed}"}

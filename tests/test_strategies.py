@@ -141,6 +141,9 @@ def test_alpha_mix_reestimates_batchnorm_at_every_alpha_including_the_ends(sourc
 def test_alpha_mix_old_option_names_still_read():
     options = AlphaMix.Options(space="outputs", bn_reestimate=False)
     assert options.space == "logits" and options.batchnorm == "interpolate"
+    assert AlphaMix.Options(bn_reestimate=True).batchnorm == "reestimate"
+    with pytest.raises(ValueError, match="bn_reestimate: False contradicts batchnorm: reestimate"):
+        AlphaMix.Options(batchnorm="reestimate", bn_reestimate=False)
 
 
 def test_probs_space_mixes_softmax_probabilities():

@@ -7,9 +7,9 @@ labels differ from the source's) and theta_ft the model fine-tuned from it: LP-F
 ends share the probe's head and the path between them is the one WiSE-FT takes (``finetune:
 full_finetune`` fine-tunes from a random head instead). Three spaces:
 - ``weights`` interpolates every parameter. BatchNorm is handled one way along the whole path
-  (``batchnorm``): ``interpolate`` mixes the running statistics like any buffer, so alpha=0 and alpha=1
-  are exactly the two ingredients; ``reestimate`` recomputes them on the target's training images at every
-  alpha, the ends included.
+  (``batchnorm``): ``interpolate`` (default, as WiSE-FT mixes every tensor) mixes the running statistics
+  like any buffer, so alpha=0 and alpha=1 are exactly the two ingredients; ``reestimate`` recomputes them
+  on the target's training images at every alpha, the ends included.
 - ``logits`` mixes the two models' logits (``outputs`` is its old name).
 - ``probs`` mixes their softmax probabilities: the formula above taken literally.
 Alpha is chosen on validation; every alpha's test accuracy is kept for the alpha curve. The search time
@@ -56,7 +56,9 @@ class AlphaMix(Strategy):
         alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # mixing weights to try, each in [0, 1]
         finetune: Literal["lp_ft", "full_finetune"] = "lp_ft"  # theta_ft: fine-tuned from the probe, or from a random head
         space: Literal["weights", "logits", "probs", "outputs"] = "weights"  # what is mixed; outputs = logits (old name)
-        batchnorm: Literal["reestimate", "interpolate"] = "reestimate"  # weights space: BatchNorm statistics at every alpha
+        # weights space: BatchNorm statistics mixed like any buffer (WiSE-FT's own rule; the ends exact), or
+        # re-estimated on the target's training images at every alpha
+        batchnorm: Literal["interpolate", "reestimate"] = "interpolate"
         bn_reestimate: Optional[bool] = None  # old name: true = reestimate, false = interpolate
 
         def __post_init__(self):
@@ -68,7 +70,7 @@ class AlphaMix(Strategy):
                 self.space = "logits"
             if self.bn_reestimate is not None:
                 old = "reestimate" if self.bn_reestimate else "interpolate"
-                if self.batchnorm != "reestimate" and self.batchnorm != old:  # both given, and they disagree
+                if self.batchnorm != "interpolate" and self.batchnorm != old:  # both given, and they disagree
                     raise ValueError(f"bn_reestimate: {self.bn_reestimate} contradicts batchnorm: {self.batchnorm}; "
                                      "keep batchnorm only")
                 self.batchnorm, self.bn_reestimate = old, None
