@@ -60,6 +60,21 @@ def test_quick_suite_on_ray_gives_the_local_executors_cells_and_numbers(tmp_path
     assert {r["config_hash"] for r in on_ray} == {r["config_hash"] for r in local}
 
 
+def test_a_pretrained_source_is_loaded_on_the_driver_so_no_node_needs_its_file(tmp_path, local_ray):
+    import torch
+
+    from transfer_core.backbones import create_backbone
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "lab.pt"
+    torch.save(create_backbone("resnet8", 5, 1).state_dict(), checkpoint)
+    raw = tiny_suite(source={"checkpoint": str(checkpoint), "backbone": "resnet8"}, strategies={"linear_probe": {}})
+    raw.pop("backbones")
+    records, messages = run(parse_suite(raw), tmp_path, "ray")
+    assert [r["status"] for r in records] == ["ok"] and records[0]["source_model"]["weights"]["file"] == str(checkpoint)
+    assert any(m.startswith("  source checkpoint:lab (pretrained): loaded ") for m in messages)  # the driver's log
+
+
 def test_a_two_node_cluster_runs_a_suite(tmp_path):
     from ray.cluster_utils import Cluster
 

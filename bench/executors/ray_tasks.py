@@ -20,8 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from ..build import Builder, BuildEnv, Outcome
-from ..plan import Artifact
+from ..plan import Artifact, SourceArtifact
 from ..suite import SuiteError
 from . import Executor, register_executor
 
@@ -104,6 +106,7 @@ class RayExecutor(Executor):
                 raise SuiteError(f"--ray-address {options.ray_address}: cannot join a Ray cluster there "
                                  f"({str(e).splitlines()[0]})") from None
         self._running: dict = {}  # object ref -> the artifact it builds
+        self._done: list = []  # (key, outcome) of artifacts built on the driver, not yet handed back
 
     def cuda_available(self) -> bool:
         return self._ray.cluster_resources().get("GPU", 0) > 0
@@ -159,6 +162,12 @@ class RayExecutor(Executor):
         return cpus <= self._cluster[0] and gpus <= self._cluster[1]
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
+        if isinstance(artifact, SourceArtifact) and artifact.source.pretrained:
+            # published weights are loaded, not trained, and the run found them on this machine before it
+            # started: loaded here (on the CPU) into the shared cache, so no node needs the weights file
+            cpu = dataclasses.replace(self._env, runtime=dataclasses.replace(self._env.runtime, device=torch.device("cpu")))
+            self._done.append((artifact.key, Builder(cpu, log=self.log).build(artifact, inputs)))
+            return
         ref = self._task.options(
             num_cpus=artifact.needs.cpus, num_gpus=artifact.needs.gpus, max_retries=self.options.max_retries,
             name=artifact.name,
@@ -166,6 +175,9 @@ class RayExecutor(Executor):
         self._running[ref] = artifact
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
+        if self._done:
+            finished, self._done = self._done, []
+            return finished
         if not self._running:
             return []
         ray = self._ray
