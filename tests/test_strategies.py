@@ -294,3 +294,25 @@ def test_lbfgs_probe_needs_a_validation_split(source_model):
     task = TargetTask(no_val, "resnet8", 0, RUNTIME, NO_AUGMENT)
     with pytest.raises(ValueError, match="solver lbfgs chooses its L2 strength on validation"):
         LinearProbe(LinearProbe.Options(solver="lbfgs"), RECIPE).fit(task, copy.deepcopy(source_model), {})
+
+
+@pytest.mark.parametrize("name, first_frozen, first_trained", [
+    ("timm:vit_tiny_patch16_224", "cls_token", "blocks.1.norm1.weight"),
+    ("timm:efficientnet_b0", "conv_stem.weight", "blocks.1.0.conv_pw.weight"),
+    ("torchvision:resnet18", "bn1.weight", "layer2.0.conv1.weight"),
+])
+def test_freeze_stages_knows_the_stages_of_timm_and_torchvision_models(name, first_frozen, first_trained):
+    from transfer_core.backbones import stage_groups
+
+    body = create_backbone(name, 10, 3).body
+    groups = stage_groups(body)
+    frozen = {n for group in groups[:2] for n in group}  # freeze_stages: 2 = the stem and the first stage
+    assert first_frozen in frozen and first_trained not in frozen
+    assert len(groups) > 3 and sum(len(g) for g in groups) == len({n for n, _ in body.named_parameters()})
+
+
+def test_freeze_stages_refuses_an_architecture_whose_stages_are_unknown():
+    from transfer_core.backbones import stage_groups
+
+    with pytest.raises(ValueError, match="the stages of a VGG are not known"):
+        stage_groups(create_backbone("torchvision:vgg11", 10, 3).body)

@@ -97,19 +97,27 @@ BACKBONES.register("resnet8")(_cifar_resnet([1, 1, 1], [16, 32, 64]))  # 0.08M p
 BACKBONES.register("resnet8_wide")(_cifar_resnet([1, 1, 1], [32, 64, 128]))  # 0.3M params, richer features
 
 
-def stage_groups(body: nn.Module) -> list[nn.Module]:
-    """A body's parts from input to output, for freezing the first few (partial fine-tuning): the stem
-    first, then each stage. CIFAR ResNets name theirs; torchvision and timm ResNets have ``conv1``/``bn1``
-    and ``layer1``..``layer4``. Other architectures lay their stages out in ways this does not know yet:
+def stage_groups(body: nn.Module) -> list[list[str]]:
+    """The names of a body's parameters in parts from input to output, for freezing the first few (partial
+    fine-tuning): the stem first, then each stage. CIFAR ResNets name their parts; timm models group their
+    own (``group_matcher(coarse=True)``: a ViT's stem and each block, an EfficientNet's stem and each stage);
+    torchvision ResNets have ``conv1``/``bn1`` and ``layer1``..``layer4``. Other torchvision architectures:
     ValueError rather than a guess."""
+    if hasattr(body, "group_matcher") and not hasattr(body, "stage_groups"):  # a timm model
+        from timm.models import group_parameters
+
+        return [names for _, names in sorted(group_parameters(body, body.group_matcher(coarse=True)).items())]
     if hasattr(body, "stage_groups"):
-        return body.stage_groups()
-    children = dict(body.named_children())
-    layers = sorted(name for name in children if re.fullmatch(r"layer\d+", name))
-    if "conv1" in children and layers:
-        stem = [children[n] for n in ("conv1", "bn1") if n in children]
-        return [nn.ModuleList(stem)] + [children[n] for n in layers]
-    raise ValueError(f"freeze_stages: the stages of a {type(body).__name__} are not known (ResNets only, for now)")
+        modules = body.stage_groups()
+    else:
+        children = dict(body.named_children())
+        layers = sorted((name for name in children if re.fullmatch(r"layer\d+", name)), key=lambda n: int(n[5:]))
+        if "conv1" not in children or not layers:
+            raise ValueError(f"freeze_stages: the stages of a {type(body).__name__} are not known (CIFAR ResNets, timm "
+                             "models and torchvision ResNets are)")
+        modules = [nn.ModuleList([children[n] for n in ("conv1", "bn1") if n in children])] + [children[n] for n in layers]
+    named = list(body.named_parameters())
+    return [[name for name, p in named if any(p is q for q in module.parameters())] for module in modules]
 
 
 def _timm_body(name: str, in_chans: int) -> tuple[nn.Module, int]:

@@ -158,9 +158,10 @@ def finetune(model: Classifier, task: TargetTask, recipe: TrainRecipe, options: 
     if options.freeze_stages > len(groups):
         raise ValueError(f"freeze_stages: {options.freeze_stages}, but backbone {task.backbone} has {len(groups)} parts "
                          "(its stem and stages)")
-    model.requires_grad_(True)
-    for group in groups[: options.freeze_stages]:
-        group.requires_grad_(False)
+    frozen = {name for group in groups[: options.freeze_stages] for name in group}
+    for name, parameter in model.body.named_parameters():
+        parameter.requires_grad_(name not in frozen)
+    model.head.requires_grad_(True)
     return train(model, task.loader("train", train=True, batch_size=recipe.batch_size), recipe, task.runtime, desc=desc,
                  body_lr_scale=options.backbone_lr_scale, penalty=penalty)
 
