@@ -360,6 +360,9 @@ def cmd_fetch(args) -> int:
         if spec.library == "checkpoint":
             raise SuiteError(f"{args.suite}: source {spec.label}: {spec.file} is missing, and a checkpoint cannot be fetched")
         try:
+            from huggingface_hub.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()  # a failed download is reported below, in one line
             print(f"{spec.label}: fetched, {fetch(spec)}")
         except Exception as e:  # no network, a moved file, a full disk: one line
             raise SuiteError(f"{args.suite}: source {spec.label}: could not download its weights ({type(e).__name__}: "
