@@ -316,3 +316,17 @@ def test_freeze_stages_refuses_an_architecture_whose_stages_are_unknown():
 
     with pytest.raises(ValueError, match="the stages of a VGG are not known"):
         stage_groups(create_backbone("torchvision:vgg11", 10, 3).body)
+
+
+def test_a_backbone_whose_stages_are_unknown_still_fine_tunes_whole(target):
+    """freeze_stages needs the stages; a fine-tune without it must not, or VGG-like bodies could not train."""
+    from transfer_core.backbones import Classifier
+    from transfer_core.strategies.full_finetune import FullFinetune
+
+    body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    source = RUNTIME.prepare(Classifier(body, 8, 5))
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+    fitted = FullFinetune(FullFinetune.Options(), RECIPE).fit(task, source, {})
+    assert fitted.stats.steps > 0 and all(p.requires_grad for p in fitted.model.parameters())
+    with pytest.raises(ValueError, match="the stages of a Sequential are not known"):
+        FullFinetune(FullFinetune.Options(freeze_stages=1), RECIPE).fit(task, RUNTIME.prepare(Classifier(body, 8, 5)), {})

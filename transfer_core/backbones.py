@@ -117,7 +117,7 @@ def stage_groups(body: nn.Module) -> list[list[str]]:
                              "models and torchvision ResNets are)")
         modules = [nn.ModuleList([children[n] for n in ("conv1", "bn1") if n in children])] + [children[n] for n in layers]
     named = list(body.named_parameters())
-    return [[name for name, p in named if any(p is q for q in module.parameters())] for module in modules]
+    return [[name for name, p in named if id(p) in {id(q) for q in module.parameters()}] for module in modules]
 
 
 def _timm_body(name: str, in_chans: int) -> tuple[nn.Module, int]:

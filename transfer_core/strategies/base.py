@@ -154,11 +154,13 @@ class FinetuneOptions:
 def finetune(model: Classifier, task: TargetTask, recipe: TrainRecipe, options: FinetuneOptions, desc: str,
              penalty: Optional[Callable[[], torch.Tensor]] = None) -> TrainStats:
     """Trains every weight of ``model`` but those of its first ``options.freeze_stages`` body parts."""
-    groups = stage_groups(model.body)
-    if options.freeze_stages > len(groups):
-        raise ValueError(f"freeze_stages: {options.freeze_stages}, but backbone {task.backbone} has {len(groups)} parts "
-                         "(its stem and stages)")
-    frozen = {name for group in groups[: options.freeze_stages] for name in group}
+    frozen: set[str] = set()
+    if options.freeze_stages:  # only then must the body's stages be known: any backbone fine-tunes whole
+        groups = stage_groups(model.body)
+        if options.freeze_stages > len(groups):
+            raise ValueError(f"freeze_stages: {options.freeze_stages}, but backbone {task.backbone} has {len(groups)} parts "
+                             "(its stem and stages)")
+        frozen = {name for group in groups[: options.freeze_stages] for name in group}
     for name, parameter in model.body.named_parameters():
         parameter.requires_grad_(name not in frozen)
     model.head.requires_grad_(True)
