@@ -311,13 +311,9 @@ def _target_specs(raw: Any, where: str, data: DataSettings) -> list[DatasetSpec]
     key, sizes = swept[0], mapping[swept[0]]
     if not sizes or len(set(map(repr, sizes))) != len(sizes):
         raise SuiteError(f"{where}.{key}: expected a non-empty list of different sizes, got {sizes!r}")
-    family = _dataset_spec({**mapping, key: sizes[0]}, where, data, set(), val_default).label
-    specs = []
-    for i, size in enumerate(sizes):
-        spec = _dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, set(), val_default)
-        unit = "/class" if key == "per_class" else " examples"
-        specs.append(dataclasses.replace(spec, label=f"{family} ({size}{unit})", family=family))
-    return specs
+    specs = [_dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, set(), val_default) for i, size in enumerate(sizes)]
+    family, unit = specs[0].label, "/class" if key == "per_class" else " examples"  # the size is not in the label
+    return [dataclasses.replace(spec, label=f"{family} ({size}{unit})", family=family) for spec, size in zip(specs, sizes)]
 
 
 _PRETRAINED_KEYS = {"pretrained", "weights", "file", "name"}
