@@ -32,9 +32,9 @@ from transfer_core.runtime import Runtime, measured_bf16_peak_tflops, peak_memor
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
 
-from .plan import Artifact, EvaluationArtifact, FittedArtifact, SourceArtifact
+from .plan import Artifact, EvaluationArtifact, FittedArtifact, SelectionArtifact, SourceArtifact
 from .provenance import provenance
-from .records import DIRECTIONS, RECORD_SCHEMA_VERSION
+from .records import DIRECTIONS, RECORD_SCHEMA_VERSION, point_label
 from .suite import DatasetSpec
 
 
@@ -122,6 +122,8 @@ class Builder:
                 outcome = Outcome(meta=self._source(artifact))
             elif isinstance(artifact, FittedArtifact):
                 outcome = Outcome(meta=self._fitted(artifact, inputs))
+            elif isinstance(artifact, SelectionArtifact):
+                outcome = Outcome(meta=self._selection(artifact, inputs))
             else:
                 outcome = Outcome(records=self._evaluation(artifact, inputs))
         except Diverged as e:
@@ -217,14 +219,58 @@ class Builder:
         self._save(artifact, fitted.model, meta)
         return meta
 
+    def _selection(self, artifact: SelectionArtifact, inputs: dict[str, Outcome]) -> dict:
+        """Scores every grid point's model on the validation split, and saves the best (the earliest on a tie)
+        as the strategy's model. Its cost is the whole grid's: every point's training, and this choice."""
+        target = self.data(artifact.target, artifact.settings["target"]["fingerprint"], test_split=False)
+        task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
+        scored, total, best = [], TrainStats(), None
+        for index, (point, key) in enumerate(artifact.points):
+            fitted = self._load_fitted(key, target, artifact.backbone)
+            self.runtime.synchronize()
+            started = time.perf_counter()
+            val_top1 = top_k_pct(*task.logits(fitted.model, "val"), 1)
+            self.runtime.synchronize()
+            total += fitted.stats
+            total.selection_s += time.perf_counter() - started
+            scored.append({"point": point, "val_top1_pct": val_top1, "key": key})
+            if best is None or val_top1 > best[0]:
+                best = (val_top1, index, fitted)
+        _, chosen, fitted = best
+        details = {**fitted.details, "grid_point": artifact.points[chosen][0], "grid": scored, "grid_selected_on": "val_top1_pct"}
+        meta = {"strategy": artifact.strategy.name, "stats": dataclasses.asdict(total), "details": details,
+                "selected_key": artifact.points[chosen][1], "data_fingerprint": target.fingerprint,
+                "peak_mem_mib": max(inputs[key].meta.get("peak_mem_mib") or 0.0 for _, key in artifact.points),
+                "peak_mem_kind": next(iter(inputs.values())).meta.get("peak_mem_kind"), "trained_at": _now(),
+                "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device)}
+        self._save(artifact, fitted.model, meta)
+        self.log(f"  {artifact.name}: {point_label(artifact.points[chosen][0])} best on validation "
+                 f"({scored[chosen]['val_top1_pct']:.2f}% top-1 of {len(scored)} points)")
+        return meta
+
     # --- evaluations and their records ---------------------------------------------------------------
 
     def _evaluation(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome]) -> list[dict]:
         started_at, cell = _now(), artifact.cell
         target = self.data(cell.target, artifact.settings["target"]["fingerprint"])
         task = TargetTask(target, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
-        models = {name: self._load_fitted(key, target, cell.backbone) for name, key in artifact.model_keys.items()}
-        evaluations = STRATEGIES.get(cell.strategy.name)(cell.strategy.options, cell.strategy.recipe).evaluate(task, models)
+        own = cell.strategy.name
+        models = {name: self._load_fitted(key, target, cell.backbone) for name, key in artifact.model_keys.items()
+                  if not (artifact.grid and name == own)}  # a grid's points are loaded one by one below
+        if not artifact.grid:
+            evaluations = STRATEGIES.get(own)(cell.strategy.options, cell.strategy.recipe).evaluate(task, models)
+            return self._records(artifact, inputs, evaluations, "ok", None, started_at)
+        # every point of the grid is evaluated and recorded; each record carries the whole grid's cost (what
+        # choosing the selected point took), and the selected one is marked
+        selection = inputs[artifact.model_keys[own]].meta
+        grid_cost = TrainStats(**selection["stats"])
+        evaluations = []
+        for spec, (point, key) in zip(cell.strategy.points(), artifact.grid):
+            fitted = self._load_fitted(key, target, cell.backbone)
+            point_details = {**fitted.details, "grid_point_train_s": fitted.stats.train_s, "grid": selection["details"]["grid"]}
+            for evaluation in STRATEGIES.get(own)(spec.options, spec.recipe).evaluate(
+                    task, {**models, own: Fitted(fitted.model, grid_cost, point_details)}):
+                evaluations.append(dataclasses.replace(evaluation, grid_point=point, selected=key == selection["selected_key"]))
         return self._records(artifact, inputs, evaluations, "ok", None, started_at)
 
     def _records(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome], evaluations: list[Evaluation],
@@ -252,8 +298,9 @@ class Builder:
                 "provenance": provenance_now,
             }
             if not evaluations:
-                records.append({**common, "alpha": None, "selected": True, "metrics": {}, "compute": source_compute})
-            records += [{**common, "alpha": e.alpha, "selected": e.selected, "metrics": e.metrics,
+                records.append({**common, "alpha": None, "grid_point": None, "selected": True, "metrics": {},
+                                "compute": source_compute})
+            records += [{**common, "alpha": e.alpha, "grid_point": e.grid_point, "selected": e.selected, "metrics": e.metrics,
                          "compute": {**self._target_compute(e, fitted_metas), **source_compute}, "details": e.details}
                         for e in evaluations]
         return records
@@ -280,11 +327,12 @@ class Builder:
         mem_mib, mem_kind = peak_memory(self.runtime.device)
         mem_mib = max([mem_mib] + [m.get("peak_mem_mib", 0.0) for m in fitted_metas])
         peaks = [m["device_peak_bf16_tflop_per_s"] for m in fitted_metas if m.get("device_peak_bf16_tflop_per_s")]
+        selection_s = evaluation.selection_s + stats.selection_s  # alpha-mix's search, a grid's choice
         return {
             "target_train_s": stats.train_s,
             "target_compile_s": stats.compile_s,
-            "target_selection_s": evaluation.selection_s,
-            "target_total_s": stats.train_s + stats.compile_s + evaluation.selection_s,
+            "target_selection_s": selection_s,
+            "target_total_s": stats.train_s + stats.compile_s + selection_s,
             "target_images": stats.images,
             "target_train_flops": stats.flops,
             "target_img_per_s": stats.images / stats.train_s if stats.train_s > 0 else None,

@@ -20,7 +20,7 @@ from typing import Optional
 
 from tabulate import tabulate
 
-from .records import DIRECTIONS, ResultsStore, latest_records
+from .records import DIRECTIONS, ResultsStore, candidate, latest_records
 
 ALIASES = {"top1": "test_top1_pct", "top5": "test_top5_pct", "val_top1": "val_top1_pct"}
 DEFAULT_THRESHOLDS = "top1:-0.5pp"
@@ -93,7 +93,7 @@ def _value(record: dict, metric: str) -> Optional[float]:
 @dataclass
 class Change:
     cell_id: str
-    alpha: Optional[float]
+    candidate: Optional[str]  # which of the cell's candidates (``α=0.5``, ``lr=0.03``), if it has several
     metric: str
     verdict: str
     base: Optional[float] = None
@@ -144,7 +144,7 @@ def _group(record: dict, per_seed: bool) -> str:
 
 def compare(base_records: list[dict], new_records: list[dict], thresholds: list[Threshold],
             allow_device_mismatch: bool = False, allow_missing: bool = False, per_seed: bool = False) -> Comparison:
-    """Matches records by identity (cell id, α) and config hash; judges each threshold on the mean over
+    """Matches records by identity (cell id, candidate: α or grid point) and config hash; judges each threshold on the mean over
     the seeds both runs have (or on every cell with ``per_seed``). Unmatched and failed cells are listed
     one by one."""
     base_devices, new_devices = _devices(base_records), _devices(new_records)
@@ -154,10 +154,10 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
                            "Pass --allow-device-mismatch to compare anyway")
 
     def identity(r: dict) -> tuple:
-        return r["cell_id"], r.get("alpha")
+        return r["cell_id"], candidate(r)
 
     def order(r: dict) -> tuple:
-        return r["cell_id"], r.get("alpha") is None, r.get("alpha") or 0.0
+        return r["cell_id"], r.get("alpha") is None, r.get("alpha") or 0.0, candidate(r) or ""
 
     new_by_id = {identity(r): r for r in new_records}
     changes: list[Change] = []
@@ -173,14 +173,14 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
         elif new.get("status") != "ok":
             changes.append(Change(*identity(base), "—", "failed", note=f"{new.get('status')}: {new.get('error')}"))
         else:
-            matched.setdefault((_group(base, per_seed), base.get("alpha")), []).append((base, new))
-    for (group, alpha), pairs in matched.items():
+            matched.setdefault((_group(base, per_seed), candidate(base)), []).append((base, new))
+    for (group, which), pairs in matched.items():
         label = group if per_seed else f"{group} (n={len(pairs)})"
         for threshold in thresholds:
             values = [(_value(b, threshold.metric), _value(n, threshold.metric)) for b, n in pairs]
             values = [(b, n) for b, n in values if b is not None and n is not None]
             if not values:
-                changes.append(Change(label, alpha, threshold.metric, "no value", threshold=threshold))
+                changes.append(Change(label, which, threshold.metric, "no value", threshold=threshold))
                 continue
             before = sum(b for b, _ in values) / len(values)
             after = sum(n for _, n in values) / len(values)
@@ -190,7 +190,7 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
             worse = threshold.worsening(before, after)
             verdict = ("within threshold" if worse is None or abs(worse) <= threshold.amount
                        else "regressed" if worse > 0 else "improved")
-            changes.append(Change(label, alpha, threshold.metric, verdict, before, after, threshold.change(before, after),
+            changes.append(Change(label, which, threshold.metric, verdict, before, after, threshold.change(before, after),
                                   worse, threshold))
     changes += _selection_changes(base_records, new_records)
     base_ids = {identity(r) for r in base_records}
@@ -201,17 +201,26 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
 
 
 def _selection_changes(base_records: list[dict], new_records: list[dict]) -> list[Change]:
-    """A cell whose candidate chosen on validation (alpha-mix's α) differs between the runs: its own verdict,
-    shown but not blocking (the metrics' thresholds judge what the choice did to accuracy)."""
+    """A cell whose candidate chosen on validation (alpha-mix's α, a grid's point) differs between the runs: its
+    own verdict, shown but not blocking (the metrics' thresholds judge what the choice did to accuracy)."""
 
-    def chosen(records: list[dict]) -> dict[tuple, Optional[float]]:
-        return {(r["cell_id"], r.get("config_hash")): r.get("alpha") for r in records
-                if r.get("status") == "ok" and r.get("alpha") is not None and r.get("selected")}
+    def chosen(records: list[dict]) -> dict[tuple, dict]:
+        return {(r["cell_id"], r.get("config_hash")): r for r in records
+                if r.get("status") == "ok" and candidate(r) is not None and r.get("selected")}
 
     base, new = chosen(base_records), chosen(new_records)
-    return [Change(cell_id, None, "selected α", "selection changed", alpha, new[(cell_id, config)],
-                   note=f"α {alpha:g} → {new[(cell_id, config)]:g}")
-            for (cell_id, config), alpha in sorted(base.items()) if (cell_id, config) in new and new[(cell_id, config)] != alpha]
+    changes = []
+    for (cell_id, config), before in sorted(base.items()):
+        after = new.get((cell_id, config))
+        if after is None or candidate(after) == candidate(before):
+            continue
+        if before.get("alpha") is not None and after.get("alpha") is not None:
+            changes.append(Change(cell_id, None, "selected α", "selection changed", before["alpha"], after["alpha"],
+                                  note=f"α {before['alpha']:g} → {after['alpha']:g}"))
+        else:
+            changes.append(Change(cell_id, None, "selected grid point", "selection changed",
+                                  note=f"{candidate(before)} → {candidate(after)}"))
+    return changes
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -226,12 +235,12 @@ def _rows(changes: list[Change]) -> list[list[str]]:
     for c in ordered:
         worse = "" if c.change is None else f"{c.change + 0.0:+.2f}{c.threshold.unit} " + (
             "(worse)" if c.worsening > 0 else "(better)" if c.worsening < 0 else "")
-        rows.append([c.cell_id, "" if c.alpha is None else f"{c.alpha:g}", c.metric, _fmt(c.base), _fmt(c.new),
+        rows.append([c.cell_id, c.candidate or "", c.metric, _fmt(c.base), _fmt(c.new),
                      worse.strip(), c.threshold.describe() if c.threshold else "", c.verdict + (f" ({c.note})" if c.note else "")])
     return rows
 
 
-HEADERS = ["cell (n = seeds averaged)", "α", "metric", "baseline", "new", "change", "fails beyond", "verdict"]
+HEADERS = ["cell (n = seeds averaged)", "candidate", "metric", "baseline", "new", "change", "fails beyond", "verdict"]
 
 
 def render_table(comparison: Comparison) -> str:

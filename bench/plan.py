@@ -5,7 +5,9 @@ Three kinds of artifact, each built once and then reused by everything that depe
   pretrained weights file (its sha256 in the key), loaded;
 - a **fitted model** per strategy that trains, target, backbone, seed and source: what ``Strategy.fit``
   returns. It depends on the source model (if the strategy starts from it) and on the fitted models of
-  the strategy's ingredients;
+  the strategy's ingredients. A strategy trained over a grid (``lr: [0.01, 0.1]``) has one per grid point,
+  and a **selection**: the point best on the target's validation split, saved as a fitted model of its
+  own, which is what the strategy's dependants (and its cells' selected records) take;
 - an **evaluation** per cell: the cell's records. It depends on every fitted model the cell's result is
   built from (its cost is theirs), and on the source model for the record's accounting. Cells of a strategy that ignores the source (scratch), planned
   under several sources, share one evaluation, which writes the records of each.
@@ -35,6 +37,7 @@ from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
 from transfer_core.strategies import STRATEGIES
 
+from .records import point_label
 from .suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Suite
 
 EVALUATION_GPU_SHARE = 0.25  # forward passes only: a fraction of a GPU
@@ -83,10 +86,24 @@ class FittedArtifact(Artifact):
 
 
 @dataclass(frozen=True, eq=False)
+class SelectionArtifact(Artifact):
+    """The grid point of a strategy best on validation, saved (a copy of its model) as the strategy's model."""
+
+    strategy: StrategySpec  # the grid's spec
+    target: DatasetSpec
+    backbone: str
+    seed: int
+    points: tuple[tuple[dict, str], ...]  # (grid point, key of its fitted model), in grid order
+    kind: ClassVar[str] = "selection"
+    cache_folder: ClassVar[str] = "models"  # a fitted model like any other to whoever loads it
+
+
+@dataclass(frozen=True, eq=False)
 class EvaluationArtifact(Artifact):
     cells: list[Cell]  # whose records it writes: one, or a source-free strategy's cells under several sources
     source_key: Optional[str]
     model_keys: dict  # strategy name -> key of the fitted model the evaluation takes
+    grid: tuple[tuple[dict, str], ...]  # the cell's strategy trained over a grid: (point, fitted key) of each, to record each
     source_cells_sharing: int  # cells of the suite that reuse the source model: its cost is split between them
     config: dict  # the resolved settings of the evaluation and of everything it is built from: the records' config
     kind: ClassVar[str] = "evaluation"
@@ -176,36 +193,58 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         return plan._add(SourceArtifact, settings, (), name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
                          needs=needs(1.0, source.data), source=source, backbone=cell.backbone, seed=cell.seed)
 
-    def fitted_model(strategy: str, cell: Cell) -> Artifact:
-        spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
+    def point_model(spec: StrategySpec, cell: Cell) -> Artifact:
+        """The model of one setting of a strategy (a grid's point, or its only setting)."""
+        cls = STRATEGIES.get(spec.name)
         source = source_model(cell) if cls.uses_source else None
         ingredients = {name: fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
-        settings = {"strategy": strategy, **cls.key_settings(spec.options, spec.recipe),
+        settings = {"strategy": spec.name, **cls.key_settings(spec.options, spec.recipe),
                     "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
                     "runtime": key_runtime(runtime, [cell.target], False)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
-        origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
-        return plan._add(FittedArtifact, settings, deps, name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
+        origin = f"{cell.source.label}->" if suite.uses_source(spec.name) else ""
+        point = f"[{point_label(spec.point)}]" if spec.point else ""
+        return plan._add(FittedArtifact, settings, deps, name=f"{spec.name}{point} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
                          needs=needs(cls.gpu_share, cell.target), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
                          source_key=source.key if source else None, ingredient_keys={n: a.key for n, a in ingredients.items()})
+
+    def grid_models(strategy: str, cell: Cell) -> tuple[tuple[dict, str], ...]:
+        spec = suite.strategy(strategy)
+        return tuple((point.point, point_model(point, cell).key) for point in spec.points()) if spec.grid else ()
+
+    def fitted_model(strategy: str, cell: Cell) -> Artifact:
+        """The strategy's model in ``cell``: its only one, or the selection among its grid's."""
+        spec = suite.strategy(strategy)
+        if not spec.grid:
+            return point_model(spec, cell)
+        points = grid_models(strategy, cell)
+        # validation forward passes only, at the evaluation batch size
+        settings = {"select": "val_top1_pct", "strategy": strategy, "grid": [point for point, _ in points],
+                    "target": data(cell.target, test_split=False), "runtime": key_runtime(runtime, [cell.target], True)}
+        origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
+        return plan._add(SelectionArtifact, settings, tuple(key for _, key in points),
+                         name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
+                         needs=needs(EVALUATION_GPU_SHARE, cell.target), strategy=spec, target=cell.target,
+                         backbone=cell.backbone, seed=cell.seed, points=points)
 
     sources = {id(cell): source_model(cell) if suite.uses_source(cell.strategy.name) else None for cell in cells}
     sharing = Counter(s.key for s in sources.values() if s is not None)
     for cell in cells:
         cls, source = STRATEGIES.get(cell.strategy.name), sources[id(cell)]
         models = {name: fitted_model(name, cell) for name in suite.fitted_models(cell.strategy.name)}
+        grid = grid_models(cell.strategy.name, cell)  # each point is evaluated and recorded, the selected one marked
         settings = {"strategy": cell.strategy.name,
                     # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
                     # does not (alpha-mix) uses them here
                     "options": None if cls.trains else cls.key_settings(cell.strategy.options, cell.strategy.recipe)["options"],
                     "target": data(cell.target), "backbone": cell.backbone, "seed": cell.seed,
                     "runtime": key_runtime(runtime, [cell.target], True)}
-        deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values())
+        deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values()) + tuple(key for _, key in grid)
         config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in plan.closure(deps)}
         config["evaluation"] = {"kind": "evaluation", **settings}
         evaluation = plan._add(EvaluationArtifact, settings, deps, name=cell.cell_id, needs=needs(EVALUATION_GPU_SHARE, cell.target),
                                cells=[], source_key=source.key if source else None, model_keys={n: a.key for n, a in models.items()},
-                               source_cells_sharing=sharing[source.key] if source else 0, config=config)
+                               grid=grid, source_cells_sharing=sharing[source.key] if source else 0, config=config)
         evaluation.cells.append(cell)
         plan.cells.append((cell, evaluation))
     return plan

@@ -112,9 +112,24 @@ class ResultsStore:
         return claim(self.directory / ".claims" / f"{key}.lock")
 
 
+def point_label(point: Optional[dict]) -> str:
+    """How a grid point is named in logs, records and tables: ``lr=0.03, weight_decay=0``."""
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in (point or {}).items())
+
+
+def candidate(record: dict) -> Optional[str]:
+    """Which of a cell's candidates a record is about: alpha-mix's alpha (``α=0.5``), a grid's point
+    (``lr=0.03, weight_decay=0``), or None for a cell with one result."""
+    if record.get("alpha") is not None:
+        return f"α={record['alpha']:g}"
+    if record.get("grid_point"):
+        return point_label(record["grid_point"])
+    return None
+
+
 def latest_records(records: list[dict]) -> list[dict]:
-    """The newest record per (cell, config hash, alpha): a forced rerun supersedes what it reran."""
+    """The newest record per (cell, config hash, candidate): a forced rerun supersedes what it reran."""
     latest: dict[tuple, dict] = {}
     for record in records:
-        latest[(record.get("cell_id"), record.get("config_hash"), record.get("alpha"))] = record
+        latest[(record.get("cell_id"), record.get("config_hash"), candidate(record))] = record
     return list(latest.values())

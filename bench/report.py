@@ -1,7 +1,7 @@
 """Results tables, built from the results store alone (never from the training code).
 
 One row per source → target × backbone × strategy: test top-1 as mean ± 95% t-interval over seeds
-(α-mix at the α chosen on validation), the paired difference to scratch on the same seeds, target and
+(α-mix at the α chosen on validation, a strategy trained over a grid at its point chosen on validation), the paired difference to scratch on the same seeds, target and
 source compute, and throughput. Cells that failed or have not run yet are counted in their row; a
 planned group with no result at all still gets a row. Formats: markdown, LaTeX (booktabs), CSV, and
 a self-contained HTML page with the plots inline.
@@ -20,7 +20,7 @@ from typing import Optional
 
 from tabulate import tabulate
 
-from .records import ResultsStore, latest_records
+from .records import ResultsStore, latest_records, point_label
 from .stats import CONFIDENCE, Summary, paired_difference, summarise as summarise_values
 
 STRATEGY_ORDER = ["scratch", "linear_probe", "full_finetune", "lp_ft", "l2_sp", "alpha_mix"]  # the baseline first
@@ -68,6 +68,7 @@ class Row:
     backbone: str
     strategy: str
     alphas: list[float] = field(default_factory=list)  # α-mix: the α chosen, per seed
+    grid_points: list[dict] = field(default_factory=list)  # a strategy trained over a grid: the point chosen, per seed
     top1_by_seed: dict[int, float] = field(default_factory=dict)
     top1: Optional[Summary] = None
     val_top1: Optional[Summary] = None
@@ -83,7 +84,15 @@ class Row:
     @property
     def label(self) -> str:
         chosen = sorted(set(self.alphas))
-        return self.strategy + (f" (α={'/'.join(f'{a:g}' for a in chosen)})" if chosen else "")
+        if chosen:
+            return f"{self.strategy} (α={'/'.join(f'{a:g}' for a in chosen)})"
+        return self.strategy + (f" ({' / '.join(self.chosen_points)})" if self.grid_points else "")
+
+    @property
+    def chosen_points(self) -> list[str]:
+        """The grid points chosen over the seeds, each once, in the grid's order of values."""
+        unique = {point_label(p): p for p in self.grid_points}
+        return sorted(unique, key=lambda label: tuple((v is None, v) for v in unique[label].values()))
 
     @property
     def total_s(self) -> Optional[float]:
@@ -129,6 +138,7 @@ def summarise_rows(records: list[dict], plan: Optional[dict] = None) -> list[Row
         row = Row(*key)
         row.top1_by_seed = {r["seed"]: r["metrics"]["test_top1_pct"] for r in ok}
         row.alphas = [r["alpha"] for r in ok if r.get("alpha") is not None]
+        row.grid_points = [r["grid_point"] for r in ok if r.get("grid_point")]
         row.top1 = summarise_values(row.top1_by_seed.values())
         row.val_top1 = summarise_values([r["metrics"].get("val_top1_pct") for r in ok])
         row.failed = sorted({(r["seed"], r["status"]) for r in group if r["status"] != "ok"})
@@ -212,7 +222,7 @@ def render_markdown(rows: list[Row]) -> str:
 
 def render_csv(rows: list[Row]) -> str:
     """Raw numbers for other tools: no rounding, no formatting."""
-    fields = ["source", "target", "backbone", "strategy", "selected_alphas", "n", "failed", "missing",
+    fields = ["source", "target", "backbone", "strategy", "selected_alphas", "selected_grid_points", "n", "failed", "missing",
               "test_top1_mean", "test_top1_std", "test_top1_ci95_low", "test_top1_ci95_high",
               "delta_vs_scratch_mean", "delta_vs_scratch_ci95_half", "val_top1_mean",
               "target_compute_s", "target_pflops", "source_compute_s", "total_compute_s", "target_img_per_s"]
@@ -222,7 +232,8 @@ def render_csv(rows: list[Row]) -> str:
     for row in rows:
         low, high = row.top1.ci if row.top1 and row.top1.ci else (None, None)
         writer.writerow([
-            row.source, row.target, row.backbone, row.strategy, "/".join(f"{a:g}" for a in row.alphas), row.n,
+            row.source, row.target, row.backbone, row.strategy, "/".join(f"{a:g}" for a in row.alphas),
+            " / ".join(point_label(p) for p in row.grid_points), row.n,
             ";".join(f"seed{s}:{status}" for s, status in row.failed), ";".join(f"seed{s}" for s in row.missing),
             row.top1.mean if row.top1 else None, row.top1.std if row.top1 else None, low, high,
             row.delta_vs_scratch.mean if row.delta_vs_scratch else None,
@@ -279,6 +290,30 @@ def render_html(rows: list[Row], title: str, notes: list[str], figures: list[str
             + "".join(f"<figure>{svg}</figure>" for svg in figures) + "</body></html>\n")
 
 
+def grid_table(records: list[dict]) -> str:
+    """Every point of each strategy trained over a grid: mean validation and test top-1 over seeds, and how
+    many seeds selected it. Empty when no strategy has a grid."""
+    points: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("status") == "ok" and r.get("grid_point"):
+            points[(r["source"], r["target"], r["backbone"], r["strategy"])].append(r)
+    table = []
+    for key in sorted(points, key=_order):
+        source, target, backbone, strategy = key
+        by_point: dict[str, list[dict]] = defaultdict(list)
+        for r in points[key]:
+            by_point[point_label(r["grid_point"])].append(r)
+        for label, group in sorted(by_point.items(), key=lambda item: tuple((v is None, v) for v in item[1][0]["grid_point"].values())):
+            table.append([f"{source} → {target}", backbone, strategy, label,
+                          _number(_mean(r["metrics"].get("val_top1_pct") for r in group), ".2f"),
+                          _number(_mean(r["metrics"].get("test_top1_pct") for r in group), ".2f"),
+                          f"{sum(1 for r in group if r.get('selected'))} of {len(group)}"])
+    if not table:
+        return ""
+    headers = ["source → target", "backbone", "strategy", "grid point", "val top-1 (%)", "test top-1 (%)", "selected (seeds)"]
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+
+
 def render(records: list[dict], fmt: str = "markdown", plan: Optional[dict] = None) -> str:
     rows = summarise_rows(latest_records(records), plan)
     if fmt == "markdown":
@@ -326,8 +361,10 @@ def notes(results: Results) -> list[str]:
         "row not significantly worse than it (the paired interval of its difference to the best, over the seeds both "
         "have, reaches 0). Δ vs scratch is the paired difference on the seeds both have, with its interval. α-mix rows "
         "use the α chosen on validation, and their val column is that α's (the highest over the α tried, so biased "
-        "upward). Target compute is training seconds of every model the row is built from, each counted once (LP-FT: "
-        "the probe and its fine-tune; α-mix: its two ingredients plus its α search on validation) and PFLOPs (forward "
+        "upward); so do the rows of a strategy trained over a grid, named with the point chosen. Target compute is "
+        "training seconds of every model the row is built from, each counted once (LP-FT: the probe and its fine-tune; "
+        "α-mix: its two ingredients plus its α search on validation; a grid: every point, plus scoring them on "
+        "validation) and PFLOPs (forward "
         "+ backward); source compute is the source model's whole training, and the total to reach a row is source plus "
         "target, however many rows share the source. Train images/s is target training images over target training "
         "seconds, where an image counts each time it passes through the network in training (forward and backward; "
@@ -346,6 +383,10 @@ def report_markdown(results: Results, title: str) -> str:
                           ("regimes", "Top-1 against training examples per class")):
         if (results.directory / f"{stem}.png").is_file():
             body.append(f"![{caption}]({stem}.png)\n")
+    grids = grid_table(results.records)
+    if grids:
+        body += ["## Grid points", "", "Every point of each strategy trained over a grid (means over seeds); the table above "
+                 "shows the point each seed selected on validation.", "", grids, ""]
     return "\n".join(body)
 
 

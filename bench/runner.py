@@ -27,7 +27,7 @@ from transfer_core.pretrained import WeightsUnavailableError, weights_file
 from .build import Builder, BuildEnv, Outcome
 from .executors import Executor, ExecutorOptions, create_executor
 from .plan import Artifact, EvaluationArtifact, Plan, build_plan
-from .records import ResultsStore
+from .records import ResultsStore, candidate
 from .suite import Cell, Suite, SuiteError
 
 POLL_S = 0.5  # how often a run waiting for another run's artifact looks again
@@ -251,8 +251,8 @@ class Runner:
             summary.ran += 1
             head = next(r for r in outcome.records if r["cell_id"] == cell_id and r.get("selected"))
             if head["status"] == "ok":
-                alpha = f" (alpha={head['alpha']})" if head["alpha"] is not None else ""
-                self.log(f"  {cell_id}: ok{alpha}: test top-1 {head['metrics']['test_top1_pct']:.2f}%, "
+                chosen = f" ({candidate(head)})" if candidate(head) else ""
+                self.log(f"  {cell_id}: ok{chosen}: test top-1 {head['metrics']['test_top1_pct']:.2f}%, "
                          f"target train {head['compute']['target_train_s']:.1f}s")
             else:
                 summary.failed.append(cell_id)

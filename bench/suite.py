@@ -6,6 +6,7 @@ training and before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import typing
@@ -160,12 +161,34 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class StrategySpec:
+    """A strategy's settings. With a ``grid`` (keys of its section given as lists), ``options`` and ``recipe``
+    hold the grid's first point, and ``points`` gives every point as a spec of its own."""
+
     name: str
     options: Any
     recipe: TrainRecipe
+    grid: tuple[tuple[str, tuple], ...] = ()  # (key, values) per listed key, in the section's order
+    point: Optional[dict] = None  # a grid point's spec: the values it takes from the grid
 
     def describe(self) -> dict:
-        return {"name": self.name, "options": dataclasses.asdict(self.options), "recipe": dataclasses.asdict(self.recipe)}
+        described = {"name": self.name, "options": dataclasses.asdict(self.options), "recipe": dataclasses.asdict(self.recipe)}
+        if self.grid:
+            described["grid"] = {key: list(values) for key, values in self.grid}
+        return described
+
+    def points(self) -> list["StrategySpec"]:
+        """Every point of the grid, in order (the last key varying fastest), each with concrete settings."""
+        if not self.grid:
+            return [self]
+        keys = [key for key, _ in self.grid]
+        option_keys = {f.name for f in dataclasses.fields(self.options)}
+        specs = []
+        for values in itertools.product(*(values for _, values in self.grid)):
+            point = dict(zip(keys, values))
+            options = dataclasses.replace(self.options, **{k: v for k, v in point.items() if k in option_keys})
+            recipe = dataclasses.replace(self.recipe, **{k: v for k, v in point.items() if k not in option_keys})
+            specs.append(StrategySpec(self.name, options, recipe, point=point))
+        return specs
 
 
 @dataclass(frozen=True)
@@ -363,7 +386,41 @@ def _refuse_repeats(where: str, items: list, indexed: bool) -> None:
             raise SuiteError(f"{at(i)}: repeats {at(items.index(item))} (names aside); list it once")
 
 
+def _refuse_grid(mapping: dict, where: str) -> None:
+    """Outside a strategy's section a list is not a grid: say where grids go."""
+    for key, value in mapping.items():
+        if key in _RECIPE_KEYS and isinstance(value, list):
+            raise SuiteError(f"{where}.{key}: a list of values is a grid, and grids belong in a strategy's section "
+                             f"(e.g. strategies: {{full_finetune: {{{key}: {value}}}}}), where each is trained and "
+                             "the best on validation kept")
+
+
+def _takes_list(tp) -> bool:
+    if typing.get_origin(tp) is Union:
+        return any(_takes_list(arg) for arg in typing.get_args(tp))
+    return typing.get_origin(tp) in (list, tuple)
+
+
+def _grid(cls, mapping: dict, where: str) -> tuple[tuple[str, tuple], ...]:
+    """The keys of a strategy's section given as lists of values (where the key itself is not a list):
+    the grid it is trained over."""
+    declared = {**_fields(TrainRecipe), **_fields(cls.Options)}
+    grid = []
+    for key, value in mapping.items():
+        if not isinstance(value, list) or _takes_list(declared[key]):
+            continue
+        if not cls.trains:
+            raise SuiteError(f"{where}.{key}: {cls.name} trains nothing itself, so it has no grid; it already "
+                             "chooses on validation among what it combines")
+        if not value or len(set(map(repr, value))) != len(value):
+            raise SuiteError(f"{where}.{key}: a grid needs a non-empty list of different values, got {value!r}")
+        grid.append((key, tuple(_convert(v, declared[key], f"{where}.{key}[{i}]") for i, v in enumerate(value))))
+    return tuple(grid)
+
+
 def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None, where: str = "strategies") -> StrategySpec:
+    """A strategy's settings from its suite section. A key given as a list of values (``lr: [0.01, 0.1]``)
+    makes a grid: every combination is trained, and the one best on validation is the strategy's model."""
     cls = STRATEGIES.get(name)
     option_keys = set(_fields(cls.Options))
     if not cls.trains:
@@ -372,10 +429,26 @@ def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None
                 raise SuiteError(f"{where}.{name}.{key}: {name} trains nothing itself; set training keys on "
                                  f"the strategies it combines, or in train:")
     _check_keys(mapping, option_keys | (_RECIPE_KEYS if cls.trains else set()), f"{where}.{name}")
-    options = _build(cls.Options, {k: v for k, v in mapping.items() if k in option_keys}, f"{where}.{name}")
+    grid = _grid(cls, mapping, f"{where}.{name}")
+    first = {**mapping, **{key: values[0] for key, values in grid}}
+    options = _build(cls.Options, {k: v for k, v in first.items() if k in option_keys}, f"{where}.{name}")
     base = {**(train or {}), **cls.recipe_defaults}  # the strategy's own defaults win over the suite's train:
-    recipe = _build(TrainRecipe, {k: v for k, v in mapping.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
-    return StrategySpec(name, options, recipe)
+    recipe = _build(TrainRecipe, {k: v for k, v in first.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
+    spec = StrategySpec(name, options, recipe, grid)
+    for key, values in grid:  # every value must make valid settings, not just the first
+        for i, value in enumerate(values):
+            try:
+                spec_at = {**first, key: value}
+                _build(cls.Options, {k: v for k, v in spec_at.items() if k in option_keys}, f"{where}.{name}")
+                _build(TrainRecipe, {k: v for k, v in spec_at.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
+            except SuiteError as e:
+                raise SuiteError(str(e).replace(f"{where}.{name}.{key}", f"{where}.{name}.{key}[{i}]", 1)) from None
+    for key, values in grid:  # a key the strategy does not read (under these settings) would train one model n times
+        unread = dataclasses.replace(spec, grid=((key, values),)).points()
+        if len({repr(cls.key_settings(p.options, p.recipe)) for p in unread}) < len(values):
+            raise SuiteError(f"{where}.{name}.{key}: {name} does not read {key} with these settings, so its grid "
+                             f"would train the same model {len(values)} times; give it one value")
+    return spec
 
 
 def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
@@ -398,6 +471,7 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
 
     train_raw = _mapping(top.get("train"), "train")
     _check_keys(train_raw, _RECIPE_KEYS, "train")
+    _refuse_grid(train_raw, "train")
     _build(TrainRecipe, train_raw, "train")  # type and range checks once, here
     train = {k: _convert(v, _fields(TrainRecipe)[k], f"train.{k}") for k, v in train_raw.items()}
 
@@ -411,6 +485,7 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         if isinstance(item, dict) and ("pretrained" in item or "checkpoint" in item):
             sources.append(_pretrained_source(item, where))
             continue
+        _refuse_grid(_mapping(item, where), where)
         spec = _dataset_spec(item, where, data, _RECIPE_KEYS, val_default=0.0)
         recipe_raw = {k: v for k, v in _mapping(item, where).items() if k in _RECIPE_KEYS}
         sources.append(SourceSpec(spec, _build(TrainRecipe, recipe_raw, where, base=train)))
@@ -462,10 +537,11 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
             pending += STRATEGIES.get(ingredient).ingredients_of(spec.options)
     for strategy in strategies + ingredients:  # listed or built as an ingredient: either way it chooses
         for where, target in placed:
-            if STRATEGIES.get(strategy.name).chooses_on_validation(strategy.options) and target.selection.val_fraction == 0:
+            chooses = STRATEGIES.get(strategy.name).chooses_on_validation(strategy.options) or strategy.grid
+            if chooses and target.selection.val_fraction == 0:
                 raise SuiteError(f"{where}.val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
                                  "give the target a share above 0 (the default is 0.1)"
-                                 + ("; or fit the probe by sgd (solver: sgd)" if strategy.name == "linear_probe" else ""))
+                                 + ("; or fit the probe by sgd (solver: sgd)" if strategy.name == "linear_probe" and not strategy.grid else ""))
 
     runtime_raw = _mapping(top.get("runtime"), "runtime")
     _check_keys(runtime_raw, set(_fields(RuntimeSpec)), "runtime")

@@ -94,8 +94,8 @@ def test_every_format_marks_the_best_and_reads_cleanly():
     assert "alpha\\_mix ($\\alpha$=0.5/1)" in latex and "$\\pm$" in latex
     assert latex_escape("50% of a_b & c") == "50\\% of a\\_b \\& c"
     csv_lines = render_csv(rows).splitlines()
-    assert csv_lines[0].startswith("source,target,backbone,strategy,selected_alphas,n,failed,missing,test_top1_mean")
-    assert csv_lines[2].split(",")[8] == "41.5"  # raw numbers, unrounded
+    assert csv_lines[0].startswith("source,target,backbone,strategy,selected_alphas,selected_grid_points,n,failed,missing,test_top1_mean")
+    assert csv_lines[2].split(",")[9] == "41.5"  # raw numbers, unrounded
     page = render_html(rows, "Results: s", ["made by a test"], ["<svg></svg>"])
     assert page.startswith("<!DOCTYPE html>") and "<strong>43.00" in page and "<svg></svg>" in page
     assert "http://" not in page and "https://" not in page  # self-contained

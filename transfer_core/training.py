@@ -54,6 +54,7 @@ class TrainStats:
     flops: float = 0.0  # training FLOPs: forward + backward per image x images
     final_loss: float = float("nan")
     data_s: float = 0.0  # of train_s, host seconds spent waiting for the loader's next batch
+    selection_s: float = 0.0  # choosing among a grid's models on validation: not training, but part of the cost
 
     def __iadd__(self, other: "TrainStats") -> "TrainStats":
         self.train_s += other.train_s
@@ -62,6 +63,7 @@ class TrainStats:
         self.steps += other.steps
         self.flops += other.flops
         self.data_s += other.data_s
+        self.selection_s += other.selection_s
         self.final_loss = other.final_loss
         return self
 

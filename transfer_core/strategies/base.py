@@ -48,6 +48,7 @@ class Evaluation:
     alpha: Optional[float] = None
     selected: bool = True  # for sweeps: whether this point is the one chosen on validation
     details: dict = field(default_factory=dict)
+    grid_point: Optional[dict] = None  # the settings of a grid point (``{"lr": 0.03}``), when the strategy has a grid
 
 
 class TargetTask:
