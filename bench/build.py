@@ -5,16 +5,19 @@ every artifact that depends on it loads it from there, in this process or on ano
 dependant always receives a model exactly as it was saved, built a second ago or last week.
 
 A failure never raises out of ``Builder.build``: it becomes the outcome's status (``error``, ``diverged``,
-``oom``) and error text, which every dependant inherits, down to the records of the cells it affects.
+``oom``, ``timeout``) and error text, which every dependant inherits, down to the records of the cells it affects.
 Under torchrun, where a failure on one rank would leave the others waiting in a collective, only a
 divergence (which every rank sees together) is a result; anything else stops all ranks, and a rerun
 resumes after the cells recorded.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from typing import Callable, Optional
 import torch
 
 from transfer_core.backbones import Classifier, create_backbone
-from transfer_core.cache import ModelCache, content_key
+from transfer_core.cache import ModelCache
 from transfer_core.datasets import DataUnavailableError, PreparedData, prepare_dataset
 from transfer_core.distributed import barrier
 from transfer_core.pretrained import WeightsUnavailableError, load_body, sha256, weights_file
@@ -48,6 +51,7 @@ class BuildEnv:
     cache_dir: Path
     runtime: Runtime
     command: str = ""
+    time_limit_s: Optional[float] = None  # runtime.cell_timeout_s: an artifact building longer ends as ``timeout``
 
 
 @dataclass
@@ -64,6 +68,32 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised in the building thread when its time is up. A BaseException, so no ``except Exception`` on the
+    way (a loader's retry, a strategy's fallback) can swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: Optional[float]):
+    """Raises ``TimeLimitExceeded`` in this thread after ``seconds`` (SIGALRM: the main thread only, and only
+    between Python steps; a native call that never returns is stopped by the Ray executor, which kills its
+    worker). No limit when ``seconds`` is None or off the main thread."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeLimitExceeded(f"ran past runtime.cell_timeout_s ({seconds:g} s)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def utilisation(flops: float, seconds: float, peak: Optional[float]) -> dict:
@@ -94,7 +124,7 @@ class Builder:
         """The prepared dataset; with ``fingerprint``, checked to be the content the plan keyed (of every
         split, or with ``test_split=False`` of what training reads): a worker on another machine must not
         build under the plan's key from other files."""
-        key = content_key(spec.describe())
+        key = spec.content_key()
         if key not in self._data:
             self._data[key] = prepare_dataset(spec.dataset, spec.options, spec.selection, self.env.data_root,
                                               self.env.download, spec.label, spec.resolution)
@@ -118,14 +148,20 @@ class Builder:
         if failed is not None:  # nothing to build from: the dependency's failure is this artifact's too
             return self.failed(artifact, inputs, failed.status, failed.error)
         try:
-            if isinstance(artifact, SourceArtifact):
-                outcome = Outcome(meta=self._source(artifact))
-            elif isinstance(artifact, FittedArtifact):
-                outcome = Outcome(meta=self._fitted(artifact, inputs))
-            elif isinstance(artifact, SelectionArtifact):
-                outcome = Outcome(meta=self._selection(artifact, inputs))
-            else:
-                outcome = Outcome(records=self._evaluation(artifact, inputs))
+            with time_limit(self.env.time_limit_s):
+                if isinstance(artifact, SourceArtifact):
+                    outcome = Outcome(meta=self._source(artifact))
+                elif isinstance(artifact, FittedArtifact):
+                    outcome = Outcome(meta=self._fitted(artifact, inputs))
+                elif isinstance(artifact, SelectionArtifact):
+                    outcome = Outcome(meta=self._selection(artifact, inputs))
+                else:
+                    outcome = Outcome(records=self._evaluation(artifact, inputs))
+        except TimeLimitExceeded as e:
+            if self.runtime.shard.world > 1:  # the ranks' clocks differ: stop them all, a rerun retries
+                raise
+            self.log(f"  {artifact.name}: {e}")
+            return self.failed(artifact, inputs, "timeout", str(e))
         except Diverged as e:
             return self.failed(artifact, inputs, "diverged", str(e))
         except Exception as e:

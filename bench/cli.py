@@ -13,9 +13,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import report as report_mod
-from .compare import CompareError
-from .suite import SuiteError, check_data, data_root, expand_cells, load_suite
+from .errors import BenchError, SuiteError
+from .files import write_file
+
+# the commands import what they need when they run: report, compare and index never load torch
 
 
 # baseline / device: the array dataset; folder-baseline / torch / dali: the same images as a JPEG folder
@@ -38,7 +39,7 @@ def _runtime(suite, device_override, cuda_available=None, shard=None):
     spec = suite.runtime
     return _resolve_runtime(device_override or spec.device, spec.amp, spec.compile, spec.channels_last,
                             spec.data_backend, spec.input_dtype, spec.workers, spec.compile_mode, spec.cudnn_benchmark,
-                            spec.eval_batch_size, shard or WHOLE, cuda_available)
+                            spec.eval_batch_size, shard or WHOLE, cuda_available, spec.deterministic)
 
 
 def _data_root_arg(args) -> Path:
@@ -71,6 +72,8 @@ def _out_dir(suite, args) -> Path:
 
 
 def cmd_validate(args) -> int:
+    from .suite import check_data, data_root, expand_cells, load_suite
+
     suite = load_suite(args.suite)
     check_data(suite, data_root(suite, args.data_root))
     cells = expand_cells(suite)
@@ -82,6 +85,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from . import report as report_mod
+    from .suite import check_data, data_root, expand_cells, load_suite
+
     suite = load_suite(args.suite)
     root = data_root(suite, args.data_root)
     check_data(suite, root)
@@ -95,6 +101,8 @@ def cmd_run(args) -> int:
         raise SuiteError(f"--max-retries: expected 0 or more, got {args.max_retries}")
     if args.ray_address and args.executor != "ray":
         raise SuiteError("--ray-address needs --executor ray")
+    if args.cell_timeout is not None and not args.cell_timeout > 0:
+        raise SuiteError(f"--cell-timeout: expected seconds above 0, got {args.cell_timeout:g}")
 
     # imports torch: after the cheap checks, so mistakes are reported fast
     from transfer_core import distributed
@@ -122,7 +130,8 @@ def cmd_run(args) -> int:
         out_dir = _out_dir(suite, args)
         cache_dir = Path(args.cache_dir or os.environ.get("BENCH_CACHE_DIR") or out_dir / "cache")
         command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        runner = Runner(suite, root, out_dir, cache_dir, runtime, force=args.force, command=command, log=log, executor=executor)
+        runner = Runner(suite, root, out_dir, cache_dir, runtime, force=args.force, command=command, log=log, executor=executor,
+                        cell_timeout_s=args.cell_timeout)
         if args.dry_run:
             return _dry_run(runner, cells, all_cells)
         summary = runner.run(cells, all_cells)
@@ -147,7 +156,8 @@ def _dry_run(runner, cells, all_cells) -> int:
 
     rows, to_run = runner.describe(cells, all_cells)
     if runner.shard.is_main:
-        print(tabulate(rows, headers=["kind", "artifact", "key", "depends on (keys)", "state", "needs"], tablefmt="github"))
+        print(tabulate(rows, headers=["kind", "artifact", "key", "depends on (keys)", "state", "needs"], tablefmt="github",
+                       disable_numparse=True))
         to_build = sum(1 for r in rows if r[4] == "to build")
         print(f"{len(rows)} artifacts: {to_build} models to build, {to_run} of {len(cells)} cells to run; "
               "nothing was trained or written (dry run)")
@@ -155,6 +165,8 @@ def _dry_run(runner, cells, all_cells) -> int:
 
 
 def cmd_report(args) -> int:
+    from . import report as report_mod
+
     results = report_mod.load_results(Path(args.results_dir))
     rows = report_mod.summarise_rows(results.records, results.plan)
     title = f"Results: {results.plan['suite']}" if results.plan else f"Results: {Path(args.results_dir).name}"
@@ -169,7 +181,7 @@ def cmd_report(args) -> int:
         svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows)]
         print(report_mod.render_html(rows, title, report_mod.notes(results), svgs), end="")
     else:
-        print(report_mod.render(results.records, args.format, results.plan), end="" if args.format != "markdown" else "\n")
+        print(report_mod.render_rows(rows, args.format), end="" if args.format != "markdown" else "\n")
     if args.plot:
         from . import plots
 
@@ -346,6 +358,8 @@ def cmd_fetch(args) -> int:
     """Downloads the weights of a suite's pretrained sources into the libraries' caches (needs internet)."""
     from transfer_core.pretrained import WeightsUnavailableError, fetch, weights_file
 
+    from .suite import load_suite
+
     suite = load_suite(args.suite)
     pretrained = [s.pretrained for s in suite.sources if s.pretrained]
     if not pretrained:
@@ -376,7 +390,7 @@ def cmd_index(args) -> int:
     root = Path(args.root)
     if not root.is_dir():
         raise SuiteError(f"{root}: no such folder")
-    (root / "README.md").write_text(build_index(root), encoding="utf-8")
+    write_file(root / "README.md", build_index(root))
     print(f"wrote {root / 'README.md'}")
     return 0
 
@@ -422,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="with --executor ray: join this cluster (auto or HOST:PORT) instead of starting one here")
     run.add_argument("--threads", type=int,
                      help="torch threads per artifact (default: all cores locally, 1 per Ray task, which Ray reserves as CPUs)")
+    run.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                     help="end a training or evaluation running longer with status timeout; the suite goes on and a rerun "
+                          "retries it (overrides runtime.cell_timeout_s)")
     run.add_argument("--max-retries", type=int, default=2, help="with --executor ray: restarts of a task whose worker died (default 2)")
     run.set_defaults(handler=cmd_run)
 
@@ -528,8 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (SuiteError, report_mod.ReportError, CompareError) as e:
-        print(f"bench: error: {e}", file=sys.stderr)
+    except BenchError as e:
+        print(f"bench: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever a library's text holds
+        return 2
+    except OSError as e:  # a write that failed (a full disk, no permission, a read-only folder), or a file that vanished
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"bench: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted; finished cells are saved and a rerun resumes after them", file=sys.stderr)

@@ -20,6 +20,7 @@ from typing import Optional
 
 from tabulate import tabulate
 
+from .errors import BenchError
 from .records import DIRECTIONS, ResultsStore, candidate, latest_records
 
 ALIASES = {"top1": "test_top1_pct", "top5": "test_top5_pct", "val_top1": "val_top1_pct"}
@@ -28,7 +29,7 @@ VERDICT_ORDER = ["regressed", "failed", "missing", "config changed", "selection 
                  "no value"]
 
 
-class CompareError(ValueError):
+class CompareError(BenchError):
     """Input compare cannot use: the message says why (exit code 2)."""
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .records import ResultsStore, latest_records
+from .records import RecordError, ResultsStore, latest_records
 
 
 def _commit(provenance: dict) -> str:
@@ -40,6 +40,8 @@ def suite_entry(folder: Path, root: Path) -> list[str]:
 def _what(data: dict) -> str:
     if data["kind"] == "datapath":
         return "data-path throughput: " + ", ".join(row["backend"] for row in data.get("rows", []))
+    if data["kind"] == "load":
+        return "load: " + "; ".join(f"{row['what']}: {row['median_s']:.2f} s" for row in data.get("rows", []) if row.get("limit_s"))
     if data["kind"] == "executors":
         return (f"`{data['suite']}` ({data['cells']} cells): local {data['local_wall_s']:.0f} s, Ray {data['ray_wall_s']:.0f} s, "
                 f"local/Ray {data['local_over_ray']:.2f}x")
@@ -83,10 +85,15 @@ def build_index(root: Path) -> str:
             rows.append(suite_entry(folder, root))
         for path in sorted(folder.glob("*.json")):
             try:
-                if json.loads(path.read_text(encoding="utf-8")).get("kind") in ("datapath", "throughput", "executors"):
+                kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                continue  # not a measurement (plan.json is not one either)
+            if kind in ("datapath", "throughput", "executors", "load"):
+                try:
                     rows.append(measurement_entry(path, root))
-            except (json.JSONDecodeError, AttributeError):
-                continue
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise RecordError(f"{path}: a {kind} measurement without the fields bench writes "
+                                      f"({type(e).__name__}: {e})") from None
     table = tabulate(rows, headers=["results", "what", "hardware", "date (UTC)", "commit", "command"],
                      tablefmt="github", disable_numparse=True)
     return ("# Published results\n\n"

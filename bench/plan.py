@@ -150,7 +150,9 @@ def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bo
     if runtime.compile:
         settings["compile_mode"] = runtime.compile_mode
     if runtime.device.type == "cuda":
-        settings["cudnn_benchmark"] = runtime.cudnn_benchmark
+        settings["cudnn_benchmark"] = runtime.cudnn_benchmark and not runtime.deterministic
+    if runtime.deterministic:  # other algorithms: other numbers (on CPU too, where a few kernels differ)
+        settings["deterministic"] = True
     if not all(create_dataset_reader(spec.dataset).array_backed for spec in datasets):
         settings["data_backend"] = runtime.data_backend  # DALI and torchvision decode and resize differently
     if evaluates:
@@ -165,11 +167,24 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
     """The artifacts ``cells`` need. ``prepared`` gives a dataset's prepared data, whose content hashes are
     part of every key that reads it, so changed files are never mistaken for the old ones."""
 
+    memo: dict[tuple, object] = {}  # keyed by the ids of specs and cells, which all live while the plan is built
+
+    def once(key: tuple, make: Callable[[], object]):
+        """A large suite asks for the same artifact thousands of times: each is described and hashed once."""
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
+
     def data(spec: DatasetSpec, test_split: bool = True) -> dict:
         """A dataset as a key sees it: a fit reads the train and validation splits only, so the test split
         is not part of a fitted model's key (scoring more test images retrains nothing)."""
-        found = prepared(spec)
-        return {**spec.describe(test_split), "fingerprint": found.fingerprint if test_split else found.train_fingerprint}
+        def describe() -> dict:
+            found = prepared(spec)
+            return {**spec.describe(test_split), "fingerprint": found.fingerprint if test_split else found.train_fingerprint}
+        return once(("data", id(spec), test_split), describe)
+
+    def runtime_settings(spec: DatasetSpec, evaluates: bool) -> dict:
+        return once(("runtime", id(spec), evaluates), lambda: key_runtime(runtime, [spec], evaluates))
 
     plan = Plan()
     on_gpu = runtime.device.type == "cuda"
@@ -180,6 +195,10 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         return Needs(gpu_share if on_gpu else 0.0, cpus_per_task + loader_cpus)
 
     def source_model(cell: Cell) -> Artifact:
+        return once(("source", id(cell.source), id(cell.target) if cell.source.pretrained else None, cell.backbone, cell.seed),
+                    lambda: new_source_model(cell))
+
+    def new_source_model(cell: Cell) -> Artifact:
         source = cell.source
         if source.pretrained:  # loaded, not trained: the same for every seed; the file's content in the key
             weights = {**source.pretrained.describe(), "sha256": sha256(weights_file(source.pretrained))}
@@ -189,18 +208,24 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
                              needs=Needs(EVALUATION_GPU_SHARE if on_gpu else 0.0, 1),
                              source=source, backbone=cell.backbone, seed=None)
         settings = {"data": data(source.data), "recipe": dataclasses.asdict(source.recipe),
-                    "backbone": cell.backbone, "seed": cell.seed, "runtime": key_runtime(runtime, [source.data], False)}
+                    "backbone": cell.backbone, "seed": cell.seed, "runtime": runtime_settings(source.data, False)}
         return plan._add(SourceArtifact, settings, (), name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
                          needs=needs(1.0, source.data), source=source, backbone=cell.backbone, seed=cell.seed)
 
+    def cell_key(cell: Cell) -> tuple:
+        return id(cell.source), id(cell.target), cell.backbone, cell.seed
+
     def point_model(spec: StrategySpec, cell: Cell) -> Artifact:
+        return once(("point", id(spec), *cell_key(cell)), lambda: new_point_model(spec, cell))
+
+    def new_point_model(spec: StrategySpec, cell: Cell) -> Artifact:
         """The model of one setting of a strategy (a grid's point, or its only setting)."""
         cls = STRATEGIES.get(spec.name)
         source = source_model(cell) if cls.uses_source else None
         ingredients = {name: fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
-        settings = {"strategy": spec.name, **cls.key_settings(spec.options, spec.recipe),
+        settings = {"strategy": spec.name, **once(("key_settings", id(spec)), lambda: cls.key_settings(spec.options, spec.recipe)),
                     "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
-                    "runtime": key_runtime(runtime, [cell.target], False)}
+                    "runtime": runtime_settings(cell.target, False)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
         origin = f"{cell.source.label}->" if suite.uses_source(spec.name) else ""
         point = f"[{point_label(spec.point)}]" if spec.point else ""
@@ -210,9 +235,15 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
 
     def grid_models(strategy: str, cell: Cell) -> tuple[tuple[dict, str], ...]:
         spec = suite.strategy(strategy)
-        return tuple((point.point, point_model(point, cell).key) for point in spec.points()) if spec.grid else ()
+        if not spec.grid:
+            return ()
+        points = once(("points", id(spec)), spec.points)  # the same spec objects for every cell: memoised by id
+        return tuple((point.point, point_model(point, cell).key) for point in points)
 
     def fitted_model(strategy: str, cell: Cell) -> Artifact:
+        return once(("fitted", strategy, *cell_key(cell)), lambda: new_fitted_model(strategy, cell))
+
+    def new_fitted_model(strategy: str, cell: Cell) -> Artifact:
         """The strategy's model in ``cell``: its only one, or the selection among its grid's."""
         spec = suite.strategy(strategy)
         if not spec.grid:
@@ -220,7 +251,7 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         points = grid_models(strategy, cell)
         # validation forward passes only, at the evaluation batch size
         settings = {"select": "val_top1_pct", "strategy": strategy, "grid": [point for point, _ in points],
-                    "target": data(cell.target, test_split=False), "runtime": key_runtime(runtime, [cell.target], True)}
+                    "target": data(cell.target, test_split=False), "runtime": runtime_settings(cell.target, True)}
         origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
         return plan._add(SelectionArtifact, settings, tuple(key for _, key in points),
                          name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
@@ -238,7 +269,7 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
                     # does not (alpha-mix) uses them here
                     "options": None if cls.trains else cls.key_settings(cell.strategy.options, cell.strategy.recipe)["options"],
                     "target": data(cell.target), "backbone": cell.backbone, "seed": cell.seed,
-                    "runtime": key_runtime(runtime, [cell.target], True)}
+                    "runtime": runtime_settings(cell.target, True)}
         deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values()) + tuple(key for _, key in grid)
         config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in plan.closure(deps)}
         config["evaluation"] = {"kind": "evaluation", **settings}

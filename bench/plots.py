@@ -15,8 +15,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
+matplotlib.rcParams["svg.hashsalt"] = "bench"  # SVG ids from the content, not at random: the same results, the same file
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import write_file  # noqa: E402
 from .stats import summarise  # noqa: E402
 
 MARKERS = {"scratch": "o", "linear_probe": "s", "full_finetune": "^", "lp_ft": "v", "l2_sp": "P", "alpha_mix": "D"}
@@ -141,8 +143,9 @@ def save(fig, path: Path) -> Path:
     """PNG at 150 dpi, or SVG (text kept as text) or PDF, by the suffix; no timestamp inside, so the same
     results give the same file."""
     metadata = {"Date": None} if path.suffix in (".svg", ".pdf") else {}
-    fig.savefig(path, dpi=150, metadata=metadata)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=150, metadata=metadata)
+    return write_file(path, buffer.getvalue())  # never through a link planted where the plot goes
 
 
 def figures(records: list[dict], rows) -> list[tuple[str, object]]:

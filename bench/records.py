@@ -5,12 +5,16 @@ their direction, compute, the resolved config and its hash, and provenance.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Optional
+
+from .errors import BenchError
+from .files import write_file
 
 RECORD_SCHEMA_VERSION = 1
 
@@ -24,6 +28,45 @@ DIRECTIONS = {
 }
 
 
+class RecordError(BenchError):
+    """A records file that is not one this harness wrote: the message names the file, the line and the problem."""
+
+
+_NUMBER = (int, float)
+_TEXT_FIELDS = ("cell_id", "source", "target", "backbone", "strategy", "status", "config_hash")
+
+
+def record_problem(record) -> Optional[str]:
+    """What makes ``record`` unusable by report, compare and index, or None when it is a record they can read."""
+    if not isinstance(record, dict):
+        return f"expected a record (a JSON object), found {type(record).__name__}"
+    if record.get("schema_version") != RECORD_SCHEMA_VERSION:
+        return f"schema_version {record.get('schema_version')!r}: this version of bench reads {RECORD_SCHEMA_VERSION}"
+    for name in _TEXT_FIELDS:
+        if not isinstance(record.get(name), str):
+            return f"{name}: expected a string, found {record.get(name)!r}"
+    if not isinstance(record.get("seed"), int) or isinstance(record.get("seed"), bool):
+        return f"seed: expected an integer, found {record.get('seed')!r}"
+    for section, allowed in (("metrics", _NUMBER), ("compute", (*_NUMBER, str))):  # compute names its memory kind
+        values = record.get(section)
+        if not isinstance(values, dict):
+            return f"{section}: expected an object, found {values!r}"
+        for name, value in values.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+                return f"{section}.{name}: expected a number or null, found {value!r}"
+    alpha = record.get("alpha")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, _NUMBER)):
+        return f"alpha: expected a number or null, found {alpha!r}"
+    if record.get("grid_point") is not None and not isinstance(record["grid_point"], dict):
+        return f"grid_point: expected an object or null, found {record['grid_point']!r}"
+    if not isinstance(record.get("selected", True), bool):
+        return f"selected: expected true or false, found {record['selected']!r}"
+    for name in ("provenance", "details", "source_model", "config"):
+        if record.get(name) is not None and not isinstance(record[name], dict):
+            return f"{name}: expected an object, found {record[name]!r}"
+    return None
+
+
 class ResultsStore:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -32,33 +75,57 @@ class ResultsStore:
         self._tally: dict[tuple[str, str], Counter] = {}  # (config hash, cell id) -> records per status
 
     def read(self) -> list[dict]:
+        """Every record. A line that is not JSON is skipped with a warning (a run killed mid-write leaves one,
+        and everything else stays usable); a JSON line that is not a record this version wrote is a
+        ``RecordError`` naming the file and line."""
         if not self.path.is_file():
             return []
         records = []
-        with open(self.path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    # only a line cut by a crash can be malformed; everything before it stays usable
-                    print(f"warning: {self.path}:{number}: skipping a malformed record", file=sys.stderr)
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except OSError as e:
+            raise RecordError(f"{self.path}: cannot read it: {e.strerror or e}") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                print(f"warning: {self.path}:{number}: skipping a line that is not a JSON record (cut by a crash?)",
+                      file=sys.stderr)
+                continue
+            problem = record_problem(record)
+            if problem is not None:
+                raise RecordError(f"{self.path}:{number}: not a record bench can read: {problem}")
+            records.append(record)
         return records
 
     def append(self, records: Iterable[dict]) -> None:
         """Appends the records of one cell in a single write, so a reader never sees half a cell."""
         payload = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records).encode("utf-8")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # O_NOFOLLOW: a link planted in a results folder is refused, never written through
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            why = "it is a symbolic link, which bench does not write through" if e.errno == errno.ELOOP else e.strerror
+            raise OSError(e.errno, f"cannot write {self.path}: {why}") from None
+        size, written = 0, 0
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it, so ours starts afresh
                 payload = b"\n" + payload
             written = os.write(fd, payload)
             if written != len(payload):
-                raise OSError(f"short write to {self.path}: {written} of {len(payload)} bytes")
+                raise OSError(errno.ENOSPC, f"only {written} of {len(payload)} bytes written")
             os.fsync(fd)
+        except OSError as e:
+            # take back what was written, unless another run appended after it (then the next append ends the cut line)
+            if written and os.fstat(fd).st_size == size + written:
+                os.ftruncate(fd, size)
+            raise OSError(e.errno, f"cannot append to {self.path}: {e.strerror} (the records before are intact; "
+                          "a rerun resumes after them)") from None
         finally:
             os.close(fd)
 
@@ -69,19 +136,22 @@ class ResultsStore:
     def write_plan(self, suite: str, cells: list[dict]) -> None:
         """The cells the suite asks for (identity and config hash), so a report can show the ones still
         missing and leave out records of configurations the suite no longer has. Written atomically."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        partial = self.plan_path.with_suffix(".json.partial")
-        partial.write_text(json.dumps({"suite": suite, "cells": cells}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(partial, self.plan_path)
+        write_file(self.plan_path, json.dumps({"suite": suite, "cells": cells}, indent=1, sort_keys=True) + "\n")
 
     def read_plan(self) -> Optional[dict]:
         if not self.plan_path.is_file():
             return None
         try:
-            return json.loads(self.plan_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            print(f"warning: {self.plan_path}: unreadable; missing cells cannot be shown", file=sys.stderr)
+            plan = json.loads(self.plan_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            plan = None
+        fields = ("source", "target", "backbone", "strategy", "config_hash")  # what the report reads of it
+        if not (isinstance(plan, dict) and isinstance(plan.get("cells"), list) and all(
+                isinstance(c, dict) and all(isinstance(c.get(f), str) for f in fields) and isinstance(c.get("seed"), int)
+                for c in plan["cells"])):
+            print(f"warning: {self.plan_path}: not a plan bench wrote; missing cells cannot be shown", file=sys.stderr)
             return None
+        return plan
 
     def done_cells(self) -> set[tuple[str, str]]:
         """(config hash, cell id) of the cells that already have an ``ok`` record: what a resumed run skips."""

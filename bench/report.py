@@ -20,6 +20,8 @@ from typing import Optional
 
 from tabulate import tabulate
 
+from .errors import BenchError
+from .files import write_file
 from .records import ResultsStore, latest_records, point_label
 from .stats import CONFIDENCE, Summary, paired_difference, summarise as summarise_values
 
@@ -30,7 +32,7 @@ COLUMNS = ["source → target", "backbone", "strategy", "test top-1 (%)", "n", "
            "target compute (s)", "target PFLOPs", "source compute (s)", "total to reach this row (s)", "train images/s"]
 
 
-class ReportError(ValueError):
+class ReportError(BenchError):
     pass
 
 
@@ -49,6 +51,8 @@ def load_results(results_dir: Path) -> Results:
     if not store.path.is_file():
         raise ReportError(f"{results_dir}: no records.jsonl here; run a suite first (python -m bench run SUITE.yaml)")
     records, plan = latest_records(store.read()), store.read_plan()
+    if not records and plan is None:
+        raise ReportError(f"{store.path}: holds no records")
     stale = 0
     if plan is not None:
         planned = {c["config_hash"] for c in plan["cells"]}
@@ -210,10 +214,21 @@ def display_cells(row: Row) -> list[str]:
 TOP1_COLUMN = COLUMNS.index("test top-1 (%)")
 
 
+_MARKDOWN_SPECIALS = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "}
+
+
+def markdown_escape(text: str) -> str:
+    """Names from a suite or a records file, shown as text: no table cell broken by ``|``, no link, image,
+    emphasis or raw HTML made from them (brackets stay, as in ``digits[0-4]``: without ``](`` or ``][``
+    right after them they make no link)."""
+    escaped = "".join(_MARKDOWN_SPECIALS.get(ch, ch) for ch in str(text))
+    return escaped.replace("](", "]\\(").replace("][", "]\\[")
+
+
 def render_markdown(rows: list[Row]) -> str:
     table = []
     for row in rows:
-        cells = display_cells(row)
+        cells = [markdown_escape(cell) for cell in display_cells(row)]
         if row.best:
             cells[TOP1_COLUMN] = f"**{cells[TOP1_COLUMN]}**"
         table.append(cells)
@@ -304,7 +319,8 @@ def grid_table(records: list[dict]) -> str:
         for r in points[key]:
             by_point[point_label(r["grid_point"])].append(r)
         for label, group in sorted(by_point.items(), key=lambda item: tuple((v is None, v) for v in item[1][0]["grid_point"].values())):
-            table.append([f"{source} → {target}", backbone, strategy, label,
+            table.append([markdown_escape(f"{source} → {target}"), markdown_escape(backbone), markdown_escape(strategy),
+                          markdown_escape(label),
                           _number(_mean(r["metrics"].get("val_top1_pct") for r in group), ".2f"),
                           _number(_mean(r["metrics"].get("test_top1_pct") for r in group), ".2f"),
                           f"{sum(1 for r in group if r.get('selected'))} of {len(group)}"])
@@ -315,7 +331,10 @@ def grid_table(records: list[dict]) -> str:
 
 
 def render(records: list[dict], fmt: str = "markdown", plan: Optional[dict] = None) -> str:
-    rows = summarise_rows(latest_records(records), plan)
+    return render_rows(summarise_rows(latest_records(records), plan), fmt)
+
+
+def render_rows(rows: list[Row], fmt: str = "markdown") -> str:
     if fmt == "markdown":
         return render_markdown(rows)
     if fmt == "csv":
@@ -377,8 +396,9 @@ def notes(results: Results) -> list[str]:
 def report_markdown(results: Results, title: str) -> str:
     """The report file: a title, how the numbers were obtained, the table, the plots if written."""
     rows = summarise_rows(results.records, results.plan)
-    body = [f"# {title}", "", notes(results)[0], "", render_markdown(rows), ""]
-    body += [line + "\n" for line in notes(results)[1:]]
+    written = [markdown_escape(line) for line in notes(results)]
+    body = [f"# {markdown_escape(title)}", "", written[0], "", render_markdown(rows), ""]
+    body += [line + "\n" for line in written[1:]]
     for stem, caption in (("accuracy_vs_compute", "Accuracy against compute"), ("alpha_curve", "α curve"),
                           ("regimes", "Top-1 against training examples per class")):
         if (results.directory / f"{stem}.png").is_file():
@@ -404,7 +424,7 @@ def write_reports(results: Results, title: str) -> list[Path]:
         "report.html": render_html(rows, title, notes(results), svgs),
     }
     for name, text in outputs.items():
-        (results.directory / name).write_text(text, encoding="utf-8")
+        write_file(results.directory / name, text)
         written.append(results.directory / name)
     return written
 
@@ -419,7 +439,7 @@ def paired_table(results: Results, a: str, b: str) -> str:
             continue
         other = by_key[(source, target, backbone, b)]
         difference = paired_difference(row.top1_by_seed, other.top1_by_seed)
-        table.append([f"{source} → {target}", backbone, _interval(row.top1), _interval(other.top1),
+        table.append([markdown_escape(f"{source} → {target}"), markdown_escape(backbone), _interval(row.top1), _interval(other.top1),
                       _interval(difference, signed=True), difference.n if difference else 0])
     if not table:
         raise ReportError(f"no source → target has both {a!r} and {b!r} results")

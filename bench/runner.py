@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from transfer_core.cache import ModelCache, content_key
+from transfer_core.cache import ModelCache
 from transfer_core.datasets import DataUnavailableError, PreparedData
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.pretrained import WeightsUnavailableError, weights_file
@@ -92,8 +92,9 @@ class _NoLock:
 class Runner:
     def __init__(self, suite: Suite, root: Path, out_dir: Path, cache_dir: Path, runtime, force: bool = False,
                  command: str = "", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-                 executor: Optional[Executor] = None):
-        """``executor``: where artifacts are built, closed by whoever created it (default: a local one, here)."""
+                 executor: Optional[Executor] = None, cell_timeout_s: Optional[float] = None):
+        """``executor``: where artifacts are built, closed by whoever created it (default: a local one, here).
+        ``cell_timeout_s``: overrides the suite's ``runtime.cell_timeout_s``."""
         self.suite, self.root, self.runtime, self.force, self.command = suite, root, runtime, force, command
         self.shard = runtime.shard
         self.log = log if self.shard.is_main else (lambda m: None)  # under torchrun rank 0 speaks for all
@@ -101,7 +102,8 @@ class Runner:
         self._owns_executor = executor is None
         self.store = ResultsStore(out_dir)
         self.cache = ModelCache(cache_dir)
-        self.env = BuildEnv(suite.name, Path(root), suite.data.download, Path(cache_dir).resolve(), runtime, command)
+        time_limit_s = cell_timeout_s if cell_timeout_s is not None else suite.runtime.cell_timeout_s
+        self.env = BuildEnv(suite.name, Path(root), suite.data.download, Path(cache_dir).resolve(), runtime, command, time_limit_s)
         self._data: dict[str, PreparedData] = {}  # shared with the local executor's builder
 
     # --- data and plan ----------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class Runner:
     def plan(self, cells: list[Cell]) -> Plan:
         """The graph of every artifact ``cells`` need. It reads all their data (the keys hold its fingerprints)."""
         self.prepare_data(cells)
-        plan = build_plan(self.suite, cells, self.runtime, lambda spec: self._data[content_key(spec.describe())],
+        plan = build_plan(self.suite, cells, self.runtime, lambda spec: self._data[spec.content_key()],
                           self.executor.threads())
         if not same_on_all_ranks(sorted(plan.artifacts), self.shard):
             raise SuiteError("the torchrun ranks planned different artifacts: they read different data or run different code")

@@ -11,7 +11,6 @@ import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from scipy import stats as _scipy_stats
 
 CONFIDENCE = 0.95
 
@@ -33,7 +32,9 @@ class Summary:
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
     """The two-sided Student-t quantile for a mean of n values."""
-    return float(_scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1))
+    from scipy import stats  # imported when first needed: it takes most of a second
+
+    return float(stats.t.ppf(0.5 + confidence / 2, df=n - 1))
 
 
 def summarise(values: Sequence[float], confidence: float = CONFIDENCE) -> Optional[Summary]:

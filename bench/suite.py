@@ -5,6 +5,7 @@ training and before anything is written.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import os
@@ -16,7 +17,9 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from .errors import SuiteError  # noqa: F401  (raised here, caught by the command line)
 from transfer_core.backbones import check_backbone
+from transfer_core.cache import content_key
 from transfer_core.datasets import DATASETS, Augmentation, DataUnavailableError, Selection, check_range, create_dataset_reader
 from transfer_core.pretrained import LIBRARIES, PretrainedSpec, check_spec, input_config
 from transfer_core.registry import UnknownNameError
@@ -26,8 +29,6 @@ from transfer_core.training import TrainRecipe
 SCHEMA_VERSION = 1
 
 
-class SuiteError(ValueError):
-    """A suite that cannot run. The message is one line: where, what is wrong, what is allowed."""
 
 
 # --- typed, strict conversion of YAML mappings -------------------------------------------------
@@ -93,7 +94,8 @@ def _fields(cls) -> dict[str, Any]:
 def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
     for key in mapping:
         if key not in allowed:
-            raise SuiteError(f"{where}.{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+            shown = key if isinstance(key, str) and key.isprintable() and key.strip() else repr(key)
+            raise SuiteError(f"{where}.{shown}: unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
 def _build(cls, mapping: dict, where: str, base: Optional[dict] = None):
@@ -133,7 +135,20 @@ class DatasetSpec:
     normalization: Optional[tuple] = None  # (mean, std) a pretrained source was trained with; None = the data's own
 
     def describe(self, test_split: bool = True) -> dict:
-        """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of."""
+        """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of.
+        Computed once per spec (specs do not change once parsed): a large suite's plan asks thousands of times."""
+        cache = self.__dict__.setdefault("_described", {})
+        if test_split not in cache:
+            cache[test_split] = self._describe(test_split)
+        return copy.deepcopy(cache[test_split])
+
+    def content_key(self) -> str:
+        """The hash of ``describe()``: how prepared datasets are looked up."""
+        if "_content_key" not in self.__dict__:
+            self.__dict__["_content_key"] = content_key(self.describe())
+        return self.__dict__["_content_key"]
+
+    def _describe(self, test_split: bool) -> dict:
         selection = dataclasses.asdict(self.selection)
         if not test_split:
             del selection["test_per_class"]
@@ -203,10 +218,14 @@ class RuntimeSpec:
     workers: int = 2  # DataLoader workers or DALI threads for image folders (array datasets need none)
     data_backend: Literal["auto", "torch", "dali"] = "auto"  # image folders; auto = dali when installed
     input_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = the amp dtype, else float32
+    deterministic: bool = False  # deterministic algorithms only, cuDNN benchmarking off: bitwise-reproducible runs
+    cell_timeout_s: Optional[float] = None  # a training or evaluation running longer ends with status timeout
 
     def __post_init__(self):
         check_range("eval_batch_size", self.eval_batch_size, 1, None)
         check_range("workers", self.workers, 0, None)
+        if self.cell_timeout_s is not None:
+            check_range("cell_timeout_s", self.cell_timeout_s, 0, None, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -502,6 +521,10 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         if label in labels[:i]:  # one name for two sources would merge their rows and cells
             raise SuiteError(f"source[{i}]: is named {label!r} like source[{labels.index(label)}]; give one a name: key")
     _refuse_repeats("targets", [t.describe() for t in targets], True)
+    target_labels = [t.label for t in targets]
+    for i, ((where, _), label) in enumerate(zip(placed, target_labels)):
+        if label in target_labels[:i]:  # one name for two targets would merge their cells and rows
+            raise SuiteError(f"{where}: is named {label!r} like {placed[target_labels.index(label)][0]}; give one a name: key")
 
     backbones = top.get("backbones")
     if backbones is None and all(s.pretrained for s in sources):
@@ -561,11 +584,23 @@ def load_suite(path: str) -> Suite:
     if not file.is_file():
         raise SuiteError(f"{path}: no such suite file")
     try:
-        raw = yaml.safe_load(file.read_text())
+        data = file.read_bytes()
+    except OSError as e:
+        raise SuiteError(f"{path}: cannot read it: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SuiteError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); a suite is a YAML "
+                         "text file") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SuiteError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # the parser's text may span lines
+        raise SuiteError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SuiteError(f"{path}: nested too deeply to be a suite") from None
     try:
         return parse_suite(raw, str(path))
     except SuiteError as e:

@@ -19,7 +19,7 @@ from conftest import REPO, tiny_suite
 def record(seed=0, strategy="scratch", status="ok", config_hash=None, device="cpu-x", **values):
     metrics = {k: v for k, v in values.items() if k.endswith("_pct")}
     compute = {k: v for k, v in values.items() if not k.endswith("_pct")}
-    return {"cell_id": f"a->b/resnet8/{strategy}/seed{seed}", "source": "a", "target": "b", "backbone": "resnet8",
+    return {"schema_version": 1, "cell_id": f"a->b/resnet8/{strategy}/seed{seed}", "source": "a", "target": "b", "backbone": "resnet8",
             "strategy": strategy, "seed": seed, "alpha": None, "status": status, "error": None if status == "ok" else "boom",
             "config_hash": config_hash or f"{strategy}{seed}", "metrics": metrics, "compute": compute,
             "provenance": {"device_name": device}}

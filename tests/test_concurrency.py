@@ -73,3 +73,42 @@ def test_a_run_killed_while_building_leaves_a_claim_the_next_run_takes_over(tmp_
                                                 "digits[0-4]->digits[5-9]/resnet8/linear_probe/seed0")}
     assert set(counts.values()) == {1}
     assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))
+
+
+def test_runs_killed_at_random_moments_lose_and_double_nothing(tmp_path):
+    """SIGKILL at seeded random moments, several times over: after each kill every model in the cache is whole
+    (its recorded hash matches, or it is absent) and no cell has two records; a last run finishes the suite
+    with every cell recorded exactly once."""
+    import random
+
+    from transfer_core.cache import ModelCache
+
+    raw = tiny_suite(seeds=[0, 1, 2, 3])
+    raw["source"]["epochs"] = 25  # seconds of work in all, so each kill lands somewhere inside it
+    raw["strategies"]["scratch"]["epochs"] = raw["strategies"]["full_finetune"]["epochs"] = 15
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    out, rng = tmp_path / "out", random.Random(0)
+    cache = ModelCache(out / "cache")
+
+    def check():
+        for model in (out / "cache").rglob("*.pt"):  # under its real name: whole, never half-written
+            assert cache.load(model.parent.name, model.stem) is not None, model
+        if (out / "records.jsonl").is_file():
+            counts = records_per_cell(out)
+            assert max(counts.values()) == 1, counts
+
+    for trial in range(4):
+        log = tmp_path / f"trial{trial}.log"
+        run = start(suite, out, log)
+        deadline = time.time() + 120
+        while "] " not in log.read_text() and run.poll() is None and time.time() < deadline:
+            time.sleep(0.05)  # until it starts building (start-up and data take a few seconds)
+        time.sleep(rng.uniform(0.0, 2.5))  # then anywhere in its work: training, writing a model, a record
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        check()
+    final = start(suite, out, tmp_path / "final.log")
+    assert final.wait(timeout=600) == 0, (tmp_path / "final.log").read_text()[-3000:]
+    check()
+    assert len(records_per_cell(out)) == 4 * (3 + 3)  # 3 strategies and 3 alphas, 4 seeds

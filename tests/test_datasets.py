@@ -36,7 +36,7 @@ def test_hostile_pickle_is_refused(tmp_path):
     hostile = _Hostile()
     hostile.marker = marker
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": hostile, "labels": [0]}))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system"):
+    with pytest.raises(DataUnavailableError, match="data_batch_1: not a readable CIFAR file: refusing to load posix.system"):
         prepare_dataset("cifar10", Cifar10.Options(), Selection(), tmp_path, download=False)
     assert not marker.exists()
 
@@ -101,3 +101,15 @@ def test_too_few_images_to_carve_validation_from_leave_no_validation_split():
 
     data = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6), per_class=1, val_fraction=0.25), Path("."), False)
     assert data.val is None and data.sizes()["train"] == 2  # not an empty split that every score would divide by
+
+
+def test_digits_read_from_the_wheel_are_scikit_learns_digits():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from transfer_core.datasets import _digits_file
+
+    bunch = load_digits()
+    pixels, labels = _digits_file()
+    assert np.array_equal(bunch.images.reshape(len(bunch.images), -1), pixels)
+    assert np.array_equal(bunch.target, labels.astype(int))

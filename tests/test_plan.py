@@ -62,6 +62,8 @@ EXPECTED = {
     # no effect here: compile is off on CPU, cuDNN is CUDA's, digits are arrays (no backend, no workers)
     "runtime.compile_mode": NOTHING, "runtime.cudnn_benchmark": NOTHING, "runtime.workers": NOTHING,
     "runtime.data_backend": NOTHING,
+    # other algorithms, other numbers: every artifact; a time limit stops work, it changes none
+    "runtime.deterministic": ALL, "runtime.cell_timeout_s": NOTHING,
 }
 for field in _fields(Digits.Options) | _fields(Selection) | _fields(Augmentation) | {"resolution": int}:
     if field in ("seed", "test_per_class", "random_resized_crop"):  # the data seed; above; image folders only
@@ -174,7 +176,8 @@ def roles_and_keys(raw: dict, tmp_path) -> tuple[dict[str, str], dict[str, list[
     runtime = resolve_runtime(suite.runtime.device, suite.runtime.amp, suite.runtime.compile, suite.runtime.channels_last,
                               suite.runtime.data_backend, suite.runtime.input_dtype, suite.runtime.workers,
                               suite.runtime.compile_mode, suite.runtime.cudnn_benchmark, suite.runtime.eval_batch_size,
-                              cuda_available=True)  # planning only: a CUDA runtime is never used here
+                              cuda_available=True,  # planning only: a CUDA runtime is never used here
+                              deterministic=suite.runtime.deterministic)
     runner = Runner(suite, tmp_path / suite.data.root, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None)
     plan = runner.plan(expand_cells(suite))
     roles = {}

@@ -138,3 +138,30 @@ def test_a_cache_that_is_not_shared_storage_is_named_with_each_nodes_problem(tmp
     ]
     # a data root this machine does not have either (digits need none) is nobody's problem
     assert shared_folder_problems(tmp_path, {"10.0.0.5": answers["10.0.0.5"]}, "1", data_root=tmp_path / "none") == []
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+def test_a_task_past_its_time_limit_ends_as_timeout_and_the_suite_goes_on(tmp_path, stuck):
+    """Its worker's own alarm ends it; a worker that cannot run its alarm (here: stopped, as if stuck in
+    native code) is killed by the driver once the grace period is over too."""
+    raw = tiny_suite(strategies={"linear_probe": {"epochs": 2}, "scratch": {"epochs": 1}})
+    raw["source"]["epochs"] = 400  # far longer than the limit
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "bench", "run", "tiny.yaml", "--out", "out", "--executor", "ray",
+                                "--cell-timeout", "4"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped, deadline = None, time.time() + 180
+    while stuck and stopped is None and time.time() < deadline and process.poll() is None:
+        listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+        workers = [int(line.split()[0]) for line in listing.splitlines() if "ray::source digits[0-4]" in line]
+        if workers:
+            os.kill(workers[0], signal.SIGSTOP)
+            stopped = workers[0]
+        time.sleep(0.1)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1, stderr[-3000:]  # cells failed: the run says so
+    records = {r["strategy"]: r for r in map(json.loads, (tmp_path / "out" / "records.jsonl").read_text().splitlines())}
+    assert records["scratch"]["status"] == "ok"  # the suite went on
+    assert records["linear_probe"]["status"] == "timeout"  # its source model ran out of time
+    assert "runtime.cell_timeout_s (4 s)" in records["linear_probe"]["error"]
+    assert ("its worker was killed" in records["linear_probe"]["error"]) == stuck

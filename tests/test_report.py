@@ -14,6 +14,7 @@ from bench.stats import paired_difference, summarise, t_quantile
 
 def record(strategy, seed, top1, status="ok", alpha=None, selected=True, val=50.0, target="b", img_per_s=1000.0):
     return {
+        "schema_version": 1,
         "cell_id": f"a->{target}/resnet8/{strategy}/seed{seed}", "config_hash": f"{strategy}-{target}-{seed}",
         "source": "a", "target": target, "backbone": "resnet8", "strategy": strategy, "seed": seed, "alpha": alpha,
         "selected": selected, "status": status, "error": None if status == "ok" else "x",

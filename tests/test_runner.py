@@ -188,10 +188,14 @@ def test_a_cell_whose_worker_was_lost_is_recorded_with_the_reason(tmp_path):
 
 
 def test_a_line_cut_by_a_crash_is_ended_before_the_next_append(tmp_path):
+    def record(key, cell):
+        return {"schema_version": 1, "config_hash": key, "cell_id": cell, "status": "ok", "source": "a", "target": "b",
+                "backbone": "resnet8", "strategy": "scratch", "seed": 0, "metrics": {}, "compute": {}}
+
     store = ResultsStore(tmp_path)
-    store.append([{"config_hash": "a", "cell_id": "x", "status": "ok"}])
+    store.append([record("a", "x")])
     with open(store.path, "a") as f:
         f.write('{"config_hash": "b", "cell_id": "y", "sta')  # a write cut short
-    store.append([{"config_hash": "c", "cell_id": "z", "status": "ok"}])
+    store.append([record("c", "z")])
     assert [r["config_hash"] for r in store.read()] == ["a", "c"]
     assert store.done_cells() == {("a", "x"), ("c", "z")}

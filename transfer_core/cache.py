@@ -1,9 +1,12 @@
 """A content-addressed store of trained models: the key is a hash of everything that produced them.
 
 Each model is one file, ``<kind>/<key>.pt``, written under a temporary name and renamed into place, so a
-reader never sees half a file. Beside it, ``<key>.lock`` is the claim on building it: whoever holds the
-lock (an OS file lock, released by the kernel when its holder dies) builds the model; everyone else waits
-for it or works on something else.
+reader never sees half a file. Beside it, ``<key>.sha256`` holds the file's content hash, written before
+the file itself: a model file whose content is not the one written (swapped, corrupted, cut short) is
+refused and rebuilt, never loaded. Files load with ``torch.load(weights_only=True)``: tensors and plain
+data only, so a cache file cannot run code either way. ``<key>.lock`` is the claim on building it: whoever
+holds the lock (an OS file lock, released by the kernel when its holder dies) builds the model; everyone
+else waits for it or works on something else.
 """
 from __future__ import annotations
 
@@ -21,6 +24,25 @@ from filelock import FileLock, Timeout
 def content_key(description: Any) -> str:
     """A stable hash of a JSON-able description (sorted keys, so dict order never matters)."""
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def claim(lock_path: Path) -> Optional[FileLock]:
@@ -54,14 +76,16 @@ class ModelCache:
         return lock
 
     def load(self, kind: str, key: str) -> Optional[tuple[dict, dict]]:
-        """(state_dict, meta) or None. weights_only=True: a cache file cannot run code when read."""
+        """(state_dict, meta), or None when missing, or not the content that was written (a miss, rebuilt)."""
         path = self.path(kind, key)
         if not path.is_file():
             return None
         try:
+            if path.with_suffix(".sha256").read_text().strip() != file_sha256(path):
+                return None  # swapped or corrupted since it was written
             payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             return payload["state_dict"], json.loads(payload["meta"])
-        except Exception:  # a truncated or foreign file is a cache miss, not a crash
+        except Exception:  # no hash beside it, a truncated or foreign file: a cache miss, not a crash
             return None
 
     def save(self, kind: str, key: str, model: torch.nn.Module, meta: dict) -> Path:
@@ -77,6 +101,8 @@ class ModelCache:
         os.close(fd)
         try:
             torch.save({"state_dict": cpu_state, "meta": json.dumps({**meta, "frozen": frozen}, default=str)}, tmp)
+            # the hash first: a model file in place always has its own beside it (a stale one refuses an old file)
+            write_text_atomic(path.with_suffix(".sha256"), file_sha256(Path(tmp)) + "\n")
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)

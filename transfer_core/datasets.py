@@ -7,7 +7,9 @@ normalisation statistics and fingerprints -- is done once, here, for all of them
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
+import importlib.util
 import io
 import os
 import pickle
@@ -153,11 +155,16 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def read_cifar_pickle(path: Path) -> dict:
     """Reads one CIFAR pickle safely; keys come back as str whether written by Python 2 or 3."""
-    with open(path, "rb") as f:
-        # latin1 decodes the Python 2 originals' byte strings and numpy buffers losslessly
-        obj = _CifarUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+    try:
+        with open(path, "rb") as f:
+            # latin1 decodes the Python 2 originals' byte strings and numpy buffers losslessly
+            obj = _CifarUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+    except OSError as e:
+        raise DataUnavailableError(f"{path}: cannot read it: {e.strerror or e}") from None
+    except Exception as e:  # truncated, refused or not a pickle at all: whatever the unpickler says, one line
+        raise DataUnavailableError(f"{path}: not a readable CIFAR file: {e}") from None
     if not isinstance(obj, dict):
-        raise pickle.UnpicklingError(f"{path}: expected a dict, found {type(obj).__name__}")
+        raise DataUnavailableError(f"{path}: not a CIFAR file: expected a dict, found {type(obj).__name__}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -167,6 +174,8 @@ def _cifar_arrays(batches: list[dict], label_key: str, path: Path) -> ArraySplit
         labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
     except KeyError as e:
         raise DataUnavailableError(f"{path}: CIFAR file lacks the key {e}") from None
+    except (ValueError, TypeError, OverflowError) as e:  # data or labels that are not arrays of numbers
+        raise DataUnavailableError(f"{path}: CIFAR data or labels of the wrong type: {e}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise DataUnavailableError(f"{path}: expected data of shape (N, 3072), found {data.shape}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planes -> NHWC
@@ -291,6 +300,19 @@ def _stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple
     return torch.cat(kept).sort().values, torch.cat(carved).sort().values
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_file() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels, labels) of the digits file inside scikit-learn's wheel, read as ``load_digits`` reads it but
+    without importing scikit-learn (most of a second), and once per process however many targets use it."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailableError("the digits dataset ships inside scikit-learn, which is not installed: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    data = np.loadtxt(path, delimiter=",")
+    data.flags.writeable = False  # shared by every caller
+    return data[:, :-1], data[:, -1]
+
+
 @DATASETS.register("digits")
 class Digits(DatasetReader):
     """scikit-learn's 8x8 handwritten digits (1,797 images, grey levels 0-16), split into train/test here."""
@@ -305,15 +327,13 @@ class Digits(DatasetReader):
     default_augmentation = Augmentation(crop_padding=1, flip="none")  # a flipped 2 is not a 2
 
     def load(self, root: Path, options, download: bool) -> RawDataset:
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
+        pixels, target = _digits_file()
         # 0..16 grey levels -> 0..255 so every dataset shares one uint8 convention
-        images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8))[..., None]
-        labels = torch.from_numpy(bunch.target.astype(np.int64))
+        images = torch.from_numpy((pixels.reshape(-1, 8, 8) * (255.0 / 16.0)).round().astype(np.uint8))[..., None]
+        labels = torch.from_numpy(target.astype(np.int64))
         train_idx, test_idx = _stratified_split(labels, options.test_fraction, seed=0)
         everything = ArraySplit(images, labels)
-        names = tuple(str(n) for n in bunch.target_names)
+        names = tuple(str(n) for n in range(10))  # load_digits names its classes 0..9
         return RawDataset(everything.select(train_idx), everything.select(test_idx), names, 1, "sklearn.datasets.load_digits")
 
 
@@ -347,8 +367,11 @@ class NpzArrays(DatasetReader):
     def load(self, root: Path, options, download: bool) -> RawDataset:
         self.check(root, options, download)
         file = self._file(root, options)
-        with np.load(file, allow_pickle=False) as npz:  # no pickles: arrays only
-            arrays = {k: npz[k] for k in npz.files}
+        try:
+            with np.load(file, allow_pickle=False) as npz:  # no pickles: arrays only
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as e:  # not a zip, truncated, an object array: one line naming the file
+            raise DataUnavailableError(f"{file}: not a readable .npz of arrays: {e}") from None
 
         def split(x_key: str, y_key: str) -> ArraySplit:
             x, y = arrays[x_key], arrays[y_key]
@@ -358,6 +381,8 @@ class NpzArrays(DatasetReader):
                 x = x[..., None]
             if x.ndim != 4 or len(x) != len(y):
                 raise DataUnavailableError(f"{file}: {x_key} must be (N, H, W[, C]) with N = len({y_key})")
+            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+                raise DataUnavailableError(f"{file}: {y_key} must be a 1-d array of integer class ids, found {y.dtype} {y.shape}")
             return ArraySplit(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
 
         if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():

@@ -15,7 +15,6 @@ model was pretrained (its published mean, std and input size), not by the target
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+from .cache import file_sha256
 
 LIBRARIES = ("timm", "torchvision")
 
@@ -154,11 +155,7 @@ def sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA256:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _SHA256[key] = digest.hexdigest()
+        _SHA256[key] = file_sha256(path)
     return _SHA256[key]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import resource
 import time
 import weakref
@@ -41,6 +42,7 @@ class Runtime:
     compile_backend: Union[str, Callable] = "inductor"  # tests swap in a counting backend
     eval_batch_size: int = 512  # images per evaluation (and BatchNorm re-estimation) batch
     shard: Shard = WHOLE  # this process's rank under torchrun; the whole work otherwise
+    deterministic: bool = False  # PyTorch's deterministic algorithms only (cuDNN benchmarking off): reproducible, slower
 
     @property
     def amp_dtype(self) -> Optional[torch.dtype]:
@@ -71,8 +73,15 @@ class Runtime:
         return cached[1]
 
     def apply_backend_flags(self) -> None:
+        """Sets the process-wide switches this runtime asks for (in every process that builds under it)."""
+        if self.deterministic:
+            # cuBLAS is deterministic only with a fixed workspace; read when cuBLAS starts, so set it early
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if torch.are_deterministic_algorithms_enabled() != self.deterministic:  # the call imports the compiler stack
+            torch.use_deterministic_algorithms(self.deterministic)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark and not self.deterministic
+            torch.backends.cudnn.deterministic = self.deterministic
 
     def timer(self) -> "Timer":
         return Timer(self.device)
@@ -99,7 +108,8 @@ class Runtime:
         if self.compile:
             described["compile_mode"] = self.compile_mode
         if self.device.type == "cuda":
-            described["cudnn_benchmark"] = self.cudnn_benchmark
+            described["cudnn_benchmark"] = self.cudnn_benchmark and not self.deterministic
+        described["deterministic"] = self.deterministic
         return described
 
 
@@ -153,7 +163,7 @@ def measured_bf16_peak_tflops(device_str: str, size: int = 8192, repeats: int = 
 def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "auto", channels_last: bool = True,
                     data_backend: str = "auto", input_dtype: str = "auto", data_workers: int = 0,
                     compile_mode: str = "default", cudnn_benchmark: bool = True, eval_batch_size: int = 512,
-                    shard: Shard = WHOLE, cuda_available: Optional[bool] = None) -> Runtime:
+                    shard: Shard = WHOLE, cuda_available: Optional[bool] = None, deterministic: bool = False) -> Runtime:
     """``cuda_available`` overrides this process's own answer: a Ray driver resolves for its cluster's GPUs."""
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
@@ -178,7 +188,7 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "aut
     except ModuleNotFoundError as e:
         raise RuntimeUnavailableError(str(e)) from None
     runtime = Runtime(resolved, amp, compile_on, channels_last, backend, dtype, data_workers, compile_mode, cudnn_benchmark,
-                      eval_batch_size=eval_batch_size, shard=shard)
+                      eval_batch_size=eval_batch_size, shard=shard, deterministic=deterministic)
     runtime.apply_backend_flags()
     return runtime
 

@@ -16,6 +16,7 @@ import dataclasses
 import os
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,8 @@ from ..build import Builder, BuildEnv, Outcome
 from ..plan import Artifact, SourceArtifact
 from ..suite import SuiteError
 from . import Executor, register_executor
+
+KILL_GRACE_S = 30.0  # past its time limit, a task that has not ended itself has its worker killed
 
 _BUILDERS: dict[BuildEnv, Builder] = {}  # per worker process: its datasets stay loaded between tasks
 
@@ -106,6 +109,7 @@ class RayExecutor(Executor):
                 raise SuiteError(f"--ray-address {options.ray_address}: cannot join a Ray cluster there "
                                  f"({str(e).splitlines()[0]})") from None
         self._running: dict = {}  # object ref -> the artifact it builds
+        self._deadlines: dict = {}  # object ref -> when its worker is killed (with a time limit)
         self._done: list = []  # (key, outcome) of artifacts built on the driver, not yet handed back
 
     def cuda_available(self) -> bool:
@@ -173,6 +177,9 @@ class RayExecutor(Executor):
             name=artifact.name,
         ).remote(self._env, artifact, inputs)
         self._running[ref] = artifact
+        if self._env.time_limit_s:
+            # the worker's own alarm ends a task on time; this catches one stuck in native code, which no alarm reaches
+            self._deadlines[ref] = time.monotonic() + self._env.time_limit_s + KILL_GRACE_S
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
         if self._done:
@@ -181,11 +188,22 @@ class RayExecutor(Executor):
         if not self._running:
             return []
         ray = self._ray
+        if self._deadlines:  # wake up for the first deadline
+            first = max(0.0, min(self._deadlines.values()) - time.monotonic())
+            timeout = first if timeout is None else min(timeout, first)
         ready, _ = ray.wait(list(self._running), num_returns=1, timeout=timeout)
         if ready:  # and whatever else is done already
             ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
         finished = []
+        now = time.monotonic()
+        for ref, deadline in list(self._deadlines.items()):
+            if ref not in ready and now >= deadline:
+                ray.cancel(ref, force=True)  # kills its worker: whatever it is stuck in, it stops
+                del self._deadlines[ref]
+                finished.append((self._running.pop(ref).key, Outcome(
+                    "timeout", f"ran past runtime.cell_timeout_s ({self._env.time_limit_s:g} s); its worker was killed")))
         for ref in ready:
+            self._deadlines.pop(ref, None)
             key = self._running.pop(ref).key
             try:
                 outcome = ray.get(ref)
@@ -201,5 +219,6 @@ class RayExecutor(Executor):
         for ref in self._running:
             self._ray.cancel(ref, force=True)
         self._running.clear()
+        self._deadlines.clear()
         if self._started_here and self._ray.is_initialized():
             self._ray.shutdown()
