@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from transfer_core.cache import ModelCache
-from transfer_core.datasets import DataUnavailableError, PreparedData
+from transfer_core.datasets import DataUnavailableError, FileSplit, PreparedData, first_undecodable
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.pretrained import WeightsUnavailableError, weights_file
 
@@ -114,14 +114,16 @@ class Runner:
         if not self.shard.is_main:
             barrier(self.shard)
         builder = Builder(self.env, self.log, self._data)
+        screened: set[str] = set()
         for cell in cells:
             reads_source = self.suite.uses_source(cell.strategy.name)
             source_data = cell.source.data if reads_source else None
             for role, spec in [("target", cell.target)] + ([("source", source_data)] if source_data else []):
                 try:
-                    builder.data(spec)
+                    data = builder.data(spec)
                 except DataUnavailableError as e:
                     raise SuiteError(f"{self.suite.path}: {role} {spec.label}: {e}") from None
+                self._screen_for_dali(role, spec, data, screened)
             if reads_source and cell.source.pretrained:
                 self._check_pretrained(cell, builder.data(cell.target))
             elif reads_source:
@@ -131,6 +133,21 @@ class Runner:
                                      f"target {target.name} {target.channels}-channel; a backbone cannot take both")
         if self.shard.is_main:
             barrier(self.shard)
+
+    def _screen_for_dali(self, role: str, spec, data, screened: set[str]) -> None:
+        """DALI decodes an image whose body is corrupt with warnings (the cell then trains on what came out),
+        where the torchvision backend fails on it: under DALI every file of an image folder is decoded once
+        here, before anything runs (``bad_files: skip`` has done so at load already)."""
+        if self.runtime.data_backend != "dali" or getattr(spec.options, "bad_files", None) != "error":
+            return
+        if spec.content_key() in screened:
+            return
+        screened.add(spec.content_key())
+        paths = [p for split in (data.train, data.val, data.test) if isinstance(split, FileSplit) for p in split.paths]
+        bad = first_undecodable(paths)
+        if bad is not None:
+            raise SuiteError(f"{self.suite.path}: {role} {spec.label}: {bad[0]}: cannot decode ({bad[1]}), and DALI would not "
+                             "stop on it. Remove it or set bad_files: skip on the dataset")
 
     def _check_pretrained(self, cell: Cell, target) -> None:
         """Before anything trains: the weights are on this machine, and the target's images fit the model."""

@@ -335,3 +335,30 @@ def test_a_cached_model_whose_file_was_swapped_is_refused_and_rebuilt(tmp_path):
     # rebuilt, not loaded: the rerun trained the model again and scored exactly what the first run did
     assert after["metrics"] == before["metrics"]
     assert ModelCache(tmp_path / "cache").load("models", model.stem) is not None
+
+
+def test_under_dali_an_image_with_a_corrupt_body_stops_the_run_before_anything_is_written(tmp_path, capsys):
+    from PIL import Image
+
+    from transfer_core.data import dali_available
+
+    if not dali_available():
+        pytest.skip("DALI not installed")  # CI installs it (.ci/run fails without it)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "f" / name).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "f" / name / f"{i}.jpg")
+    good = (tmp_path / "f" / "a" / "0.jpg").read_bytes()
+    body = good.index(b"\xff\xda") + 20  # a valid header, then markers no decoder knows where the scan data was
+    (tmp_path / "f" / "a" / "bad.jpg").write_bytes(good[:body] + b"\xff\x21" * ((len(good) - body) // 2))
+    raw = tiny_suite(targets=[{"dataset": "image_folder", "path": str(tmp_path / "f"), "resolution": 16}],
+                     strategies={"scratch": {"epochs": 1, "batch_size": 4}})
+    raw["runtime"].update(data_backend="dali", workers=1)
+    out = tmp_path / "out"
+    err = one_line_error(capsys, main(["run", str(write_suite(tmp_path / "s.yaml", raw)), "--out", str(out)]))
+    assert "bad.jpg: cannot decode" in err and "bad_files: skip" in err
+    assert not out.exists()
+    raw["targets"][0]["bad_files"] = "skip"  # the way around it: left out, counted, the run goes on
+    assert main(["run", str(write_suite(tmp_path / "s.yaml", raw)), "--out", str(out)]) == 0
+    assert "skipped 1 unreadable file(s)" in capsys.readouterr().err

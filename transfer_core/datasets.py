@@ -15,7 +15,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -437,6 +437,34 @@ def decode_error(path: str) -> Optional[str]:
             image.convert("RGB").load()
     except Exception as e:  # PIL raises many types for bad files; all mean the same here
         return f"{type(e).__name__}: {e}"
+    return None
+
+
+_DECODES: dict[tuple, Optional[str]] = {}  # (path, size, mtime) -> why it cannot be decoded (None: it can)
+
+
+def first_undecodable(paths: Sequence[str]) -> Optional[tuple[str, str]]:
+    """(path, why) of the first file of ``paths`` that does not decode fully, or None. Decodes in threads
+    (PIL lets go of the GIL while it decodes), each file version once per process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    def verdict(path: str) -> Optional[str]:
+        try:
+            stat = os.stat(path)
+        except OSError as e:
+            return f"cannot read it: {e.strerror}"
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in _DECODES:
+            _DECODES[key] = decode_error(path)
+        return _DECODES[key]
+
+    with ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0)))) as pool:
+        verdicts = pool.map(verdict, paths, chunksize=64)
+        for path, why in zip(tqdm(paths, desc="decoding image files", unit="file", leave=False, disable=None), verdicts):
+            if why is not None:
+                return path, why
     return None
 
 
