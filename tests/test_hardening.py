@@ -362,3 +362,49 @@ def test_under_dali_an_image_with_a_corrupt_body_stops_the_run_before_anything_i
     raw["targets"][0]["bad_files"] = "skip"  # the way around it: left out, counted, the run goes on
     assert main(["run", str(write_suite(tmp_path / "s.yaml", raw)), "--out", str(out)]) == 0
     assert "skipped 1 unreadable file(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
+def test_a_results_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch, code):
+    """No permission, a read-only file system, a full disk (injected: this runs as any user, root included)."""
+    real_open = os.open
+
+    def refusing(path, flags, *args, **kwargs):
+        if str(path).endswith("records.jsonl") and flags & os.O_WRONLY | flags & os.O_RDWR:
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+    raw = tiny_suite(strategies={"linear_probe": {}})
+    code_returned = main(["run", str(write_suite(tmp_path / "s.yaml", raw)), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code_returned == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"bench: error: cannot write {tmp_path / 'out' / 'records.jsonl'}: {os.strerror(code)}"
+
+
+def test_a_model_write_that_fails_leaves_nothing_under_the_real_name(tmp_path, monkeypatch):
+    import torch
+
+    from transfer_core.cache import ModelCache
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    cache = ModelCache(tmp_path)
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        cache.save("models", "k", torch.nn.Linear(2, 2), {})
+    assert not cache.path("models", "k").exists() and not list(tmp_path.rglob("*.tmp"))
+    assert cache.load("models", "k") is None
+
+
+def test_the_runner_holds_no_model_once_the_artifacts_are_built(tmp_path):
+    import gc
+
+    from transfer_core.backbones import Classifier
+
+    suite = parse_suite(tiny_suite())
+    runner = Runner(suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None)
+    assert not runner.run(expand_cells(suite)).failed
+    gc.collect()
+    assert [o for o in gc.get_objects() if issubclass(type(o), Classifier)] == []  # type(): no proxy's __class__ asked
