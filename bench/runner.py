@@ -11,6 +11,7 @@ Under torchrun, rank 0 makes every claim and tells the other ranks; all ranks bu
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from transfer_core.cache import ModelCache
+from transfer_core.cache import ModelCache, write_text_atomic
 from transfer_core.datasets import DataUnavailableError, FileSplit, PreparedData, first_undecodable
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.pretrained import WeightsUnavailableError, weights_file
@@ -144,10 +145,19 @@ class Runner:
             return
         screened.add(spec.content_key())
         paths = [p for split in (data.train, data.val, data.test) if isinstance(split, FileSplit) for p in split.paths]
-        bad = first_undecodable(paths)
+        # files decoded by an earlier run, by path, size and modification time: a large folder is decoded once
+        record = self.cache.root / "decoded" / f"{spec.content_key()}.json"
+        try:
+            known = frozenset(tuple(version) for version in json.loads(record.read_text()))
+        except (OSError, ValueError, TypeError):
+            known = frozenset()
+        bad, good = first_undecodable(paths, known)
         if bad is not None:
             raise SuiteError(f"{self.suite.path}: {role} {spec.label}: {bad[0]}: cannot decode ({bad[1]}), and DALI would not "
                              "stop on it. Remove it or set bad_files: skip on the dataset")
+        if good - known and self.shard.is_main:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(record, json.dumps(sorted(good | known)))
 
     def _check_pretrained(self, cell: Cell, target) -> None:
         """Before anything trains: the weights are on this machine, and the target's images fit the model."""

@@ -337,7 +337,7 @@ def test_a_cached_model_whose_file_was_swapped_is_refused_and_rebuilt(tmp_path):
     assert ModelCache(tmp_path / "cache").load("models", model.stem) is not None
 
 
-def test_under_dali_an_image_with_a_corrupt_body_stops_the_run_before_anything_is_written(tmp_path, capsys):
+def test_under_dali_an_image_with_a_corrupt_body_stops_the_run_before_anything_is_written(tmp_path, capsys, monkeypatch):
     from PIL import Image
 
     from transfer_core.data import dali_available
@@ -359,9 +359,18 @@ def test_under_dali_an_image_with_a_corrupt_body_stops_the_run_before_anything_i
     err = one_line_error(capsys, main(["run", str(write_suite(tmp_path / "s.yaml", raw)), "--out", str(out)]))
     assert "bad.jpg: cannot decode" in err and "bad_files: skip" in err
     assert not out.exists()
-    raw["targets"][0]["bad_files"] = "skip"  # the way around it: left out, counted, the run goes on
-    assert main(["run", str(write_suite(tmp_path / "s.yaml", raw)), "--out", str(out)]) == 0
+    skipping = {**raw, "targets": [{**raw["targets"][0], "bad_files": "skip"}]}  # the way around it: left out, counted
+    assert main(["run", str(write_suite(tmp_path / "skip.yaml", skipping)), "--out", str(tmp_path / "skipped")]) == 0
     assert "skipped 1 unreadable file(s)" in capsys.readouterr().err
+    # with the file gone the run goes on, and a later run decodes nothing again: each file version once
+    (tmp_path / "f" / "a" / "bad.jpg").unlink()
+    assert main(["run", str(write_suite(tmp_path / "s.yaml", raw)), "--out", str(out)]) == 0
+
+    def must_not_decode(path):
+        raise AssertionError(f"decoded {path} again")
+
+    monkeypatch.setattr("transfer_core.datasets.decode_error", must_not_decode)
+    assert main(["run", str(tmp_path / "s.yaml"), "--out", str(out), "--force"]) == 0
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])

@@ -440,32 +440,30 @@ def decode_error(path: str) -> Optional[str]:
     return None
 
 
-_DECODES: dict[tuple, Optional[str]] = {}  # (path, size, mtime) -> why it cannot be decoded (None: it can)
-
-
-def first_undecodable(paths: Sequence[str]) -> Optional[tuple[str, str]]:
-    """(path, why) of the first file of ``paths`` that does not decode fully, or None. Decodes in threads
-    (PIL lets go of the GIL while it decodes), each file version once per process."""
+def first_undecodable(paths: Sequence[str], known_good: frozenset = frozenset()) -> tuple[Optional[tuple[str, str]], set]:
+    """(path, why) of the first file of ``paths`` that does not decode fully (or None), and the versions
+    (path, size, mtime) of the files that do. Versions in ``known_good`` (decoded by an earlier run) are
+    not decoded again; the rest are, in threads (PIL lets go of the GIL while it decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
-    def verdict(path: str) -> Optional[str]:
+    def verdict(path: str) -> tuple[Optional[tuple], Optional[str]]:
         try:
             stat = os.stat(path)
         except OSError as e:
-            return f"cannot read it: {e.strerror}"
-        key = (path, stat.st_size, stat.st_mtime_ns)
-        if key not in _DECODES:
-            _DECODES[key] = decode_error(path)
-        return _DECODES[key]
+            return None, f"cannot read it: {e.strerror}"
+        version = (path, stat.st_size, stat.st_mtime_ns)
+        return version, None if version in known_good else decode_error(path)
 
+    good = set()
     with ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0)))) as pool:
         verdicts = pool.map(verdict, paths, chunksize=64)
-        for path, why in zip(tqdm(paths, desc="decoding image files", unit="file", leave=False, disable=None), verdicts):
+        for path, (version, why) in zip(tqdm(paths, desc="decoding image files", unit="file", leave=False, disable=None), verdicts):
             if why is not None:
-                return path, why
-    return None
+                return (path, why), good
+            good.add(version)
+    return None, good
 
 
 @DATASETS.register("image_folder")
