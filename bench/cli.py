@@ -13,8 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from transfer_core.files import write_file
+
 from .errors import BenchError, SuiteError
-from .files import write_file
 
 # the commands import what they need when they run: report, compare and index never load torch
 
@@ -546,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except BenchError as e:
-        print(f"bench: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever a library's text holds
+        print(f"bench: error: {e}", file=sys.stderr)  # one line: BenchError joins whatever a library's text spans
         return 2
     except OSError as e:  # a write that failed (a full disk, no permission, a read-only folder), or a file that vanished
         where = f"{e.filename}: " if e.filename else ""

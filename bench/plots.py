@@ -18,7 +18,8 @@ matplotlib.use("Agg")  # files only: no display needed, none opened
 matplotlib.rcParams["svg.hashsalt"] = "bench"  # SVG ids from the content, not at random: the same results, the same file
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .files import write_file  # noqa: E402
+from transfer_core.files import write_file  # noqa: E402
+
 from .stats import summarise  # noqa: E402
 
 MARKERS = {"scratch": "o", "linear_probe": "s", "full_finetune": "^", "lp_ft": "v", "l2_sp": "P", "alpha_mix": "D"}

@@ -13,8 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Optional
 
+from transfer_core.files import write_file
+
 from .errors import BenchError
-from .files import write_file
 
 RECORD_SCHEMA_VERSION = 1
 

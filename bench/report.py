@@ -20,8 +20,9 @@ from typing import Optional
 
 from tabulate import tabulate
 
+from transfer_core.files import write_file
+
 from .errors import BenchError
-from .files import write_file
 from .records import ResultsStore, latest_records, point_label
 from .stats import CONFIDENCE, Summary, paired_difference, summarise as summarise_values
 
@@ -96,7 +97,7 @@ class Row:
     def chosen_points(self) -> list[str]:
         """The grid points chosen over the seeds, each once, in the grid's order of values."""
         unique = {point_label(p): p for p in self.grid_points}
-        return sorted(unique, key=lambda label: tuple((v is None, v) for v in unique[label].values()))
+        return sorted(unique, key=lambda label: _point_order(unique[label]))
 
     @property
     def total_s(self) -> Optional[float]:
@@ -107,6 +108,11 @@ class Row:
     @property
     def n(self) -> int:
         return len(self.top1_by_seed)
+
+
+def _point_order(point: dict) -> tuple:
+    """Grid points in the order of their values (a null, where a setting may be one, after the rest)."""
+    return tuple((value is None, value) for value in point.values())
 
 
 def _mean(values) -> Optional[float]:
@@ -318,7 +324,7 @@ def grid_table(records: list[dict]) -> str:
         by_point: dict[str, list[dict]] = defaultdict(list)
         for r in points[key]:
             by_point[point_label(r["grid_point"])].append(r)
-        for label, group in sorted(by_point.items(), key=lambda item: tuple((v is None, v) for v in item[1][0]["grid_point"].values())):
+        for label, group in sorted(by_point.items(), key=lambda item: _point_order(item[1][0]["grid_point"])):
             table.append([markdown_escape(f"{source} → {target}"), markdown_escape(backbone), markdown_escape(strategy),
                           markdown_escape(label),
                           _number(_mean(r["metrics"].get("val_top1_pct") for r in group), ".2f"),

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from transfer_core.cache import ModelCache, write_text_atomic
+from transfer_core.cache import ModelCache
 from transfer_core.datasets import DataUnavailableError, FileSplit, PreparedData, first_undecodable
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
+from transfer_core.files import write_file
 from transfer_core.pretrained import WeightsUnavailableError, weights_file
 
 from .build import Builder, BuildEnv, Outcome
@@ -157,7 +158,7 @@ class Runner:
                              "stop on it. Remove it or set bad_files: skip on the dataset")
         if good - known and self.shard.is_main:
             record.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(record, json.dumps(sorted(good | known)))
+            write_file(record, json.dumps(sorted(good | known)))
 
     def _check_pretrained(self, cell: Cell, target) -> None:
         """Before anything trains: the weights are on this machine, and the target's images fit the model."""

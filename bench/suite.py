@@ -5,7 +5,6 @@ training and before anything is written.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import os
@@ -134,21 +133,15 @@ class DatasetSpec:
     family: Optional[str] = None  # a data-size sweep's targets share one: the label of the target listed
     normalization: Optional[tuple] = None  # (mean, std) a pretrained source was trained with; None = the data's own
 
-    def describe(self, test_split: bool = True) -> dict:
-        """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of.
-        Computed once per spec (specs do not change once parsed): a large suite's plan asks thousands of times."""
-        cache = self.__dict__.setdefault("_described", {})
-        if test_split not in cache:
-            cache[test_split] = self._describe(test_split)
-        return copy.deepcopy(cache[test_split])
-
     def content_key(self) -> str:
-        """The hash of ``describe()``: how prepared datasets are looked up."""
+        """The hash of ``describe()``: how prepared datasets are looked up. Computed once per spec (specs do
+        not change once parsed): a large suite looks its data up thousands of times."""
         if "_content_key" not in self.__dict__:
             self.__dict__["_content_key"] = content_key(self.describe())
         return self.__dict__["_content_key"]
 
-    def _describe(self, test_split: bool) -> dict:
+    def describe(self, test_split: bool = True) -> dict:
+        """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of."""
         selection = dataclasses.asdict(self.selection)
         if not test_split:
             del selection["test_per_class"]
@@ -597,8 +590,7 @@ def load_suite(path: str) -> Suite:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # the parser's text may span lines
-        raise SuiteError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise SuiteError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     except RecursionError:
         raise SuiteError(f"{path}: nested too deeply to be a suite") from None
     try:

@@ -20,29 +20,12 @@ from typing import Any, Optional
 import torch
 from filelock import FileLock, Timeout
 
+from .files import file_sha256, write_file
+
 
 def content_key(description: Any) -> str:
     """A stable hash of a JSON-able description (sorted keys, so dict order never matters)."""
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def claim(lock_path: Path) -> Optional[FileLock]:
@@ -102,7 +85,7 @@ class ModelCache:
         try:
             torch.save({"state_dict": cpu_state, "meta": json.dumps({**meta, "frozen": frozen}, default=str)}, tmp)
             # the hash first: a model file in place always has its own beside it (a stale one refuses an old file)
-            write_text_atomic(path.with_suffix(".sha256"), file_sha256(Path(tmp)) + "\n")
+            write_file(path.with_suffix(".sha256"), file_sha256(Path(tmp)) + "\n")
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)

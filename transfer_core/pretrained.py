@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .cache import file_sha256
+from .files import file_sha256
 
 LIBRARIES = ("timm", "torchvision")
 
