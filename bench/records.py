@@ -55,6 +55,8 @@ def record_problem(record) -> Optional[str]:
         for name, value in values.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
                 return f"{section}.{name}: expected a number or null, found {value!r}"
+    if record["status"] == "ok" and record["metrics"].get("test_top1_pct") is None:
+        return "metrics.test_top1_pct: a record with status ok has its test top-1"
     alpha = record.get("alpha")
     if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, _NUMBER)):
         return f"alpha: expected a number or null, found {alpha!r}"

@@ -117,6 +117,7 @@ def good_record() -> dict:
     (lambda r: {**r, "seed": "zero"}, "seed: expected an integer"),
     (lambda r: {**r, "metrics": {"test_top1_pct": "high"}}, "metrics.test_top1_pct: expected a number or null"),
     (lambda r: {**r, "metrics": [1]}, "metrics: expected an object"),
+    (lambda r: {**r, "metrics": {}}, "metrics.test_top1_pct: a record with status ok has its test top-1"),
     (lambda r: {**r, "alpha": True}, "alpha: expected a number or null"),
     (lambda r: {**r, "selected": "yes"}, "selected: expected true or false"),
     (lambda r: {**r, "provenance": "me"}, "provenance: expected an object"),
