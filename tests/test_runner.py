@@ -190,7 +190,7 @@ def test_a_cell_whose_worker_was_lost_is_recorded_with_the_reason(tmp_path):
 def test_a_line_cut_by_a_crash_is_ended_before_the_next_append(tmp_path):
     def record(key, cell):
         return {"schema_version": 1, "config_hash": key, "cell_id": cell, "status": "ok", "source": "a", "target": "b",
-                "backbone": "resnet8", "strategy": "scratch", "seed": 0, "metrics": {}, "compute": {}}
+                "backbone": "resnet8", "strategy": "scratch", "seed": 0, "metrics": {"test_top1_pct": 50.0}, "compute": {}}
 
     store = ResultsStore(tmp_path)
     store.append([record("a", "x")])
