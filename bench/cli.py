@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run|validate|report|compare|index|list|datapath|throughput|export``.
+"""Command line: ``python -m bench run|validate|report|compare|ci|index|list|datapath|throughput|export|fetch``.
 
 Usage mistakes and unusable suites are one-line errors with exit code 2; a run in which any cell
 failed exits 1; everything else exits 0.
@@ -385,6 +385,12 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def cmd_ci(args) -> int:
+    from .gate.run import cmd_ci as run_gate
+
+    return run_gate(args)
+
+
 def cmd_index(args) -> int:
     from .index import build_index
 
@@ -503,6 +509,29 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--allow-missing", action="store_true", help="cells missing from NEW do not fail the comparison")
     cmp.add_argument("--per-seed", action="store_true", help="judge every cell, not the mean over its seeds")
     cmp.set_defaults(handler=cmd_compare)
+
+    ci = sub.add_parser("ci", help="the regression gate: base and head revisions side by side on this machine (suite + timed "
+                                   "benchmarks), or against a committed baseline of this device; exit 1 on a regression")
+    ci.add_argument("--base", help="git revision to compare the working tree with, side by side (e.g. origin/main)")
+    ci.add_argument("--baseline", help="instead of --base: a committed results folder recorded on this device")
+    ci.add_argument("--suite", default="suites/ci.yaml", help="suite both revisions run (default suites/ci.yaml)")
+    ci.add_argument("--data-root")
+    ci.add_argument("--out", default="results/ci-gate",
+                    help="folder for both revisions' results, the samples, summary.md and gate.json (default results/ci-gate; "
+                         "rewritten on every run)")
+    ci.add_argument("--parts", type=lambda s: [p.strip() for p in s.split(",") if p.strip()], default=["accuracy", "speed"],
+                    help="accuracy (the suite) and/or speed (the timed benchmarks); default both")
+    ci.add_argument("--repeats", type=int, default=12, help="timed samples per revision and benchmark (default 12)")
+    ci.add_argument("--min-effect", type=float, default=10.0, metavar="PERCENT",
+                    help="smallest slowdown of the median that fails, in %% (default 10)")
+    ci.add_argument("--alpha", type=float, default=0.01, help="significance level of the one-sided Wilcoxon signed-rank test on the rounds (default 0.01)")
+    ci.add_argument("--fail", default="top1:-0.5pp", help="accuracy thresholds on one machine, as in compare (default top1:-0.5pp)")
+    ci.add_argument("--fail-across-devices", default="top1:-2pp",
+                    help="accuracy thresholds against a baseline of another device (default top1:-2pp)")
+    ci.add_argument("--allow-device-mismatch", action="store_true",
+                    help="with --baseline: judge accuracy against a baseline of another device (speed is then not judged)")
+    ci.add_argument("--summary", help="append the markdown summary to this file (also to $GITHUB_STEP_SUMMARY when set)")
+    ci.set_defaults(handler=cmd_ci)
 
     th = sub.add_parser("throughput", help="the harness's train step against a bare loop; cached against naive linear probe; "
                                            "a precision/compile matrix")

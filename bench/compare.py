@@ -144,10 +144,12 @@ def _group(record: dict, per_seed: bool) -> str:
 
 
 def compare(base_records: list[dict], new_records: list[dict], thresholds: list[Threshold],
-            allow_device_mismatch: bool = False, allow_missing: bool = False, per_seed: bool = False) -> Comparison:
+            allow_device_mismatch: bool = False, allow_missing: bool = False, per_seed: bool = False,
+            match_config: bool = True) -> Comparison:
     """Matches records by identity (cell id, candidate: α or grid point) and config hash; judges each threshold on the mean over
     the seeds both runs have (or on every cell with ``per_seed``). Unmatched and failed cells are listed
-    one by one."""
+    one by one. ``match_config=False`` compares a cell whatever its key: two revisions of the code run side by side
+    (the key holds the code salt, which a revision may change)."""
     base_devices, new_devices = _devices(base_records), _devices(new_records)
     if base_devices and new_devices and base_devices != new_devices and not allow_device_mismatch:
         raise CompareError(f"the runs come from different devices (baseline: {', '.join(sorted(base_devices)) or '?'}; "
@@ -169,7 +171,7 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
         new = new_by_id.get(identity(base))
         if new is None:
             changes.append(Change(*identity(base), "—", "missing", note="no record in NEW"))
-        elif new.get("config_hash") != base.get("config_hash"):
+        elif match_config and new.get("config_hash") != base.get("config_hash"):
             changes.append(Change(*identity(base), "—", "config changed", note="same cell, different configuration"))
         elif new.get("status") != "ok":
             changes.append(Change(*identity(base), "—", "failed", note=f"{new.get('status')}: {new.get('error')}"))
@@ -193,7 +195,7 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
                        else "regressed" if worse > 0 else "improved")
             changes.append(Change(label, which, threshold.metric, verdict, before, after, threshold.change(before, after),
                                   worse, threshold))
-    changes += _selection_changes(base_records, new_records)
+    changes += _selection_changes(base_records, new_records, match_config)
     base_ids = {identity(r) for r in base_records}
     for new in sorted(new_records, key=order):
         if identity(new) not in base_ids:
@@ -201,12 +203,12 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
     return Comparison(changes, allow_missing)
 
 
-def _selection_changes(base_records: list[dict], new_records: list[dict]) -> list[Change]:
+def _selection_changes(base_records: list[dict], new_records: list[dict], match_config: bool = True) -> list[Change]:
     """A cell whose candidate chosen on validation (alpha-mix's α, a grid's point) differs between the runs: its
     own verdict, shown but not blocking (the metrics' thresholds judge what the choice did to accuracy)."""
 
     def chosen(records: list[dict]) -> dict[tuple, dict]:
-        return {(r["cell_id"], r.get("config_hash")): r for r in records
+        return {(r["cell_id"], r.get("config_hash") if match_config else None): r for r in records
                 if r.get("status") == "ok" and candidate(r) is not None and r.get("selected")}
 
     base, new = chosen(base_records), chosen(new_records)

@@ -1,0 +1,377 @@
+"""``bench ci``: the regression gate, base and head side by side on one machine (asv's ``continuous``).
+
+``bench ci --base REF`` checks REF out into a temporary git worktree and, for both revisions on this
+machine, in this job:
+  1. runs the CI suite (head's suite file for both) from an empty model cache of its own, so neither
+     revision can reuse the other's models even when a change forgets to bump ``CODE_SALT``;
+  2. times the gated benchmarks (``worker.py``) in interleaved rounds, base and head in turn (the order
+     swapped every round), so that whatever slows the machine meanwhile slows both;
+and judges head against base (``verdicts.py``: the tests used are stated in the summary). The head is
+the working tree this command runs from, uncommitted changes included.
+
+``bench ci --baseline DIR`` is the fallback for a runner without the base revision: the suite is run
+once and compared with a committed results folder, only when that folder was recorded on this device
+(``--allow-device-mismatch``: accuracy only, with the cross-device tolerance; speed is not judged).
+
+Exit 0: no regression; 1: a regression (each named, with its metric, in the summary); 2: unusable input.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from transfer_core.files import write_file
+
+from .. import compare as compare_mod
+from ..errors import BenchError
+from .verdicts import GateResult, SpeedVerdict, bitwise_differences, judge_speed, render_summary
+
+HARNESS_ROOT = Path(__file__).resolve().parents[2]  # the tree whose code runs: the head
+WORKER = Path(__file__).resolve().parent / "worker.py"
+SAMPLE_TIMEOUT_S = 300  # a sample that takes longer means a hung worker, not a slow one
+
+
+class GateError(BenchError):
+    """The gate cannot run: not a git checkout, an unknown revision, a folder it will not overwrite."""
+
+
+def _log(message: str) -> None:
+    print(f"bench ci: {message}", file=sys.stderr, flush=True)
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise GateError(f"git {' '.join(args)}: {e}") from None
+    if done.returncode != 0:
+        raise GateError(f"git {' '.join(args)}: {done.stderr.strip() or f'exit {done.returncode}'}")
+    return done.stdout.strip()
+
+
+def head_revision(repo: Path) -> str:
+    """The head's commit, short, and whether the working tree differs from it (results/ aside)."""
+    commit = _git(repo, "rev-parse", "--short=12", "HEAD")
+    dirty = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return f"{commit} with uncommitted changes" if dirty else commit
+
+
+@contextlib.contextmanager
+def base_worktree(repo: Path, commit: str, scratch: Path):
+    """REF checked out, detached, in a temporary worktree; removed afterwards, even when the gate fails."""
+    path = scratch / "base-tree"
+    _git(repo, "worktree", "prune")  # worktrees of a gate that was killed
+    _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True)
+
+
+@dataclass
+class Side:
+    """One revision: its tree, its results folder and its own model cache."""
+
+    name: str  # "base" or "head"
+    root: Path
+    revision: str
+    out: Path
+    cache: Path
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        # this revision's packages first: `python -m bench` and the timing worker import them from here
+        env["PYTHONPATH"] = os.pathsep.join([str(self.root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        env.pop("BENCH_CACHE_DIR", None)
+        return env
+
+
+def _tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " / ".join(text[-lines:])
+
+
+def run_suite(side: Side, suite: Path, data_root: Optional[str]) -> tuple[int, float]:
+    """``bench run`` of this revision on the suite, into its own folder: (exit code, seconds)."""
+    side.out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "bench", "run", str(suite), "--out", str(side.out), "--cache-dir", str(side.cache)]
+    if data_root:
+        command += ["--data-root", data_root]
+    started = time.perf_counter()
+    with open(side.out / "run.log", "a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}  (in {side.root})\n")
+        log.flush()
+        code = subprocess.run(command, cwd=side.root, env=side.env(), stdout=log, stderr=subprocess.STDOUT).returncode
+    return code, time.perf_counter() - started
+
+
+class Worker:
+    """One revision's timing worker (``worker.py``), asked for one sample at a time."""
+
+    def __init__(self, side: Side, log_path: Path):
+        self.side = side
+        self.log = open(log_path, "w", encoding="utf-8")
+        self.process = subprocess.Popen([sys.executable, str(WORKER)], cwd=side.root, env=side.env(), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+        self.hello = self._read()
+        imported = Path(self.hello["transfer_core"]).resolve()
+        if side.root.resolve() not in imported.parents:
+            self.close()
+            raise GateError(f"the {side.name} timing worker imported transfer_core from {imported}, not from the "
+                            f"{side.name} revision's tree {side.root}")
+
+    def _read(self) -> dict:
+        ready, _, _ = select.select([self.process.stdout], [], [], SAMPLE_TIMEOUT_S)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            why = f"no answer in {SAMPLE_TIMEOUT_S} s" if not ready else f"it exited ({_tail(Path(self.log.name))})"
+            raise GateError(f"the {self.side.name} timing worker failed: {why}")
+        return json.loads(line)
+
+    def sample(self, name: str) -> dict:
+        self.process.stdin.write(name + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.process.stdin.write("\n")
+            self.process.stdin.flush()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.log.close()
+
+
+def time_benchmarks(base: Side, head: Side, repeats: int, min_effect: float, alpha: float,
+                    scratch: Path) -> tuple[list[SpeedVerdict], list[str], dict]:
+    """Interleaved rounds of every gated benchmark: (verdicts, problems that fail the gate, raw samples)."""
+    from tqdm import tqdm
+
+    workers = {}
+    try:
+        for side in (base, head):
+            workers[side.name] = Worker(side, scratch / f"{side.name}-worker.log")
+        units = {**workers["base"].hello["benchmarks"], **workers["head"].hello["benchmarks"]}
+        names = list(workers["head"].hello["benchmarks"]) + [n for n in workers["base"].hello["benchmarks"]
+                                                             if n not in workers["head"].hello["benchmarks"]]
+        samples = {side: {name: [] for name in names} for side in workers}
+        errors = {side: dict(workers[side].hello["errors"]) for side in workers}
+        # round 0 warms both up (first-call allocations, lazy imports) and is not kept
+        for round_ in tqdm(range(repeats + 1), desc="bench ci: timing", unit="round", disable=None, leave=False):
+            order = ("base", "head") if round_ % 2 == 0 else ("head", "base")
+            for name in names:
+                for side in order:
+                    if name in errors[side]:
+                        continue
+                    answer = workers[side].sample(name)
+                    if "error" in answer:
+                        errors[side][name] = answer["error"]
+                    elif round_ > 0:
+                        samples[side][name].append(answer["value"])
+    finally:
+        for worker in workers.values():
+            worker.close()
+    verdicts, problems = [], []
+    for name in names:
+        if name in errors["head"]:
+            problems.append(f"speed: the head cannot run benchmark {name}: {errors['head'][name]}")
+            verdicts.append(SpeedVerdict(name, units[name], samples["base"][name], [], "failed", note=errors["head"][name]))
+        elif name in errors["base"]:  # the benchmark is newer than the base, or base's API differs: nothing to compare with
+            verdicts.append(SpeedVerdict(name, units[name], [], samples["head"][name], "not compared",
+                                         note=f"base cannot run it: {errors['base'][name]}"))
+        else:
+            verdicts.append(judge_speed(name, units[name], samples["base"][name], samples["head"][name], min_effect, alpha))
+    return verdicts, problems, samples
+
+
+def _prepare_out(out: Path) -> None:
+    """The gate's folder is rewritten on every run; a folder it did not write is never emptied."""
+    if out.exists() and any(out.iterdir()) and not (out / "gate.json").is_file():
+        raise GateError(f"--out {out}: exists and is not a folder bench ci wrote (no gate.json); choose another")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+
+def _device_name() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    return f"{model or 'CPU'} ({len(os.sched_getaffinity(0))} cores)"
+
+
+def _suite_problem(side: Side, code: int) -> str:
+    return f"the {side.name} revision cannot run the suite (exit {code}: {_tail(side.out / 'run.log')})"
+
+
+def side_by_side(args) -> GateResult:
+    repo = HARNESS_ROOT
+    _git(repo, "rev-parse", "--show-toplevel")  # a git checkout, or a one-line error
+    try:
+        base_commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
+    except GateError:
+        raise GateError(f"--base {args.base}: no such revision in {repo} (a CI checkout needs the base's history: "
+                        "actions/checkout with fetch-depth: 0)") from None
+    suite = Path(args.suite).resolve()
+    if not suite.is_file():
+        raise GateError(f"{args.suite}: no such suite file")
+    parts = set(args.parts)
+    out = Path(args.out)
+    _prepare_out(out)
+    started = time.perf_counter()
+    result = GateResult(title="")
+    with tempfile.TemporaryDirectory(prefix="bench-ci-") as scratch_name:
+        scratch = Path(scratch_name)
+        with base_worktree(repo, base_commit, scratch) as base_root:
+            base = Side("base", base_root, f"{base_commit[:12]}", out / "base", scratch / "base-cache")
+            head = Side("head", repo, head_revision(repo), out / "head", scratch / "head-cache")
+            result.title = (f"Head `{head.revision}` against base `{base.revision}` (`{args.base}`), side by side on "
+                            f"{_device_name()}; suite `{args.suite}`.")
+            _log(f"base {base.revision} ({args.base}) checked out in {base_root}; head {head.revision}")
+            if "accuracy" in parts:
+                # base first, then head: the two suite runs are one sample each, so their order matters less than
+                # the timing rounds' (those alternate)
+                codes = {}
+                for side in (base, head):
+                    _log(f"{side.name}: running {args.suite} from an empty cache …")
+                    code, seconds = run_suite(side, suite, args.data_root)
+                    own_copy = base.root / suite.relative_to(repo) if suite.is_relative_to(repo) else None
+                    if code == 2 and side is base and own_copy and own_copy.is_file():
+                        # the head's suite may use keys the base does not know yet: the base's own copy then
+                        result.notes.append("the base revision refused the head's suite file; it ran its own copy of it")
+                        code, more = run_suite(side, own_copy, args.data_root)
+                        seconds += more
+                    codes[side.name] = code
+                    result.timings[f"{side.name} suite"] = seconds
+                    _log(f"{side.name}: suite done in {seconds:.0f} s (exit {code})")
+                if codes["head"] == 2:
+                    result.problems.append(_suite_problem(head, 2))
+                elif codes["base"] == 2:
+                    result.notes.append(_suite_problem(base, 2) + "; accuracy not compared")
+                else:
+                    judge_accuracy(result, base, head, base_commit, args)
+            if "speed" in parts:
+                _log(f"timing {args.repeats} interleaved rounds per revision …")
+                timed = time.perf_counter()
+                verdicts, problems, samples = time_benchmarks(base, head, args.repeats, args.min_effect / 100, args.alpha, scratch)
+                result.speed, result.timings["timing"] = verdicts, time.perf_counter() - timed
+                result.problems += problems
+                result.speed_method = (
+                    f"{args.repeats} rounds after one warm-up round; in each, one sample of base and one of head, back to "
+                    f"back (the order swapped every round). A benchmark fails when a one-sided Wilcoxon signed-rank test on "
+                    f"the rounds' log ratios head/base finds head slower with p < {args.alpha:g} **and** the median ratio is "
+                    f"at least {1 + args.min_effect / 100:g} (+{args.min_effect:g}%); the interval is a 95% bootstrap "
+                    "interval of the median ratio.")
+                for worker_log in scratch.glob("*-worker.log"):
+                    shutil.copy(worker_log, out / worker_log.name)
+                write_file(out / "speed_samples.json", json.dumps(samples, indent=1) + "\n")
+    result.timings["gate"] = time.perf_counter() - started
+    return result
+
+
+def judge_accuracy(result: GateResult, base: Side, head: Side, base_commit: str, args) -> None:
+    base_records = compare_mod.load(base.out, "base")
+    head_records = compare_mod.load(head.out, "head")
+    used = {r.get("provenance", {}).get("git_commit") for r in base_records} - {None}
+    if used and used != {base_commit}:  # PYTHONPATH did not win over an installed copy: the comparison would be void
+        raise GateError(f"the base run used code from commit {', '.join(sorted(used))}, not {base_commit}")
+    thresholds = compare_mod.parse_thresholds(args.fail)
+    result.accuracy = compare_mod.compare(base_records, head_records, thresholds, match_config=False)
+    result.bitwise = bitwise_differences(base_records, head_records)
+    result.accuracy_method = (
+        f"Both revisions ran `{args.suite}` on this machine from empty caches. The CPU path is deterministic, so equal "
+        f"code gives bitwise-equal metrics; a change fails when the mean over seeds drops beyond "
+        f"{', '.join(f'`{t.metric}` {t.describe()}' for t in thresholds)}, and every metric that differs at all is listed.")
+
+
+def against_baseline(args) -> GateResult:
+    """The fallback: the suite once, compared with a committed results folder of this device."""
+    baseline = Path(args.baseline)
+    base_records = compare_mod.load(baseline, "baseline")
+    suite = Path(args.suite).resolve()
+    if not suite.is_file():
+        raise GateError(f"{args.suite}: no such suite file")
+    out = Path(args.out)
+    _prepare_out(out)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-ci-") as scratch:
+        head = Side("head", HARNESS_ROOT, "the working tree", out / "head", Path(scratch) / "head-cache")
+        _log(f"running {args.suite} from an empty cache …")
+        code, seconds = run_suite(head, suite, args.data_root)
+    result = GateResult(title=f"The working tree against the committed baseline `{baseline}`; suite `{args.suite}`.",
+                        timings={"suite": seconds})
+    if code == 2:
+        result.problems.append(_suite_problem(head, code))
+        return result
+    head_records = compare_mod.load(head.out, "head")
+    devices = lambda records: compare_mod._devices(records)  # noqa: E731
+    same_device = devices(base_records) == devices(head_records)
+    if not same_device and not args.allow_device_mismatch:
+        raise GateError(f"{baseline} was recorded on {', '.join(sorted(devices(base_records))) or '?'} and this machine is "
+                        f"{', '.join(sorted(devices(head_records))) or '?'}: a committed baseline serves only on its own "
+                        f"device. Run base and head side by side instead (bench ci --base REF), or pass "
+                        f"--allow-device-mismatch to judge accuracy with the cross-device tolerance ({args.fail_across_devices})")
+    spec = args.fail if same_device else args.fail_across_devices
+    thresholds = compare_mod.parse_thresholds(spec)
+    result.accuracy = compare_mod.compare(base_records, head_records, thresholds, allow_device_mismatch=True, match_config=False)
+    if same_device:
+        result.bitwise = bitwise_differences(base_records, head_records)
+    result.accuracy_method = (
+        ("Same device as the baseline: equal code gives bitwise-equal metrics; " if same_device else
+         "Another device than the baseline's: arithmetic differs across CPU families, so only the cross-device tolerance "
+         "applies; ") + f"fails beyond {', '.join(f'`{t.metric}` {t.describe()}' for t in thresholds)}.")
+    result.notes.append("Speed is judged only side by side (bench ci --base REF), where both revisions are timed in turn "
+                        "on one machine.")
+    result.timings["gate"] = time.perf_counter() - started
+    return result
+
+
+def cmd_ci(args) -> int:
+    if bool(args.base) == bool(args.baseline):
+        raise GateError("give --base REF (side by side, the gate) or --baseline DIR (a committed results folder of this device)")
+    if args.repeats < 3:
+        raise GateError(f"--repeats: at least 3 samples per revision are needed for a test, got {args.repeats}")
+    if not 0 < args.alpha < 1 or args.min_effect < 0:
+        raise GateError("--alpha must lie in (0, 1) and --min-effect be 0 or more")
+    unknown = set(args.parts) - {"accuracy", "speed"}
+    if unknown or not args.parts:
+        raise GateError(f"--parts: expected accuracy and/or speed, got {','.join(sorted(unknown)) or 'nothing'}")
+    compare_mod.parse_thresholds(args.fail)  # a mistake in a threshold is reported before anything runs
+    compare_mod.parse_thresholds(args.fail_across_devices)
+    result = side_by_side(args) if args.base else against_baseline(args)
+    summary = render_summary(result)
+    out = Path(args.out)
+    write_file(out / "summary.md", summary)
+    write_file(out / "gate.json", json.dumps({
+        "failed": result.failed, "failing": result.failing(), "title": result.title, "timings_s": result.timings,
+        "speed": [v.as_dict() for v in result.speed], "notes": result.notes,
+        "accuracy": None if result.accuracy is None else {"verdict": compare_mod.verdict_line(result.accuracy),
+                                                          "bitwise_differences": (result.bitwise or (0, []))[1]},
+    }, indent=1, default=str) + "\n")
+    targets = [Path(args.summary)] if args.summary else []
+    if os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions shows this file on the job's page
+        targets.append(Path(os.environ["GITHUB_STEP_SUMMARY"]))
+    for target in targets:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(summary)
+    print(summary)
+    for line in result.failing():
+        _log(f"FAIL {line}")
+    _log(f"{'FAIL' if result.failed else 'PASS'} in {result.timings.get('gate', 0):.0f} s; summary in {out / 'summary.md'}")
+    return 1 if result.failed else 0
