@@ -521,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "rewritten on every run)")
     ci.add_argument("--parts", type=lambda s: [p.strip() for p in s.split(",") if p.strip()], default=["accuracy", "speed"],
                     help="accuracy (the suite) and/or speed (the timed benchmarks); default both")
-    ci.add_argument("--repeats", type=int, default=12, help="timed samples per revision and benchmark (default 12)")
+    ci.add_argument("--rounds", type=int, default=10,
+                    help="timing rounds, each a fresh process per revision; the test's sample size (default 10)")
+    ci.add_argument("--samples-per-round", type=int, default=2, help="timed samples per benchmark, process and round (default 2)")
     ci.add_argument("--min-effect", type=float, default=10.0, metavar="PERCENT",
                     help="smallest slowdown of the median that fails, in %% (default 10)")
     ci.add_argument("--alpha", type=float, default=0.01, help="significance level of the one-sided Wilcoxon signed-rank test on the rounds (default 0.01)")

@@ -28,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Optional
 
 from transfer_core.files import write_file
@@ -123,21 +124,22 @@ class Worker:
 
     def __init__(self, side: Side, log_path: Path):
         self.side = side
-        self.log = open(log_path, "w", encoding="utf-8")
+        self.log = open(log_path, "a", encoding="utf-8")
         self.process = subprocess.Popen([sys.executable, str(WORKER)], cwd=side.root, env=side.env(), stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+        self.hello: dict = {}
+
+    def wait_ready(self) -> None:
         self.hello = self._read()
         imported = Path(self.hello["transfer_core"]).resolve()
-        if side.root.resolve() not in imported.parents:
-            self.close()
-            raise GateError(f"the {side.name} timing worker imported transfer_core from {imported}, not from the "
-                            f"{side.name} revision's tree {side.root}")
+        if self.side.root.resolve() not in imported.parents:
+            raise GateError(f"the {self.side.name} timing worker imported transfer_core from {imported}, not from the "
+                            f"{self.side.name} revision's tree {self.side.root}")
 
     def _read(self) -> dict:
         ready, _, _ = select.select([self.process.stdout], [], [], SAMPLE_TIMEOUT_S)
         line = self.process.stdout.readline() if ready else ""
         if not line:
-            self.close()
             why = f"no answer in {SAMPLE_TIMEOUT_S} s" if not ready else f"it exited ({_tail(Path(self.log.name))})"
             raise GateError(f"the {self.side.name} timing worker failed: {why}")
         return json.loads(line)
@@ -155,49 +157,70 @@ class Worker:
             self.process.wait(timeout=10)
         if self.process.poll() is None:
             self.process.kill()
+            self.process.wait()
         self.log.close()
 
 
-def time_benchmarks(base: Side, head: Side, repeats: int, min_effect: float, alpha: float,
-                    scratch: Path) -> tuple[list[SpeedVerdict], list[str], dict]:
-    """Interleaved rounds of every gated benchmark: (verdicts, problems that fail the gate, raw samples)."""
+def time_benchmarks(base: Side, head: Side, rounds: int, samples_per_round: int, min_effect: float, alpha: float,
+                    scratch: Path) -> tuple[list[SpeedVerdict], list[str], list[dict]]:
+    """Rounds of every gated benchmark, each with a fresh pair of workers: (verdicts, problems that fail the gate,
+    the raw samples of every round).
+
+    A fresh pair per round because a process is a sample too: two processes running identical code differed by up
+    to 22% in one benchmark here (where memory lands, how threads are placed), and that difference holds for the
+    process's whole life. So each round's ratio is between its own two processes' medians."""
     from tqdm import tqdm
 
-    workers = {}
-    try:
-        for side in (base, head):
-            workers[side.name] = Worker(side, scratch / f"{side.name}-worker.log")
-        units = {**workers["base"].hello["benchmarks"], **workers["head"].hello["benchmarks"]}
-        names = list(workers["head"].hello["benchmarks"]) + [n for n in workers["base"].hello["benchmarks"]
-                                                             if n not in workers["head"].hello["benchmarks"]]
-        samples = {side: {name: [] for name in names} for side in workers}
-        errors = {side: dict(workers[side].hello["errors"]) for side in workers}
-        # round 0 warms both up (first-call allocations, lazy imports) and is not kept
-        for round_ in tqdm(range(repeats + 1), desc="bench ci: timing", unit="round", disable=None, leave=False):
-            order = ("base", "head") if round_ % 2 == 0 else ("head", "base")
-            for name in names:
-                for side in order:
-                    if name in errors[side]:
-                        continue
-                    answer = workers[side].sample(name)
-                    if "error" in answer:
-                        errors[side][name] = answer["error"]
-                    elif round_ > 0:
-                        samples[side][name].append(answer["value"])
-    finally:
-        for worker in workers.values():
-            worker.close()
+    names: list[str] = []
+    units: dict[str, str] = {}
+    errors: dict[str, dict[str, str]] = {"base": {}, "head": {}}
+    per_round = {side: {} for side in ("base", "head")}  # side -> benchmark -> [median of each round]
+    raw = []
+    for round_ in tqdm(range(rounds), desc="bench ci: timing", unit="round", disable=None, leave=False):
+        order = (base, head) if round_ % 2 == 0 else (head, base)
+        workers = {}
+        try:
+            for side in order:  # both start (and import torch) at once: starting is not timed
+                workers[side.name] = Worker(side, scratch / f"{side.name}-worker.log")
+            for worker in workers.values():
+                worker.wait_ready()
+            if not names:
+                names = list(workers["head"].hello["benchmarks"]) + [
+                    n for n in workers["base"].hello["benchmarks"] if n not in workers["head"].hello["benchmarks"]]
+                units = {**workers["base"].hello["benchmarks"], **workers["head"].hello["benchmarks"]}
+                for side, worker in workers.items():
+                    errors[side].update(worker.hello["errors"])
+            samples = {side: {name: [] for name in names} for side in workers}
+            # the first sample of each benchmark warms a process up (first-call allocations, lazy imports): not kept
+            for repeat in range(samples_per_round + 1):
+                sides = [s.name for s in (order if repeat % 2 == 0 else order[::-1])]
+                for name in names:
+                    for side in sides:
+                        if name in errors[side]:
+                            continue
+                        answer = workers[side].sample(name)
+                        if "error" in answer:
+                            errors[side][name] = answer["error"]
+                        elif repeat > 0:
+                            samples[side][name].append(answer["value"])
+        finally:
+            for worker in workers.values():
+                worker.close()
+        raw.append(samples)
+        for side in samples:
+            for name, values in samples[side].items():
+                if values and name not in errors["base"] and name not in errors["head"]:
+                    per_round[side].setdefault(name, []).append(median(values))
     verdicts, problems = [], []
     for name in names:
         if name in errors["head"]:
             problems.append(f"speed: the head cannot run benchmark {name}: {errors['head'][name]}")
-            verdicts.append(SpeedVerdict(name, units[name], samples["base"][name], [], "failed", note=errors["head"][name]))
+            verdicts.append(SpeedVerdict(name, units[name], [], [], "failed", note=errors["head"][name]))
         elif name in errors["base"]:  # the benchmark is newer than the base, or base's API differs: nothing to compare with
-            verdicts.append(SpeedVerdict(name, units[name], [], samples["head"][name], "not compared",
-                                         note=f"base cannot run it: {errors['base'][name]}"))
+            verdicts.append(SpeedVerdict(name, units[name], [], [], "not compared", note=f"base cannot run it: {errors['base'][name]}"))
         else:
-            verdicts.append(judge_speed(name, units[name], samples["base"][name], samples["head"][name], min_effect, alpha))
-    return verdicts, problems, samples
+            verdicts.append(judge_speed(name, units[name], per_round["base"][name], per_round["head"][name], min_effect, alpha))
+    return verdicts, problems, raw
 
 
 def _prepare_out(out: Path) -> None:
@@ -267,17 +290,20 @@ def side_by_side(args) -> GateResult:
                 else:
                     judge_accuracy(result, base, head, base_commit, args)
             if "speed" in parts:
-                _log(f"timing {args.repeats} interleaved rounds per revision …")
+                _log(f"timing {args.rounds} rounds, each a fresh pair of processes …")
                 timed = time.perf_counter()
-                verdicts, problems, samples = time_benchmarks(base, head, args.repeats, args.min_effect / 100, args.alpha, scratch)
+                verdicts, problems, samples = time_benchmarks(base, head, args.rounds, args.samples_per_round,
+                                                              args.min_effect / 100, args.alpha, scratch)
                 result.speed, result.timings["timing"] = verdicts, time.perf_counter() - timed
                 result.problems += problems
                 result.speed_method = (
-                    f"{args.repeats} rounds after one warm-up round; in each, one sample of base and one of head, back to "
-                    f"back (the order swapped every round). A benchmark fails when a one-sided Wilcoxon signed-rank test on "
-                    f"the rounds' log ratios head/base finds head slower with p < {args.alpha:g} **and** the median ratio is "
-                    f"at least {1 + args.min_effect / 100:g} (+{args.min_effect:g}%); the interval is a 95% bootstrap "
-                    "interval of the median ratio.")
+                    f"{args.rounds} rounds; each starts a fresh process per revision (a process's speed is itself a "
+                    f"sample: identical code differed by up to 22% between two processes here), warms both up, then "
+                    f"takes {args.samples_per_round} samples of each, base and head in turn (the order swapped every "
+                    f"time). A round's ratio is head's median over base's. A benchmark fails when a one-sided Wilcoxon "
+                    f"signed-rank test on the rounds' log ratios finds head slower with p < {args.alpha:g} **and** the "
+                    f"median ratio is at least {1 + args.min_effect / 100:g} (+{args.min_effect:g}%); the interval is a "
+                    "95% bootstrap interval of the median ratio.")
                 for worker_log in scratch.glob("*-worker.log"):
                     shutil.copy(worker_log, out / worker_log.name)
                 write_file(out / "speed_samples.json", json.dumps(samples, indent=1) + "\n")
@@ -345,10 +371,13 @@ def against_baseline(args) -> GateResult:
 def cmd_ci(args) -> int:
     if bool(args.base) == bool(args.baseline):
         raise GateError("give --base REF (side by side, the gate) or --baseline DIR (a committed results folder of this device)")
-    if args.repeats < 3:
-        raise GateError(f"--repeats: at least 3 samples per revision are needed for a test, got {args.repeats}")
     if not 0 < args.alpha < 1 or args.min_effect < 0:
         raise GateError("--alpha must lie in (0, 1) and --min-effect be 0 or more")
+    if args.samples_per_round < 1:
+        raise GateError(f"--samples-per-round: at least 1, got {args.samples_per_round}")
+    if 0.5 ** args.rounds >= args.alpha:  # the signed-rank test's smallest one-sided p with n pairs is 2^-n
+        raise GateError(f"--rounds {args.rounds}: the test's smallest p is then {0.5 ** args.rounds:.3g}, never below "
+                        f"--alpha {args.alpha:g}; give more rounds or a larger alpha")
     unknown = set(args.parts) - {"accuracy", "speed"}
     if unknown or not args.parts:
         raise GateError(f"--parts: expected accuracy and/or speed, got {','.join(sorted(unknown)) or 'nothing'}")

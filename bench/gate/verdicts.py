@@ -1,11 +1,12 @@
 """The gate's verdicts: speed from repeated, interleaved samples; accuracy from the two revisions' records.
 
-Speed. Each benchmark has k samples per revision, taken in rounds on one machine: in every round one
-sample of base and one of head, back to back (the order swapped every round). The machine drifts (a
-shared 2-core VM's step time wandered by 40% within a minute here), but within a round both revisions
-see nearly the same machine, so the verdict works on the k per-round ratios head/base (a paired design;
-an unpaired test such as Mann–Whitney U on the pooled samples would count the drift as noise). A
-benchmark is ``slower`` when both hold:
+Speed. Each benchmark is timed in k rounds on one machine. A round starts a fresh process per revision
+(a process is a sample too: two running identical code differed by up to 22% here, for the process's
+whole life), then takes samples of base and head back to back, the order swapped every time; the round's
+ratio is head's median over base's. The machine drifts (a shared 2-core VM's step time wandered by 40%
+within a minute here), but within a round both revisions see nearly the same machine, so the verdict
+works on the k paired ratios (an unpaired test such as Mann–Whitney U on the pooled samples would count
+the drift as noise). A benchmark is ``slower`` when both hold:
   * a one-sided Wilcoxon signed-rank test on the log ratios says head is slower with p < ``alpha``
     (rank-based: one round stretched by a noisy neighbour cannot carry it), and
   * the median ratio is at least 1 + ``min_effect`` (a significant 2% is not worth a red CI).
