@@ -523,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="accuracy (the suite) and/or speed (the timed benchmarks); default both")
     ci.add_argument("--rounds", type=int, default=10,
                     help="timing rounds, each a fresh process per revision; the test's sample size (default 10)")
+    ci.add_argument("--benchmarks", type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+                    help="time only these, comma-separated (default all: train_step, predict, loader)")
     ci.add_argument("--samples-per-round", type=int, default=2, help="timed samples per benchmark, process and round (default 2)")
     ci.add_argument("--min-effect", type=float, default=10.0, metavar="PERCENT",
                     help="smallest slowdown of the median that fails, in %% (default 10)")

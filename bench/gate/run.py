@@ -162,7 +162,7 @@ class Worker:
 
 
 def time_benchmarks(base: Side, head: Side, rounds: int, samples_per_round: int, min_effect: float, alpha: float,
-                    scratch: Path) -> tuple[list[SpeedVerdict], list[str], list[dict]]:
+                    scratch: Path, only: Optional[list[str]] = None) -> tuple[list[SpeedVerdict], list[str], list[dict]]:
     """Rounds of every gated benchmark, each with a fresh pair of workers: (verdicts, problems that fail the gate,
     the raw samples of every round).
 
@@ -188,6 +188,11 @@ def time_benchmarks(base: Side, head: Side, rounds: int, samples_per_round: int,
                 names = list(workers["head"].hello["benchmarks"]) + [
                     n for n in workers["base"].hello["benchmarks"] if n not in workers["head"].hello["benchmarks"]]
                 units = {**workers["base"].hello["benchmarks"], **workers["head"].hello["benchmarks"]}
+                if only:
+                    unknown = [n for n in only if n not in names and n not in workers["head"].hello["errors"]]
+                    if unknown:
+                        raise GateError(f"--benchmarks: unknown {', '.join(unknown)}; the gated ones are {', '.join(names)}")
+                    names = [n for n in names if n in only]
                 for side, worker in workers.items():
                     errors[side].update(worker.hello["errors"])
             samples = {side: {name: [] for name in names} for side in workers}
@@ -245,7 +250,10 @@ def _suite_problem(side: Side, code: int) -> str:
 
 def side_by_side(args) -> GateResult:
     repo = HARNESS_ROOT
-    _git(repo, "rev-parse", "--show-toplevel")  # a git checkout, or a one-line error
+    try:
+        _git(repo, "rev-parse", "--show-toplevel")
+    except GateError as e:
+        raise GateError(f"bench ci --base needs a git checkout of the harness, and {repo} is not one ({e})") from None
     try:
         base_commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
     except GateError:
@@ -293,7 +301,7 @@ def side_by_side(args) -> GateResult:
                 _log(f"timing {args.rounds} rounds, each a fresh pair of processes …")
                 timed = time.perf_counter()
                 verdicts, problems, samples = time_benchmarks(base, head, args.rounds, args.samples_per_round,
-                                                              args.min_effect / 100, args.alpha, scratch)
+                                                              args.min_effect / 100, args.alpha, scratch, args.benchmarks)
                 result.speed, result.timings["timing"] = verdicts, time.perf_counter() - timed
                 result.problems += problems
                 result.speed_method = (
