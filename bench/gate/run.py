@@ -234,6 +234,8 @@ def _prepare_out(out: Path) -> None:
         raise GateError(f"--out {out}: exists and is not a folder bench ci wrote (no gate.json); choose another")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    # marks the folder as the gate's from the start: a gate that stops early leaves one the next run may rewrite
+    write_file(out / "gate.json", json.dumps({"status": "running", "failed": None}) + "\n")
 
 
 def _device_name() -> str:
