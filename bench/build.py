@@ -9,7 +9,11 @@ A failure never raises out of ``Builder.build``: it becomes the outcome's status
 Under torchrun, where a failure on one rank would leave the others waiting in a collective, only a
 divergence (which every rank sees together) is a result; anything else stops all ranks, and a rerun
 resumes after the cells recorded.
+
+Longer than the other modules on purpose: it is the one place that builds, one method per kind of artifact
+(source, fit, selection, evaluation) and the record each leaves, kept together so their accounting agrees.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,12 +34,28 @@ from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache
 from transfer_core.datasets import DataUnavailableError, PreparedData, prepare_dataset
 from transfer_core.distributed import barrier
-from transfer_core.pretrained import WeightsUnavailableError, load_body, sha256, weights_file
-from transfer_core.runtime import Runtime, measured_bf16_peak_tflops, peak_memory, reset_peak_memory
+from transfer_core.pretrained import (
+    WeightsUnavailableError,
+    load_body,
+    sha256,
+    weights_file,
+)
+from transfer_core.runtime import (
+    Runtime,
+    measured_bf16_peak_tflops,
+    peak_memory,
+    reset_peak_memory,
+)
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
 
-from .plan import Artifact, EvaluationArtifact, FittedArtifact, SelectionArtifact, SourceArtifact
+from .plan import (
+    Artifact,
+    EvaluationArtifact,
+    FittedArtifact,
+    SelectionArtifact,
+    SourceArtifact,
+)
 from .provenance import provenance
 from .records import DIRECTIONS, RECORD_SCHEMA_VERSION, point_label
 from .suite import DatasetSpec
@@ -100,8 +120,11 @@ def utilisation(flops: float, seconds: float, peak: Optional[float]) -> dict:
     """Achieved TFLOP/s and, on CUDA, model FLOPs utilisation against ``peak``, the bf16 matmul rate measured
     where the model trained (None on CPU, where no such peak is measured)."""
     achieved = flops / seconds / 1e12 if seconds > 0 and flops > 0 else None
-    return {"target_tflop_per_s": achieved, "device_peak_bf16_tflop_per_s": peak,
-            "target_mfu_pct": 100 * achieved / peak if achieved is not None and peak else None}
+    return {
+        "target_tflop_per_s": achieved,
+        "device_peak_bf16_tflop_per_s": peak,
+        "target_mfu_pct": 100 * achieved / peak if achieved is not None and peak else None,
+    }
 
 
 def measured_peak(device: torch.device) -> Optional[float]:
@@ -113,8 +136,12 @@ def _now() -> str:
 
 
 class Builder:
-    def __init__(self, env: BuildEnv, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-                 data: Optional[dict[str, PreparedData]] = None):
+    def __init__(
+        self,
+        env: BuildEnv,
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+        data: Optional[dict[str, PreparedData]] = None,
+    ):
         self.env, self.log = env, log
         self.runtime = env.runtime
         self.cache = ModelCache(env.cache_dir)
@@ -126,18 +153,29 @@ class Builder:
         build under the plan's key from other files."""
         key = spec.content_key()
         if key not in self._data:
-            self._data[key] = prepare_dataset(spec.dataset, spec.options, spec.selection, self.env.data_root,
-                                              self.env.download, spec.label, spec.resolution)
+            self._data[key] = prepare_dataset(
+                spec.dataset,
+                spec.options,
+                spec.selection,
+                self.env.data_root,
+                self.env.download,
+                spec.label,
+                spec.resolution,
+            )
             if spec.normalization is not None:  # a pretrained source's, not the data's own statistics
                 mean, std = spec.normalization
                 self._data[key] = dataclasses.replace(self._data[key], mean=tuple(mean), std=tuple(std))
             if self._data[key].skipped_files:
-                self.log(f"  {spec.label}: skipped {len(self._data[key].skipped_files)} unreadable file(s), "
-                         f"e.g. {self._data[key].skipped_files[0]}")
+                self.log(
+                    f"  {spec.label}: skipped {len(self._data[key].skipped_files)} unreadable file(s), "
+                    f"e.g. {self._data[key].skipped_files[0]}"
+                )
         found = self._data[key]
         if fingerprint is not None and fingerprint != (found.fingerprint if test_split else found.train_fingerprint):
-            raise DataUnavailableError(f"{spec.label} at {found.location} is not the data the run was planned with "
-                                       "(its content differs here): every worker must read the same files")
+            raise DataUnavailableError(
+                f"{spec.label} at {found.location} is not the data the run was planned with "
+                "(its content differs here): every worker must read the same files"
+            )
         return found
 
     def build(self, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
@@ -166,7 +204,9 @@ class Builder:
             return self.failed(artifact, inputs, "diverged", str(e))
         except Exception as e:
             if self.runtime.shard.world > 1:  # the other ranks may be inside a collective: stop them all
-                print(f"bench: rank {self.runtime.shard.rank}: {artifact.name}: {type(e).__name__}: {e}", file=sys.stderr)
+                print(
+                    f"bench: rank {self.runtime.shard.rank}: {artifact.name}: {type(e).__name__}: {e}", file=sys.stderr
+                )
                 raise
             self.log(traceback.format_exc(limit=-3).rstrip())
             if isinstance(e, torch.OutOfMemoryError):
@@ -177,7 +217,11 @@ class Builder:
 
     def failed(self, artifact: Artifact, inputs: dict[str, Outcome], status: str, error: Optional[str]) -> Outcome:
         """The outcome of an artifact that could not be built: for an evaluation, its cells' records say why."""
-        records = self._records(artifact, inputs, [], status, error, _now()) if isinstance(artifact, EvaluationArtifact) else []
+        records = (
+            self._records(artifact, inputs, [], status, error, _now())
+            if isinstance(artifact, EvaluationArtifact)
+            else []
+        )
         return Outcome(status, error, records=records)
 
     # --- models -------------------------------------------------------------------------------------
@@ -191,8 +235,10 @@ class Builder:
         model = create_backbone(backbone, num_classes, channels)
         meta = self.cache.load_into(kind, key, model)
         if meta is None:
-            raise FileNotFoundError(f"{self.cache.path(kind, key)} is missing or unreadable: the model cache must be "
-                                    "storage every worker reads")
+            raise FileNotFoundError(
+                f"{self.cache.path(kind, key)} is missing or unreadable: the model cache must be "
+                "storage every worker reads"
+            )
         return self.runtime.prepare(model).eval(), meta  # whoever trains it next switches it to training
 
     def _load_fitted(self, key: str, target: PreparedData, backbone: str) -> Fitted:
@@ -208,9 +254,18 @@ class Builder:
         body, width = load_body(spec, path, channels)
         model = self.runtime.prepare(Classifier(body, width, 1))  # every strategy replaces the head
         weights = {**spec.describe(), "file": str(path), "sha256": expected}
-        meta = {"num_classes": 1, "channels": channels, "data_fingerprint": None, "data_sizes": {}, "backbone": artifact.backbone,
-                "seed": None, "stats": dataclasses.asdict(TrainStats()), "test_top1_pct": None, "trained_at": _now(),
-                "weights": weights}
+        meta = {
+            "num_classes": 1,
+            "channels": channels,
+            "data_fingerprint": None,
+            "data_sizes": {},
+            "backbone": artifact.backbone,
+            "seed": None,
+            "stats": dataclasses.asdict(TrainStats()),
+            "test_top1_pct": None,
+            "trained_at": _now(),
+            "weights": weights,
+        }
         self._save(artifact, model, meta)
         self.log(f"  {artifact.name}: loaded {path} (sha256 {expected[:12]}…)")
         return meta
@@ -226,11 +281,19 @@ class Builder:
         loader = self.runtime.loader(data, "train", recipe.batch_size, True, spec.augmentation, artifact.seed)
         stats = train(model, loader, recipe, self.runtime, desc=f"source {data.name}")
         # scored at the training batch size, which is part of this model's key (the evaluation batch size is not)
-        logits, labels = predict(model, self.runtime.loader(data, "test", recipe.batch_size, False, spec.augmentation), self.runtime)
+        logits, labels = predict(
+            model, self.runtime.loader(data, "test", recipe.batch_size, False, spec.augmentation), self.runtime
+        )
         meta = {
-            "num_classes": data.num_classes, "channels": data.channels, "data_fingerprint": data.fingerprint,
-            "data_sizes": data.sizes(), "backbone": artifact.backbone, "seed": artifact.seed,
-            "stats": dataclasses.asdict(stats), "test_top1_pct": top_k_pct(logits, labels, 1), "trained_at": _now(),
+            "num_classes": data.num_classes,
+            "channels": data.channels,
+            "data_fingerprint": data.fingerprint,
+            "data_sizes": data.sizes(),
+            "backbone": artifact.backbone,
+            "seed": artifact.seed,
+            "stats": dataclasses.asdict(stats),
+            "test_top1_pct": top_k_pct(logits, labels, 1),
+            "trained_at": _now(),
         }
         self._save(artifact, model, meta)
         self.log(f"  {artifact.name}: trained in {stats.train_s:.1f}s, test top-1 {meta['test_top1_pct']:.1f}%")
@@ -242,16 +305,29 @@ class Builder:
         source = None
         if artifact.source_key is not None:
             source_meta = inputs[artifact.source_key].meta
-            source, _ = self._load(SourceArtifact.cache_folder, artifact.source_key, artifact.backbone, source_meta["num_classes"],
-                                   source_meta["channels"])
-        ingredients = {name: self._load_fitted(key, target, artifact.backbone) for name, key in artifact.ingredient_keys.items()}
+            source, _ = self._load(
+                SourceArtifact.cache_folder,
+                artifact.source_key,
+                artifact.backbone,
+                source_meta["num_classes"],
+                source_meta["channels"],
+            )
+        ingredients = {
+            name: self._load_fitted(key, target, artifact.backbone) for name, key in artifact.ingredient_keys.items()
+        }
         spec = artifact.strategy
         fitted = STRATEGIES.get(spec.name)(spec.options, spec.recipe).fit(task, source, ingredients)
         mem_mib, mem_kind = peak_memory(self.runtime.device)
-        meta = {"strategy": spec.name, "stats": dataclasses.asdict(fitted.stats), "details": fitted.details,
-                "data_fingerprint": target.fingerprint,
-                "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind, "trained_at": _now(),
-                "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device)}  # where it trained, for MFU
+        meta = {
+            "strategy": spec.name,
+            "stats": dataclasses.asdict(fitted.stats),
+            "details": fitted.details,
+            "data_fingerprint": target.fingerprint,
+            "peak_mem_mib": mem_mib,
+            "peak_mem_kind": mem_kind,
+            "trained_at": _now(),
+            "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device),
+        }  # where it trained, for MFU
         self._save(artifact, fitted.model, meta)
         return meta
 
@@ -273,15 +349,28 @@ class Builder:
             if best is None or val_top1 > best[0]:
                 best = (val_top1, index, fitted)
         _, chosen, fitted = best
-        details = {**fitted.details, "grid_point": artifact.points[chosen][0], "grid": scored, "grid_selected_on": "val_top1_pct"}
-        meta = {"strategy": artifact.strategy.name, "stats": dataclasses.asdict(total), "details": details,
-                "selected_key": artifact.points[chosen][1], "data_fingerprint": target.fingerprint,
-                "peak_mem_mib": max(inputs[key].meta.get("peak_mem_mib") or 0.0 for _, key in artifact.points),
-                "peak_mem_kind": next(iter(inputs.values())).meta.get("peak_mem_kind"), "trained_at": _now(),
-                "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device)}
+        details = {
+            **fitted.details,
+            "grid_point": artifact.points[chosen][0],
+            "grid": scored,
+            "grid_selected_on": "val_top1_pct",
+        }
+        meta = {
+            "strategy": artifact.strategy.name,
+            "stats": dataclasses.asdict(total),
+            "details": details,
+            "selected_key": artifact.points[chosen][1],
+            "data_fingerprint": target.fingerprint,
+            "peak_mem_mib": max(inputs[key].meta.get("peak_mem_mib") or 0.0 for _, key in artifact.points),
+            "peak_mem_kind": next(iter(inputs.values())).meta.get("peak_mem_kind"),
+            "trained_at": _now(),
+            "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device),
+        }
         self._save(artifact, fitted.model, meta)
-        self.log(f"  {artifact.name}: {point_label(artifact.points[chosen][0])} best on validation "
-                 f"({scored[chosen]['val_top1_pct']:.2f}% top-1 of {len(scored)} points)")
+        self.log(
+            f"  {artifact.name}: {point_label(artifact.points[chosen][0])} best on validation "
+            f"({scored[chosen]['val_top1_pct']:.2f}% top-1 of {len(scored)} points)"
+        )
         return meta
 
     # --- evaluations and their records ---------------------------------------------------------------
@@ -291,8 +380,11 @@ class Builder:
         target = self.data(cell.target, artifact.settings["target"]["fingerprint"])
         task = TargetTask(target, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
         own = cell.strategy.name
-        models = {name: self._load_fitted(key, target, cell.backbone) for name, key in artifact.model_keys.items()
-                  if not (artifact.grid and name == own)}  # a grid's points are loaded one by one below
+        models = {
+            name: self._load_fitted(key, target, cell.backbone)
+            for name, key in artifact.model_keys.items()
+            if not (artifact.grid and name == own)
+        }  # a grid's points are loaded one by one below
         if not artifact.grid:
             evaluations = STRATEGIES.get(own)(cell.strategy.options, cell.strategy.recipe).evaluate(task, models)
             return self._records(artifact, inputs, evaluations, "ok", None, started_at)
@@ -303,42 +395,87 @@ class Builder:
         evaluations = []
         for spec, (point, key) in zip(cell.strategy.points(), artifact.grid):
             fitted = self._load_fitted(key, target, cell.backbone)
-            point_details = {**fitted.details, "grid_point_train_s": fitted.stats.train_s, "grid": selection["details"]["grid"]}
+            point_details = {
+                **fitted.details,
+                "grid_point_train_s": fitted.stats.train_s,
+                "grid": selection["details"]["grid"],
+            }
             for evaluation in STRATEGIES.get(own)(spec.options, spec.recipe).evaluate(
-                    task, {**models, own: Fitted(fitted.model, grid_cost, point_details)}):
-                evaluations.append(dataclasses.replace(evaluation, grid_point=point, selected=key == selection["selected_key"]))
+                task, {**models, own: Fitted(fitted.model, grid_cost, point_details)}
+            ):
+                evaluations.append(
+                    dataclasses.replace(evaluation, grid_point=point, selected=key == selection["selected_key"])
+                )
         return self._records(artifact, inputs, evaluations, "ok", None, started_at)
 
-    def _records(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome], evaluations: list[Evaluation],
-                 status: str, error: Optional[str], started_at: str) -> list[dict]:
+    def _records(
+        self,
+        artifact: EvaluationArtifact,
+        inputs: dict[str, Outcome],
+        evaluations: list[Evaluation],
+        status: str,
+        error: Optional[str],
+        started_at: str,
+    ) -> list[dict]:
         """The records of each cell the evaluation serves: one per evaluated model (per alpha), or one saying
         why there is none."""
         source = inputs.get(artifact.source_key) if artifact.source_key else None
         fitted_metas = [inputs[key].meta for key in artifact.model_keys.values()]
-        provenance_now = {**provenance(self.runtime.device), "runtime": self.runtime.describe(),
-                          "data": self._data_provenance(artifact, source), "command": self.env.command,
-                          "started_at": started_at, "finished_at": _now()}
+        provenance_now = {
+            **provenance(self.runtime.device),
+            "runtime": self.runtime.describe(),
+            "data": self._data_provenance(artifact, source),
+            "command": self.env.command,
+            "started_at": started_at,
+            "finished_at": _now(),
+        }
         source_compute = self._source_compute(artifact, source)
         records = []
         for cell in artifact.cells:
             common = {
                 "schema_version": RECORD_SCHEMA_VERSION,
-                "suite": self.env.suite, "cell_id": cell.cell_id, "source": cell.source.label, "target": cell.target.label,
-                "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed,
+                "suite": self.env.suite,
+                **cell.identity(),
+                "strategy_info": STRATEGIES.get(cell.strategy.name).display(cell.strategy.options),
                 "target_family": cell.target.family,  # the data-size sweep the target belongs to, if any
-                "config_hash": artifact.key, "config": artifact.config,
-                "status": status, "error": error, "directions": DIRECTIONS,
-                "source_model": None if source is None or not source.ok else {
-                    "key": artifact.source_key, "cached": source.cached, "test_top1_pct": source.meta["test_top1_pct"],
-                    **({"weights": source.meta["weights"]} if source.meta.get("weights") else {})},
+                "config_hash": artifact.key,
+                "config": artifact.config,
+                "status": status,
+                "error": error,
+                "directions": DIRECTIONS,
+                "source_model": None
+                if source is None or not source.ok
+                else {
+                    "key": artifact.source_key,
+                    "cached": source.cached,
+                    "test_top1_pct": source.meta["test_top1_pct"],
+                    **({"weights": source.meta["weights"]} if source.meta.get("weights") else {}),
+                },
                 "provenance": provenance_now,
             }
             if not evaluations:
-                records.append({**common, "alpha": None, "grid_point": None, "selected": True, "metrics": {},
-                                "compute": source_compute})
-            records += [{**common, "alpha": e.alpha, "grid_point": e.grid_point, "selected": e.selected, "metrics": e.metrics,
-                         "compute": {**self._target_compute(e, fitted_metas), **source_compute}, "details": e.details}
-                        for e in evaluations]
+                records.append(
+                    {
+                        **common,
+                        "alpha": None,
+                        "grid_point": None,
+                        "selected": True,
+                        "metrics": {},
+                        "compute": source_compute,
+                    }
+                )
+            records += [
+                {
+                    **common,
+                    "alpha": e.alpha,
+                    "grid_point": e.grid_point,
+                    "selected": e.selected,
+                    "metrics": e.metrics,
+                    "compute": {**self._target_compute(e, fitted_metas), **source_compute},
+                    "details": e.details,
+                }
+                for e in evaluations
+            ]
         return records
 
     def _data_provenance(self, artifact: EvaluationArtifact, source: Optional[Outcome]) -> dict:
@@ -346,15 +483,27 @@ class Builder:
             target = self.data(artifact.cell.target)
         except Exception:  # the record of a cell whose data could not be read says so in its error
             return {}
-        provenance = {"target": {"name": target.name, "fingerprint": target.fingerprint, "sizes": target.sizes(),
-                                 "num_classes": target.num_classes,
-                                 "location": target.location, "mean": target.mean, "std": target.std,
-                                 "resolution": target.resolution, "skipped_files": len(target.skipped_files)}}
+        provenance = {
+            "target": {
+                "name": target.name,
+                "fingerprint": target.fingerprint,
+                "sizes": target.sizes(),
+                "num_classes": target.num_classes,
+                "location": target.location,
+                "mean": target.mean,
+                "std": target.std,
+                "resolution": target.resolution,
+                "skipped_files": len(target.skipped_files),
+            }
+        }
         if source is not None and source.ok and source.meta.get("weights"):
             provenance["source"] = {"name": artifact.cell.source.label, "weights": source.meta["weights"]}
         elif source is not None and source.ok:
-            provenance["source"] = {"name": artifact.cell.source.label, "fingerprint": source.meta["data_fingerprint"],
-                                    "sizes": source.meta["data_sizes"]}
+            provenance["source"] = {
+                "name": artifact.cell.source.label,
+                "fingerprint": source.meta["data_fingerprint"],
+                "sizes": source.meta["data_sizes"],
+            }
         return provenance
 
     def _target_compute(self, evaluation: Evaluation, fitted_metas: list[dict]) -> dict:
@@ -375,15 +524,26 @@ class Builder:
             "target_data_s": stats.data_s,
             **utilisation(stats.flops, stats.train_s, max(peaks) if peaks else None),
             "eval_s": evaluation.details.get("eval_s"),
-            "peak_mem_mib": mem_mib, "peak_mem_kind": mem_kind,
+            "peak_mem_mib": mem_mib,
+            "peak_mem_kind": mem_kind,
         }
 
     @staticmethod
     def _source_compute(artifact: EvaluationArtifact, source: Optional[Outcome]) -> dict:
         if source is None or not source.ok:
-            return {"source_train_s_total": 0.0, "source_train_s_amortised": 0.0, "source_cells_sharing": 0, "source_train_flops": 0.0}
+            return {
+                "source_train_s_total": 0.0,
+                "source_train_s_amortised": 0.0,
+                "source_cells_sharing": 0,
+                "source_train_flops": 0.0,
+            }
         stats = source.meta["stats"]
         total_s = stats["train_s"] + stats["compile_s"]
         share = max(1, artifact.source_cells_sharing)
-        return {"source_train_s_total": total_s, "source_train_s_amortised": total_s / share,
-                "source_cells_sharing": share, "source_train_flops": stats["flops"], "source_images": stats["images"]}
+        return {
+            "source_train_s_total": total_s,
+            "source_train_s_amortised": total_s / share,
+            "source_cells_sharing": share,
+            "source_train_flops": stats["flops"],
+            "source_images": stats["images"],
+        }

@@ -7,9 +7,11 @@ drop of more than half a point, ``target_train_s:+10%`` a rise of more than 10%,
 a throughput drop of more than 5%. A change beyond the threshold the other way is an improvement.
 A cell that failed in NEW, or is missing from it, is a regression too (``--allow-missing`` relaxes
 the latter). A cell whose α chosen on validation changed is listed as "selection changed" (not blocking:
-the thresholds judge its accuracy). A ``%`` threshold on a metric that is 0 in the baseline and not in NEW is an error (no percentage
-of 0 says how much worse); 0 in both is no change. Reads only the two results stores.
+the thresholds judge its accuracy). A ``%`` threshold on a metric that is 0 in the baseline and not in
+NEW is an error (no percentage of 0 says how much worse); 0 in both is no change. Reads only the two
+results stores.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,12 +23,23 @@ from typing import Optional
 from tabulate import tabulate
 
 from .errors import BenchError
-from .records import DIRECTIONS, ResultsStore, candidate, latest_records
+from .records import DIRECTIONS, candidate
+from .results import read as read_results
+from .text import number
 
 ALIASES = {"top1": "test_top1_pct", "top5": "test_top5_pct", "val_top1": "val_top1_pct"}
 DEFAULT_THRESHOLDS = "top1:-0.5pp"
-VERDICT_ORDER = ["regressed", "failed", "missing", "config changed", "selection changed", "improved", "within threshold", "new",
-                 "no value"]
+VERDICT_ORDER = [
+    "regressed",
+    "failed",
+    "missing",
+    "config changed",
+    "selection changed",
+    "improved",
+    "within threshold",
+    "new",
+    "no value",
+]
 
 
 class CompareError(BenchError):
@@ -75,7 +88,10 @@ def parse_thresholds(spec: str) -> list[Threshold]:
         bad_sign = "-" if direction == "higher" else "+"
         if sign and sign != bad_sign:
             worse = "a drop" if direction == "higher" else "a rise"
-            raise CompareError(f"--fail: {name} is {direction}-is-better, so a regression is {worse}; write {name}:{bad_sign}{amount}{unit or ''}")
+            raise CompareError(
+                f"--fail: {name} is {direction}-is-better, so a regression is {worse}; "
+                f"write {name}:{bad_sign}{amount}{unit or ''}"
+            )
         if unit == "pp" and not metric.endswith("_pct"):
             raise CompareError(f"--fail: {name}: pp (percentage points) is for percentages; use % or the metric's unit")
         thresholds.append(Threshold(metric, float(amount), unit or ""))
@@ -123,13 +139,8 @@ class Comparison:
 
 
 def load(directory: Path, role: str) -> list[dict]:
-    store = ResultsStore(Path(directory))
-    if not store.path.is_file():
-        raise CompareError(f"{role} {directory}: no records.jsonl (is this a results folder?)")
-    records = latest_records(store.read())
-    if not records:
-        raise CompareError(f"{role} {directory}: records.jsonl holds no records")
-    return records
+    """The latest record per cell and candidate of a results folder, whatever its plan says now."""
+    return read_results(directory, role, current=False).records
 
 
 def _devices(records: list[dict]) -> set[str]:
@@ -143,18 +154,26 @@ def _group(record: dict, per_seed: bool) -> str:
     return f"{record['source']}->{record['target']}/{record['backbone']}/{record['strategy']}"
 
 
-def compare(base_records: list[dict], new_records: list[dict], thresholds: list[Threshold],
-            allow_device_mismatch: bool = False, allow_missing: bool = False, per_seed: bool = False,
-            match_config: bool = True) -> Comparison:
-    """Matches records by identity (cell id, candidate: α or grid point) and config hash; judges each threshold on the mean over
-    the seeds both runs have (or on every cell with ``per_seed``). Unmatched and failed cells are listed
-    one by one. ``match_config=False`` compares a cell whatever its key: two revisions of the code run side by side
-    (the key holds the code salt, which a revision may change)."""
+def compare(
+    base_records: list[dict],
+    new_records: list[dict],
+    thresholds: list[Threshold],
+    allow_device_mismatch: bool = False,
+    allow_missing: bool = False,
+    per_seed: bool = False,
+    match_config: bool = True,
+) -> Comparison:
+    """Matches records by identity (cell id, candidate: α or grid point) and config hash; judges each threshold
+    on the mean over the seeds both runs have (or on every cell with ``per_seed``). Unmatched and failed cells
+    are listed one by one. ``match_config=False`` compares a cell whatever its key: two revisions of the code
+    run side by side (the key holds the code salt, which a revision may change)."""
     base_devices, new_devices = _devices(base_records), _devices(new_records)
     if base_devices and new_devices and base_devices != new_devices and not allow_device_mismatch:
-        raise CompareError(f"the runs come from different devices (baseline: {', '.join(sorted(base_devices)) or '?'}; "
-                           f"new: {', '.join(sorted(new_devices)) or '?'}); timings do not compare across devices. "
-                           "Pass --allow-device-mismatch to compare anyway")
+        raise CompareError(
+            f"the runs come from different devices (baseline: {', '.join(sorted(base_devices)) or '?'}; "
+            f"new: {', '.join(sorted(new_devices)) or '?'}); timings do not compare across devices. "
+            "Pass --allow-device-mismatch to compare anyway"
+        )
 
     def identity(r: dict) -> tuple:
         return r["cell_id"], candidate(r)
@@ -188,13 +207,31 @@ def compare(base_records: list[dict], new_records: list[dict], thresholds: list[
             before = sum(b for b, _ in values) / len(values)
             after = sum(n for _, n in values) / len(values)
             if threshold.unit == "%" and before == 0 and after != 0:  # 0 -> 0 is no change; 0 -> x has no %
-                raise CompareError(f"{label}: {threshold.metric} is 0 in the baseline, so a % change of it means nothing; "
-                                   f"gate it with an absolute threshold (e.g. {threshold.metric}:{threshold.describe()[0]}1)")
+                raise CompareError(
+                    f"{label}: {threshold.metric} is 0 in the baseline, so a % change of it means nothing; "
+                    f"gate it with an absolute threshold (e.g. {threshold.metric}:{threshold.describe()[0]}1)"
+                )
             worse = threshold.worsening(before, after)
-            verdict = ("within threshold" if worse is None or abs(worse) <= threshold.amount
-                       else "regressed" if worse > 0 else "improved")
-            changes.append(Change(label, which, threshold.metric, verdict, before, after, threshold.change(before, after),
-                                  worse, threshold))
+            verdict = (
+                "within threshold"
+                if worse is None or abs(worse) <= threshold.amount
+                else "regressed"
+                if worse > 0
+                else "improved"
+            )
+            changes.append(
+                Change(
+                    label,
+                    which,
+                    threshold.metric,
+                    verdict,
+                    before,
+                    after,
+                    threshold.change(before, after),
+                    worse,
+                    threshold,
+                )
+            )
     changes += _selection_changes(base_records, new_records, match_config)
     base_ids = {identity(r) for r in base_records}
     for new in sorted(new_records, key=order):
@@ -208,8 +245,11 @@ def _selection_changes(base_records: list[dict], new_records: list[dict], match_
     own verdict, shown but not blocking (the metrics' thresholds judge what the choice did to accuracy)."""
 
     def chosen(records: list[dict]) -> dict[tuple, dict]:
-        return {(r["cell_id"], r.get("config_hash") if match_config else None): r for r in records
-                if r.get("status") == "ok" and candidate(r) is not None and r.get("selected")}
+        return {
+            (r["cell_id"], r.get("config_hash") if match_config else None): r
+            for r in records
+            if r.get("status") == "ok" and candidate(r) is not None and r.get("selected")
+        }
 
     base, new = chosen(base_records), chosen(new_records)
     changes = []
@@ -218,28 +258,56 @@ def _selection_changes(base_records: list[dict], new_records: list[dict], match_
         if after is None or candidate(after) == candidate(before):
             continue
         if before.get("alpha") is not None and after.get("alpha") is not None:
-            changes.append(Change(cell_id, None, "selected α", "selection changed", before["alpha"], after["alpha"],
-                                  note=f"α {before['alpha']:g} → {after['alpha']:g}"))
+            changes.append(
+                Change(
+                    cell_id,
+                    None,
+                    "selected α",
+                    "selection changed",
+                    before["alpha"],
+                    after["alpha"],
+                    note=f"α {before['alpha']:g} → {after['alpha']:g}",
+                )
+            )
         else:
-            changes.append(Change(cell_id, None, "selected grid point", "selection changed",
-                                  note=f"{candidate(before)} → {candidate(after)}"))
+            changes.append(
+                Change(
+                    cell_id,
+                    None,
+                    "selected grid point",
+                    "selection changed",
+                    note=f"{candidate(before)} → {candidate(after)}",
+                )
+            )
     return changes
 
 
 def _fmt(value: Optional[float]) -> str:
-    if value is None:
-        return "–"
-    return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:.3g}"
+    return number(value, ",.2f" if value is None or abs(value) < 1e6 else ".3g")
 
 
 def _rows(changes: list[Change]) -> list[list[str]]:
     ordered = sorted(changes, key=lambda c: VERDICT_ORDER.index(c.verdict))
     rows = []
     for c in ordered:
-        worse = "" if c.change is None else f"{c.change + 0.0:+.2f}{c.threshold.unit} " + (
-            "(worse)" if c.worsening > 0 else "(better)" if c.worsening < 0 else "")
-        rows.append([c.cell_id, c.candidate or "", c.metric, _fmt(c.base), _fmt(c.new),
-                     worse.strip(), c.threshold.describe() if c.threshold else "", c.verdict + (f" ({c.note})" if c.note else "")])
+        worse = (
+            ""
+            if c.change is None
+            else f"{c.change + 0.0:+.2f}{c.threshold.unit} "
+            + ("(worse)" if c.worsening > 0 else "(better)" if c.worsening < 0 else "")
+        )
+        rows.append(
+            [
+                c.cell_id,
+                c.candidate or "",
+                c.metric,
+                _fmt(c.base),
+                _fmt(c.new),
+                worse.strip(),
+                c.threshold.describe() if c.threshold else "",
+                c.verdict + (f" ({c.note})" if c.note else ""),
+            ]
+        )
     return rows
 
 
@@ -261,9 +329,20 @@ def render_summary(comparison: Comparison, baseline: str, new: str, thresholds: 
     blocking = {"regressed", "failed"} | (set() if comparison.allow_missing else {"missing", "config changed"})
     bad = [c for c in comparison.changes if c.verdict in blocking]
     gates = ", ".join(f"`{t.metric}` {t.describe()}" for t in thresholds)
-    lines = [f"## Benchmark comparison: {'❌ regression' if comparison.failed else '✅ no regression'}", "",
-             f"`{new}` against the baseline `{baseline}`; fails beyond {gates}.", "", verdict_line(comparison), ""]
+    lines = [
+        f"## Benchmark comparison: {'❌ regression' if comparison.failed else '✅ no regression'}",
+        "",
+        f"`{new}` against the baseline `{baseline}`; fails beyond {gates}.",
+        "",
+        verdict_line(comparison),
+        "",
+    ]
     if bad:
-        lines += ["### What fails", "", tabulate(_rows(bad), headers=HEADERS, tablefmt="github", disable_numparse=True), ""]
+        lines += [
+            "### What fails",
+            "",
+            tabulate(_rows(bad), headers=HEADERS, tablefmt="github", disable_numparse=True),
+            "",
+        ]
     lines += ["<details><summary>Every comparison</summary>", "", render_table(comparison), "", "</details>", ""]
     return "\n".join(lines)

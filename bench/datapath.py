@@ -6,6 +6,7 @@ a time (as ``torchvision.datasets.CIFAR10`` and ``ImageFolder`` do), torchvision
 the same process, on the same images, with the same augmentation, and also inside the real training
 loop, where the share of a step spent waiting for data is what matters.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -18,11 +19,18 @@ from typing import Callable, Iterable, Optional
 import torch
 
 from transfer_core.data import BatchFormat, create_loader, dali_available
-from transfer_core.datasets import Augmentation, PreparedData, Selection, create_dataset_reader, prepare_dataset, write_image_folder
+from transfer_core.data.augment import Augmentation
+from transfer_core.datasets import (
+    PreparedData,
+    Selection,
+    create_dataset_reader,
+    prepare_dataset,
+    write_image_folder,
+)
 from transfer_core.runtime import Runtime
 
-
 # --- the baseline: what the reference example writes ----------------------------------------------
+
 
 def baseline_transforms(data: PreparedData, augmentation: Augmentation, resolution: int, decode_resize: bool):
     """torchvision transforms doing what our loaders do: (resize + centre crop for files,) pad-crop, flip,
@@ -37,8 +45,13 @@ def baseline_transforms(data: PreparedData, augmentation: Augmentation, resoluti
             steps += [T.Resize(resolution), T.CenterCrop(resolution)]
     if augmentation.crop_padding > 0:
         size = resolution if decode_resize else tuple(data.train.images.shape[1:3])
-        steps.append(T.RandomCrop(size, padding=augmentation.crop_padding,
-                                  padding_mode="reflect" if augmentation.padding_mode == "reflect" else "constant"))
+        steps.append(
+            T.RandomCrop(
+                size,
+                padding=augmentation.crop_padding,
+                padding_mode="reflect" if augmentation.padding_mode == "reflect" else "constant",
+            )
+        )
     if augmentation.flip != "none":
         steps.append(T.RandomHorizontalFlip())
     if not decode_resize and data.resolution:
@@ -82,19 +95,30 @@ class BaselineLoader:
 
     def __iter__(self):
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.workers,
-            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.seed + self.epoch),
+        )
         for images, labels in loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
-def baseline_array_loader(data: PreparedData, augmentation: Augmentation, batch_size: int, workers: int, device: torch.device):
-    transform = baseline_transforms(data, augmentation, data.resolution or data.train.images.shape[1], decode_resize=False)
+def baseline_array_loader(
+    data: PreparedData, augmentation: Augmentation, batch_size: int, workers: int, device: torch.device
+):
+    transform = baseline_transforms(
+        data, augmentation, data.resolution or data.train.images.shape[1], decode_resize=False
+    )
     return BaselineLoader(_PilArrays(data.train.images, data.train.labels, transform), batch_size, workers, device)
 
 
-def baseline_folder_loader(folder: Path, data: PreparedData, augmentation: Augmentation, batch_size: int, workers: int,
-                           device: torch.device):
+def baseline_folder_loader(
+    folder: Path, data: PreparedData, augmentation: Augmentation, batch_size: int, workers: int, device: torch.device
+):
     from torchvision.datasets import ImageFolder
 
     transform = baseline_transforms(data, augmentation, data.resolution, decode_resize=True)
@@ -103,16 +127,20 @@ def baseline_folder_loader(folder: Path, data: PreparedData, augmentation: Augme
 
 # --- measuring ---------------------------------------------------------------------------------------
 
-def measure_img_per_s(loader, runtime: Runtime, min_seconds: float = 2.0, min_batches: int = 10,
-                      repeats: int = 3) -> tuple[float, list[float]]:
+
+def measure_img_per_s(
+    loader, runtime: Runtime, min_seconds: float = 2.0, min_batches: int = 10, repeats: int = 3
+) -> tuple[float, list[float]]:
     """Median images/s over ``repeats`` timed runs of at least ``min_seconds`` and ``min_batches`` each.
 
     Iterates whole epochs (so per-epoch costs such as starting workers or a DALI pipeline count, as
     they do in training), excluding only the very first batch, which pays one-off warm-up.
     """
     if len(loader) == 0:  # training drops the partial batch: an epoch of nothing would loop forever
-        raise ValueError(f"{loader.num_examples} images make no full batch of {loader.batch_size}; "
-                         "lower --batch-size or raise --per-class")
+        raise ValueError(
+            f"{loader.num_examples} images make no full batch of {loader.batch_size}; "
+            "lower --batch-size or raise --per-class"
+        )
     epoch = 0
 
     def batches() -> Iterable:
@@ -166,8 +194,12 @@ def measure_step_share(loader, backbone: str, data: PreparedData, runtime: Runti
     model = runtime.prepare(create_backbone(backbone, data.num_classes, data.channels))
     recipe = TrainRecipe(epochs=1, batch_size=loader.batch_size, lr=0.05)
     stats = train(model, FirstBatches(loader, steps), recipe, runtime, desc=f"{backbone} steps")
-    return {"step_ms": 1000 * stats.train_s / stats.steps, "data_ms_per_step": 1000 * stats.data_s / stats.steps,
-            "data_share_pct": 100 * stats.data_s / stats.train_s, "train_img_per_s": stats.images / stats.train_s}
+    return {
+        "step_ms": 1000 * stats.train_s / stats.steps,
+        "data_ms_per_step": 1000 * stats.data_s / stats.steps,
+        "data_share_pct": 100 * stats.data_s / stats.train_s,
+        "train_img_per_s": stats.images / stats.train_s,
+    }
 
 
 @dataclass
@@ -181,15 +213,34 @@ class Row:
     step: Optional[dict] = None
 
 
-def run_benchmark(dataset: str, root: Path, runtime: Runtime, batch_size: int, workers: int, resolution: Optional[int],
-                  augmentation: Optional[Augmentation], per_class: Optional[int], backends: list[str], folder: Optional[Path],
-                  step_backbone: Optional[str], step_count: int, min_seconds: float, repeats: int,
-                  log: Callable[[str], None] = print) -> list[Row]:
+def run_benchmark(
+    dataset: str,
+    root: Path,
+    runtime: Runtime,
+    batch_size: int,
+    workers: int,
+    resolution: Optional[int],
+    augmentation: Optional[Augmentation],
+    per_class: Optional[int],
+    backends: list[str],
+    folder: Optional[Path],
+    step_backbone: Optional[str],
+    step_count: int,
+    min_seconds: float,
+    repeats: int,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
     reader = create_dataset_reader(dataset)
-    augmentation = augmentation or reader.default_augmentation
+    augmentation = augmentation or Augmentation(**reader.augmentation_defaults)
     # the benchmark reads training images only; one test image per class keeps the written folder small
-    data = prepare_dataset(dataset, reader.Options(), Selection(per_class=per_class, test_per_class=1), root,
-                           download=False, resolution=resolution)
+    data = prepare_dataset(
+        dataset,
+        reader.Options(),
+        Selection(per_class=per_class, test_per_class=1),
+        root,
+        download=False,
+        resolution=resolution,
+    )
     device = runtime.device
     fmt = BatchFormat(device, data.mean, data.std, runtime.channels_last, runtime.input_dtype)
     rows: list[Row] = []
@@ -205,11 +256,21 @@ def run_benchmark(dataset: str, root: Path, runtime: Runtime, batch_size: int, w
         rows.append(row)
 
     if "baseline" in backends:
-        add(label, "baseline", f"torchvision Dataset + transforms, DataLoader({workers} workers)",
-            baseline_array_loader(data, augmentation, batch_size, workers, device), data)
+        add(
+            label,
+            "baseline",
+            f"torchvision Dataset + transforms, DataLoader({workers} workers)",
+            baseline_array_loader(data, augmentation, batch_size, workers, device),
+            data,
+        )
     if "device" in backends:
-        add(label, "device", "uint8 on the device, batched gather + normalise",
-            create_loader(data, "train", fmt, batch_size, True, augmentation), data)
+        add(
+            label,
+            "device",
+            "uint8 on the device, batched gather + normalise",
+            create_loader(data, "train", fmt, batch_size, True, augmentation),
+            data,
+        )
 
     folder_backends = [b for b in backends if b in ("folder-baseline", "torch", "dali")]
     if folder_backends:
@@ -223,18 +284,37 @@ def run_benchmark(dataset: str, root: Path, runtime: Runtime, batch_size: int, w
             files_label = f"JPEG folder {len(files.train)} files {size}x{size}"
             folder_fmt = BatchFormat(device, files.mean, files.std, runtime.channels_last, runtime.input_dtype)
             if "folder-baseline" in folder_backends:
-                add(files_label, "folder-baseline", f"torchvision ImageFolder + transforms, DataLoader({workers} workers)",
-                    baseline_folder_loader(train_folder, files, augmentation, batch_size, workers, device), files)
+                add(
+                    files_label,
+                    "folder-baseline",
+                    f"torchvision ImageFolder + transforms, DataLoader({workers} workers)",
+                    baseline_folder_loader(train_folder, files, augmentation, batch_size, workers, device),
+                    files,
+                )
             if "torch" in folder_backends:
-                add(files_label, "torch", f"torchvision decode in DataLoader({workers} workers), batched augment",
-                    create_loader(files, "train", folder_fmt, batch_size, True, augmentation, backend="torch", workers=workers), files)
+                add(
+                    files_label,
+                    "torch",
+                    f"torchvision decode in DataLoader({workers} workers), batched augment",
+                    create_loader(
+                        files, "train", folder_fmt, batch_size, True, augmentation, backend="torch", workers=workers
+                    ),
+                    files,
+                )
             if "dali" in folder_backends:
                 if not dali_available():
                     log("dali: not installed (pip install nvidia-dali-cuda130); skipped")
                 else:
                     where = "mixed (GPU) decode" if device.type == "cuda" else "CPU pipeline"
-                    add(files_label, "dali", f"DALI {where}, {workers} threads",
-                        create_loader(files, "train", folder_fmt, batch_size, True, augmentation, backend="dali", workers=workers), files)
+                    add(
+                        files_label,
+                        "dali",
+                        f"DALI {where}, {workers} threads",
+                        create_loader(
+                            files, "train", folder_fmt, batch_size, True, augmentation, backend="dali", workers=workers
+                        ),
+                        files,
+                    )
 
     for row in rows:
         baseline = next((r for r in rows if r.data == row.data and r.backend in ("baseline", "folder-baseline")), None)
@@ -245,5 +325,34 @@ def run_benchmark(dataset: str, root: Path, runtime: Runtime, batch_size: int, w
 def _folder_data(folder: Path, resolution: int) -> PreparedData:
     from transfer_core.datasets import ImageFolder
 
-    return prepare_dataset("image_folder", ImageFolder.Options(path=str(folder.resolve())), Selection(), folder,
-                           download=False, resolution=resolution)
+    return prepare_dataset(
+        "image_folder",
+        ImageFolder.Options(path=str(folder.resolve())),
+        Selection(),
+        folder,
+        download=False,
+        resolution=resolution,
+    )
+
+
+def render_table(rows: list[Row], batch_size: int, step_backbone: Optional[str]) -> str:
+    """The measurements as a markdown table: images/s per backend, against the baseline, and the training step's
+    share spent waiting for data."""
+    from tabulate import tabulate
+
+    table = [
+        [
+            r.data,
+            r.backend,
+            r.pipeline,
+            f"{r.img_per_s:,.0f}",
+            f"{r.ratio:.1f}x" if r.ratio else "—",
+            f"{1000 * batch_size / r.img_per_s:.2f}",
+        ]
+        + ([f"{r.step['data_share_pct']:.1f}", f"{r.step['train_img_per_s']:,.0f}"] if step_backbone else [])
+        for r in rows
+    ]
+    headers = ["data", "backend", "pipeline", "images/s", "vs baseline", "ms per batch"]
+    if step_backbone:
+        headers += [f"{step_backbone} training: % of step waiting for data", f"{step_backbone} training images/s"]
+    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)

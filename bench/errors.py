@@ -14,3 +14,7 @@ class BenchError(ValueError):
 
 class SuiteError(BenchError):
     """A suite, or a command-line argument, that cannot run."""
+
+
+class ReportError(BenchError):
+    """A results folder, or a report option, that cannot make a report."""

@@ -4,6 +4,7 @@ For each folder with a ``records.jsonl`` (a suite's results) and each JSON writt
 ``bench throughput`` or ``scripts/executor_benchmark.py``:
 what it is, the hardware, when, at which commit, and the command that produced it.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,18 +13,15 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .records import RecordError, ResultsStore, latest_records
-
-
-def _commit(provenance: dict) -> str:
-    commit = (provenance.get("git_commit") or "unknown")[:10]
-    return commit + (" (dirty)" if provenance.get("git_dirty") else "")
+from .records import RecordError, ResultsStore
+from .results import read as read_results
+from .text import commit_label
 
 
 def suite_entry(folder: Path, root: Path) -> list[str]:
-    records = latest_records(ResultsStore(folder).read())
+    published = read_results(folder, current=False, empty_ok=True)
+    records, plan = published.records, published.plan
     with_provenance = [r for r in records if r.get("provenance")]
-    plan = ResultsStore(folder).read_plan()
     suite = plan["suite"] if plan else (records[0].get("suite") if records else folder.name)
     if not with_provenance:
         return [f"[{folder.relative_to(root)}/]({folder.relative_to(root)}/)", suite, "–", "–", "–", "–"]
@@ -33,18 +31,29 @@ def suite_entry(folder: Path, root: Path) -> list[str]:
     report = folder / "report.md"
     link = f"[{folder.relative_to(root)}/]({(report if report.is_file() else folder).relative_to(root)})"
     when = dates[0] if dates[0] == dates[-1] else f"{dates[0]} – {dates[-1]}"
-    return [link, f"suite `{suite}`: {ok} of {len(records)} records ok", last.get("device_name", "?"), when,
-            _commit(last), f"`{last.get('command', '?')}`"]
+    return [
+        link,
+        f"suite `{suite}`: {ok} of {len(records)} records ok",
+        last.get("device_name", "?"),
+        when,
+        commit_label(last),
+        f"`{last.get('command', '?')}`",
+    ]
 
 
 def _what(data: dict) -> str:
     if data["kind"] == "datapath":
         return "data-path throughput: " + ", ".join(row["backend"] for row in data.get("rows", []))
     if data["kind"] == "load":
-        return "load: " + "; ".join(f"{row['what']}: {row['median_s']:.2f} s" for row in data.get("rows", []) if row.get("limit_s"))
+        return "load: " + "; ".join(
+            f"{row['what']}: {row['median_s']:.2f} s" for row in data.get("rows", []) if row.get("limit_s")
+        )
     if data["kind"] == "executors":
-        return (f"`{data['suite']}` ({data['cells']} cells): local {data['local_wall_s']:.0f} s, Ray {data['ray_wall_s']:.0f} s, "
-                f"local/Ray {data['local_over_ray']:.2f}x")
+        return (
+            f"`{data['suite']}` ({data['cells']} cells): "
+            f"local {data['local_wall_s']:.0f} s, Ray {data['ray_wall_s']:.0f} s, "
+            f"local/Ray {data['local_over_ray']:.2f}x"
+        )
     parts = []
     if "step" in data:
         parts.append(f"harness/bare train step {data['step']['ratio']:.2f}x")
@@ -65,15 +74,28 @@ def measurement_entry(path: Path, root: Path) -> list[str]:
         text = markdown.read_text(encoding="utf-8")
         if "Produced by `" in text:
             command = text.split("Produced by `", 1)[1].split("`", 1)[0]
-    return [link, _what(data), provenance.get("device_name", "?"),
-            data.get("measured_at", "?")[:10], _commit(provenance), f"`{command}`"]
+    return [
+        link,
+        _what(data),
+        provenance.get("device_name", "?"),
+        data.get("measured_at", "?")[:10],
+        commit_label(provenance),
+        f"`{command}`",
+    ]
 
 
 def _git_ignored(path: Path) -> bool:
     """Folders git ignores (local runs such as results/quick/) are not published, so not indexed."""
     try:
-        return subprocess.run(["git", "check-ignore", "-q", str(path.resolve())], cwd=path.resolve().parent, capture_output=True,
-                              timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                ["git", "check-ignore", "-q", str(path.resolve())],
+                cwd=path.resolve().parent,
+                capture_output=True,
+                timeout=10,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -92,12 +114,19 @@ def build_index(root: Path) -> str:
                 try:
                     rows.append(measurement_entry(path, root))
                 except (KeyError, TypeError, ValueError, AttributeError) as e:
-                    raise RecordError(f"{path}: a {kind} measurement without the fields bench writes "
-                                      f"({type(e).__name__}: {e})") from None
-    table = tabulate(rows, headers=["results", "what", "hardware", "date (UTC)", "commit", "command"],
-                     tablefmt="github", disable_numparse=True)
-    return ("# Published results\n\n"
-            "Every result committed here, with how it was produced. Each suite folder holds `records.jsonl` (one JSON line "
-            "per evaluated cell, with full provenance), `plan.json`, and the reports `bench report --write` renders: "
-            "`report.md`, `report.tex`, `report.csv`, `report.html` and the plots (PNG and SVG). Regenerate this page "
-            "with `python -m bench index results`.\n\n" + table + "\n")
+                    raise RecordError(
+                        f"{path}: a {kind} measurement without the fields bench writes ({type(e).__name__}: {e})"
+                    ) from None
+    table = tabulate(
+        rows,
+        headers=["results", "what", "hardware", "date (UTC)", "commit", "command"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+    return (
+        "# Published results\n\n"
+        "Every result committed here, with how it was produced. Each suite folder holds `records.jsonl` (one JSON line "
+        "per evaluated cell, with full provenance), `plan.json`, and the reports `bench report --write` renders: "
+        "`report.md`, `report.tex`, `report.csv`, `report.html` and the plots (PNG and SVG). Regenerate this page "
+        "with `python -m bench index results`.\n\n" + table + "\n"
+    )

@@ -9,8 +9,9 @@ Three kinds of artifact, each built once and then reused by everything that depe
   and a **selection**: the point best on the target's validation split, saved as a fitted model of its
   own, which is what the strategy's dependants (and its cells' selected records) take;
 - an **evaluation** per cell: the cell's records. It depends on every fitted model the cell's result is
-  built from (its cost is theirs), and on the source model for the record's accounting. Cells of a strategy that ignores the source (scratch), planned
-  under several sources, share one evaluation, which writes the records of each.
+  built from (its cost is theirs), and on the source model for the record's accounting. Cells of a
+  strategy that ignores the source (scratch), planned under several sources, share one evaluation, which
+  writes the records of each.
 
 An artifact's key hashes its own resolved settings, its dependencies' keys and ``CODE_SALT`` (in
 ``transfer_core/__init__.py``), so a change anywhere upstream changes the key of exactly the artifacts
@@ -23,6 +24,7 @@ the number of threads (it reorders float sums) and of data workers (results do n
 number of torchrun ranks is in the keys of what trains under it, whose BatchNorm statistics each rank takes
 over its own part of a batch (``transfer_core/distributed.py``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -103,7 +105,9 @@ class EvaluationArtifact(Artifact):
     cells: list[Cell]  # whose records it writes: one, or a source-free strategy's cells under several sources
     source_key: Optional[str]
     model_keys: dict  # strategy name -> key of the fitted model the evaluation takes
-    grid: tuple[tuple[dict, str], ...]  # the cell's strategy trained over a grid: (point, fitted key) of each, to record each
+    grid: tuple[
+        tuple[dict, str], ...
+    ]  # the cell's strategy trained over a grid: (point, fitted key) of each, to record each
     source_cells_sharing: int  # cells of the suite that reuse the source model: its cost is split between them
     config: dict  # the resolved settings of the evaluation and of everything it is built from: the records' config
     kind: ClassVar[str] = "evaluation"
@@ -145,8 +149,13 @@ class Plan:
 def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bool) -> dict:
     """The runtime switches that bear on an artifact reading ``datasets``."""
     datasets = list(datasets)
-    settings = {"device": runtime.device.type, "amp": runtime.amp, "compile": runtime.compile,
-                "channels_last": runtime.channels_last, "input_dtype": str(runtime.input_dtype).removeprefix("torch.")}
+    settings = {
+        "device": runtime.device.type,
+        "amp": runtime.amp,
+        "compile": runtime.compile,
+        "channels_last": runtime.channels_last,
+        "input_dtype": str(runtime.input_dtype).removeprefix("torch."),
+    }
     if runtime.compile:
         settings["compile_mode"] = runtime.compile_mode
     if runtime.device.type == "cuda":
@@ -162,8 +171,13 @@ def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bo
     return settings
 
 
-def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Callable[[DatasetSpec], PreparedData],
-               cpus_per_task: int = 1) -> Plan:
+def build_plan(
+    suite: Suite,
+    cells: list[Cell],
+    runtime: Runtime,
+    prepared: Callable[[DatasetSpec], PreparedData],
+    cpus_per_task: int = 1,
+) -> Plan:
     """The artifacts ``cells`` need. ``prepared`` gives a dataset's prepared data, whose content hashes are
     part of every key that reads it, so changed files are never mistaken for the old ones."""
 
@@ -178,9 +192,14 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
     def data(spec: DatasetSpec, test_split: bool = True) -> dict:
         """A dataset as a key sees it: a fit reads the train and validation splits only, so the test split
         is not part of a fitted model's key (scoring more test images retrains nothing)."""
+
         def describe() -> dict:
             found = prepared(spec)
-            return {**spec.describe(test_split), "fingerprint": found.fingerprint if test_split else found.train_fingerprint}
+            return {
+                **spec.describe(test_split),
+                "fingerprint": found.fingerprint if test_split else found.train_fingerprint,
+            }
+
         return once(("data", id(spec), test_split), describe)
 
     def runtime_settings(spec: DatasetSpec, evaluates: bool) -> dict:
@@ -191,12 +210,14 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
 
     def needs(gpu_share: float, reads: DatasetSpec) -> Needs:
         # image folders are decoded by data workers (or DALI threads) beside the training threads
-        loader_cpus = 0 if create_dataset_reader(reads.dataset).array_backed else runtime.data_workers
+        loader_cpus = 0 if create_dataset_reader(reads.dataset).array_backed else runtime.workers
         return Needs(gpu_share if on_gpu else 0.0, cpus_per_task + loader_cpus)
 
     def source_model(cell: Cell) -> Artifact:
-        return once(("source", id(cell.source), id(cell.target) if cell.source.pretrained else None, cell.backbone, cell.seed),
-                    lambda: new_source_model(cell))
+        return once(
+            ("source", id(cell.source), id(cell.target) if cell.source.pretrained else None, cell.backbone, cell.seed),
+            lambda: new_source_model(cell),
+        )
 
     def new_source_model(cell: Cell) -> Artifact:
         source = cell.source
@@ -204,13 +225,33 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
             weights = {**source.pretrained.describe(), "sha256": sha256(weights_file(source.pretrained))}
             settings = {"pretrained": weights, "channels": prepared(cell.target).channels}
             # loading is light, but a GPU runtime needs a GPU where it runs (Ray hides GPUs from a task without one)
-            return plan._add(SourceArtifact, settings, (), name=f"source {source.label} (pretrained)",
-                             needs=Needs(EVALUATION_GPU_SHARE if on_gpu else 0.0, 1),
-                             source=source, backbone=cell.backbone, seed=None)
-        settings = {"data": data(source.data), "recipe": dataclasses.asdict(source.recipe),
-                    "backbone": cell.backbone, "seed": cell.seed, "runtime": runtime_settings(source.data, False)}
-        return plan._add(SourceArtifact, settings, (), name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
-                         needs=needs(1.0, source.data), source=source, backbone=cell.backbone, seed=cell.seed)
+            return plan._add(
+                SourceArtifact,
+                settings,
+                (),
+                name=f"source {source.label} (pretrained)",
+                needs=Needs(EVALUATION_GPU_SHARE if on_gpu else 0.0, 1),
+                source=source,
+                backbone=cell.backbone,
+                seed=None,
+            )
+        settings = {
+            "data": data(source.data),
+            "recipe": dataclasses.asdict(source.recipe),
+            "backbone": cell.backbone,
+            "seed": cell.seed,
+            "runtime": runtime_settings(source.data, False),
+        }
+        return plan._add(
+            SourceArtifact,
+            settings,
+            (),
+            name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
+            needs=needs(1.0, source.data),
+            source=source,
+            backbone=cell.backbone,
+            seed=cell.seed,
+        )
 
     def cell_key(cell: Cell) -> tuple:
         return id(cell.source), id(cell.target), cell.backbone, cell.seed
@@ -223,15 +264,30 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         cls = STRATEGIES.get(spec.name)
         source = source_model(cell) if cls.uses_source else None
         ingredients = {name: fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
-        settings = {"strategy": spec.name, **once(("key_settings", id(spec)), lambda: cls.key_settings(spec.options, spec.recipe)),
-                    "target": data(cell.target, test_split=False), "backbone": cell.backbone, "seed": cell.seed,
-                    "runtime": runtime_settings(cell.target, False)}
+        settings = {
+            "strategy": spec.name,
+            **once(("key_settings", id(spec)), lambda: cls.key_settings(spec.options, spec.recipe)),
+            "target": data(cell.target, test_split=False),
+            "backbone": cell.backbone,
+            "seed": cell.seed,
+            "runtime": runtime_settings(cell.target, False),
+        }
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
         origin = f"{cell.source.label}->" if suite.uses_source(spec.name) else ""
         point = f"[{point_label(spec.point)}]" if spec.point else ""
-        return plan._add(FittedArtifact, settings, deps, name=f"{spec.name}{point} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
-                         needs=needs(cls.gpu_share, cell.target), strategy=spec, target=cell.target, backbone=cell.backbone, seed=cell.seed,
-                         source_key=source.key if source else None, ingredient_keys={n: a.key for n, a in ingredients.items()})
+        return plan._add(
+            FittedArtifact,
+            settings,
+            deps,
+            name=f"{spec.name}{point} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
+            needs=needs(cls.gpu_share, cell.target),
+            strategy=spec,
+            target=cell.target,
+            backbone=cell.backbone,
+            seed=cell.seed,
+            source_key=source.key if source else None,
+            ingredient_keys={n: a.key for n, a in ingredients.items()},
+        )
 
     def grid_models(strategy: str, cell: Cell) -> tuple[tuple[dict, str], ...]:
         spec = suite.strategy(strategy)
@@ -250,13 +306,26 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
             return point_model(spec, cell)
         points = grid_models(strategy, cell)
         # validation forward passes only, at the evaluation batch size
-        settings = {"select": "val_top1_pct", "strategy": strategy, "grid": [point for point, _ in points],
-                    "target": data(cell.target, test_split=False), "runtime": runtime_settings(cell.target, True)}
+        settings = {
+            "select": "val_top1_pct",
+            "strategy": strategy,
+            "grid": [point for point, _ in points],
+            "target": data(cell.target, test_split=False),
+            "runtime": runtime_settings(cell.target, True),
+        }
         origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
-        return plan._add(SelectionArtifact, settings, tuple(key for _, key in points),
-                         name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
-                         needs=needs(EVALUATION_GPU_SHARE, cell.target), strategy=spec, target=cell.target,
-                         backbone=cell.backbone, seed=cell.seed, points=points)
+        return plan._add(
+            SelectionArtifact,
+            settings,
+            tuple(key for _, key in points),
+            name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
+            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            strategy=spec,
+            target=cell.target,
+            backbone=cell.backbone,
+            seed=cell.seed,
+            points=points,
+        )
 
     sources = {id(cell): source_model(cell) if suite.uses_source(cell.strategy.name) else None for cell in cells}
     sharing = Counter(s.key for s in sources.values() if s is not None)
@@ -264,18 +333,32 @@ def build_plan(suite: Suite, cells: list[Cell], runtime: Runtime, prepared: Call
         cls, source = STRATEGIES.get(cell.strategy.name), sources[id(cell)]
         models = {name: fitted_model(name, cell) for name in suite.fitted_models(cell.strategy.name)}
         grid = grid_models(cell.strategy.name, cell)  # each point is evaluated and recorded, the selected one marked
-        settings = {"strategy": cell.strategy.name,
-                    # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
-                    # does not (alpha-mix) uses them here
-                    "options": None if cls.trains else cls.key_settings(cell.strategy.options, cell.strategy.recipe)["options"],
-                    "target": data(cell.target), "backbone": cell.backbone, "seed": cell.seed,
-                    "runtime": runtime_settings(cell.target, True)}
+        settings = {
+            "strategy": cell.strategy.name,
+            # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
+            # does not (alpha-mix) uses them here
+            "options": None if cls.trains else cls.key_settings(cell.strategy.options, cell.strategy.recipe)["options"],
+            "target": data(cell.target),
+            "backbone": cell.backbone,
+            "seed": cell.seed,
+            "runtime": runtime_settings(cell.target, True),
+        }
         deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values()) + tuple(key for _, key in grid)
         config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in plan.closure(deps)}
         config["evaluation"] = {"kind": "evaluation", **settings}
-        evaluation = plan._add(EvaluationArtifact, settings, deps, name=cell.cell_id, needs=needs(EVALUATION_GPU_SHARE, cell.target),
-                               cells=[], source_key=source.key if source else None, model_keys={n: a.key for n, a in models.items()},
-                               grid=grid, source_cells_sharing=sharing[source.key] if source else 0, config=config)
+        evaluation = plan._add(
+            EvaluationArtifact,
+            settings,
+            deps,
+            name=cell.cell_id,
+            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            cells=[],
+            source_key=source.key if source else None,
+            model_keys={n: a.key for n, a in models.items()},
+            grid=grid,
+            source_cells_sharing=sharing[source.key] if source else 0,
+            config=config,
+        )
         evaluation.cells.append(cell)
         plan.cells.append((cell, evaluation))
     return plan

@@ -6,6 +6,7 @@
 - Data-size regimes: test top-1 against training examples per class, one line per strategy, for each
   target listed with several sizes.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,15 +16,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
-matplotlib.rcParams["svg.hashsalt"] = "bench"  # SVG ids from the content, not at random: the same results, the same file
+matplotlib.rcParams["svg.hashsalt"] = (
+    "bench"  # SVG ids from the content, not at random: the same results, the same file
+)
 import matplotlib.pyplot as plt  # noqa: E402
 
 from transfer_core.files import write_file  # noqa: E402
 
+from .records import strategy_info  # noqa: E402
 from .stats import summarise  # noqa: E402
 
-MARKERS = {"scratch": "o", "linear_probe": "s", "full_finetune": "^", "lp_ft": "v", "l2_sp": "P", "alpha_mix": "D"}
-EXTRA_MARKERS = ["X", "*", "h", "<", ">", "p"]
+SPARE_MARKERS = ["X", "*", "h", "<", ">", "p"]  # for strategies that name none
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 10})  # SVG text stays text: searchable, small
 
 
@@ -36,10 +39,9 @@ def pareto_frontier(points: list[tuple[float, float]]) -> list[tuple[float, floa
     return frontier
 
 
-def _marker(strategy: str, seen: dict) -> str:
-    if strategy in MARKERS:
-        return MARKERS[strategy]
-    return seen.setdefault(strategy, EXTRA_MARKERS[len(seen) % len(EXTRA_MARKERS)])
+def _marker(strategy: str, own: str, spare: dict) -> str:
+    """The strategy's own marker (its ``plot_marker``), or a spare one, the same for it in every panel."""
+    return own or spare.setdefault(strategy, SPARE_MARKERS[len(spare) % len(SPARE_MARKERS)])
 
 
 def accuracy_vs_compute(rows):
@@ -57,15 +59,31 @@ def accuracy_vs_compute(rows):
             half = row.top1.ci_half if row.top1.ci_half is not None else 0.0
             # an accuracy lies in [0, 100]: the drawn interval stops there (the table keeps the t interval)
             error = [[min(half, row.top1.mean)], [min(half, 100.0 - row.top1.mean)]]
-            ax.errorbar(row.total_s, row.top1.mean, yerr=error, fmt=_marker(row.strategy, extra), markersize=8,
-                        capsize=3, label=row.label, linestyle="none")
+            ax.errorbar(
+                row.total_s,
+                row.top1.mean,
+                yerr=error,
+                fmt=_marker(row.strategy, row.marker, extra),
+                markersize=8,
+                capsize=3,
+                label=row.label,
+                linestyle="none",
+            )
         xs = [r.total_s for r in panel]
         frontier = pareto_frontier([(r.total_s, r.top1.mean) for r in panel])
         # a staircase to the right edge: the best accuracy reachable at each compute budget
         frontier_x = [x for x, _ in frontier] + [max(xs) * 1.02]
         frontier_y = [y for _, y in frontier] + [frontier[-1][1]]
-        ax.step(frontier_x, frontier_y, where="post", color="0.45", linestyle="--", linewidth=1, label="Pareto frontier",
-                zorder=0)
+        ax.step(
+            frontier_x,
+            frontier_y,
+            where="post",
+            color="0.45",
+            linestyle="--",
+            linewidth=1,
+            label="Pareto frontier",
+            zorder=0,
+        )
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
         ax.set_title(f"{source} → {target} ({backbone})")
@@ -79,9 +97,11 @@ def accuracy_vs_compute(rows):
 
 def alpha_curve(records: list[dict]):
     """Mean test and validation top-1 at each α over seeds, one line pair per target (None without α-mix)."""
-    curves: dict[tuple, dict[float, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    curves: dict[tuple, dict[float, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
     for r in records:
-        if r.get("strategy") == "alpha_mix" and r.get("status") == "ok" and r.get("alpha") is not None:
+        if r.get("status") == "ok" and r.get("alpha") is not None:  # a strategy that mixes over α
             point = curves[(r["source"], r["target"], r["backbone"])][r["alpha"]]
             point["test"].append(r["metrics"]["test_top1_pct"])
             if r["metrics"].get("val_top1_pct") is not None:
@@ -97,8 +117,14 @@ def alpha_curve(records: list[dict]):
             means = [summarise(points[a][split]) for a in alphas]
             kept = [(a, m) for a, m in zip(alphas, means) if m is not None]
             if kept:
-                ax.plot([a for a, _ in kept], [m.mean for _, m in kept], style, color=colour, markersize=5,
-                        label=f"{name}, {split}")
+                ax.plot(
+                    [a for a, _ in kept],
+                    [m.mean for _, m in kept],
+                    style,
+                    color=colour,
+                    markersize=5,
+                    label=f"{name}, {split}",
+                )
     ax.set_xlabel("α  (0 = linear probe, 1 = fine-tuned)")
     ax.set_ylabel("top-1 (%), mean over seeds")
     ax.set_title("α-mix (WiSE-FT): top-1 against α")
@@ -111,25 +137,42 @@ def alpha_curve(records: list[dict]):
 def regime_curve(records: list[dict]):
     """Test top-1 against training examples per class, one line per strategy, one panel per data-size sweep
     (source, target family, backbone): where transfer pays. None without a sweep of two sizes or more."""
-    points: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    points: dict[tuple, dict[str, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
     for r in records:
         target = (r.get("provenance") or {}).get("data", {}).get("target", {})
-        if not r.get("target_family") or r.get("status") != "ok" or not r.get("selected", True) or not target.get("num_classes"):
+        if (
+            not r.get("target_family")
+            or r.get("status") != "ok"
+            or not r.get("selected", True)
+            or not target.get("num_classes")
+        ):
             continue
         per_class = target["sizes"]["train"] / target["num_classes"]
-        points[(r["source"], r["target_family"], r["backbone"])][r["strategy"]][per_class].append(r["metrics"]["test_top1_pct"])
+        points[(r["source"], r["target_family"], r["backbone"])][r["strategy"]][per_class].append(
+            r["metrics"]["test_top1_pct"]
+        )
     panels = {k: v for k, v in points.items() if len({x for curve in v.values() for x in curve}) >= 2}
     if not panels:
         return None
+    info = strategy_info(records)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.0), squeeze=False)
     extra: dict = {}
     for ax, ((source, family, backbone), curves) in zip(axes[0], sorted(panels.items())):
-        for strategy in sorted(curves, key=lambda s: (list(MARKERS).index(s) if s in MARKERS else len(MARKERS), s)):
+        for strategy in sorted(curves, key=lambda s: (info.get(s, {}).get("table_order", 100), s)):
             xs = sorted(curves[strategy])
             means = [summarise(curves[strategy][x]) for x in xs]
             halves = [m.ci_half or 0.0 for m in means]
-            ax.errorbar(xs, [m.mean for m in means], yerr=halves, fmt="-" + _marker(strategy, extra), markersize=6, capsize=3,
-                        label=strategy)
+            ax.errorbar(
+                xs,
+                [m.mean for m in means],
+                yerr=halves,
+                fmt="-" + _marker(strategy, info.get(strategy, {}).get("plot_marker", ""), extra),
+                markersize=6,
+                capsize=3,
+                label=strategy,
+            )
         ax.set_xscale("log")
         ax.set_title(f"{source} → {family} ({backbone})")
         ax.set_xlabel("target training examples per class (log)")
@@ -151,14 +194,17 @@ def save(fig, path: Path) -> Path:
 
 def figures(records: list[dict], rows) -> list[tuple[str, object]]:
     """(file stem, figure) for every plot these results can draw."""
-    drawn = (("accuracy_vs_compute", accuracy_vs_compute(rows)), ("alpha_curve", alpha_curve(records)),
-             ("regimes", regime_curve(records)))
+    drawn = (
+        ("accuracy_vs_compute", accuracy_vs_compute(rows)),
+        ("alpha_curve", alpha_curve(records)),
+        ("regimes", regime_curve(records)),
+    )
     return [(stem, fig) for stem, fig in drawn if fig is not None]
 
 
 def inline_svg(svg: str) -> str:
     """SVG text to embed in an HTML page: the XML prolog dropped."""
-    return svg[svg.index("<svg"):]
+    return svg[svg.index("<svg") :]
 
 
 def svg_text(fig) -> str:

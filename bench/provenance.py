@@ -1,4 +1,5 @@
 """How a result was obtained: code version, library versions, device."""
+
 from __future__ import annotations
 
 import functools
@@ -14,7 +15,9 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(REPO_DIR), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -47,7 +50,9 @@ def code_and_versions() -> dict:
     return {
         "git_commit": commit or None,
         # dirty = code differs from the commit; regenerating results/ while running is not a code change
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")) if commit else None,
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"))
+        if commit
+        else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),

@@ -3,6 +3,7 @@
 Report and compare read only this file. A record is self-describing: identity, status, metrics with
 their direction, compute, the resolved config and its hash, and provenance.
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,11 +22,20 @@ RECORD_SCHEMA_VERSION = 1
 
 # which way is better, for every number a record carries that a comparison may gate on
 DIRECTIONS = {
-    "test_top1_pct": "higher", "test_top5_pct": "higher", "val_top1_pct": "higher",
-    "target_train_s": "lower", "target_total_s": "lower", "target_img_per_s": "higher",
-    "target_train_flops": "lower", "source_train_s_amortised": "lower", "source_train_s_total": "lower",
+    "test_top1_pct": "higher",
+    "test_top5_pct": "higher",
+    "val_top1_pct": "higher",
+    "target_train_s": "lower",
+    "target_total_s": "lower",
+    "target_img_per_s": "higher",
+    "target_train_flops": "lower",
+    "source_train_s_amortised": "lower",
+    "source_train_s_total": "lower",
     "peak_mem_mib": "lower",
-    "target_tflop_per_s": "higher", "target_mfu_pct": "higher", "target_compile_s": "lower", "target_data_s": "lower",
+    "target_tflop_per_s": "higher",
+    "target_mfu_pct": "higher",
+    "target_compile_s": "lower",
+    "target_data_s": "lower",
 }
 
 
@@ -95,8 +105,10 @@ class ResultsStore:
             try:
                 record = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                print(f"warning: {self.path}:{number}: skipping a line that is not a JSON record (cut by a crash?)",
-                      file=sys.stderr)
+                print(
+                    f"warning: {self.path}:{number}: skipping a line that is not a JSON record (cut by a crash?)",
+                    file=sys.stderr,
+                )
                 continue
             problem = record_problem(record)
             if problem is not None:
@@ -127,8 +139,11 @@ class ResultsStore:
             # take back what was written, unless another run appended after it (then the next append ends the cut line)
             if written and os.fstat(fd).st_size == size + written:
                 os.ftruncate(fd, size)
-            raise OSError(e.errno, f"cannot append to {self.path}: {e.strerror} (the records before are intact; "
-                          "a rerun resumes after them)") from None
+            raise OSError(
+                e.errno,
+                f"cannot append to {self.path}: {e.strerror} (the records before are intact; "
+                "a rerun resumes after them)",
+            ) from None
         finally:
             os.close(fd)
 
@@ -149,9 +164,16 @@ class ResultsStore:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             plan = None
         fields = ("source", "target", "backbone", "strategy", "config_hash")  # what the report reads of it
-        if not (isinstance(plan, dict) and isinstance(plan.get("cells"), list) and all(
-                isinstance(c, dict) and all(isinstance(c.get(f), str) for f in fields) and isinstance(c.get("seed"), int)
-                for c in plan["cells"])):
+        if not (
+            isinstance(plan, dict)
+            and isinstance(plan.get("cells"), list)
+            and all(
+                isinstance(c, dict)
+                and all(isinstance(c.get(f), str) for f in fields)
+                and isinstance(c.get("seed"), int)
+                for c in plan["cells"]
+            )
+        ):
             print(f"warning: {self.plan_path}: not a plan bench wrote; missing cells cannot be shown", file=sys.stderr)
             return None
         return plan
@@ -173,7 +195,9 @@ class ResultsStore:
         for line in complete.splitlines():
             try:
                 record = json.loads(line)
-                self._tally.setdefault((record.get("config_hash"), record.get("cell_id")), Counter())[record.get("status")] += 1
+                self._tally.setdefault((record.get("config_hash"), record.get("cell_id")), Counter())[
+                    record.get("status")
+                ] += 1
             except (json.JSONDecodeError, AttributeError):
                 continue  # ``read`` warns about malformed lines
         return self._tally
@@ -187,7 +211,9 @@ class ResultsStore:
 
 def point_label(point: Optional[dict]) -> str:
     """How a grid point is named in logs, records and tables: ``lr=0.03, weight_decay=0``."""
-    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in (point or {}).items())
+    return ", ".join(
+        f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in (point or {}).items()
+    )
 
 
 def candidate(record: dict) -> Optional[str]:
@@ -206,3 +232,28 @@ def latest_records(records: list[dict]) -> list[dict]:
     for record in records:
         latest[(record.get("cell_id"), record.get("config_hash"), candidate(record))] = record
     return list(latest.values())
+
+
+DEFAULT_STRATEGY_INFO = {"baseline": False, "table_order": 100, "plot_marker": "", "ingredients": []}
+
+
+def strategy_info(records: Iterable[dict]) -> dict[str, dict]:
+    """How each strategy in ``records`` is shown (baseline or not, table order, plot marker), from the records
+    themselves; records written before they carried it are looked up in the strategy registry (which imports
+    torch, so only then), and a strategy unknown to both is shown last, with a spare marker."""
+    info: dict[str, dict] = {}
+    for record in records:
+        name, given = record.get("strategy"), record.get("strategy_info")
+        if isinstance(name, str) and name not in info and isinstance(given, dict):
+            info[name] = {**DEFAULT_STRATEGY_INFO, **given}
+    missing = {r.get("strategy") for r in records if isinstance(r.get("strategy"), str)} - set(info)
+    if missing:
+        from transfer_core.strategies import STRATEGIES
+
+        for name in missing:
+            info[name] = (
+                STRATEGIES.get(name).display(STRATEGIES.get(name).Options())
+                if name in STRATEGIES
+                else DEFAULT_STRATEGY_INFO
+            )
+    return info

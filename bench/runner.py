@@ -9,6 +9,7 @@ else meanwhile, or waits for it, and then finds it built. A lock whose holder di
 kernel releases it), and the next claimant builds the artifact. Only this process writes records.
 Under torchrun, rank 0 makes every claim and tells the other ranks; all ranks build together.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,17 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from transfer_core.cache import ModelCache
-from transfer_core.datasets import DataUnavailableError, FileSplit, PreparedData, first_undecodable
+from transfer_core.datasets import (
+    DataUnavailableError,
+    FileSplit,
+    PreparedData,
+    first_undecodable,
+)
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.files import write_file
 from transfer_core.pretrained import WeightsUnavailableError, weights_file
 
-from .build import Builder, BuildEnv, Outcome
+from .build import BuildEnv, Builder, Outcome
 from .executors import Executor, ExecutorOptions, create_executor
 from .plan import Artifact, EvaluationArtifact, Plan, build_plan
 from .records import ResultsStore, candidate
@@ -75,9 +81,14 @@ class Claims:
         found = None
         if self.shard.is_main:
             if isinstance(artifact, EvaluationArtifact):  # another run recorded it meanwhile, with this status
-                now, before = self._records_by_key().get(artifact.key, Counter()), self.records_at_start.get(artifact.key, Counter())
+                now, before = (
+                    self._records_by_key().get(artifact.key, Counter()),
+                    self.records_at_start.get(artifact.key, Counter()),
+                )
                 if sum(now.values()) > sum(before.values()):
-                    found = Outcome("ok" if now["ok"] > before["ok"] else "error", "recorded by another run", cached=True)
+                    found = Outcome(
+                        "ok" if now["ok"] > before["ok"] else "error", "recorded by another run", cached=True
+                    )
             else:
                 cached = self.cache.load(artifact.cache_folder, artifact.key)
                 found = Outcome(meta=cached[1], cached=True) if cached is not None else None
@@ -92,9 +103,19 @@ class _NoLock:
 
 
 class Runner:
-    def __init__(self, suite: Suite, root: Path, out_dir: Path, cache_dir: Path, runtime, force: bool = False,
-                 command: str = "", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-                 executor: Optional[Executor] = None, cell_timeout_s: Optional[float] = None):
+    def __init__(
+        self,
+        suite: Suite,
+        root: Path,
+        out_dir: Path,
+        cache_dir: Path,
+        runtime,
+        force: bool = False,
+        command: str = "",
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+        executor: Optional[Executor] = None,
+        cell_timeout_s: Optional[float] = None,
+    ):
         """``executor``: where artifacts are built, closed by whoever created it (default: a local one, here).
         ``cell_timeout_s``: overrides the suite's ``runtime.cell_timeout_s``."""
         self.suite, self.root, self.runtime, self.force, self.command = suite, root, runtime, force, command
@@ -105,7 +126,9 @@ class Runner:
         self.store = ResultsStore(out_dir)
         self.cache = ModelCache(cache_dir)
         time_limit_s = cell_timeout_s if cell_timeout_s is not None else suite.runtime.cell_timeout_s
-        self.env = BuildEnv(suite.name, Path(root), suite.data.download, Path(cache_dir).resolve(), runtime, command, time_limit_s)
+        self.env = BuildEnv(
+            suite.name, Path(root), suite.data.download, Path(cache_dir).resolve(), runtime, command, time_limit_s
+        )
         self._data: dict[str, PreparedData] = {}  # shared with the local executor's builder
 
     # --- data and plan ----------------------------------------------------------------------------
@@ -131,8 +154,10 @@ class Runner:
             elif reads_source:
                 source_data, target = builder.data(cell.source.data), builder.data(cell.target)
                 if source_data.channels != target.channels:
-                    raise SuiteError(f"{self.suite.path}: source {source_data.name} has {source_data.channels}-channel images, "
-                                     f"target {target.name} {target.channels}-channel; a backbone cannot take both")
+                    raise SuiteError(
+                        f"{self.suite.path}: source {source_data.name} has {source_data.channels}-channel images, "
+                        f"target {target.name} {target.channels}-channel; a backbone cannot take both"
+                    )
         if self.shard.is_main:
             barrier(self.shard)
 
@@ -154,8 +179,10 @@ class Runner:
             known = frozenset()
         bad, good = first_undecodable(paths, known)
         if bad is not None:
-            raise SuiteError(f"{self.suite.path}: {role} {spec.label}: {bad[0]}: cannot decode ({bad[1]}), and DALI would not "
-                             "stop on it. Remove it or set bad_files: skip on the dataset")
+            raise SuiteError(
+                f"{self.suite.path}: {role} {spec.label}: {bad[0]}: cannot decode ({bad[1]}), and DALI would not "
+                "stop on it. Remove it or set bad_files: skip on the dataset"
+            )
         if good - known and self.shard.is_main:
             record.parent.mkdir(parents=True, exist_ok=True)
             write_file(record, json.dumps(sorted(good | known)))
@@ -168,16 +195,21 @@ class Runner:
         except WeightsUnavailableError as e:
             raise SuiteError(f"{self.suite.path}: source {spec.label}: {e}") from None
         if spec.library != "checkpoint" and target.channels != 3:
-            raise SuiteError(f"{self.suite.path}: source {spec.label} takes 3-channel images, target {target.name} has "
-                             f"{target.channels}-channel ones")
+            raise SuiteError(
+                f"{self.suite.path}: source {spec.label} takes 3-channel images, target {target.name} has "
+                f"{target.channels}-channel ones"
+            )
 
     def plan(self, cells: list[Cell]) -> Plan:
         """The graph of every artifact ``cells`` need. It reads all their data (the keys hold its fingerprints)."""
         self.prepare_data(cells)
-        plan = build_plan(self.suite, cells, self.runtime, lambda spec: self._data[spec.content_key()],
-                          self.executor.threads())
+        plan = build_plan(
+            self.suite, cells, self.runtime, lambda spec: self._data[spec.content_key()], self.executor.threads()
+        )
         if not same_on_all_ranks(sorted(plan.artifacts), self.shard):
-            raise SuiteError("the torchrun ranks planned different artifacts: they read different data or run different code")
+            raise SuiteError(
+                "the torchrun ranks planned different artifacts: they read different data or run different code"
+            )
         return plan
 
     def pending(self, plan: Plan, cells: list[Cell]) -> list[tuple[Cell, EvaluationArtifact]]:
@@ -199,11 +231,15 @@ class Runner:
         plan = self.plan(all_cells or cells)
         if self.shard.is_main:
             self.store.write_plan(self.suite.name, [_plan_entry(cell, e) for cell, e in plan.cells])
-        claims = Claims(self.cache, self.store, self.runtime)  # before ``pending``: what others record after this counts as theirs
+        claims = Claims(
+            self.cache, self.store, self.runtime
+        )  # before ``pending``: what others record after this counts as theirs
         todo = self.pending(plan, cells)
         summary = RunSummary(skipped=len(cells) - len(todo))
         if summary.skipped:
-            self.log(f"{summary.skipped} of {len(cells)} cells already done (ok records in {self.store.path}); skipping them")
+            self.log(
+                f"{summary.skipped} of {len(cells)} cells already done (ok records in {self.store.path}); skipping them"
+            )
         if not todo:
             return summary
         check_shared_cache(self.cache.root, self.shard)
@@ -218,7 +254,9 @@ class Runner:
                 self.executor.close()
         return summary
 
-    def _schedule(self, artifacts: list[Artifact], claims: Claims, recording: dict[str, list[Cell]], summary: RunSummary) -> None:
+    def _schedule(
+        self, artifacts: list[Artifact], claims: Claims, recording: dict[str, list[Cell]], summary: RunSummary
+    ) -> None:
         pending, running, outcomes, waiting = list(artifacts), {}, {}, set()
         started = 0
         try:
@@ -264,8 +302,14 @@ class Runner:
             for _, claim in running.values():
                 claim.release()
 
-    def _finished(self, artifact: Artifact, inputs: dict[str, Outcome], outcome: Outcome,
-                  recording: dict[str, list[Cell]], summary: RunSummary) -> None:
+    def _finished(
+        self,
+        artifact: Artifact,
+        inputs: dict[str, Outcome],
+        outcome: Outcome,
+        recording: dict[str, list[Cell]],
+        summary: RunSummary,
+    ) -> None:
         if not isinstance(artifact, EvaluationArtifact):
             if outcome.ok:
                 self.log(f"  {artifact.name}: built in {outcome.seconds:.1f}s")
@@ -282,8 +326,10 @@ class Runner:
             head = next(r for r in outcome.records if r["cell_id"] == cell_id and r.get("selected"))
             if head["status"] == "ok":
                 chosen = f" ({candidate(head)})" if candidate(head) else ""
-                self.log(f"  {cell_id}: ok{chosen}: test top-1 {head['metrics']['test_top1_pct']:.2f}%, "
-                         f"target train {head['compute']['target_train_s']:.1f}s")
+                self.log(
+                    f"  {cell_id}: ok{chosen}: test top-1 {head['metrics']['test_top1_pct']:.2f}%, "
+                    f"target train {head['compute']['target_train_s']:.1f}s"
+                )
             else:
                 summary.failed.append(cell_id)
                 self.log(f"  {cell_id}: {head['status']}: {head['error']}")
@@ -305,8 +351,16 @@ class Runner:
                 state = "cached"
             else:
                 state = "to build" if artifact.key in needed else "not needed"
-            rows.append([artifact.kind, artifact.name, artifact.key[:12], " ".join(d[:12] for d in artifact.deps) or "—",
-                         state, str(artifact.needs)])
+            rows.append(
+                [
+                    artifact.kind,
+                    artifact.name,
+                    artifact.key[:12],
+                    " ".join(d[:12] for d in artifact.deps) or "—",
+                    state,
+                    str(artifact.needs),
+                ]
+            )
         return rows, len(todo)
 
 
@@ -323,10 +377,14 @@ def check_shared_cache(cache_dir: Path, shard) -> None:
     token = broadcast(token if shard.is_main else None, shard)
     sees = probe.is_file() and probe.read_text() == token
     if not same_on_all_ranks(sees, shard) or not sees:
-        raise SuiteError(f"--cache-dir {cache_dir}: not every torchrun rank sees what rank 0 writes there; "
-                         "on several machines it must be shared storage")
+        raise SuiteError(
+            f"--cache-dir {cache_dir}: not every torchrun rank sees what rank 0 writes there; "
+            "on several machines it must be shared storage"
+        )
 
 
 def _plan_entry(cell: Cell, evaluation: EvaluationArtifact) -> dict:
-    return {"cell_id": cell.cell_id, "source": cell.source.label, "target": cell.target.label,
-            "backbone": cell.backbone, "strategy": cell.strategy.name, "seed": cell.seed, "config_hash": evaluation.key}
+    return {
+        **cell.identity(),
+        "config_hash": evaluation.key,
+    }

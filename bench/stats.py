@@ -4,13 +4,13 @@ With the handful of seeds a benchmark affords, the normal approximation is far t
 95% t quantile is 4.30, not 1.96), so every interval here uses the t-distribution with n-1 degrees
 of freedom.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
-
 
 CONFIDENCE = 0.95
 

@@ -2,7 +2,11 @@
 
 Every mistake becomes a ``SuiteError`` naming the field and what is allowed, raised before any
 training and before anything is written.
+
+Longer than the other modules on purpose: it is the suite schema, one document read top to bottom (every
+section's dataclass, its checks, and the expansion into cells), which split into files would scatter.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,21 +20,28 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import SuiteError  # noqa: F401  (raised here, caught by the command line)
 from transfer_core.backbones import check_backbone
 from transfer_core.cache import content_key
-from transfer_core.datasets import DATASETS, Augmentation, DataUnavailableError, Selection, check_range, create_dataset_reader
+from transfer_core.data.augment import Augmentation
+from transfer_core.datasets import (
+    DATASETS,
+    DataUnavailableError,
+    Selection,
+    create_dataset_reader,
+)
 from transfer_core.pretrained import LIBRARIES, PretrainedSpec, check_spec, input_config
 from transfer_core.registry import UnknownNameError
+from transfer_core.runtime import RuntimeSettings
 from transfer_core.strategies import STRATEGIES
 from transfer_core.training import TrainRecipe
+
+from .errors import SuiteError  # noqa: F401  (raised here, caught by the command line)
 
 SCHEMA_VERSION = 1
 
 
-
-
 # --- typed, strict conversion of YAML mappings -------------------------------------------------
+
 
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
@@ -122,6 +133,7 @@ def _mapping(value: Any, where: str) -> dict:
 
 # --- the suite's parts ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DatasetSpec:
     dataset: str
@@ -146,8 +158,11 @@ class DatasetSpec:
         if not test_split:
             del selection["test_per_class"]
         described = {
-            "dataset": self.dataset, "options": dataclasses.asdict(self.options), "selection": selection,
-            "augmentation": dataclasses.asdict(self.augmentation), "resolution": self.resolution,
+            "dataset": self.dataset,
+            "options": dataclasses.asdict(self.options),
+            "selection": selection,
+            "augmentation": dataclasses.asdict(self.augmentation),
+            "resolution": self.resolution,
         }
         if self.normalization is not None:
             described["normalization"] = [list(self.normalization[0]), list(self.normalization[1])]
@@ -179,7 +194,11 @@ class StrategySpec:
     point: Optional[dict] = None  # a grid point's spec: the values it takes from the grid
 
     def describe(self) -> dict:
-        described = {"name": self.name, "options": dataclasses.asdict(self.options), "recipe": dataclasses.asdict(self.recipe)}
+        described = {
+            "name": self.name,
+            "options": dataclasses.asdict(self.options),
+            "recipe": dataclasses.asdict(self.recipe),
+        }
         if self.grid:
             described["grid"] = {key: list(values) for key, values in self.grid}
         return described
@@ -200,28 +219,6 @@ class StrategySpec:
 
 
 @dataclass(frozen=True)
-class RuntimeSpec:
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
-    compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA, off on CPU
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
-    cudnn_benchmark: bool = True  # CUDA: cuDNN picks the fastest convolution algorithm per shape, once
-    channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and on CPU
-    eval_batch_size: int = 512  # images per evaluation batch
-    workers: int = 2  # DataLoader workers or DALI threads for image folders (array datasets need none)
-    data_backend: Literal["auto", "torch", "dali"] = "auto"  # image folders; auto = dali when installed
-    input_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = the amp dtype, else float32
-    deterministic: bool = False  # deterministic algorithms only, cuDNN benchmarking off: bitwise-reproducible runs
-    cell_timeout_s: Optional[float] = None  # a training or evaluation running longer ends with status timeout
-
-    def __post_init__(self):
-        check_range("eval_batch_size", self.eval_batch_size, 1, None)
-        check_range("workers", self.workers, 0, None)
-        if self.cell_timeout_s is not None:
-            check_range("cell_timeout_s", self.cell_timeout_s, 0, None, low_open=True)
-
-
-@dataclass(frozen=True)
 class DataSettings:
     root: str = "data"  # folder holding the datasets; --data-root and BENCH_DATA_ROOT override it
     download: bool = False  # allow torchvision to download missing CIFAR files
@@ -238,7 +235,7 @@ class Suite:
     targets: tuple[DatasetSpec, ...]
     backbones: tuple[str, ...]
     strategies: tuple[StrategySpec, ...]  # the strategies listed: one cell each per source, target, backbone, seed
-    runtime: RuntimeSpec
+    runtime: RuntimeSettings
     seeds: tuple[int, ...]
     ingredients: tuple[StrategySpec, ...] = ()  # strategies the listed ones are built from but the suite does not list
 
@@ -279,14 +276,36 @@ class Cell:
     def cell_id(self) -> str:
         return f"{self.source.label}->{self.target.label}/{self.backbone}/{self.strategy.name}/seed{self.seed}"
 
+    def identity(self) -> dict:
+        """What names the cell in its records and in the plan."""
+        return {
+            "cell_id": self.cell_id,
+            "source": self.source.label,
+            "target": self.target.label,
+            "backbone": self.backbone,
+            "strategy": self.strategy.name,
+            "seed": self.seed,
+        }
+
 
 # --- parsing --------------------------------------------------------------------------------
 
 _SELECTION_KEYS = {"classes", "per_class", "examples", "test_per_class", "val_fraction"}
 _REGIME_KEYS = ("per_class", "examples")  # a target may list several values of one: a data-size sweep
 _RECIPE_KEYS = set(_fields(TrainRecipe))
-_TOP_KEYS = {"schema_version", "name", "description", "data", "source", "targets", "backbones", "strategies",
-             "train", "runtime", "seeds"}
+_TOP_KEYS = {
+    "schema_version",
+    "name",
+    "description",
+    "data",
+    "source",
+    "targets",
+    "backbones",
+    "strategies",
+    "train",
+    "runtime",
+    "seeds",
+}
 
 
 def _default_label(dataset: str, classes) -> str:
@@ -306,21 +325,34 @@ def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str]
         raise SuiteError(f"{where}.dataset: unknown dataset {name!r}; known: {', '.join(DATASETS.names())}")
     reader = create_dataset_reader(name)
     reader_keys = set(_fields(reader.Options))
-    _check_keys(mapping, {"dataset", "name", "augment", "resolution"} | _SELECTION_KEYS | reader_keys | extra_keys, where)
+    _check_keys(
+        mapping, {"dataset", "name", "augment", "resolution"} | _SELECTION_KEYS | reader_keys | extra_keys, where
+    )
     options = _build(reader.Options, {k: v for k, v in mapping.items() if k in reader_keys}, where)
-    selection = _build(Selection, {k: v for k, v in mapping.items() if k in _SELECTION_KEYS}, where,
-                       base={"val_fraction": val_default, "seed": data.seed})
+    selection = _build(
+        Selection,
+        {k: v for k, v in mapping.items() if k in _SELECTION_KEYS},
+        where,
+        base={"val_fraction": val_default, "seed": data.seed},
+    )
     augment_raw = dict(_mapping(mapping.get("augment"), f"{where}.augment"))
     _check_keys(augment_raw, set(_fields(Augmentation)), f"{where}.augment")
     if isinstance(augment_raw.get("flip"), bool):  # flip: true / false read as random / none
         augment_raw["flip"] = "random" if augment_raw["flip"] else "none"
-    augmentation = _build(Augmentation, augment_raw, f"{where}.augment", base=dataclasses.asdict(reader.default_augmentation))
+    augmentation = _build(
+        Augmentation,
+        augment_raw,
+        f"{where}.augment",
+        base={**dataclasses.asdict(Augmentation()), **reader.augmentation_defaults},
+    )
     resolution = _convert(mapping.get("resolution"), Optional[int], f"{where}.resolution")
     if resolution is not None and resolution < 1:
         raise SuiteError(f"{where}.resolution: {resolution} is outside [1, inf]")
     if not reader.array_backed:
         if resolution is None:
-            raise SuiteError(f"{where}.resolution: {name} needs one: the side images are resized and cropped to, e.g. 224")
+            raise SuiteError(
+                f"{where}.resolution: {name} needs one: the side images are resized and cropped to, e.g. 224"
+            )
         if augmentation.flip == "alternate":
             raise SuiteError(f"{where}.augment.flip: alternate needs an array dataset; use random or none for {name}")
     elif augmentation.random_resized_crop > 0:
@@ -346,9 +378,14 @@ def _target_specs(raw: Any, where: str, data: DataSettings) -> list[DatasetSpec]
     key, sizes = swept[0], mapping[swept[0]]
     if not sizes or len(set(map(repr, sizes))) != len(sizes):
         raise SuiteError(f"{where}.{key}: expected a non-empty list of different sizes, got {sizes!r}")
-    specs = [_dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, set(), val_default) for i, size in enumerate(sizes)]
+    specs = [
+        _dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, set(), val_default)
+        for i, size in enumerate(sizes)
+    ]
     family, unit = specs[0].label, "/class" if key == "per_class" else " examples"  # the size is not in the label
-    return [dataclasses.replace(spec, label=f"{family} ({size}{unit})", family=family) for spec, size in zip(specs, sizes)]
+    return [
+        dataclasses.replace(spec, label=f"{family} ({size}{unit})", family=family) for spec, size in zip(specs, sizes)
+    ]
 
 
 _PRETRAINED_KEYS = {"pretrained", "weights", "file", "name"}
@@ -358,6 +395,7 @@ _CHECKPOINT_KEYS = {"checkpoint", "backbone", "name"}
 def _pretrained_source(mapping: dict, where: str) -> SourceSpec:
     """``{pretrained: "timm:NAME.TAG"}``, ``{pretrained: "torchvision:NAME", weights: ENUM}`` (either with an
     optional ``file``) or ``{checkpoint: PATH, backbone: NAME}``: weights loaded, nothing trained."""
+
     def text(key: str, required: bool = True) -> Optional[str]:
         value = mapping.get(key)
         if value is None and not required:
@@ -369,14 +407,20 @@ def _pretrained_source(mapping: dict, where: str) -> SourceSpec:
     if "checkpoint" in mapping:
         _check_keys(mapping, _CHECKPOINT_KEYS, where)
         if "backbone" not in mapping:
-            raise SuiteError(f"{where}.backbone: missing; a checkpoint needs the backbone it was saved from, e.g. resnet8")
+            raise SuiteError(
+                f"{where}.backbone: missing; a checkpoint needs the backbone it was saved from, e.g. resnet8"
+            )
         path = str(Path(text("checkpoint")).expanduser().resolve())  # workers may start in another folder
-        spec = PretrainedSpec("checkpoint", text("backbone"), None, path, text("name", False) or f"checkpoint:{Path(path).stem}")
+        spec = PretrainedSpec(
+            "checkpoint", text("backbone"), None, path, text("name", False) or f"checkpoint:{Path(path).stem}"
+        )
     else:
         _check_keys(mapping, _PRETRAINED_KEYS, where)
         library, _, model = text("pretrained").partition(":")
         if library not in LIBRARIES or not model:
-            raise SuiteError(f"{where}.pretrained: expected timm:NAME.TAG or torchvision:NAME, got {mapping['pretrained']!r}")
+            raise SuiteError(
+                f"{where}.pretrained: expected timm:NAME.TAG or torchvision:NAME, got {mapping['pretrained']!r}"
+            )
         if "weights" in mapping and library != "torchvision":
             raise SuiteError(f"{where}.weights: only for torchvision models; a timm model's tag names its weights")
         file = text("file", False)
@@ -402,9 +446,11 @@ def _refuse_grid(mapping: dict, where: str) -> None:
     """Outside a strategy's section a list is not a grid: say where grids go."""
     for key, value in mapping.items():
         if key in _RECIPE_KEYS and isinstance(value, list):
-            raise SuiteError(f"{where}.{key}: a list of values is a grid, and grids belong in a strategy's section "
-                             f"(e.g. strategies: {{full_finetune: {{{key}: {value}}}}}), where each is trained and "
-                             "the best on validation kept")
+            raise SuiteError(
+                f"{where}.{key}: a list of values is a grid, and grids belong in a strategy's section "
+                f"(e.g. strategies: {{full_finetune: {{{key}: {value}}}}}), where each is trained and "
+                "the best on validation kept"
+            )
 
 
 def _takes_list(tp) -> bool:
@@ -422,15 +468,19 @@ def _grid(cls, mapping: dict, where: str) -> tuple[tuple[str, tuple], ...]:
         if not isinstance(value, list) or _takes_list(declared[key]):
             continue
         if not cls.trains:
-            raise SuiteError(f"{where}.{key}: {cls.name} trains nothing itself, so it has no grid; it already "
-                             "chooses on validation among what it combines")
+            raise SuiteError(
+                f"{where}.{key}: {cls.name} trains nothing itself, so it has no grid; it already "
+                "chooses on validation among what it combines"
+            )
         if not value or len(set(map(repr, value))) != len(value):
             raise SuiteError(f"{where}.{key}: a grid needs a non-empty list of different values, got {value!r}")
         grid.append((key, tuple(_convert(v, declared[key], f"{where}.{key}[{i}]") for i, v in enumerate(value))))
     return tuple(grid)
 
 
-def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None, where: str = "strategies") -> StrategySpec:
+def default_strategy_spec(
+    name: str, mapping: dict, train: Optional[dict] = None, where: str = "strategies"
+) -> StrategySpec:
     """A strategy's settings from its suite section. A key given as a list of values (``lr: [0.01, 0.1]``)
     makes a grid: every combination is trained, and the one best on validation is the strategy's model."""
     cls = STRATEGIES.get(name)
@@ -438,8 +488,10 @@ def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None
     if not cls.trains:
         for key in mapping:
             if key in _RECIPE_KEYS and key not in option_keys:
-                raise SuiteError(f"{where}.{name}.{key}: {name} trains nothing itself; set training keys on "
-                                 f"the strategies it combines, or in train:")
+                raise SuiteError(
+                    f"{where}.{name}.{key}: {name} trains nothing itself; set training keys on "
+                    f"the strategies it combines, or in train:"
+                )
     _check_keys(mapping, option_keys | (_RECIPE_KEYS if cls.trains else set()), f"{where}.{name}")
     grid = _grid(cls, mapping, f"{where}.{name}")
     first = {**mapping, **{key: values[0] for key, values in grid}}
@@ -452,14 +504,18 @@ def default_strategy_spec(name: str, mapping: dict, train: Optional[dict] = None
             try:
                 spec_at = {**first, key: value}
                 _build(cls.Options, {k: v for k, v in spec_at.items() if k in option_keys}, f"{where}.{name}")
-                _build(TrainRecipe, {k: v for k, v in spec_at.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base)
+                _build(
+                    TrainRecipe, {k: v for k, v in spec_at.items() if k in _RECIPE_KEYS}, f"{where}.{name}", base=base
+                )
             except SuiteError as e:
                 raise SuiteError(str(e).replace(f"{where}.{name}.{key}", f"{where}.{name}.{key}[{i}]", 1)) from None
     for key, values in grid:  # a key the strategy does not read (under these settings) would train one model n times
         unread = dataclasses.replace(spec, grid=((key, values),)).points()
         if len({repr(cls.key_settings(p.options, p.recipe)) for p in unread}) < len(values):
-            raise SuiteError(f"{where}.{name}.{key}: {name} does not read {key} with these settings, so its grid "
-                             f"would train the same model {len(values)} times; give it one value")
+            raise SuiteError(
+                f"{where}.{name}.{key}: {name} does not read {key} with these settings, so its grid "
+                f"would train the same model {len(values)} times; give it one value"
+            )
     return spec
 
 
@@ -505,19 +561,31 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     targets_raw = top.get("targets")
     if not isinstance(targets_raw, list) or not targets_raw:
         raise SuiteError("targets: expected a non-empty list of datasets, e.g. [{dataset: cifar100}]")
-    placed = [(f"targets[{i}]", spec) for i, t in enumerate(targets_raw) for spec in _target_specs(t, f"targets[{i}]", data)]
+    placed = [
+        (f"targets[{i}]", spec) for i, t in enumerate(targets_raw) for spec in _target_specs(t, f"targets[{i}]", data)
+    ]
     targets = tuple(spec for _, spec in placed)
-    _refuse_repeats("source", [dataclasses.replace(s.pretrained, label="") if s.pretrained else (s.data.describe(), s.recipe)
-                               for s in sources], isinstance(source_raw, list))
+    _refuse_repeats(
+        "source",
+        [
+            dataclasses.replace(s.pretrained, label="") if s.pretrained else (s.data.describe(), s.recipe)
+            for s in sources
+        ],
+        isinstance(source_raw, list),
+    )
     labels = [s.label for s in sources]
     for i, label in enumerate(labels):
         if label in labels[:i]:  # one name for two sources would merge their rows and cells
-            raise SuiteError(f"source[{i}]: is named {label!r} like source[{labels.index(label)}]; give one a name: key")
+            raise SuiteError(
+                f"source[{i}]: is named {label!r} like source[{labels.index(label)}]; give one a name: key"
+            )
     _refuse_repeats("targets", [t.describe() for t in targets], True)
     target_labels = [t.label for t in targets]
     for i, ((where, _), label) in enumerate(zip(placed, target_labels)):
         if label in target_labels[:i]:  # one name for two targets would merge their cells and rows
-            raise SuiteError(f"{where}: is named {label!r} like {placed[target_labels.index(label)][0]}; give one a name: key")
+            raise SuiteError(
+                f"{where}: is named {label!r} like {placed[target_labels.index(label)][0]}; give one a name: key"
+            )
 
     backbones = top.get("backbones")
     if backbones is None and all(s.pretrained for s in sources):
@@ -533,12 +601,16 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
 
     strategies_raw = _mapping(top.get("strategies"), "strategies")
     if not strategies_raw:
-        raise SuiteError(f"strategies: expected a mapping of strategy names to settings; known: {', '.join(STRATEGIES.names())}")
+        raise SuiteError(
+            f"strategies: expected a mapping of strategy names to settings; known: {', '.join(STRATEGIES.names())}"
+        )
     strategies = []
     for strategy_name, settings in strategies_raw.items():
         if strategy_name not in STRATEGIES:
             raise SuiteError(f"strategies.{strategy_name}: unknown strategy; known: {', '.join(STRATEGIES.names())}")
-        strategies.append(default_strategy_spec(strategy_name, _mapping(settings, f"strategies.{strategy_name}"), train))
+        strategies.append(
+            default_strategy_spec(strategy_name, _mapping(settings, f"strategies.{strategy_name}"), train)
+        )
     # strategies that combine others' models run after them (a stable sort keeps the suite's order otherwise)
     strategies.sort(key=lambda s: len(STRATEGIES.get(s.name).ingredients_of(s.options)) > 0)
     # an ingredient the suite does not list is still built with the suite's train: settings
@@ -555,21 +627,42 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         for where, target in placed:
             chooses = STRATEGIES.get(strategy.name).chooses_on_validation(strategy.options) or strategy.grid
             if chooses and target.selection.val_fraction == 0:
-                raise SuiteError(f"{where}.val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
-                                 "give the target a share above 0 (the default is 0.1)"
-                                 + ("; or fit the probe by sgd (solver: sgd)" if strategy.name == "linear_probe" and not strategy.grid else ""))
+                raise SuiteError(
+                    f"{where}.val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
+                    "give the target a share above 0 (the default is 0.1)"
+                    + (
+                        "; or fit the probe by sgd (solver: sgd)"
+                        if strategy.name == "linear_probe" and not strategy.grid
+                        else ""
+                    )
+                )
 
     runtime_raw = _mapping(top.get("runtime"), "runtime")
-    _check_keys(runtime_raw, set(_fields(RuntimeSpec)), "runtime")
-    runtime = _build(RuntimeSpec, runtime_raw, "runtime")
+    _check_keys(runtime_raw, set(_fields(RuntimeSettings)), "runtime")
+    runtime = _build(RuntimeSettings, runtime_raw, "runtime")
 
     seeds = top.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise SuiteError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise SuiteError(f"seeds: repeated seed in {seeds}")
-    return Suite(name, description, path, data, tuple(sources), targets, tuple(backbones), tuple(strategies), runtime,
-                 tuple(seeds), tuple(ingredients))
+    return Suite(
+        name,
+        description,
+        path,
+        data,
+        tuple(sources),
+        targets,
+        tuple(backbones),
+        tuple(strategies),
+        runtime,
+        tuple(seeds),
+        tuple(ingredients),
+    )
 
 
 def load_suite(path: str) -> Suite:
@@ -583,8 +676,9 @@ def load_suite(path: str) -> Suite:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise SuiteError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); a suite is a YAML "
-                         "text file") from None
+        raise SuiteError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); a suite is a YAML text file"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -599,14 +693,17 @@ def load_suite(path: str) -> Suite:
         raise SuiteError(f"{path}: {e}") from None
 
 
-def data_root(suite: Suite, override: Optional[str] = None) -> Path:
-    """--data-root, then BENCH_DATA_ROOT, then the suite's data.root (relative to the working directory)."""
-    return Path(override or os.environ.get("BENCH_DATA_ROOT") or suite.data.root)
+def data_root(suite: Optional[Suite], override: Optional[str] = None) -> Path:
+    """--data-root, then BENCH_DATA_ROOT, then the suite's data.root, or data/ for a command without a suite
+    (relative to the working directory)."""
+    return Path(override or os.environ.get("BENCH_DATA_ROOT") or (suite.data.root if suite else DataSettings.root))
 
 
 def check_data(suite: Suite, root: Path) -> None:
     """Fails fast, before anything runs, if a dataset is missing and cannot be downloaded."""
-    specs = [(f"source[{i}]" if len(suite.sources) > 1 else "source", s.data) for i, s in enumerate(suite.sources) if s.data]
+    specs = [
+        (f"source[{i}]" if len(suite.sources) > 1 else "source", s.data) for i, s in enumerate(suite.sources) if s.data
+    ]
     specs += [(f"targets[{i}]", t) for i, t in enumerate(suite.targets)]
     for where, spec in specs:
         try:

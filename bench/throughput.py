@@ -8,6 +8,7 @@
    eager fp32, bf16 + channels_last, and bf16 + channels_last + torch.compile (the GPU check).
 Runs alternate between the two sides and the median is reported, so a drifting machine hits both.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,17 +16,31 @@ import dataclasses
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.data import Augmentation, DeviceArrayLoader, DeviceBatches
-from transfer_core.datasets import ArraySplit, Digits, PreparedData, Selection, prepare_dataset
+from transfer_core.datasets import (
+    ArraySplit,
+    Digits,
+    PreparedData,
+    Selection,
+    prepare_dataset,
+)
 from transfer_core.runtime import Runtime, measured_bf16_peak_tflops
 from transfer_core.strategies import STRATEGIES, TargetTask
-from transfer_core.training import TrainRecipe, count_flops_per_image, predict, top_k_pct, train
+from transfer_core.training import (
+    TrainRecipe,
+    count_flops_per_image,
+    predict,
+    top_k_pct,
+    train,
+)
+
+from .text import number
 
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
@@ -40,8 +55,9 @@ def _optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
-def bare_loop_img_per_s(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                        runtime: Runtime, warmup: int = 3) -> float:
+def bare_loop_img_per_s(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, runtime: Runtime, warmup: int = 3
+) -> float:
     """The loop a user writes by hand: one fixed batch already on the device, no loader, no schedule."""
     optimizer = _optimizer(model)
     model.train()
@@ -64,18 +80,32 @@ def bare_loop_img_per_s(model: torch.nn.Module, images: torch.Tensor, labels: to
     return steps * len(labels) / timer.stop()
 
 
-def harness_img_per_s(model: torch.nn.Module, split: ArraySplit, batch_size: int, steps: int, runtime: Runtime) -> float:
+def harness_img_per_s(
+    model: torch.nn.Module, split: ArraySplit, batch_size: int, steps: int, runtime: Runtime
+) -> float:
     """The harness's path: the device loader (crop, flip, normalise) and the shared training loop."""
     fmt = runtime.batch_format(MEAN, STD)
     loader = DeviceArrayLoader(split, fmt, batch_size, True, Augmentation(), seed=0)
     epochs = max(1, steps // len(loader))
-    stats = train(model, loader, TrainRecipe(epochs=epochs, batch_size=batch_size, lr=0.01, schedule="constant"),
-                  runtime, desc="harness")
+    stats = train(
+        model,
+        loader,
+        TrainRecipe(epochs=epochs, batch_size=batch_size, lr=0.01, schedule="constant"),
+        runtime,
+        desc="harness",
+    )
     return stats.images / stats.train_s  # steady state: a compiled first step is kept apart
 
 
-def harness_vs_bare(runtime: Runtime, backbone: str, batch_size: int, resolution: int, steps: int, repeats: int,
-                    log: Callable[[str], None]) -> dict:
+def harness_vs_bare(
+    runtime: Runtime,
+    backbone: str,
+    batch_size: int,
+    resolution: int,
+    steps: int,
+    repeats: int,
+    log: Callable[[str], None],
+) -> dict:
     split = synthetic_split(batch_size * max(2, steps // 2), resolution)
     torch.manual_seed(0)
     template = runtime.prepare(create_backbone(backbone, 10, 3))
@@ -86,13 +116,22 @@ def harness_vs_bare(runtime: Runtime, backbone: str, batch_size: int, resolution
         log(f"  run {run + 1}/{repeats}: bare loop, then harness")
         bare.append(bare_loop_img_per_s(copy.deepcopy(template), batch_images, batch_labels, steps, runtime))
         harness.append(harness_img_per_s(copy.deepcopy(template), split, batch_size, steps, runtime))
-    return {"backbone": backbone, "batch_size": batch_size, "resolution": resolution, "steps": steps,
-            "bare_img_per_s": statistics.median(bare), "harness_img_per_s": statistics.median(harness),
-            # each run's own ratio, then their median: pairs taken back to back see the same machine
-            "ratio": statistics.median(h / b for h, b in zip(harness, bare)), "bare_runs": bare, "harness_runs": harness}
+    return {
+        "backbone": backbone,
+        "batch_size": batch_size,
+        "resolution": resolution,
+        "steps": steps,
+        "bare_img_per_s": statistics.median(bare),
+        "harness_img_per_s": statistics.median(harness),
+        # each run's own ratio, then their median: pairs taken back to back see the same machine
+        "ratio": statistics.median(h / b for h, b in zip(harness, bare)),
+        "bare_runs": bare,
+        "harness_runs": harness,
+    }
 
 
 # --- the linear probe: cached features against the frozen backbone run every epoch ---------------------
+
 
 class FrozenProbe(torch.nn.Module):
     """The naive probe: the frozen backbone runs on every batch of every epoch; only the head learns."""
@@ -115,13 +154,16 @@ class FrozenProbe(torch.nn.Module):
         return self.head((features.float() - self.mean) / self.std)
 
 
-def probe_cached_vs_naive(runtime: Runtime, source: Classifier, target: PreparedData, backbone: str, epochs: int,
-                          seed: int = 0) -> dict:
+def probe_cached_vs_naive(
+    runtime: Runtime, source: Classifier, target: PreparedData, backbone: str, epochs: int, seed: int = 0
+) -> dict:
     spec = STRATEGIES.get("linear_probe")
     recipe = dataclasses.replace(TrainRecipe(**spec.recipe_defaults), epochs=epochs)
     ctx = TargetTask(target, backbone, seed, runtime, Augmentation(crop_padding=0, flip="none"))
     timer = runtime.timer().start()
-    fitted = spec(spec.Options(solver="sgd"), recipe).fit(ctx, copy.deepcopy(source), {})  # SGD: the naive probe it is timed against runs the same epochs
+    fitted = spec(spec.Options(solver="sgd"), recipe).fit(
+        ctx, copy.deepcopy(source), {}
+    )  # SGD: the naive probe it is timed against runs the same epochs
     cached_s = timer.stop()
     test = ctx.loader("test", train=False)
     cached_top1 = top_k_pct(*predict(fitted.model, test, runtime), 1)
@@ -138,30 +180,46 @@ def probe_cached_vs_naive(runtime: Runtime, source: Classifier, target: Prepared
     train(probe, batches, recipe, dataclasses.replace(runtime, compile=False), desc="naive probe")
     naive_s = timer.stop()
     naive_top1 = top_k_pct(*predict(probe, test, runtime), 1)
-    return {"epochs": epochs, "train_images": len(train_labels), "cached_s": cached_s, "naive_s": naive_s,
-            "speedup": naive_s / cached_s, "cached_top1_pct": cached_top1, "naive_top1_pct": naive_top1,
-            "top1_difference_pp": cached_top1 - naive_top1}
+    return {
+        "epochs": epochs,
+        "train_images": len(train_labels),
+        "cached_s": cached_s,
+        "naive_s": naive_s,
+        "speedup": naive_s / cached_s,
+        "cached_top1_pct": cached_top1,
+        "naive_top1_pct": naive_top1,
+        "top1_difference_pp": cached_top1 - naive_top1,
+    }
 
 
 def digits_transfer(runtime: Runtime, backbone: str, source_epochs: int, log) -> tuple[Classifier, PreparedData]:
     """A real source model (digits 0-4) and target (digits 5-9): no download needed."""
     source = prepare_dataset("digits", Digits.Options(), Selection(classes=(0, 1, 2, 3, 4)), Path("."), False)
-    target = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), val_fraction=0.2), Path("."), False)
+    target = prepare_dataset(
+        "digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), val_fraction=0.2), Path("."), False
+    )
     torch.manual_seed(0)
     model = runtime.prepare(create_backbone(backbone, source.num_classes, source.channels))
     log(f"  training the source {backbone} on digits 0-4 for {source_epochs} epochs")
-    loader = runtime.loader(source, "train", 32, True, Digits.default_augmentation)
+    loader = runtime.loader(source, "train", 32, True, Augmentation(**Digits.augmentation_defaults))
     train(model, loader, TrainRecipe(epochs=source_epochs, batch_size=32, lr=0.1), runtime, desc="source")
     return model, target
 
 
-def cifar_transfer(runtime: Runtime, backbone: str, source_epochs: int, root: Path, log) -> tuple[Classifier, PreparedData]:
+def cifar_transfer(
+    runtime: Runtime, backbone: str, source_epochs: int, root: Path, log
+) -> tuple[Classifier, PreparedData]:
     """CIFAR-10 (200 per class) as the source, CIFAR-100's first 20 classes (100 per class) as the target."""
     from transfer_core.datasets import Cifar10, Cifar100
 
     source = prepare_dataset("cifar10", Cifar10.Options(), Selection(per_class=200), root, False)
-    target = prepare_dataset("cifar100", Cifar100.Options(), Selection(classes=tuple(range(20)), per_class=100,
-                                                                        val_fraction=0.1), root, False)
+    target = prepare_dataset(
+        "cifar100",
+        Cifar100.Options(),
+        Selection(classes=tuple(range(20)), per_class=100, val_fraction=0.1),
+        root,
+        False,
+    )
     torch.manual_seed(0)
     model = runtime.prepare(create_backbone(backbone, source.num_classes, source.channels))
     log(f"  training the source {backbone} on {len(source.train)} CIFAR-10 images for {source_epochs} epochs")
@@ -179,8 +237,15 @@ MATRIX = [
 ]
 
 
-def runtime_matrix(runtime: Runtime, backbone: str, resolution: int, batch_size: int, steps: int,
-                   log: Callable[[str], None], with_compile: bool = True) -> list[dict]:
+def runtime_matrix(
+    runtime: Runtime,
+    backbone: str,
+    resolution: int,
+    batch_size: int,
+    steps: int,
+    log: Callable[[str], None],
+    with_compile: bool = True,
+) -> list[dict]:
     peak = measured_bf16_peak_tflops(str(runtime.device))
     rows = []
     for name, switches in MATRIX if with_compile else MATRIX[:2]:
@@ -189,20 +254,98 @@ def runtime_matrix(runtime: Runtime, backbone: str, resolution: int, batch_size:
         torch.manual_seed(0)
         model = variant.prepare(create_backbone(backbone, 10, 3))
         split = synthetic_split(batch_size, resolution)
-        images, labels = next(iter(DeviceArrayLoader(split, variant.batch_format(MEAN, STD), batch_size, False, Augmentation())))
+        images, labels = next(
+            iter(DeviceArrayLoader(split, variant.batch_format(MEAN, STD), batch_size, False, Augmentation()))
+        )
         flops_per_image = count_flops_per_image(model, images, backward=True, runtime=variant)
         compile_started = time.perf_counter()
         img_per_s = bare_loop_img_per_s(model, images, labels, steps, variant, warmup=3)
         achieved = img_per_s * flops_per_image / 1e12
-        rows.append({"backbone": backbone, "resolution": resolution, "batch_size": batch_size, "config": name,
-                     "img_per_s": img_per_s, "tflop_per_s": achieved, "gflops_per_image": flops_per_image / 1e9,
-                     "mfu_pct": 100 * achieved / peak if peak else None, "peak_bf16_tflop_per_s": peak,
-                     "wall_s": time.perf_counter() - compile_started})
+        rows.append(
+            {
+                "backbone": backbone,
+                "resolution": resolution,
+                "batch_size": batch_size,
+                "config": name,
+                "img_per_s": img_per_s,
+                "tflop_per_s": achieved,
+                "gflops_per_image": flops_per_image / 1e9,
+                "mfu_pct": 100 * achieved / peak if peak else None,
+                "peak_bf16_tflop_per_s": peak,
+                "wall_s": time.perf_counter() - compile_started,
+            }
+        )
     eager = rows[0]["img_per_s"]
     for row in rows:
         row["vs_eager_fp32"] = row["img_per_s"] / eager
     return rows
 
 
-def optional(value: Optional[float], spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+def step_table(step: dict, backbone: str, batch_size: int, resolution: int) -> str:
+    from tabulate import tabulate
+
+    return tabulate(
+        [
+            [
+                f"{backbone}, batch {batch_size}, {resolution}x{resolution}",
+                f"{step['bare_img_per_s']:,.0f}",
+                f"{step['harness_img_per_s']:,.0f}",
+                f"{step['ratio']:.3f}x",
+            ]
+        ],
+        headers=["train step", "bare loop images/s", "harness images/s", "harness / bare"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def probe_table(probe: dict, backbone: str, what: str) -> str:
+    from tabulate import tabulate
+
+    return tabulate(
+        [
+            [
+                f"{backbone}, {what}, {probe['epochs']} epochs, {probe['train_images']} images",
+                f"{probe['naive_s']:.2f}",
+                f"{probe['cached_s']:.2f}",
+                f"{probe['speedup']:.1f}x",
+                f"{probe['naive_top1_pct']:.2f}",
+                f"{probe['cached_top1_pct']:.2f}",
+                f"{probe['top1_difference_pp']:+.2f}",
+            ]
+        ],
+        headers=[
+            "linear probe",
+            "naive s",
+            "cached s",
+            "speed-up",
+            "naive top-1 (%)",
+            "cached top-1 (%)",
+            "difference (pp)",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def matrix_table(rows: list[dict]) -> str:
+    from tabulate import tabulate
+
+    peak = rows[0]["peak_bf16_tflop_per_s"] if rows else None
+    table = tabulate(
+        [
+            [
+                f"{r['backbone']} {r['resolution']}x{r['resolution']}",
+                r["config"],
+                f"{r['img_per_s']:,.0f}",
+                f"{r['vs_eager_fp32']:.2f}x",
+                f"{r['tflop_per_s']:.2f}",
+                number(r["mfu_pct"], ".1f"),
+            ]
+            for r in rows
+        ],
+        headers=["model", "configuration", "train images/s", "vs eager fp32", "TFLOP/s", "MFU (%)"],
+        tablefmt="github",
+        disable_numparse=True,
+    )
+    return f"measured bf16 matmul peak: {number(peak, '.1f')} TFLOP/s\n\n{table}"

@@ -10,6 +10,7 @@ drifts, as a shared one does, slows both alike; each pair gives a ratio (local /
 finished first) and the median ratio is reported. The script checks that every run recorded the same
 cells, all ``ok``, and how many records have identical metrics under both executors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args()
-    common = (["--data-root", args.data_root] if args.data_root else []) + (["--filter", args.filter] if args.filter else [])
+    common = (["--data-root", args.data_root] if args.data_root else []) + (
+        ["--filter", args.filter] if args.filter else []
+    )
     local_args = common + (["--threads", str(args.local_threads)] if args.local_threads else [])
     ray_args = common + ["--executor", "ray"] + (["--threads", str(args.ray_threads)] if args.ray_threads else [])
     pairs = []
@@ -60,35 +63,65 @@ def main() -> int:
             cells = {(r["cell_id"], r["alpha"]) for r in local}
             assert cells == {(r["cell_id"], r["alpha"]) for r in on_ray}, "the two executors recorded different cells"
             assert all(r["status"] == "ok" for r in local + on_ray), "a cell failed"
-            pairs.append({"local_wall_s": round(local_s, 1), "ray_wall_s": round(ray_s, 1), "local_over_ray": round(local_s / ray_s, 2)})
-            print(f"pair {repeat + 1}: local {local_s:.1f} s, Ray {ray_s:.1f} s, {local_s / ray_s:.2f}x", file=sys.stderr, flush=True)
+            pairs.append(
+                {
+                    "local_wall_s": round(local_s, 1),
+                    "ray_wall_s": round(ray_s, 1),
+                    "local_over_ray": round(local_s / ray_s, 2),
+                }
+            )
+            print(
+                f"pair {repeat + 1}: local {local_s:.1f} s, Ray {ray_s:.1f} s, {local_s / ray_s:.2f}x",
+                file=sys.stderr,
+                flush=True,
+            )
     metrics = {(r["cell_id"], r["alpha"]): r["metrics"] for r in local}  # the last pair's
     same = sum(1 for r in on_ray if metrics[(r["cell_id"], r["alpha"])] == r["metrics"])
     provenance = {key: local[0]["provenance"].get(key) for key in ("git_commit", "git_dirty", "torch")}
     provenance["device_name"] = f"{local[0]['provenance']['device_name'].split(' (')[0]} ({os.cpu_count()} cores)"
-    local_s, ray_s = statistics.median(p["local_wall_s"] for p in pairs), statistics.median(p["ray_wall_s"] for p in pairs)
+    local_s, ray_s = (
+        statistics.median(p["local_wall_s"] for p in pairs),
+        statistics.median(p["ray_wall_s"] for p in pairs),
+    )
     ratio = statistics.median(p["local_over_ray"] for p in pairs)
     result = {
-        "kind": "executors", "suite": str(args.suite), "cells": len({c for c, _ in cells}), "records": len(cells),
-        "local_wall_s": local_s, "ray_wall_s": ray_s, "local_over_ray": ratio, "pairs": pairs,
-        "local_threads": args.local_threads, "ray_threads_per_task": args.ray_threads or 1,
-        "records_with_identical_metrics": same, "provenance": provenance,
+        "kind": "executors",
+        "suite": str(args.suite),
+        "cells": len({c for c, _ in cells}),
+        "records": len(cells),
+        "local_wall_s": local_s,
+        "ray_wall_s": ray_s,
+        "local_over_ray": ratio,
+        "pairs": pairs,
+        "local_threads": args.local_threads,
+        "ray_threads_per_task": args.ray_threads or 1,
+        "records_with_identical_metrics": same,
+        "provenance": provenance,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    table = (f"| suite | cells | local wall (s) | Ray wall (s) | local / Ray |\n|---|---|---|---|---|\n"
-             f"| {args.suite} | {result['cells']} | {local_s:.1f} | {ray_s:.1f} | {ratio:.2f}x |")
+    table = (
+        f"| suite | cells | local wall (s) | Ray wall (s) | local / Ray |\n|---|---|---|---|---|\n"
+        f"| {args.suite} | {result['cells']} | {local_s:.1f} | {ray_s:.1f} | {ratio:.2f}x |"
+    )
     if len(pairs) > 1:
-        table += (f"\n\nMedians of {len(pairs)} alternating pairs; each pair's local / Ray: "
-                  + ", ".join(f"{p['local_over_ray']:.2f}x ({p['local_wall_s']:.0f} s / {p['ray_wall_s']:.0f} s)" for p in pairs) + ".")
+        table += (
+            f"\n\nMedians of {len(pairs)} alternating pairs; each pair's local / Ray: "
+            + ", ".join(
+                f"{p['local_over_ray']:.2f}x ({p['local_wall_s']:.0f} s / {p['ray_wall_s']:.0f} s)" for p in pairs
+            )
+            + "."
+        )
     print(table)
     print(f"{same} of {len(cells)} records have identical metrics under both executors")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.markdown:
         command = "python scripts/executor_benchmark.py " + " ".join(sys.argv[1:])
-        Path(args.markdown).write_text(f"# Local and Ray executors: wall time\n\n{table}\n\n{same} of {len(cells)} records "
-                                       f"have identical metrics under both executors.\n\nProduced by `{command}` "
-                                       f"({provenance['device_name']}, {result['measured_at']}).\n")
+        Path(args.markdown).write_text(
+            f"# Local and Ray executors: wall time\n\n{table}\n\n{same} of {len(cells)} records "
+            f"have identical metrics under both executors.\n\nProduced by `{command}` "
+            f"({provenance['device_name']}, {result['measured_at']}).\n"
+        )
     return 0
 
 

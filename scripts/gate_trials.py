@@ -11,6 +11,7 @@ what. Faults:
     python scripts/gate_trials.py --fault none --runs 10 --json results/gate/trials-none.json
     python scripts/gate_trials.py --fault slow20 --runs 10 --parts speed --json results/gate/trials-slow20.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,13 +32,25 @@ FAULTS = {
     "none": [],
     "harmless": [("transfer_core/training.py", "def top_k_pct(", "# top-k accuracy, in percent\ndef top_k_pct(")],
     "slow20": [
-        ("transfer_core/training.py", "        for images, labels in _timed_batches(loader, stats):\n",
-         "        for images, labels in _timed_batches(loader, stats):\n            step_started = time.perf_counter()\n"),
-        ("transfer_core/training.py", "            progress.update()\n",
-         "            progress.update()\n            time.sleep(0.2 * (time.perf_counter() - step_started))\n"),
+        (
+            "transfer_core/training.py",
+            "        for images, labels in _timed_batches(loader, stats):\n",
+            "        for images, labels in _timed_batches(loader, stats):\n"
+            "            step_started = time.perf_counter()\n",
+        ),
+        (
+            "transfer_core/training.py",
+            "            progress.update()\n",
+            "            progress.update()\n            time.sleep(0.2 * (time.perf_counter() - step_started))\n",
+        ),
     ],
-    "top1-1pt": [("transfer_core/training.py", "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()\n",
-                  "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item() - 1.0\n")],
+    "top1-1pt": [
+        (
+            "transfer_core/training.py",
+            "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()\n",
+            "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item() - 1.0\n",
+        )
+    ],
 }
 
 
@@ -70,30 +83,81 @@ def main() -> int:
         base = git(clone, "rev-parse", "HEAD")
         if FAULTS[args.fault]:
             inject(clone, args.fault)
-            git(clone, "-c", "user.name=trials", "-c", "user.email=trials@localhost", "commit", "-qam", f"inject {args.fault}")
+            git(
+                clone,
+                "-c",
+                "user.name=trials",
+                "-c",
+                "user.email=trials@localhost",
+                "commit",
+                "-qam",
+                f"inject {args.fault}",
+            )
         env = {**os.environ, "PYTHONPATH": str(clone)}
         for i in range(args.runs):
             out = Path(scratch) / "gate"
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "bench", "ci", "--base", base, "--out", str(out), "--parts", args.parts,
-                                   *args.gate_args], cwd=clone, env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench",
+                    "ci",
+                    "--base",
+                    base,
+                    "--out",
+                    str(out),
+                    "--parts",
+                    args.parts,
+                    *args.gate_args,
+                ],
+                cwd=clone,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             seconds = time.perf_counter() - started
             if done.returncode not in (0, 1):
                 sys.exit(f"gate_trials: run {i + 1}: bench ci exited {done.returncode}: {done.stderr.strip()[-500:]}")
             gate = json.loads((out / "gate.json").read_text())
-            speed = {v["name"]: {"ratio": v["ratio"], "p_slower": v["p_slower"], "verdict": v["verdict"]} for v in gate["speed"]}
-            runs.append({"failed": gate["failed"], "failing": gate["failing"], "wall_s": round(seconds, 1), "speed": speed,
-                         "accuracy": gate["accuracy"]})
-            print(f"run {i + 1}/{args.runs}: {'FAIL' if gate['failed'] else 'pass'} in {seconds:.0f} s"
-                  + "".join(f"\n  {line}" for line in gate["failing"])
-                  + "".join(f"\n  {n}: ratio {s['ratio']:.3f}, p {s['p_slower']:.2g}" for n, s in speed.items() if s["ratio"]),
-                  flush=True)
-    tally = {"fault": args.fault, "parts": args.parts, "runs": len(runs), "failed": sum(r["failed"] for r in runs),
-             "wall_s": [r["wall_s"] for r in runs], "base_commit": base, "machine": platform.processor() or platform.machine(),
-             "cores": len(os.sched_getaffinity(0)), "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-             "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "details": runs}
-    print(f"{args.fault}: the gate failed {tally['failed']} of {tally['runs']} runs; wall time "
-          f"{min(tally['wall_s']):.0f}–{max(tally['wall_s']):.0f} s")
+            speed = {
+                v["name"]: {"ratio": v["ratio"], "p_slower": v["p_slower"], "verdict": v["verdict"]}
+                for v in gate["speed"]
+            }
+            runs.append(
+                {
+                    "failed": gate["failed"],
+                    "failing": gate["failing"],
+                    "wall_s": round(seconds, 1),
+                    "speed": speed,
+                    "accuracy": gate["accuracy"],
+                }
+            )
+            print(
+                f"run {i + 1}/{args.runs}: {'FAIL' if gate['failed'] else 'pass'} in {seconds:.0f} s"
+                + "".join(f"\n  {line}" for line in gate["failing"])
+                + "".join(
+                    f"\n  {n}: ratio {s['ratio']:.3f}, p {s['p_slower']:.2g}" for n, s in speed.items() if s["ratio"]
+                ),
+                flush=True,
+            )
+    tally = {
+        "fault": args.fault,
+        "parts": args.parts,
+        "runs": len(runs),
+        "failed": sum(r["failed"] for r in runs),
+        "wall_s": [r["wall_s"] for r in runs],
+        "base_commit": base,
+        "machine": platform.processor() or platform.machine(),
+        "cores": len(os.sched_getaffinity(0)),
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "details": runs,
+    }
+    print(
+        f"{args.fault}: the gate failed {tally['failed']} of {tally['runs']} runs; wall time "
+        f"{min(tally['wall_s']):.0f}–{max(tally['wall_s']):.0f} s"
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(tally, indent=1) + "\n")

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny datasets written by the tests themselves, and a tiny runnable suite."""
+
 from __future__ import annotations
 
 import pickle
@@ -14,7 +15,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 torch.set_num_threads(2)
 
 
-def write_cifar10(root: Path, n_train_batches: int = 2, per_batch: int = 40, n_test: int = 30, python2_style: bool = True) -> Path:
+def write_cifar10(
+    root: Path, n_train_batches: int = 2, per_batch: int = 40, n_test: int = 30, python2_style: bool = True
+) -> Path:
     """A CIFAR-10 folder in torchvision's layout. ``python2_style`` writes byte-string keys, as the originals have."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -49,10 +52,22 @@ def tiny_suite(**overrides) -> dict:
         "schema_version": 1,
         "name": "tiny",
         "source": {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 2},
-        "targets": [{"dataset": "digits", "classes": [5, 6, 7, 8, 9], "per_class": 24, "val_fraction": 0.25, "test_per_class": 10}],
+        "targets": [
+            {
+                "dataset": "digits",
+                "classes": [5, 6, 7, 8, 9],
+                "per_class": 24,
+                "val_fraction": 0.25,
+                "test_per_class": 10,
+            }
+        ],
         "backbones": ["resnet8"],
-        "strategies": {"scratch": {"epochs": 2}, "linear_probe": {"epochs": 3}, "full_finetune": {"epochs": 2},
-                       "alpha_mix": {"alphas": [0, 0.5, 1]}},
+        "strategies": {
+            "scratch": {"epochs": 2},
+            "linear_probe": {"epochs": 3},
+            "full_finetune": {"epochs": 2},
+            "alpha_mix": {"alphas": [0, 0.5, 1]},
+        },
         "train": {"batch_size": 16, "lr": 0.05},
         "runtime": {"device": "cpu", "eval_batch_size": 64},
         "seeds": [0],

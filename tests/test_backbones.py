@@ -22,7 +22,9 @@ def test_cifar_stem_keeps_resolution():
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in body.modules())
 
 
-@pytest.mark.parametrize("name", ["timm:resnet10t", "resnet10t", "torchvision:resnet18", "torchvision:mobilenet_v3_small"])
+@pytest.mark.parametrize(
+    "name", ["timm:resnet10t", "resnet10t", "torchvision:resnet18", "torchvision:mobilenet_v3_small"]
+)
 def test_library_models_by_name_get_a_new_head(name):
     check_backbone(name)
     model = create_backbone(name, num_classes=100).eval()

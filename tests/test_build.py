@@ -1,9 +1,11 @@
 """Building artifacts: models handed over through the cache exactly as fitted, failures passed to dependants."""
+
 import copy
 from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import torch
+from conftest import tiny_suite
 
 from bench.build import Builder
 from bench.runner import Runner
@@ -11,13 +13,13 @@ from bench.suite import expand_cells, parse_suite
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies.linear_probe import LinearProbe
 
-from conftest import tiny_suite
-
 
 def make_runner(tmp_path: Path, raw: dict) -> tuple[Runner, list]:
     suite = parse_suite(raw)
     runtime = resolve_runtime("cpu", eval_batch_size=64)
-    return Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None), expand_cells(suite)
+    return Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None), expand_cells(
+        suite
+    )
 
 
 def test_a_cached_model_loads_exactly_as_its_fit_returned_it(tmp_path, monkeypatch):
@@ -61,7 +63,9 @@ def test_a_failed_source_fails_every_cell_built_from_it_and_only_those(tmp_path)
     assert [r["status"] for r in by_strategy["scratch"]] == ["ok"]
     for strategy in ("linear_probe", "full_finetune", "alpha_mix"):
         (record,) = by_strategy[strategy]  # one record, not one per alpha: nothing was evaluated
-        assert record["status"] == "diverged" and record["error"].startswith("source digits[0-4]: loss became non-finite")
+        assert record["status"] == "diverged" and record["error"].startswith(
+            "source digits[0-4]: loss became non-finite"
+        )
         assert record["config_hash"] and record["provenance"]["data"]["target"]["fingerprint"]
     assert sorted(summary.failed) == sorted(c.cell_id for c in cells if c.strategy.name != "scratch")
     assert not list((tmp_path / "cache").glob("sources/*.pt"))  # nothing half-built was kept
@@ -78,8 +82,16 @@ def test_a_worker_refuses_data_other_than_the_plans(tmp_path):
     plan = runner.plan(cells)
     (source,) = [a for a in plan.artifacts.values() if a.kind == "source"]
     builder = Builder(runner.env, log=lambda m: None)
-    assert builder.data(source.source.data, source.settings["data"]["fingerprint"]).fingerprint == source.settings["data"]["fingerprint"]
+    assert (
+        builder.data(source.source.data, source.settings["data"]["fingerprint"]).fingerprint
+        == source.settings["data"]["fingerprint"]
+    )
     with pytest.raises(DataUnavailableError, match=r"digits\[0-4\] at .* is not the data the run was planned with"):
         builder.data(source.source.data, "0" * 16)
-    outcome = builder.build(dataclass_replace(source, settings={**source.settings, "data": {**source.settings["data"], "fingerprint": "0" * 16}}), {})
+    outcome = builder.build(
+        dataclass_replace(
+            source, settings={**source.settings, "data": {**source.settings["data"], "fingerprint": "0" * 16}}
+        ),
+        {},
+    )
     assert outcome.status == "error" and "not the data the run was planned with" in outcome.error

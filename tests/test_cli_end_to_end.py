@@ -1,17 +1,19 @@
 """The real command line, in a subprocess, on a tiny suite: run, resume, report, and a fast data error."""
+
 import json
 import os
 import subprocess
 import sys
 
 import yaml
-
 from conftest import REPO, tiny_suite
 
 
 def bench(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_run_resume_and_report(tmp_path):
@@ -47,8 +49,11 @@ def test_run_resume_and_report(tmp_path):
 
 def test_missing_data_fails_fast_with_one_line_and_writes_nothing(tmp_path):
     suite = tmp_path / "cifar.yaml"
-    raw = tiny_suite(source={"dataset": "cifar10", "epochs": 1}, targets=[{"dataset": "cifar100"}],
-                     data={"root": "nowhere", "download": False})
+    raw = tiny_suite(
+        source={"dataset": "cifar10", "epochs": 1},
+        targets=[{"dataset": "cifar100"}],
+        data={"root": "nowhere", "download": False},
+    )
     suite.write_text(yaml.safe_dump(raw))
     result = bench("run", str(suite), "--out", "out", cwd=tmp_path)
     assert result.returncode == 2

@@ -1,28 +1,40 @@
 """bench compare: thresholds that know each metric's direction, verdicts, exit codes, and the CI recipe
 catching regressions injected into the training code."""
+
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import yaml
+from conftest import REPO, tiny_suite
 
 from bench.cli import main
 from bench.compare import CompareError, compare, parse_thresholds, render_summary
 from bench.records import DIRECTIONS, ResultsStore
 
-from conftest import REPO, tiny_suite
-
 
 def record(seed=0, strategy="scratch", status="ok", config_hash=None, device="cpu-x", **values):
     metrics = {k: v for k, v in values.items() if k.endswith("_pct")}
     compute = {k: v for k, v in values.items() if not k.endswith("_pct")}
-    return {"schema_version": 1, "cell_id": f"a->b/resnet8/{strategy}/seed{seed}", "source": "a", "target": "b", "backbone": "resnet8",
-            "strategy": strategy, "seed": seed, "alpha": None, "status": status, "error": None if status == "ok" else "boom",
-            "config_hash": config_hash or f"{strategy}{seed}", "metrics": metrics, "compute": compute,
-            "provenance": {"device_name": device}}
+    return {
+        "schema_version": 1,
+        "cell_id": f"a->b/resnet8/{strategy}/seed{seed}",
+        "source": "a",
+        "target": "b",
+        "backbone": "resnet8",
+        "strategy": strategy,
+        "seed": seed,
+        "alpha": None,
+        "status": status,
+        "error": None if status == "ok" else "boom",
+        "config_hash": config_hash or f"{strategy}{seed}",
+        "metrics": metrics,
+        "compute": compute,
+        "provenance": {"device_name": device},
+    }
 
 
 def verdicts(comparison) -> dict:
@@ -34,10 +46,14 @@ def test_thresholds_parse_with_aliases_units_and_direction_checks():
     assert (top1.metric, top1.amount, top1.unit, top1.direction) == ("test_top1_pct", 0.5, "pp", "higher")
     assert (speed.unit, speed.direction) == ("%", "higher") and (seconds.unit, seconds.direction) == ("", "lower")
     assert parse_thresholds("target_train_s:10%")[0].amount == 10  # an unsigned amount is a magnitude
-    for spec, message in [("top1:+0.5pp", "a regression is a drop; write top1:-0.5pp"),
-                          ("target_train_s:-5%", "a regression is a rise; write target_train_s:+5%"),
-                          ("target_train_s:+1pp", "pp (percentage points) is for percentages"),
-                          ("accuracy:-1pp", "unknown metric 'accuracy'"), ("top1=-1", "cannot read"), ("", "no thresholds")]:
+    for spec, message in [
+        ("top1:+0.5pp", "a regression is a drop; write top1:-0.5pp"),
+        ("target_train_s:-5%", "a regression is a rise; write target_train_s:+5%"),
+        ("target_train_s:+1pp", "pp (percentage points) is for percentages"),
+        ("accuracy:-1pp", "unknown metric 'accuracy'"),
+        ("top1=-1", "cannot read"),
+        ("", "no thresholds"),
+    ]:
         with pytest.raises(CompareError, match=re.escape(message)):
             parse_thresholds(spec)
 
@@ -65,13 +81,23 @@ def test_points_and_means_over_seeds():
 
 
 def test_missing_failed_changed_and_new_cells():
-    base = [record(0, test_top1_pct=80.0), record(1, test_top1_pct=80.0), record(2, test_top1_pct=80.0),
-            record(3, status="error")]
-    new = [record(0, status="diverged"), record(1, config_hash="other", test_top1_pct=80.0),
-           record(3, test_top1_pct=80.0), record(4, test_top1_pct=80.0)]
+    base = [
+        record(0, test_top1_pct=80.0),
+        record(1, test_top1_pct=80.0),
+        record(2, test_top1_pct=80.0),
+        record(3, status="error"),
+    ]
+    new = [
+        record(0, status="diverged"),
+        record(1, config_hash="other", test_top1_pct=80.0),
+        record(3, test_top1_pct=80.0),
+        record(4, test_top1_pct=80.0),
+    ]
     comparison = compare(base, new, parse_thresholds("top1:-0.5pp"))
     by_cell = {c.cell_id: c.verdict for c in comparison.changes}
-    assert by_cell["a->b/resnet8/scratch/seed0"] == "failed" and by_cell["a->b/resnet8/scratch/seed1"] == "config changed"
+    assert (
+        by_cell["a->b/resnet8/scratch/seed0"] == "failed" and by_cell["a->b/resnet8/scratch/seed1"] == "config changed"
+    )
     assert by_cell["a->b/resnet8/scratch/seed2"] == "missing" and by_cell["a->b/resnet8/scratch/seed4"] == "new"
     assert "a->b/resnet8/scratch/seed3" not in by_cell  # failed in the baseline: nothing to regress from
     assert comparison.failed
@@ -91,7 +117,9 @@ def test_a_changed_alpha_is_its_own_verdict_and_does_not_block():
     changed = [c for c in comparison.changes if c.verdict == "selection changed"]
     assert len(changed) == 1 and changed[0].cell_id == "a->b/resnet8/alpha_mix/seed0" and changed[0].note == "α 0.5 → 0"
     assert not comparison.failed
-    assert not [c for c in compare(base, base, parse_thresholds("top1:-0.5pp")).changes if c.verdict == "selection changed"]
+    assert not [
+        c for c in compare(base, base, parse_thresholds("top1:-0.5pp")).changes if c.verdict == "selection changed"
+    ]
 
 
 def test_a_percent_threshold_against_a_zero_baseline_is_an_error():
@@ -125,25 +153,41 @@ def test_cli_exit_codes_and_summary(tmp_path, capsys):
 # --- the recipe, end to end: a regression injected into the training code must fail the gate ---------
 
 SUITE = tiny_suite(strategies={"scratch": {"epochs": 3}, "linear_probe": {"epochs": 5}}, seeds=[0, 1])
-SLOW_STEPS = ("import time, torch; step = torch.optim.SGD.step\n"
-              "def slow(self, *a, **k):\n    time.sleep(0.05)\n    return step(self, *a, **k)\n"
-              "torch.optim.SGD.step = slow")
+SLOW_STEPS = (
+    "import time, torch; step = torch.optim.SGD.step\n"
+    "def slow(self, *a, **k):\n    time.sleep(0.05)\n    return step(self, *a, **k)\n"
+    "torch.optim.SGD.step = slow"
+)
 NO_LEARNING = "import transfer_core.training as t; t.lr_factor = lambda recipe, progress: 0.0"
 
 
 def run_suite(tmp_path, out, fault=""):
     suite = tmp_path / "ci.yaml"
     suite.write_text(yaml.safe_dump(SUITE))
-    code = f"{fault}\nimport sys, runpy; sys.argv = ['bench'] + sys.argv[1:]; runpy.run_module('bench', run_name='__main__')"
-    result = subprocess.run([sys.executable, "-c", code, "run", str(suite), "--out", str(tmp_path / out)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
+    code = (
+        f"{fault}\nimport sys, runpy; sys.argv = ['bench'] + sys.argv[1:]; "
+        "runpy.run_module('bench', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "run", str(suite), "--out", str(tmp_path / out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
 
 
 def bench_compare(tmp_path, new, fail):
-    return subprocess.run([sys.executable, "-m", "bench", "compare", str(tmp_path / "baseline"), str(tmp_path / new),
-                           "--fail", fail], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "compare", str(tmp_path / "baseline"), str(tmp_path / new), "--fail", fail],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_ci_recipe_catches_injected_regressions(tmp_path):
@@ -159,7 +203,9 @@ def test_the_ci_recipe_catches_injected_regressions(tmp_path):
 
     broken = bench_compare(tmp_path, "no-learning", gate)
     assert broken.returncode == 1 and "FAIL" in broken.stdout
-    assert any("scratch" in line and "test_top1_pct" in line and "regressed" in line for line in broken.stdout.splitlines())
+    assert any(
+        "scratch" in line and "test_top1_pct" in line and "regressed" in line for line in broken.stdout.splitlines()
+    )
 
     slow = bench_compare(tmp_path, "slow", gate)
     assert slow.returncode == 1

@@ -1,5 +1,6 @@
 """Many processes, one store: runs at once on one results folder and cache build each artifact once and
 record each cell once; a run killed in the middle of a build leaves a claim the next run takes over."""
+
 import json
 import os
 import re
@@ -10,7 +11,6 @@ import time
 from collections import Counter
 
 import yaml
-
 from conftest import REPO, tiny_suite
 
 BUILT = re.compile(r"^\[\d+\] (source|fitted|evaluation) (.+) \([0-9a-f]{12}\)$", re.MULTILINE)
@@ -19,8 +19,13 @@ BUILT = re.compile(r"^\[\d+\] (source|fitted|evaluation) (.+) \([0-9a-f]{12}\)$"
 def start(suite_path, out, log_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # a thread each: two runs of two threads on two cores spend their time contending for them
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(out), "--threads", "1"],
-                            cwd=suite_path.parent, env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(out), "--threads", "1"],
+        cwd=suite_path.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "w"),
+    )
 
 
 def built(*logs):
@@ -29,7 +34,9 @@ def built(*logs):
 
 
 def records_per_cell(out):
-    return Counter((r["cell_id"], r["alpha"]) for r in map(json.loads, (out / "records.jsonl").read_text().splitlines()))
+    return Counter(
+        (r["cell_id"], r["alpha"]) for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())
+    )
 
 
 def test_two_runs_at_once_build_each_artifact_once_and_record_each_cell_once(tmp_path):
@@ -69,8 +76,13 @@ def test_a_run_killed_while_building_leaves_a_claim_the_next_run_takes_over(tmp_
     assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-2000:]
     assert ("source", "source digits[0-4]/resnet8/seed0") in built(tmp_path / "second.log")
     counts = records_per_cell(tmp_path / "out")
-    assert set(counts) == {(c, None) for c in ("digits[0-4]->digits[5-9]/resnet8/scratch/seed0",
-                                                "digits[0-4]->digits[5-9]/resnet8/linear_probe/seed0")}
+    assert set(counts) == {
+        (c, None)
+        for c in (
+            "digits[0-4]->digits[5-9]/resnet8/scratch/seed0",
+            "digits[0-4]->digits[5-9]/resnet8/linear_probe/seed0",
+        )
+    }
     assert set(counts.values()) == {1}
     assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))
 

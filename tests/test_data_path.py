@@ -1,4 +1,5 @@
 """The device-resident array loader and the batched augmentation behind it."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,9 @@ def test_shuffling_and_augmentation_are_seeded_per_epoch():
     split = make_split(40)
 
     def epoch(seed, n):
-        return one_epoch(DeviceArrayLoader(split, FMT, 8, True, Augmentation(crop_padding=2, cutout=3), seed=seed), n)[0]
+        return one_epoch(DeviceArrayLoader(split, FMT, 8, True, Augmentation(crop_padding=2, cutout=3), seed=seed), n)[
+            0
+        ]
 
     first = epoch(0, 0)
     assert torch.equal(first, epoch(0, 0))
@@ -77,7 +80,7 @@ def test_gather_takes_each_crop_and_mirrors_it():
     flip = torch.tensor([False, True, True])
     out = crop_flip_gather(source, ids, (6, 5), dy, dx, flip)
     for k in range(3):
-        crop = source[ids[k], dy[k]:dy[k] + 6, dx[k]:dx[k] + 5]
+        crop = source[ids[k], dy[k] : dy[k] + 6, dx[k] : dx[k] + 5]
         assert torch.equal(out[k], crop.flip(1) if flip[k] else crop)
 
 
@@ -89,7 +92,7 @@ def test_every_training_image_is_a_padded_crop_of_its_original_possibly_mirrored
     padded = normalised(pad_nhwc(split.images, pad, mode))  # zeros: black, i.e. raw pixel 0
     mirrored = 0
     for image, label in zip(images, labels):
-        candidates = [padded[label, :, y:y + 6, x:x + 6] for y in range(2 * pad + 1) for x in range(2 * pad + 1)]
+        candidates = [padded[label, :, y : y + 6, x : x + 6] for y in range(2 * pad + 1) for x in range(2 * pad + 1)]
         plain = any(torch.allclose(image, c, atol=1e-5) for c in candidates)
         flipped = any(torch.allclose(image, c.flip(2), atol=1e-5) for c in candidates)
         assert plain or flipped

@@ -5,12 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA, write_cifar10
 
 from transfer_core.datasets import (
-    Cifar10, Cifar100, DataUnavailableError, Digits, NpzArrays, Selection, prepare_dataset, read_cifar_pickle,
+    Cifar10,
+    Cifar100,
+    DataUnavailableError,
+    Digits,
+    NpzArrays,
+    Selection,
+    prepare_dataset,
+    read_cifar_pickle,
 )
-
-from conftest import SHARED_DATA, write_cifar10
 
 
 @pytest.mark.parametrize("python2_style", [True, False])
@@ -36,7 +42,9 @@ def test_hostile_pickle_is_refused(tmp_path):
     hostile = _Hostile()
     hostile.marker = marker
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": hostile, "labels": [0]}))
-    with pytest.raises(DataUnavailableError, match="data_batch_1: not a readable CIFAR file: refusing to load posix.system"):
+    with pytest.raises(
+        DataUnavailableError, match="data_batch_1: not a readable CIFAR file: refusing to load posix.system"
+    ):
         prepare_dataset("cifar10", Cifar10.Options(), Selection(), tmp_path, download=False)
     assert not marker.exists()
 
@@ -48,8 +56,13 @@ def test_missing_cifar_without_download_is_a_clear_error(tmp_path):
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="the offline CIFAR subsets are not beside this checkout")
 def test_shared_cifar_subsets_read_with_selection():
-    data = prepare_dataset("cifar100", Cifar100.Options(), Selection(per_class=10, test_per_class=5, val_fraction=0.2),
-                           SHARED_DATA, download=False)
+    data = prepare_dataset(
+        "cifar100",
+        Cifar100.Options(),
+        Selection(per_class=10, test_per_class=5, val_fraction=0.2),
+        SHARED_DATA,
+        download=False,
+    )
     assert data.sizes() == {"train": 800, "val": 200, "test": 500}
     assert data.num_classes == 100 and torch.bincount(data.val.labels).tolist() == [2] * 100
     assert abs(data.mean[0] - 0.507) < 0.02  # CIFAR-100's red mean, from the pixels themselves
@@ -63,7 +76,9 @@ def test_digits_class_selection_per_class_limits_and_seeded_validation():
     assert torch.bincount(data.val.labels).tolist() == [5] * 5
     again = prepare_dataset("digits", Digits.Options(), selection, Path("."), download=False)
     assert again.fingerprint == data.fingerprint
-    other_seed = prepare_dataset("digits", Digits.Options(), Selection(**{**selection.__dict__, "seed": 1}), Path("."), download=False)
+    other_seed = prepare_dataset(
+        "digits", Digits.Options(), Selection(**{**selection.__dict__, "seed": 1}), Path("."), download=False
+    )
     assert other_seed.fingerprint != data.fingerprint
     # train, validation and test never share an image
     train_rows = {bytes(x.numpy()) for x in data.train.images}
@@ -78,7 +93,13 @@ def test_npz_with_and_without_test_arrays(tmp_path):
     np.savez(tmp_path / "whole.npz", x=x[..., 0], y=y)  # NHW: one channel
     split = prepare_dataset("npz", NpzArrays.Options(path="split.npz"), Selection(), tmp_path, download=False)
     assert split.sizes() == {"train": 40, "val": 0, "test": 10} and split.channels == 3
-    whole = prepare_dataset("npz", NpzArrays.Options(path=str(tmp_path / "whole.npz"), test_fraction=0.2), Selection(), tmp_path, download=False)
+    whole = prepare_dataset(
+        "npz",
+        NpzArrays.Options(path=str(tmp_path / "whole.npz"), test_fraction=0.2),
+        Selection(),
+        tmp_path,
+        download=False,
+    )
     assert whole.sizes() == {"train": 40, "val": 0, "test": 10} and whole.channels == 1
     np.savez(tmp_path / "floats.npz", x=x.astype(np.float32), y=y)
     with pytest.raises(DataUnavailableError, match="must be uint8"):
@@ -89,7 +110,9 @@ def test_a_cifar_subset_written_back_reads_the_same(tmp_path):
     from transfer_core.datasets import write_cifar_subset
 
     write_cifar10(tmp_path / "full")
-    subset = prepare_dataset("cifar10", Cifar10.Options(), Selection(per_class=3, test_per_class=2), tmp_path / "full", download=False)
+    subset = prepare_dataset(
+        "cifar10", Cifar10.Options(), Selection(per_class=3, test_per_class=2), tmp_path / "full", download=False
+    )
     write_cifar_subset(subset, tmp_path / "small", "cifar10")
     again = prepare_dataset("cifar10", Cifar10.Options(), Selection(), tmp_path / "small", download=False)
     assert again.sizes() == {"train": 30, "val": 0, "test": 20} and again.class_names == subset.class_names
@@ -99,7 +122,9 @@ def test_a_cifar_subset_written_back_reads_the_same(tmp_path):
 def test_too_few_images_to_carve_validation_from_leave_no_validation_split():
     from transfer_core.datasets import Digits
 
-    data = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6), per_class=1, val_fraction=0.25), Path("."), False)
+    data = prepare_dataset(
+        "digits", Digits.Options(), Selection(classes=(5, 6), per_class=1, val_fraction=0.25), Path("."), False
+    )
     assert data.val is None and data.sizes()["train"] == 2  # not an empty split that every score would divide by
 
 
@@ -107,7 +132,7 @@ def test_digits_read_from_the_wheel_are_scikit_learns_digits():
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from transfer_core.datasets import _digits_file
+    from transfer_core.datasets.digits import _digits_file
 
     bunch = load_digits()
     pixels, labels = _digits_file()

@@ -1,12 +1,12 @@
 """One cell on several processes: torchrun with 2 gloo processes on CPU trains what one process trains, on
 the same images, to within a stated tolerance; only rank 0 writes."""
+
 import json
 import os
 import subprocess
 import sys
 
 import yaml
-
 from conftest import REPO
 
 # digits, all 10 classes (539 test images: one image is 0.19 points). The ranks see exactly the images and
@@ -21,8 +21,12 @@ SUITE = {
     "source": {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "epochs": 4},
     "targets": [{"dataset": "digits", "val_fraction": 0.2}],
     "backbones": ["resnet8"],
-    "strategies": {"scratch": {"epochs": 10}, "linear_probe": {}, "full_finetune": {"epochs": 4, "lr": 0.05},
-                   "alpha_mix": {"alphas": [0, 0.5, 1]}},
+    "strategies": {
+        "scratch": {"epochs": 10},
+        "linear_probe": {},
+        "full_finetune": {"epochs": 4, "lr": 0.05},
+        "alpha_mix": {"alphas": [0, 0.5, 1]},
+    },
     "train": {"batch_size": 32, "lr": 0.1},
     "runtime": {"device": "cpu", "eval_batch_size": 256},
     "seeds": [0],
@@ -30,17 +34,43 @@ SUITE = {
 
 
 def records(folder):
-    return {(r["strategy"], r["alpha"]): r for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines())}
+    return {
+        (r["strategy"], r["alpha"]): r for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines())
+    }
 
 
 def test_two_gloo_ranks_train_a_cell_like_one_process(tmp_path):
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(SUITE))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bench", "run",
-                          "ddp.yaml", "--out", "two"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "bench",
+            "run",
+            "ddp.yaml",
+            "--out",
+            "two",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "bench", "run", "ddp.yaml", "--out", "one", "--threads", "1"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "ddp.yaml", "--out", "one", "--threads", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.stdout.count("| digits[0-4] → digits ") == 4  # one table, printed by rank 0 only
 
@@ -53,7 +83,9 @@ def test_two_gloo_ranks_train_a_cell_like_one_process(tmp_path):
         if not record["selected"]:
             continue  # the cell's result is its selected alpha
         gap = abs(record["metrics"]["test_top1_pct"] - single[key]["metrics"]["test_top1_pct"])
-        assert gap <= TOLERANCE_PP, f"{key}: {record['metrics']['test_top1_pct']:.2f} on 2 ranks, " \
-                                    f"{single[key]['metrics']['test_top1_pct']:.2f} in one process"
+        assert gap <= TOLERANCE_PP, (
+            f"{key}: {record['metrics']['test_top1_pct']:.2f} on 2 ranks, "
+            f"{single[key]['metrics']['test_top1_pct']:.2f} in one process"
+        )
     for folder in ("one", "two"):  # one model file per artifact, written by one process
         assert len(list((tmp_path / folder / "cache").glob("*/*.pt"))) == 1 + 4  # alpha-mix's LP-FT is one

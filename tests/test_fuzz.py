@@ -1,10 +1,12 @@
 """Generated inputs through the commands a user runs: never a traceback, only exit 0 or 2, nothing written on 2."""
+
 import copy
 import json
 import uuid
 
 import pytest
 import yaml
+from conftest import tiny_suite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,15 +14,24 @@ from bench.cli import main
 from bench.compare import CompareError, parse_thresholds
 from bench.suite import SuiteError, parse_suite
 
-from conftest import tiny_suite
-
 # no example database written into the repository; every run draws afresh from its seed
-FUZZ = settings(database=None, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    database=None, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
-scalars = (st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.floats()
-           | st.text(max_size=20) | st.sampled_from(["auto", "cuda", "lbfgs", "resnet8", "digits", "cifar10", "", "-1"]))
-garbage = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                       max_leaves=12)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["auto", "cuda", "lbfgs", "resnet8", "digits", "cifar10", "", "-1"])
+)
+garbage = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def paths(node, prefix=()):
@@ -34,8 +45,14 @@ def paths(node, prefix=()):
             yield from paths(value, prefix + (i,))
 
 
-BASE = tiny_suite(strategies={"scratch": {"epochs": 1}, "linear_probe": {}, "full_finetune": {"epochs": 1, "lr": [0.01, 0.1]},
-                              "alpha_mix": {"alphas": [0, 1]}})
+BASE = tiny_suite(
+    strategies={
+        "scratch": {"epochs": 1},
+        "linear_probe": {},
+        "full_finetune": {"epochs": 1, "lr": [0.01, 0.1]},
+        "alpha_mix": {"alphas": [0, 1]},
+    }
+)
 PLACES = [p for p in paths(BASE) if p]
 
 
@@ -70,8 +87,13 @@ def test_generated_suites_parse_or_fail_with_a_suite_error(raw):
 
 
 @FUZZ
-@given(st.one_of(mutated_suites().map(lambda raw: yaml.safe_dump(raw).encode()), st.binary(max_size=200),
-                 garbage.map(lambda g: yaml.safe_dump(g).encode())))
+@given(
+    st.one_of(
+        mutated_suites().map(lambda raw: yaml.safe_dump(raw).encode()),
+        st.binary(max_size=200),
+        garbage.map(lambda g: yaml.safe_dump(g).encode()),
+    )
+)
 @pytest.mark.parametrize("command", ["validate", "dry-run"])
 def test_generated_suite_files_through_the_command_line(tmp_path, capsys, command, content):
     here = tmp_path / uuid.uuid4().hex  # tmp_path is shared by the examples of one test
@@ -79,8 +101,11 @@ def test_generated_suite_files_through_the_command_line(tmp_path, capsys, comman
     suite = here / "s.yaml"
     suite.write_bytes(content)
     out = here / "out"
-    argv = ["validate", str(suite)] if command == "validate" else ["run", str(suite), "--dry-run", "--out", str(out),
-                                                                 "--cache-dir", str(here / "cache")]
+    argv = (
+        ["validate", str(suite)]
+        if command == "validate"
+        else ["run", str(suite), "--dry-run", "--out", str(out), "--cache-dir", str(here / "cache")]
+    )
     code = main(argv)
     err = capsys.readouterr().err
     assert code in (0, 2), err
@@ -90,10 +115,23 @@ def test_generated_suite_files_through_the_command_line(tmp_path, capsys, comman
         assert not out.exists()
 
 
-RECORD = {"schema_version": 1, "suite": "s", "cell_id": "a->b/resnet8/scratch/seed0", "source": "a", "target": "b",
-          "backbone": "resnet8", "strategy": "scratch", "seed": 0, "status": "ok", "config_hash": "h", "alpha": None,
-          "selected": True, "metrics": {"test_top1_pct": 50.0}, "compute": {"target_train_s": 1.0},
-          "provenance": {"device_name": "cpu"}}
+RECORD = {
+    "schema_version": 1,
+    "suite": "s",
+    "cell_id": "a->b/resnet8/scratch/seed0",
+    "source": "a",
+    "target": "b",
+    "backbone": "resnet8",
+    "strategy": "scratch",
+    "seed": 0,
+    "status": "ok",
+    "config_hash": "h",
+    "alpha": None,
+    "selected": True,
+    "metrics": {"test_top1_pct": 50.0},
+    "compute": {"target_train_s": 1.0},
+    "provenance": {"device_name": "cpu"},
+}
 
 
 @st.composite
@@ -121,8 +159,11 @@ def test_generated_records_through_report_and_compare(tmp_path_factory, capsys, 
     for name, content in (("base", base), ("new", new)):
         (root / name).mkdir()
         (root / name / "records.jsonl").write_bytes(content)
-    for argv in (["report", str(root / "base")], ["compare", str(root / "base"), str(root / "new"), "--fail", "top1:-0.5pp"],
-                 ["index", str(root)]):
+    for argv in (
+        ["report", str(root / "base")],
+        ["compare", str(root / "base"), str(root / "new"), "--fail", "top1:-0.5pp"],
+        ["index", str(root)],
+    ):
         code = main(argv)
         err = capsys.readouterr().err
         assert code in (0, 1, 2), err  # compare's 1: a regression or a failed cell, which is its verdict
@@ -132,8 +173,12 @@ def test_generated_records_through_report_and_compare(tmp_path_factory, capsys, 
 
 
 @FUZZ
-@given(st.text(max_size=40) | st.lists(st.sampled_from(["top1", "top5", ":", "-", "+", "0.5", "pp", "%", ",", "1e9", "x"]),
-                                       max_size=8).map("".join))
+@given(
+    st.text(max_size=40)
+    | st.lists(st.sampled_from(["top1", "top5", ":", "-", "+", "0.5", "pp", "%", ",", "1e9", "x"]), max_size=8).map(
+        "".join
+    )
+)
 def test_generated_thresholds_parse_or_fail_with_a_compare_error(text):
     try:
         parse_thresholds(text)

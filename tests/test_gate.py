@@ -1,6 +1,7 @@
 """The regression gate, ``bench ci``: its statistics on made-up samples, and the real command in a temporary
 git repository holding a copy of this code, with a commit on top that lowers accuracy, slows the train step,
 or changes nothing that matters."""
+
 import json
 import os
 import shutil
@@ -30,19 +31,34 @@ seeds: [0]
 """
 
 # (anchor, replacement) in transfer_core/training.py; each anchor must be there exactly once
-LOWER_TOP1 = [("    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()\n",
-               "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item() - 1.0\n")]
+LOWER_TOP1 = [
+    (
+        "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()\n",
+        "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item() - 1.0\n",
+    )
+]
 # three times slower: a step sleeps twice its own time (the trials in scripts/gate_trials.py measure 20%)
-SLOW_STEP = [("        for images, labels in _timed_batches(loader, stats):\n",
-              "        for images, labels in _timed_batches(loader, stats):\n            step_started = time.perf_counter()\n"),
-             ("            progress.update()\n",
-              "            progress.update()\n            time.sleep(2.0 * (time.perf_counter() - step_started))\n")]
+SLOW_STEP = [
+    (
+        "        for images, labels in _timed_batches(loader, stats):\n",
+        "        for images, labels in _timed_batches(loader, stats):\n"
+        "            step_started = time.perf_counter()\n",
+    ),
+    (
+        "            progress.update()\n",
+        "            progress.update()\n            time.sleep(2.0 * (time.perf_counter() - step_started))\n",
+    ),
+]
 HARMLESS = [("def top_k_pct(", "# top-k accuracy, in percent\ndef top_k_pct(")]
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -74,8 +90,14 @@ def bench_ci(repo: Path, *args: str) -> tuple[int, dict, str]:
     """``python -m bench ci`` in the repository, as CI runs it: (exit code, gate.json or {}, stderr)."""
     out = repo.parent / "gate"
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    done = subprocess.run([sys.executable, "-m", "bench", "ci", "--suite", "suites/tiny.yaml", "--out", str(out), *args],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "ci", "--suite", "suites/tiny.yaml", "--out", str(out), *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     gate = json.loads((out / "gate.json").read_text()) if (out / "gate.json").is_file() else {}
     return done.returncode, gate, done.stderr
 
@@ -134,7 +156,12 @@ def test_unpaired_or_too_few_samples():
 
 def test_bitwise_differences_name_the_cell_and_metric():
     def record(cell, top1, alpha=None):
-        return {"cell_id": cell, "status": "ok", "alpha": alpha, "metrics": {"test_top1_pct": top1, "val_top1_pct": 50.0}}
+        return {
+            "cell_id": cell,
+            "status": "ok",
+            "alpha": alpha,
+            "metrics": {"test_top1_pct": top1, "val_top1_pct": 50.0},
+        }
 
     base = [record("a", 90.0), record("b", 80.0), record("m", 70.0, alpha=0.5)]
     head = [record("a", 90.0), record("b", 80.25), record("m", 70.0, alpha=0.5)]
@@ -143,6 +170,7 @@ def test_bitwise_differences_name_the_cell_and_metric():
 
 
 # --- the command, side by side ------------------------------------------------------------------
+
 
 def test_gate_fails_a_commit_that_lowers_top1_naming_the_metric(gate_repo):
     commit_change(gate_repo, LOWER_TOP1, "lower top-1")
@@ -159,8 +187,19 @@ def test_gate_fails_a_commit_that_lowers_top1_naming_the_metric(gate_repo):
 
 def test_gate_fails_a_commit_that_slows_the_train_step(gate_repo):
     commit_change(gate_repo, SLOW_STEP, "slow train step")
-    code, gate, stderr = bench_ci(gate_repo, "--base", "HEAD~1", "--parts", "speed", "--benchmarks", "train_step,predict",
-                                  "--rounds", "7", "--samples-per-round", "1")
+    code, gate, stderr = bench_ci(
+        gate_repo,
+        "--base",
+        "HEAD~1",
+        "--parts",
+        "speed",
+        "--benchmarks",
+        "train_step,predict",
+        "--rounds",
+        "7",
+        "--samples-per-round",
+        "1",
+    )
     assert code == 1, stderr
     assert len(gate["failing"]) == 1 and gate["failing"][0].startswith("speed: train_step is "), gate["failing"]
     train_step = next(v for v in gate["speed"] if v["name"] == "train_step")
@@ -172,8 +211,19 @@ def test_gate_fails_a_commit_that_slows_the_train_step(gate_repo):
 def test_gate_passes_a_harmless_commit_on_a_machine_unlike_the_committed_baseline(gate_repo):
     # a committed baseline from another machine sits in the repository; the side-by-side gate never reads it
     commit_change(gate_repo, HARMLESS, "comment")
-    code, gate, stderr = bench_ci(gate_repo, "--base", "HEAD~1", "--benchmarks", "train_step", "--rounds", "7",
-                                  "--samples-per-round", "1", "--min-effect", "25")
+    code, gate, stderr = bench_ci(
+        gate_repo,
+        "--base",
+        "HEAD~1",
+        "--benchmarks",
+        "train_step",
+        "--rounds",
+        "7",
+        "--samples-per-round",
+        "1",
+        "--min-effect",
+        "25",
+    )
     assert code == 0, stderr + json.dumps(gate.get("failing"))
     assert not gate["failed"] and gate["accuracy"]["bitwise_differences"] == []
     assert gate["accuracy"]["verdict"].startswith("PASS")
@@ -181,10 +231,15 @@ def test_gate_passes_a_harmless_commit_on_a_machine_unlike_the_committed_baselin
     out = gate_repo.parent / "gate"
     assert (out / "base" / "records.jsonl").is_file() and (out / "head" / "report.md").is_file()
     # what the workflow uploads is there
-    assert {"summary.md", "gate.json", "speed_samples.json", "base-worker.log", "head-worker.log"} <= {p.name for p in out.iterdir()}
+    assert {"summary.md", "gate.json", "speed_samples.json", "base-worker.log", "head-worker.log"} <= {
+        p.name for p in out.iterdir()
+    }
     # the base's records came from the base commit; the temporary worktree is gone
     base_commit = git(gate_repo, "rev-parse", "HEAD~1")
-    assert {json.loads(line)["provenance"]["git_commit"] for line in (out / "base" / "records.jsonl").read_text().splitlines()} == {base_commit}
+    assert {
+        json.loads(line)["provenance"]["git_commit"]
+        for line in (out / "base" / "records.jsonl").read_text().splitlines()
+    } == {base_commit}
     assert len(git(gate_repo, "worktree", "list").splitlines()) == 1
 
     # the fallback against a committed baseline refuses another device, and says what to run instead
@@ -205,19 +260,29 @@ def test_gate_passes_a_harmless_commit_on_a_machine_unlike_the_committed_baselin
 
 # --- refusals -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["--base", "no-such-branch"], "--base no-such-branch: no such revision"),
-    (["--base", "HEAD", "--baseline", "x"], "give --base REF"),
-    ([], "give --base REF"),
-    (["--base", "HEAD", "--rounds", "6"], "--rounds 6: the test's smallest p is then 0.0156"),
-    (["--base", "HEAD", "--parts", "accuracy,sped"], "--parts: expected accuracy and/or speed, got sped"),
-    (["--base", "HEAD", "--fail", "top1:+1pp"], "write top1:-1pp"),
-    (["--base", "HEAD", "--suite", "missing.yaml"], "missing.yaml: no such suite file"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--base", "no-such-branch"], "--base no-such-branch: no such revision"),
+        (["--base", "HEAD", "--baseline", "x"], "give --base REF"),
+        ([], "give --base REF"),
+        (["--base", "HEAD", "--rounds", "6"], "--rounds 6: the test's smallest p is then 0.0156"),
+        (["--base", "HEAD", "--parts", "accuracy,sped"], "--parts: expected accuracy and/or speed, got sped"),
+        (["--base", "HEAD", "--fail", "top1:+1pp"], "write top1:-1pp"),
+        (["--base", "HEAD", "--suite", "missing.yaml"], "missing.yaml: no such suite file"),
+    ],
+)
 def test_refusals_are_one_line(gate_repo, args, message):
     env = {**os.environ, "PYTHONPATH": str(gate_repo)}
-    done = subprocess.run([sys.executable, "-m", "bench", "ci", "--out", str(gate_repo.parent / "g"), *args], cwd=gate_repo,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "ci", "--out", str(gate_repo.parent / "g"), *args],
+        cwd=gate_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
@@ -227,8 +292,14 @@ def test_an_out_folder_the_gate_did_not_write_is_left_alone(gate_repo):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     env = {**os.environ, "PYTHONPATH": str(gate_repo)}
-    done = subprocess.run([sys.executable, "-m", "bench", "ci", "--base", "HEAD", "--suite", "suites/tiny.yaml",
-                           "--out", str(mine)], cwd=gate_repo, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "ci", "--base", "HEAD", "--suite", "suites/tiny.yaml", "--out", str(mine)],
+        cwd=gate_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "not a folder bench ci wrote" in done.stderr
     assert (mine / "notes.txt").read_text() == "keep me"
 
@@ -238,12 +309,19 @@ def test_outside_a_git_checkout_the_gate_says_so(tmp_path):
     for package in ("bench", "transfer_core"):
         shutil.copytree(REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PYTHONPATH": str(tree), "GIT_CEILING_DIRECTORIES": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "bench", "ci", "--base", "HEAD", "--out", str(tmp_path / "g")], cwd=tree,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "ci", "--base", "HEAD", "--out", str(tmp_path / "g")],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "not a git repository" in done.stderr.lower()
 
 
 # --- the workflow -------------------------------------------------------------------------------
+
 
 def test_the_workflow_runs_the_gate_on_pull_requests_with_commands_that_exist():
     import re
@@ -259,7 +337,9 @@ def test_the_workflow_runs_the_gate_on_pull_requests_with_commands_that_exist():
     checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0  # the base revision must be in the clone
     lines = [line.strip() for step in steps for line in step.get("run", "").splitlines()]
-    commands = [shlex.split(re.sub(r"\$\{\{[^}]*\}\}", "0123abc", line)) for line in lines if line and not line.startswith("#")]
+    commands = [
+        shlex.split(re.sub(r"\$\{\{[^}]*\}\}", "0123abc", line)) for line in lines if line and not line.startswith("#")
+    ]
     assert commands, "the workflow runs nothing"
     parser = build_parser()
     gate = None

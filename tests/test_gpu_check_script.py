@@ -1,4 +1,5 @@
 """scripts/gpu_check.sh must keep working on machines without a GPU: its --cpu-smoke mode runs here."""
+
 import json
 import os
 import subprocess
@@ -8,15 +9,23 @@ from conftest import REPO
 
 def test_gpu_check_cpu_smoke(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(REPO)}
-    result = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu-smoke", "--data-root", str(tmp_path / "none")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--cpu-smoke", "--data-root", str(tmp_path / "none")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "datapath.json").read_text())["rows"]
     assert [r["backend"] for r in rows] == ["baseline", "device"]
     assert all(r["img_per_s"] > 0 and 0 <= r["step"]["data_share_pct"] <= 100 for r in rows)
     assert "Produced by `python -m bench datapath" in (tmp_path / "datapath.md").read_text()
     matrix = json.loads((tmp_path / "runtime_matrix.json").read_text())["matrix"]
-    assert [r["config"] for r in matrix] == ["eager fp32", "bf16 + channels_last"] and all(r["img_per_s"] > 0 for r in matrix)
+    assert [r["config"] for r in matrix] == ["eager fp32", "bf16 + channels_last"] and all(
+        r["img_per_s"] > 0 for r in matrix
+    )
     overhead = json.loads((tmp_path / "harness_overhead.json").read_text())
     assert overhead["step"]["ratio"] > 0 and overhead["probe"]["epochs"] == 3
     assert abs(overhead["probe"]["top1_difference_pp"]) <= 0.5  # the same probe, computed two ways
@@ -26,8 +35,26 @@ def test_gpu_check_cpu_smoke(tmp_path):
 
 
 def test_datapath_refuses_a_dataset_smaller_than_one_batch(tmp_path):
-    result = subprocess.run(["python", "-m", "bench", "datapath", "--dataset", "digits", "--per-class", "5",
-                             "--batch-size", "256", "--backends", "device"], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            "python",
+            "-m",
+            "bench",
+            "datapath",
+            "--dataset",
+            "digits",
+            "--per-class",
+            "5",
+            "--batch-size",
+            "256",
+            "--backends",
+            "device",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "50 images make no full batch of 256" in result.stderr and "Traceback" not in result.stderr

@@ -1,7 +1,9 @@
 """Strategies trained over a grid of settings: every point trained and recorded, the best on validation selected."""
+
 import copy
 
 import pytest
+from conftest import tiny_suite
 
 from bench.build import Builder
 from bench.compare import compare, parse_thresholds
@@ -13,8 +15,6 @@ from bench.suite import SuiteError, expand_cells, parse_suite
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, TargetTask
 
-from conftest import tiny_suite
-
 LR_GRID = [0.005, 0.05, 0.5]
 
 
@@ -24,7 +24,9 @@ def grid_suite(**strategies) -> dict:
 
 def run(tmp_path, raw: dict) -> tuple[Runner, list[dict]]:
     suite = parse_suite(raw)
-    runner = Runner(suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None)
+    runner = Runner(
+        suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None
+    )
     summary = runner.run(expand_cells(suite))
     assert not summary.failed
     return runner, runner.store.read()
@@ -32,20 +34,31 @@ def run(tmp_path, raw: dict) -> tuple[Runner, list[dict]]:
 
 def plan_of(tmp_path, raw: dict):
     suite = parse_suite(raw)
-    runner = Runner(suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None)
+    runner = Runner(
+        suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None
+    )
     return runner.plan(expand_cells(suite))
 
 
 # --- parsing ---------------------------------------------------------------------------------------
 
+
 def test_list_valued_keys_make_a_grid_of_every_combination():
     suite = parse_suite(grid_suite(full_finetune={"lr": [0.01, 0.1], "weight_decay": [0, 5e-4], "epochs": 2}))
     spec = suite.strategy("full_finetune")
     points = spec.points()
-    assert [p.point for p in points] == [{"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 5e-4},
-                                         {"lr": 0.1, "weight_decay": 0.0}, {"lr": 0.1, "weight_decay": 5e-4}]
+    assert [p.point for p in points] == [
+        {"lr": 0.01, "weight_decay": 0.0},
+        {"lr": 0.01, "weight_decay": 5e-4},
+        {"lr": 0.1, "weight_decay": 0.0},
+        {"lr": 0.1, "weight_decay": 5e-4},
+    ]
     assert [(p.recipe.lr, p.recipe.weight_decay, p.recipe.epochs) for p in points] == [
-        (0.01, 0.0, 2), (0.01, 5e-4, 2), (0.1, 0.0, 2), (0.1, 5e-4, 2)]
+        (0.01, 0.0, 2),
+        (0.01, 5e-4, 2),
+        (0.1, 0.0, 2),
+        (0.1, 5e-4, 2),
+    ]
     assert (spec.recipe.lr, spec.recipe.weight_decay) == (0.01, 0.0)  # the spec itself holds the first point
     # a strategy's own options are grid keys too
     l2_sp = parse_suite(grid_suite(l2_sp={"sp_weight": [0.001, 0.1]})).strategy("l2_sp")
@@ -60,23 +73,49 @@ def test_every_strategy_that_trains_takes_a_grid(tmp_path, name):
     selections = [a for a in plan.artifacts.values() if isinstance(a, SelectionArtifact)]
     assert [a.strategy.point for a in fitted] == [{key: v} for v in values]
     assert len(selections) == 1 and set(selections[0].deps) == {a.key for a in fitted}
-    (cell, evaluation), = plan.cells
+    ((cell, evaluation),) = plan.cells
     assert [point for point, _ in evaluation.grid] == [{key: v} for v in values]
     assert selections[0].key in evaluation.deps
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda s: s["strategies"].update(full_finetune={"lr": []}), "strategies.full_finetune.lr: a grid needs a non-empty list"),
-    (lambda s: s["strategies"].update(full_finetune={"lr": [0.1, 0.1]}), "of different values"),
-    (lambda s: s["strategies"].update(full_finetune={"lr": [0.1, -1]}), "strategies.full_finetune.lr[1]: -1.0 is outside"),
-    (lambda s: s["strategies"].update(full_finetune={"lr": [0.1, "fast"]}), "strategies.full_finetune.lr[1]: expected a number"),
-    (lambda s: s["train"].update(lr=[0.1, 0.2]), "train.lr: a list of values is a grid, and grids belong in a strategy's section"),
-    (lambda s: s["source"].update(lr=[0.1, 0.2]), "source.lr: a list of values is a grid"),
-    (lambda s: s["strategies"].update(alpha_mix={"space": ["weights", "logits"]}), "alpha_mix trains nothing itself, so it has no grid"),
-    (lambda s: s["strategies"].update(linear_probe={"lr": [0.01, 0.1]}), "linear_probe does not read lr with these settings"),
-    (lambda s: (s.update(strategies={"full_finetune": {"lr": [0.01, 0.1]}}), s["targets"][0].update(val_fraction=0)),
-     "targets[0].val_fraction: full_finetune chooses on validation data"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (
+            lambda s: s["strategies"].update(full_finetune={"lr": []}),
+            "strategies.full_finetune.lr: a grid needs a non-empty list",
+        ),
+        (lambda s: s["strategies"].update(full_finetune={"lr": [0.1, 0.1]}), "of different values"),
+        (
+            lambda s: s["strategies"].update(full_finetune={"lr": [0.1, -1]}),
+            "strategies.full_finetune.lr[1]: -1.0 is outside",
+        ),
+        (
+            lambda s: s["strategies"].update(full_finetune={"lr": [0.1, "fast"]}),
+            "strategies.full_finetune.lr[1]: expected a number",
+        ),
+        (
+            lambda s: s["train"].update(lr=[0.1, 0.2]),
+            "train.lr: a list of values is a grid, and grids belong in a strategy's section",
+        ),
+        (lambda s: s["source"].update(lr=[0.1, 0.2]), "source.lr: a list of values is a grid"),
+        (
+            lambda s: s["strategies"].update(alpha_mix={"space": ["weights", "logits"]}),
+            "alpha_mix trains nothing itself, so it has no grid",
+        ),
+        (
+            lambda s: s["strategies"].update(linear_probe={"lr": [0.01, 0.1]}),
+            "linear_probe does not read lr with these settings",
+        ),
+        (
+            lambda s: (
+                s.update(strategies={"full_finetune": {"lr": [0.01, 0.1]}}),
+                s["targets"][0].update(val_fraction=0),
+            ),
+            "targets[0].val_fraction: full_finetune chooses on validation data",
+        ),
+    ],
+)
 def test_grid_mistakes_are_one_line_errors(mutate, expected):
     raw = tiny_suite()
     mutate(raw)
@@ -87,11 +126,12 @@ def test_grid_mistakes_are_one_line_errors(mutate, expected):
 
 # --- the plan ----------------------------------------------------------------------------------------
 
+
 def test_a_grid_point_is_the_same_model_as_that_setting_alone_and_the_choice_never_reads_the_test_split(tmp_path):
     plan = plan_of(tmp_path, grid_suite())
     alone = plan_of(tmp_path, grid_suite(full_finetune={"epochs": 2, "lr": 0.05}))
     point_keys = {a.strategy.point["lr"]: a.key for a in plan.artifacts.values() if isinstance(a, FittedArtifact)}
-    (_, single), = [(k, a) for k, a in alone.artifacts.items() if isinstance(a, FittedArtifact)]
+    ((_, single),) = [(k, a) for k, a in alone.artifacts.items() if isinstance(a, FittedArtifact)]
     assert point_keys[0.05] == single.key  # a grid reuses what a run of one of its settings trained
     # more test images: the evaluation changes, the selection (validation only) and the models do not
     bigger_test = grid_suite()
@@ -107,6 +147,7 @@ def test_a_grid_point_is_the_same_model_as_that_setting_alone_and_the_choice_nev
 
 
 # --- running -----------------------------------------------------------------------------------------
+
 
 def test_every_point_is_recorded_and_the_best_on_validation_selected_from_validation_only(tmp_path, monkeypatch):
     splits_read_choosing = []
@@ -178,22 +219,43 @@ def test_a_rerun_of_a_grid_trains_nothing(tmp_path, monkeypatch):
 
     for module in (bench.build, base):
         monkeypatch.setattr(module, "train", no_training)
-    again = Runner(runner.suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"),
-                   log=lambda m: None, force=True)
+    again = Runner(
+        runner.suite,
+        tmp_path / "data",
+        tmp_path / "out",
+        tmp_path / "cache",
+        resolve_runtime("cpu"),
+        log=lambda m: None,
+        force=True,
+    )
     assert not again.run(expand_cells(runner.suite)).failed
-    rerun = again.store.read()[len(records):]
+    rerun = again.store.read()[len(records) :]
     assert [(r["grid_point"], r["selected"], r["metrics"]) for r in rerun] == [
-        (r["grid_point"], r["selected"], r["metrics"]) for r in records]
+        (r["grid_point"], r["selected"], r["metrics"]) for r in records
+    ]
 
 
 # --- comparing -----------------------------------------------------------------------------------------
 
+
 def test_a_changed_grid_point_is_its_own_verdict_and_points_are_matched_one_by_one():
     def record(lr, selected, top1):
-        return {"cell_id": "a->b/resnet8/full_finetune/seed0", "source": "a", "target": "b", "backbone": "resnet8",
-                "strategy": "full_finetune", "seed": 0, "alpha": None, "grid_point": {"lr": lr}, "selected": selected,
-                "status": "ok", "config_hash": "h", "metrics": {"test_top1_pct": top1}, "compute": {},
-                "provenance": {"device_name": "cpu"}}
+        return {
+            "cell_id": "a->b/resnet8/full_finetune/seed0",
+            "source": "a",
+            "target": "b",
+            "backbone": "resnet8",
+            "strategy": "full_finetune",
+            "seed": 0,
+            "alpha": None,
+            "grid_point": {"lr": lr},
+            "selected": selected,
+            "status": "ok",
+            "config_hash": "h",
+            "metrics": {"test_top1_pct": top1},
+            "compute": {},
+            "provenance": {"device_name": "cpu"},
+        }
 
     base = [record(0.01, True, 50.0), record(0.1, False, 40.0)]
     new = [record(0.01, False, 50.0), record(0.1, True, 52.0)]

@@ -1,16 +1,16 @@
 """Image folders through both backends (DALI's CPU pipeline and the torchvision fallback), and bad files."""
+
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, write_cifar10
 
 from transfer_core.data import Augmentation, BatchFormat, create_loader, dali_available, resolve_data_backend
 from transfer_core.datasets import BadImageError, Cifar10, ImageFolder, Selection, prepare_dataset, write_image_folder
 from transfer_core.distributed import Shard
-
-from conftest import REPO, write_cifar10
 
 BACKENDS = ["torch", pytest.param("dali", marks=pytest.mark.skipif(not dali_available(), reason="DALI not installed"))]
 
@@ -25,8 +25,14 @@ def cifar_folder(tmp_path):
 
 
 def folder_data(root, resolution=32, **options):
-    return prepare_dataset("image_folder", ImageFolder.Options(path="folder", **options), Selection(), root,
-                           download=False, resolution=resolution)
+    return prepare_dataset(
+        "image_folder",
+        ImageFolder.Options(path="folder", **options),
+        Selection(),
+        root,
+        download=False,
+        resolution=resolution,
+    )
 
 
 def test_write_image_folder_keeps_classes_and_counts(cifar_folder):
@@ -47,10 +53,14 @@ def test_evaluation_batches_are_every_image_normalised(cifar_folder, backend):
     images, labels = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
     expected = create_loader(arrays, "test", fmt, 18, train=False, augmentation=Augmentation())
     expected_images, expected_labels = next(iter(expected))
+
     # the folder is written class by class, so compare as sets keyed by label and pixel sum
-    order = lambda x, y: torch.argsort(y * 1e6 + x.flatten(1).sum(1).double())
-    torch.testing.assert_close(images[order(images, labels)], expected_images[order(expected_images, expected_labels)],
-                               atol=1e-4, rtol=1e-4)
+    def order(x, y):
+        return torch.argsort(y * 1e6 + x.flatten(1).sum(1).double())
+
+    torch.testing.assert_close(
+        images[order(images, labels)], expected_images[order(expected_images, expected_labels)], atol=1e-4, rtol=1e-4
+    )
     assert torch.equal(labels.sort().values, expected_labels.sort().values)
 
 
@@ -113,7 +123,7 @@ def test_training_batches_do_not_depend_on_the_number_of_workers(cifar_folder, b
         return torch.cat([x for x, _ in loader])
 
     first = epoch(1)
-    for workers in ([0, 2] if backend == "torch" else [2]):  # DALI takes at least one thread
+    for workers in [0, 2] if backend == "torch" else [2]:  # DALI takes at least one thread
         assert torch.equal(first, epoch(workers)), f"{workers} workers gave other batches than 1"
 
 
@@ -165,9 +175,17 @@ def test_the_fallback_runs_a_folder_suite_with_dali_uninstalled(cifar_folder, tm
         "backbones: [resnet8]\nstrategies: {scratch: {epochs: 1}}\n"
         "train: {batch_size: 8}\nruntime: {device: cpu, data_backend: auto, workers: 1}\n"
     )
-    hide_dali = "import sys, runpy; sys.modules['nvidia.dali'] = None; sys.argv = ['bench'] + sys.argv[1:]; runpy.run_module('bench', run_name='__main__')"
-    result = subprocess.run([sys.executable, "-c", hide_dali, "run", str(suite), "--data-root", str(root), "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    hide_dali = (
+        "import sys, runpy; sys.modules['nvidia.dali'] = None; sys.argv = ['bench'] + sys.argv[1:]; "
+        "runpy.run_module('bench', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide_dali, "run", str(suite), "--data-root", str(root), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     records = (tmp_path / "out" / "records.jsonl").read_text()
     assert '"data_backend": "torch"' in records and '"status": "ok"' in records

@@ -5,15 +5,17 @@ change: those whose numbers the setting bears on, and everything built from them
 settings (names, descriptions, paths) change none. A setting added to the schema without a line in
 ``EXPECTED`` fails the walk until someone decides what it bears on.
 """
+
 import copy
 import typing
 
 import pytest
 
 from bench.runner import Runner
-from bench.suite import RuntimeSpec, SuiteError, _fields, expand_cells, parse_suite
-from transfer_core.datasets import Augmentation, Digits, Selection
-from transfer_core.runtime import resolve_runtime
+from bench.suite import SuiteError, _fields, expand_cells, parse_suite
+from transfer_core.data import Augmentation
+from transfer_core.datasets import Digits, Selection
+from transfer_core.runtime import RuntimeSettings, resolve_runtime
 from transfer_core.strategies import STRATEGIES
 from transfer_core.training import TrainRecipe
 
@@ -24,11 +26,25 @@ BASE = {
     "description": "the key walk",
     "data": {"root": "data", "download": False, "seed": 0},
     "source": {"dataset": "digits", "name": "src", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 2},
-    "targets": [{"dataset": "digits", "name": "tgt", "classes": [5, 6, 7, 8, 9], "per_class": 24, "val_fraction": 0.25,
-                 "test_per_class": 10}],
+    "targets": [
+        {
+            "dataset": "digits",
+            "name": "tgt",
+            "classes": [5, 6, 7, 8, 9],
+            "per_class": 24,
+            "val_fraction": 0.25,
+            "test_per_class": 10,
+        }
+    ],
     "backbones": ["resnet8"],
-    "strategies": {"scratch": {"epochs": 2}, "linear_probe": {"epochs": 3}, "full_finetune": {"lr": 0.05},
-                   "lp_ft": {"epochs": 2}, "l2_sp": {"momentum": 0.8}, "alpha_mix": {"alphas": [0, 0.5, 1]}},
+    "strategies": {
+        "scratch": {"epochs": 2},
+        "linear_probe": {"epochs": 3},
+        "full_finetune": {"lr": 0.05},
+        "lp_ft": {"epochs": 2},
+        "l2_sp": {"momentum": 0.8},
+        "alpha_mix": {"alphas": [0, 0.5, 1]},
+    },
     "train": {"batch_size": 16, "lr": 0.1},
     "runtime": {"device": "cpu", "amp": "bf16", "eval_batch_size": 64},
     "seeds": [0],
@@ -43,27 +59,39 @@ NOTHING: set = set()
 
 # setting -> the artifacts whose own settings it is (their dependants follow from the graph)
 EXPECTED = {
-    "name": NOTHING, "description": NOTHING, "data.root": NOTHING, "data.download": NOTHING,
+    "name": NOTHING,
+    "description": NOTHING,
+    "data.root": NOTHING,
+    "data.download": NOTHING,
     "data.seed": SOURCE | FITTED,
     "seeds": SOURCE | {"fitted:scratch"},
     "backbones": SOURCE | {"fitted:scratch"},
-    "source.name": NOTHING, "targets[0].name": NOTHING,
+    "source.name": NOTHING,
+    "targets[0].name": NOTHING,
     # the target's test split is read by evaluations only: scoring more test images refits nothing
     "targets[0].test_per_class": EVALUATIONS,
-    "strategies.alpha_mix.alphas": {"evaluation:alpha_mix"}, "strategies.alpha_mix.space": {"evaluation:alpha_mix"},
-    "strategies.alpha_mix.batchnorm": {"evaluation:alpha_mix"}, "strategies.alpha_mix.bn_reestimate": {"evaluation:alpha_mix"},
+    "strategies.alpha_mix.alphas": {"evaluation:alpha_mix"},
+    "strategies.alpha_mix.space": {"evaluation:alpha_mix"},
+    "strategies.alpha_mix.batchnorm": {"evaluation:alpha_mix"},
+    "strategies.alpha_mix.bn_reestimate": {"evaluation:alpha_mix"},
     # which fine-tuned model alpha-mix mixes: a dependency of its evaluation
     "strategies.alpha_mix.finetune": {"evaluation:alpha_mix"},
     # the evaluation batch sets alpha-mix's BatchNorm re-estimation batches; training never reads it
     "runtime.eval_batch_size": EVALUATIONS,
     # numbers of every artifact: precision, compilation, memory layout, the device
-    "runtime.device": ALL, "runtime.amp": ALL, "runtime.compile": ALL, "runtime.channels_last": ALL,
+    "runtime.device": ALL,
+    "runtime.amp": ALL,
+    "runtime.compile": ALL,
+    "runtime.channels_last": ALL,
     "runtime.input_dtype": ALL,
     # no effect here: compile is off on CPU, cuDNN is CUDA's, digits are arrays (no backend, no workers)
-    "runtime.compile_mode": NOTHING, "runtime.cudnn_benchmark": NOTHING, "runtime.workers": NOTHING,
+    "runtime.compile_mode": NOTHING,
+    "runtime.cudnn_benchmark": NOTHING,
+    "runtime.workers": NOTHING,
     "runtime.data_backend": NOTHING,
     # other algorithms, other numbers: every artifact; a time limit stops work, it changes none
-    "runtime.deterministic": ALL, "runtime.cell_timeout_s": NOTHING,
+    "runtime.deterministic": ALL,
+    "runtime.cell_timeout_s": NOTHING,
 }
 for field in _fields(Digits.Options) | _fields(Selection) | _fields(Augmentation) | {"resolution": int}:
     if field in ("seed", "test_per_class", "random_resized_crop"):  # the data seed; above; image folders only
@@ -75,6 +103,8 @@ EXPECTED["source.test_per_class"] = SOURCE  # the source model's own test score 
 for name in TRAINING_STRATEGIES:
     for field in _fields(STRATEGIES.get(name).Options):  # a training strategy's options are its fit's
         EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
+
+
 def reads(name: str, field: str) -> bool:
     """Whether a strategy's fit reads this recipe field: the L-BFGS probe (the default) reads only the
     batch size of its feature pass."""
@@ -87,9 +117,12 @@ for field in _fields(TrainRecipe):
         EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"} if reads(name, field) else NOTHING
     # train: reaches every recipe that sets the key neither in its section nor in its own defaults
     EXPECTED[f"train.{field}"] = ({"source"} if field not in BASE["source"] else set()) | {
-        f"fitted:{name}" for name in TRAINING_STRATEGIES
-        if field not in BASE["strategies"].get(name, {}) and field not in STRATEGIES.get(name).recipe_defaults
-        and reads(name, field)}
+        f"fitted:{name}"
+        for name in TRAINING_STRATEGIES
+        if field not in BASE["strategies"].get(name, {})
+        and field not in STRATEGIES.get(name).recipe_defaults
+        and reads(name, field)
+    }
 
 # values that are not allowed in this suite, so not walked: random-resized crops need an image folder
 NOT_APPLICABLE = {"source.augment.random_resized_crop", "targets[0].augment.random_resized_crop"}
@@ -128,18 +161,27 @@ def settings_of(raw: dict) -> dict[str, typing.Any]:
             add(f"strategies.{spec.name}.{field}", ("strategies", spec.name), field, tp, getattr(spec.options, field))
         if cls.trains:
             for field, tp in _fields(TrainRecipe).items():
-                add(f"strategies.{spec.name}.{field}", ("strategies", spec.name), field, tp, getattr(spec.recipe, field))
-    for field, tp in _fields(RuntimeSpec).items():
+                add(
+                    f"strategies.{spec.name}.{field}", ("strategies", spec.name), field, tp, getattr(spec.recipe, field)
+                )
+    for field, tp in _fields(RuntimeSettings).items():
         add(f"runtime.{field}", ("runtime",), field, tp, getattr(parse_suite(raw).runtime, field))
     return found
 
 
 def changed_value(path: str, tp, value):
     """A valid value other than ``value`` for a setting of type ``tp``."""
-    special = {"seeds": [1], "backbones": ["resnet20"], "source.classes": [0, 1, 2, 3, 6],
-               "targets[0].classes": [5, 6, 7, 8, 4], "strategies.alpha_mix.alphas": [0, 0.25, 1],
-               "strategies.alpha_mix.bn_reestimate": True,  # None -> False would be the default batchnorm again
-               "source.examples": 100, "targets[0].examples": 100, "strategies.linear_probe.l2_grid": [0.01, 1.0]}
+    special = {
+        "seeds": [1],
+        "backbones": ["resnet20"],
+        "source.classes": [0, 1, 2, 3, 6],
+        "targets[0].classes": [5, 6, 7, 8, 4],
+        "strategies.alpha_mix.alphas": [0, 0.25, 1],
+        "strategies.alpha_mix.bn_reestimate": True,  # None -> False would be the default batchnorm again
+        "source.examples": 100,
+        "targets[0].examples": 100,
+        "strategies.linear_probe.l2_grid": [0.01, 1.0],
+    }
     if path in special:
         return special[path]
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -173,12 +215,10 @@ def with_setting(raw: dict, container: tuple, key: str, value) -> dict:
 def roles_and_keys(raw: dict, tmp_path) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Key per role (source, fitted:<strategy>, evaluation:<strategy>), and each role's dependencies."""
     suite = parse_suite(raw)
-    runtime = resolve_runtime(suite.runtime.device, suite.runtime.amp, suite.runtime.compile, suite.runtime.channels_last,
-                              suite.runtime.data_backend, suite.runtime.input_dtype, suite.runtime.workers,
-                              suite.runtime.compile_mode, suite.runtime.cudnn_benchmark, suite.runtime.eval_batch_size,
-                              cuda_available=True,  # planning only: a CUDA runtime is never used here
-                              deterministic=suite.runtime.deterministic)
-    runner = Runner(suite, tmp_path / suite.data.root, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None)
+    runtime = resolve_runtime(suite.runtime, cuda_available=True)  # planning only: a CUDA runtime is never used here
+    runner = Runner(
+        suite, tmp_path / suite.data.root, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None
+    )
     plan = runner.plan(expand_cells(suite))
     roles = {}
     for artifact in plan.artifacts.values():
@@ -206,12 +246,17 @@ def test_the_graph_has_the_dependencies_the_strategies_declare(tmp_path):
     _, deps = roles_and_keys(BASE, tmp_path)
     assert deps == {
         "source": [],
-        "fitted:scratch": [], "evaluation:scratch": ["fitted:scratch"],
-        "fitted:linear_probe": ["source"], "evaluation:linear_probe": ["fitted:linear_probe", "source"],
-        "fitted:full_finetune": ["source"], "evaluation:full_finetune": ["fitted:full_finetune", "source"],
-        "fitted:l2_sp": ["source"], "evaluation:l2_sp": ["fitted:l2_sp", "source"],
+        "fitted:scratch": [],
+        "evaluation:scratch": ["fitted:scratch"],
+        "fitted:linear_probe": ["source"],
+        "evaluation:linear_probe": ["fitted:linear_probe", "source"],
+        "fitted:full_finetune": ["source"],
+        "evaluation:full_finetune": ["fitted:full_finetune", "source"],
+        "fitted:l2_sp": ["source"],
+        "evaluation:l2_sp": ["fitted:l2_sp", "source"],
         # LP-FT starts from the probe; its evaluation counts the probe's cost too
-        "fitted:lp_ft": ["fitted:linear_probe"], "evaluation:lp_ft": ["fitted:linear_probe", "fitted:lp_ft", "source"],
+        "fitted:lp_ft": ["fitted:linear_probe"],
+        "evaluation:lp_ft": ["fitted:linear_probe", "fitted:lp_ft", "source"],
         "evaluation:alpha_mix": ["fitted:linear_probe", "fitted:lp_ft", "source"],
     }
 
@@ -251,13 +296,22 @@ def test_an_unlisted_ingredient_gets_the_suites_train_settings():
     assert (probe.batch_size, probe.lr, probe.epochs, probe.momentum) == (256, 0.05, 40, 0.8)
     lp_ft = parse_suite({**BASE, "strategies": {"alpha_mix": {}}, "train": train}).strategy("lp_ft").recipe
     assert (lp_ft.batch_size, lp_ft.lr, lp_ft.epochs) == (24, 0.01, 7)
-    listed = parse_suite({**BASE, "strategies": {"alpha_mix": {"finetune": "full_finetune"}, "full_finetune": {"lr": 0.01}},
-                          "train": {"lr": 0.03}})
+    listed = parse_suite(
+        {
+            **BASE,
+            "strategies": {"alpha_mix": {"finetune": "full_finetune"}, "full_finetune": {"lr": 0.01}},
+            "train": {"lr": 0.03},
+        }
+    )
     assert listed.strategy("full_finetune").recipe.lr == 0.01
 
 
 def test_a_strategy_that_trains_nothing_refuses_training_keys():
-    with pytest.raises(SuiteError, match=r"strategies\.alpha_mix\.epochs: alpha_mix trains nothing itself; set training keys on the strategies it combines"):
+    with pytest.raises(
+        SuiteError,
+        match=r"strategies\.alpha_mix\.epochs: alpha_mix trains nothing itself; "
+        r"set training keys on the strategies it combines",
+    ):
         parse_suite({**BASE, "strategies": {"alpha_mix": {"epochs": 3}}})
 
 
@@ -266,7 +320,6 @@ def test_compile_mode_enters_the_keys_when_compiling(tmp_path):
     base_keys, _ = roles_and_keys(compiled, tmp_path)
     keys, _ = roles_and_keys(with_setting(compiled, ("runtime",), "compile_mode", "max-autotune"), tmp_path)
     assert all(keys[role] != base_keys[role] for role in ALL)
-
 
 
 def test_ranks_enter_the_keys_of_what_trains_under_them(tmp_path):

@@ -1,16 +1,23 @@
 """Pretrained sources, offline: weights files the tests make themselves, found where each library keeps
 them, loaded strictly, keyed by their sha256, normalised as they were pretrained."""
+
 import json
 
 import pytest
 import torch
+from conftest import tiny_suite
 
 from bench.cli import main
 from bench.suite import SuiteError, expand_cells, parse_suite
 from transfer_core.backbones import create_backbone
-from transfer_core.pretrained import PretrainedSpec, WeightsUnavailableError, input_config, load_body, sha256, weights_file
-
-from conftest import tiny_suite
+from transfer_core.pretrained import (
+    PretrainedSpec,
+    WeightsUnavailableError,
+    input_config,
+    load_body,
+    sha256,
+    weights_file,
+)
 
 
 def records_of(out):
@@ -25,12 +32,18 @@ def checkpoint(tmp_path):
     from transfer_core.runtime import resolve_runtime
     from transfer_core.training import TrainRecipe, train
 
-    data = prepare_dataset("digits", Digits.Options(), Selection(classes=(0, 1, 2, 3, 4), per_class=30), tmp_path, False)
+    data = prepare_dataset(
+        "digits", Digits.Options(), Selection(classes=(0, 1, 2, 3, 4), per_class=30), tmp_path, False
+    )
     torch.manual_seed(0)
     model = create_backbone("resnet8", 5, 1)
     images = data.train.images.permute(0, 3, 1, 2).float() / 255
-    train(model, DeviceBatches(images, data.train.labels, 16, train=True), TrainRecipe(epochs=2, batch_size=16, lr=0.05),
-          resolve_runtime("cpu"))
+    train(
+        model,
+        DeviceBatches(images, data.train.labels, 16, train=True),
+        TrainRecipe(epochs=2, batch_size=16, lr=0.05),
+        resolve_runtime("cpu"),
+    )
     path = tmp_path / "lab-digits.pt"
     torch.save(model.state_dict(), path)
     return path, model
@@ -38,8 +51,10 @@ def checkpoint(tmp_path):
 
 def test_a_checkpoint_source_is_loaded_not_trained_and_keyed_by_its_content(tmp_path, checkpoint):
     path, model = checkpoint
-    raw = tiny_suite(source={"checkpoint": str(path), "backbone": "resnet8"},
-                     strategies={"linear_probe": {"epochs": 3}, "full_finetune": {"epochs": 1}, "scratch": {"epochs": 1}})
+    raw = tiny_suite(
+        source={"checkpoint": str(path), "backbone": "resnet8"},
+        strategies={"linear_probe": {"epochs": 3}, "full_finetune": {"epochs": 1}, "scratch": {"epochs": 1}},
+    )
     raw.pop("backbones")  # a pretrained source is its own backbone
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(json.dumps(raw))
@@ -55,7 +70,9 @@ def test_a_checkpoint_source_is_loaded_not_trained_and_keyed_by_its_content(tmp_
     # the probe's frozen body is exactly the checkpoint's
     from transfer_core.cache import ModelCache
 
-    fitted = ModelCache(out / "cache").load("models", probe["config"][next(k for k in probe["config"] if k.startswith("linear_probe"))]["key"])
+    fitted = ModelCache(out / "cache").load(
+        "models", probe["config"][next(k for k in probe["config"] if k.startswith("linear_probe"))]["key"]
+    )
     body = {k.removeprefix("body."): v for k, v in fitted[0].items() if k.startswith("body.")}
     for key, value in model.body.state_dict().items():
         assert torch.equal(body[key], value), key
@@ -65,7 +82,7 @@ def test_a_checkpoint_source_is_loaded_not_trained_and_keyed_by_its_content(tmp_
         model.body.stem[0].weight.mul_(0.5)
     torch.save(model.state_dict(), path)
     assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 0
-    rerun = records_of(out)[len(records):]
+    rerun = records_of(out)[len(records) :]
     assert sorted(r["strategy"] for r in rerun) == ["full_finetune", "linear_probe"]
 
 
@@ -90,7 +107,9 @@ def test_timm_weights_from_a_file_load_strictly_and_bring_their_input_config(tmp
     load_body(spec, path, 3)
     del headless["conv1.0.weight"]
     torch.save(headless, path)
-    with pytest.raises(WeightsUnavailableError, match=r"keys do not match the model: 1 missing \(e\.g\. conv1\.0\.weight\)"):
+    with pytest.raises(
+        WeightsUnavailableError, match=r"keys do not match the model: 1 missing \(e\.g\. conv1\.0\.weight\)"
+    ):
         load_body(spec, path, 3)
 
 
@@ -123,14 +142,20 @@ def test_missing_weights_stop_the_run_in_one_line_before_anything_trains(tmp_pat
     assert "bench fetch" in error and not (tmp_path / "out" / "records.jsonl").exists()
 
 
-@pytest.mark.parametrize("source, message", [
-    ({"pretrained": "keras:resnet50"}, "source.pretrained: expected timm:NAME.TAG or torchvision:NAME"),
-    ({"pretrained": "timm:resnet10t.c3_in1k", "weights": "X"}, "source.weights: only for torchvision models"),
-    ({"pretrained": "torchvision:resnet18", "weights": "NOPE"}, "source: torchvision resnet18 has no weights 'NOPE'"),
-    ({"pretrained": "timm:not_a_model"}, "source: unknown timm model 'not_a_model'"),
-    ({"checkpoint": "x.pt"}, "source.backbone: missing"),
-    ({"checkpoint": "x.pt", "backbone": "resnet8", "epochs": 3}, "source.epochs: unknown key"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ({"pretrained": "keras:resnet50"}, "source.pretrained: expected timm:NAME.TAG or torchvision:NAME"),
+        ({"pretrained": "timm:resnet10t.c3_in1k", "weights": "X"}, "source.weights: only for torchvision models"),
+        (
+            {"pretrained": "torchvision:resnet18", "weights": "NOPE"},
+            "source: torchvision resnet18 has no weights 'NOPE'",
+        ),
+        ({"pretrained": "timm:not_a_model"}, "source: unknown timm model 'not_a_model'"),
+        ({"checkpoint": "x.pt"}, "source.backbone: missing"),
+        ({"checkpoint": "x.pt", "backbone": "resnet8", "epochs": 3}, "source.epochs: unknown key"),
+    ],
+)
 def test_pretrained_source_mistakes_are_one_line_errors(source, message):
     with pytest.raises(SuiteError) as info:
         parse_suite(tiny_suite(source=source))
@@ -138,11 +163,20 @@ def test_pretrained_source_mistakes_are_one_line_errors(source, message):
 
 
 def test_two_sources_under_one_name_are_refused_and_torchvision_labels_name_the_weights():
-    raw = tiny_suite(source=[{"dataset": "digits", "classes": [0, 1, 2, 3, 4], "name": "lab"},
-                             {"checkpoint": "x.pt", "backbone": "resnet8", "name": "lab"}])
+    raw = tiny_suite(
+        source=[
+            {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "name": "lab"},
+            {"checkpoint": "x.pt", "backbone": "resnet8", "name": "lab"},
+        ]
+    )
     with pytest.raises(SuiteError, match=r"source\[1\]: is named 'lab' like source\[0\]"):
         parse_suite(raw)
-    raw = tiny_suite(source=[{"pretrained": "torchvision:resnet18", "weights": "IMAGENET1K_V1"}, {"pretrained": "torchvision:resnet18"}])
+    raw = tiny_suite(
+        source=[
+            {"pretrained": "torchvision:resnet18", "weights": "IMAGENET1K_V1"},
+            {"pretrained": "torchvision:resnet18"},
+        ]
+    )
     raw.pop("backbones")
     assert [s.label for s in parse_suite(raw).sources] == ["resnet18.IMAGENET1K_V1", "resnet18.DEFAULT"]
 

@@ -1,5 +1,6 @@
 """The Ray executor: the same cells and the same numbers as the local executor, on a local instance and on
 a two-node cluster in one machine, and a worker killed mid-task retried without losing or doubling a record."""
+
 import json
 import os
 import re
@@ -12,14 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, tiny_suite
 
 from bench.executors import ExecutorOptions, create_executor
 from bench.executors.ray_tasks import shared_folder_problems
 from bench.runner import Runner
 from bench.suite import expand_cells, load_suite, parse_suite
 from transfer_core.runtime import resolve_runtime
-
-from conftest import REPO, tiny_suite
 
 ray = pytest.importorskip("ray")  # CI installs the [ray] extra and fails without it (.ci/run)
 
@@ -28,8 +28,12 @@ def run(suite, tmp_path: Path, executor: str, threads=None, address=None):
     """Runs every cell of ``suite`` in this process's driver; the records, and what the runner logged."""
     messages = []
     executor = create_executor(executor, ExecutorOptions(threads=threads, ray_address=address), messages.append)
-    runtime = resolve_runtime("cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=executor.cuda_available())
-    runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=messages.append, executor=executor)
+    runtime = resolve_runtime(
+        "cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=executor.cuda_available()
+    )
+    runner = Runner(
+        suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=messages.append, executor=executor
+    )
     try:
         summary = runner.run(expand_cells(suite))
     finally:
@@ -39,7 +43,10 @@ def run(suite, tmp_path: Path, executor: str, threads=None, address=None):
 
 
 def metrics(records):
-    return {(r["cell_id"], r["alpha"]): (r["status"], r["metrics"], r["selected"], r["compute"]["target_images"]) for r in records}
+    return {
+        (r["cell_id"], r["alpha"]): (r["status"], r["metrics"], r["selected"], r["compute"]["target_images"])
+        for r in records
+    }
 
 
 @pytest.fixture
@@ -96,8 +103,14 @@ def test_a_worker_killed_mid_task_is_retried_and_every_cell_recorded_once(tmp_pa
     raw["source"]["epochs"] = 60  # seconds of training, so the kill lands mid-task
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "bench", "run", "tiny.yaml", "--out", "out", "--executor", "ray"],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "tiny.yaml", "--out", "out", "--executor", "ray"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed, deadline = None, time.time() + 180
     while killed is None and time.time() < deadline and process.poll() is None:
         listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
@@ -124,7 +137,13 @@ def test_a_cache_that_is_not_shared_storage_is_named_with_each_nodes_problem(tmp
     reply.write_text("token")
     answers = {
         "10.0.0.1": {"read": True, "wrote": str(reply), "code_salt": "1", "data_root": True},
-        "10.0.0.2": {"read": None, "wrote": None, "code_salt": "1", "error": "FileNotFoundError: no such file", "data_root": True},
+        "10.0.0.2": {
+            "read": None,
+            "wrote": None,
+            "code_salt": "1",
+            "error": "FileNotFoundError: no such file",
+            "data_root": True,
+        },
         "10.0.0.3": {"read": True, "wrote": str(tmp_path / "elsewhere"), "code_salt": "1", "data_root": True},
         "10.0.0.4": {"read": True, "wrote": str(reply), "code_salt": "0", "data_root": True},
         "10.0.0.5": {"read": True, "wrote": str(reply), "code_salt": "1", "data_root": False},
@@ -148,8 +167,14 @@ def test_a_task_past_its_time_limit_ends_as_timeout_and_the_suite_goes_on(tmp_pa
     raw["source"]["epochs"] = 400  # far longer than the limit
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "bench", "run", "tiny.yaml", "--out", "out", "--executor", "ray",
-                                "--cell-timeout", "4"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "tiny.yaml", "--out", "out", "--executor", "ray", "--cell-timeout", "4"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stopped, deadline = None, time.time() + 180
     while stuck and stopped is None and time.time() < deadline and process.poll() is None:
         listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout

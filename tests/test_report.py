@@ -1,36 +1,59 @@
 """The report: statistics over seeds, every format, the plots, and what is failed or missing."""
+
 import math
 
 import pytest
 
 from bench.plots import pareto_frontier
 from bench.records import ResultsStore
-from bench.report import (
-    ReportError, latex_escape, load_results, paired_table, render, render_csv, render_html, render_latex,
-    render_markdown, summarise_rows, write_reports,
-)
+from bench.report import ReportError, load_results, paired_table, render, summarise_rows, write_reports
+from bench.results import ResultsError
 from bench.stats import paired_difference, summarise, t_quantile
+from bench.tables import latex_escape, render_csv, render_html, render_latex, render_markdown
 
 
 def record(strategy, seed, top1, status="ok", alpha=None, selected=True, val=50.0, target="b", img_per_s=1000.0):
     return {
         "schema_version": 1,
-        "cell_id": f"a->{target}/resnet8/{strategy}/seed{seed}", "config_hash": f"{strategy}-{target}-{seed}",
-        "source": "a", "target": target, "backbone": "resnet8", "strategy": strategy, "seed": seed, "alpha": alpha,
-        "selected": selected, "status": status, "error": None if status == "ok" else "x",
+        "cell_id": f"a->{target}/resnet8/{strategy}/seed{seed}",
+        "config_hash": f"{strategy}-{target}-{seed}",
+        "source": "a",
+        "target": target,
+        "backbone": "resnet8",
+        "strategy": strategy,
+        "seed": seed,
+        "alpha": alpha,
+        "selected": selected,
+        "status": status,
+        "error": None if status == "ok" else "x",
         "metrics": {"test_top1_pct": top1, "val_top1_pct": val} if status == "ok" else {},
-        "compute": {"target_total_s": 10.0, "source_train_s_total": 2.0, "target_img_per_s": img_per_s,
-                    "target_train_flops": 3e13},
-        "provenance": {"device_name": "cpu-x", "torch": "2.14.1", "command": "python -m bench run s.yaml",
-                       "finished_at": f"2026-11-29T10:0{seed}:00+00:00", "git_commit": "abc", "runtime": {}},
+        "compute": {
+            "target_total_s": 10.0,
+            "source_train_s_total": 2.0,
+            "target_img_per_s": img_per_s,
+            "target_train_flops": 3e13,
+        },
+        "provenance": {
+            "device_name": "cpu-x",
+            "torch": "2.14.1",
+            "command": "python -m bench run s.yaml",
+            "finished_at": f"2026-11-29T10:0{seed}:00+00:00",
+            "git_commit": "abc",
+            "runtime": {},
+        },
     }
 
 
 RECORDS = [
-    record("scratch", 0, 30.0), record("scratch", 1, 32.0), record("scratch", 2, 0, status="diverged"),
-    record("full_finetune", 0, 40.0), record("full_finetune", 1, 43.0),
-    record("alpha_mix", 0, 35.0, alpha=0.0, selected=False, val=40), record("alpha_mix", 0, 44.0, alpha=0.5, val=60),
-    record("alpha_mix", 1, 41.0, alpha=0.5, selected=False, val=50), record("alpha_mix", 1, 42.0, alpha=1.0, val=70),
+    record("scratch", 0, 30.0),
+    record("scratch", 1, 32.0),
+    record("scratch", 2, 0, status="diverged"),
+    record("full_finetune", 0, 40.0),
+    record("full_finetune", 1, 43.0),
+    record("alpha_mix", 0, 35.0, alpha=0.0, selected=False, val=40),
+    record("alpha_mix", 0, 44.0, alpha=0.5, val=60),
+    record("alpha_mix", 1, 41.0, alpha=0.5, selected=False, val=50),
+    record("alpha_mix", 1, 42.0, alpha=1.0, val=70),
 ]
 
 
@@ -61,9 +84,13 @@ def test_bold_is_the_best_and_what_is_not_significantly_worse_per_source_target_
     def at(strategy, backbone, values):
         return [{**record(strategy, seed, v), "backbone": backbone} for seed, v in enumerate(values)]
 
-    records = (at("scratch", "resnet8", [30.0, 31.0, 32.0]) + at("full_finetune", "resnet8", [40.0, 41.0, 42.5])
-               + at("linear_probe", "resnet8", [39.0, 42.0, 41.0])  # within noise of the best
-               + at("scratch", "resnet20", [20.0, 21.0, 22.0]) + at("full_finetune", "resnet20", [10.0, 11.0, 12.0]))
+    records = (
+        at("scratch", "resnet8", [30.0, 31.0, 32.0])
+        + at("full_finetune", "resnet8", [40.0, 41.0, 42.5])
+        + at("linear_probe", "resnet8", [39.0, 42.0, 41.0])  # within noise of the best
+        + at("scratch", "resnet20", [20.0, 21.0, 22.0])
+        + at("full_finetune", "resnet20", [10.0, 11.0, 12.0])
+    )
     bold = {(r.backbone, r.strategy) for r in summarise_rows(records) if r.best}
     # scratch is consistently 10 points below on resnet8: significantly worse; on resnet20 it is the best
     assert bold == {("resnet8", "full_finetune"), ("resnet8", "linear_probe"), ("resnet20", "scratch")}
@@ -75,9 +102,21 @@ def test_sizes_in_target_names_sort_as_numbers():
 
 
 def test_planned_cells_without_records_are_shown_missing():
-    plan = {"suite": "s", "cells": [
-        {"source": "a", "target": "b", "backbone": "resnet8", "strategy": s, "seed": seed, "config_hash": f"{s}-b-{seed}"}
-        for s in ("scratch", "full_finetune", "linear_probe") for seed in (0, 1, 2)]}
+    plan = {
+        "suite": "s",
+        "cells": [
+            {
+                "source": "a",
+                "target": "b",
+                "backbone": "resnet8",
+                "strategy": s,
+                "seed": seed,
+                "config_hash": f"{s}-b-{seed}",
+            }
+            for s in ("scratch", "full_finetune", "linear_probe")
+            for seed in (0, 1, 2)
+        ],
+    }
     rows = {r.strategy: r for r in summarise_rows(RECORDS[:5], plan)}
     assert rows["full_finetune"].missing == [2] and rows["scratch"].missing == []  # seed 2 failed, not missing
     assert rows["linear_probe"].n == 0 and rows["linear_probe"].missing == [0, 1, 2]
@@ -95,7 +134,9 @@ def test_every_format_marks_the_best_and_reads_cleanly():
     assert "alpha\\_mix ($\\alpha$=0.5/1)" in latex and "$\\pm$" in latex
     assert latex_escape("50% of a_b & c") == "50\\% of a\\_b \\& c"
     csv_lines = render_csv(rows).splitlines()
-    assert csv_lines[0].startswith("source,target,backbone,strategy,selected_alphas,selected_grid_points,n,failed,missing,test_top1_mean")
+    assert csv_lines[0].startswith(
+        "source,target,backbone,strategy,selected_alphas,selected_grid_points,n,failed,missing,test_top1_mean"
+    )
     assert csv_lines[2].split(",")[9] == "41.5"  # raw numbers, unrounded
     page = render_html(rows, "Results: s", ["made by a test"], ["<svg></svg>"])
     assert page.startswith("<!DOCTYPE html>") and "<strong>43.00" in page and "<svg></svg>" in page
@@ -113,8 +154,20 @@ def test_a_forced_rerun_supersedes_the_old_record():
 def test_records_of_configurations_the_plan_no_longer_has_are_left_out(tmp_path):
     store = ResultsStore(tmp_path)
     store.append(RECORDS[:2] + [{**record("scratch", 0, 99.0), "config_hash": "old-config"}])
-    store.write_plan("s", [{"source": "a", "target": "b", "backbone": "resnet8", "strategy": "scratch", "seed": s,
-                            "config_hash": f"scratch-b-{s}"} for s in (0, 1)])
+    store.write_plan(
+        "s",
+        [
+            {
+                "source": "a",
+                "target": "b",
+                "backbone": "resnet8",
+                "strategy": "scratch",
+                "seed": s,
+                "config_hash": f"scratch-b-{s}",
+            }
+            for s in (0, 1)
+        ],
+    )
     results = load_results(tmp_path)
     assert results.stale == 1 and {r["metrics"]["test_top1_pct"] for r in results.records} == {30.0, 32.0}
 
@@ -123,8 +176,16 @@ def test_write_reports_writes_every_format_and_both_plots(tmp_path):
     store = ResultsStore(tmp_path)
     store.append(RECORDS + [record("linear_probe", s, 38.0 + s, img_per_s=5000.0) for s in (0, 1)])
     written = {p.name for p in write_reports(load_results(tmp_path), "Results: s")}
-    assert written == {"report.md", "report.tex", "report.csv", "report.html", "accuracy_vs_compute.png",
-                       "accuracy_vs_compute.svg", "alpha_curve.png", "alpha_curve.svg"}
+    assert written == {
+        "report.md",
+        "report.tex",
+        "report.csv",
+        "report.html",
+        "accuracy_vs_compute.png",
+        "accuracy_vs_compute.svg",
+        "alpha_curve.png",
+        "alpha_curve.svg",
+    }
     assert (tmp_path / "accuracy_vs_compute.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = (tmp_path / "accuracy_vs_compute.svg").read_text()
     assert "Pareto frontier" in svg and "test top-1 (%)" in svg  # labels kept as text
@@ -148,7 +209,7 @@ def test_pareto_frontier_keeps_only_undominated_points():
 
 
 def test_missing_results_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ReportError, match="no records.jsonl"):
+    with pytest.raises(ResultsError, match="no records.jsonl"):
         load_results(tmp_path)
 
 
@@ -160,7 +221,8 @@ def test_index_lists_suites_and_datapath_runs_with_how_they_were_made(tmp_path):
     (tmp_path / "datapath").mkdir()
     (tmp_path / "datapath" / "cpu.json").write_text(
         '{"kind": "datapath", "measured_at": "2026-11-29T12:00:00+00:00", "provenance": {"device_name": "cpu-y", '
-        '"git_commit": "0123456789abc"}, "rows": [{"backend": "baseline"}, {"backend": "device"}]}')
+        '"git_commit": "0123456789abc"}, "rows": [{"backend": "baseline"}, {"backend": "device"}]}'
+    )
     (tmp_path / "datapath" / "cpu.md").write_text("table\n\nProduced by `python -m bench datapath --x`.\n")
     index = build_index(tmp_path)
     assert "suite `mysuite`: 8 of 9 records ok" in index and "`python -m bench run s.yaml`" in index
@@ -178,8 +240,12 @@ def test_the_regime_plot_draws_one_line_per_strategy_over_sizes(tmp_path):
         r["provenance"]["data"] = {"target": {"sizes": {"train": per_class * 10}, "num_classes": 10}}
         return r
 
-    records = [at(s, n, seed, 30 + n / 10 + (10 if s == "full_finetune" else 0)) for s in ("scratch", "full_finetune")
-               for n in (10, 50, 200) for seed in (0, 1)]
+    records = [
+        at(s, n, seed, 30 + n / 10 + (10 if s == "full_finetune" else 0))
+        for s in ("scratch", "full_finetune")
+        for n in (10, 50, 200)
+        for seed in (0, 1)
+    ]
     fig = regime_curve(records)
     lines = fig.axes[0].get_lines()
     drawn = {tuple(line.get_xdata()) for line in lines if len(line.get_xdata()) == 3}

@@ -1,8 +1,10 @@
 """Runner behaviour: records, resume, failures that do not stop the suite."""
+
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import tiny_suite
 
 from bench.build import Builder, Outcome
 from bench.executors import Executor, ExecutorOptions
@@ -12,12 +14,18 @@ from bench.suite import expand_cells, parse_suite
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, Strategy
 
-from conftest import tiny_suite
-
 
 def make_runner(tmp_path: Path, raw: dict, **kwargs) -> tuple[Runner, list]:
     suite = parse_suite(raw)
-    runner = Runner(suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None, **kwargs)
+    runner = Runner(
+        suite,
+        tmp_path / "data",
+        tmp_path / "out",
+        tmp_path / "cache",
+        resolve_runtime("cpu"),
+        log=lambda m: None,
+        **kwargs,
+    )
     return runner, expand_cells(suite)
 
 
@@ -52,11 +60,15 @@ def test_a_rerun_trains_nothing_and_force_reruns(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a resumed run must not train")
 
+    import sys
+
     import bench.build
-    import transfer_core.strategies.base as base
-    import transfer_core.strategies.linear_probe as lp
-    import transfer_core.strategies.scratch as scratch
-    for module in (bench.build, base, lp, scratch):  # base: every fine-tune trains through it
+
+    # every module that calls the training loop: the builder and each strategy module that imports it
+    strategy_modules = [
+        m for name, m in sys.modules.items() if name.startswith("transfer_core.strategies.") and hasattr(m, "train")
+    ]
+    for module in [bench.build, *strategy_modules]:
         monkeypatch.setattr(module, "train", no_training)
     again, cells = make_runner(tmp_path, tiny_suite())
     summary = again.run(cells)
@@ -132,9 +144,13 @@ def test_the_data_backend_enters_the_hash_only_for_image_folders(tmp_path):
 
 
 def test_scratch_under_two_sources_is_trained_once_and_recorded_for_each(tmp_path):
-    raw = tiny_suite(source=[{"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 1},
-                             {"dataset": "digits", "classes": [0, 1, 2], "per_class": 30, "epochs": 1}],
-                     strategies={"scratch": {"epochs": 1}, "linear_probe": {"epochs": 1}})
+    raw = tiny_suite(
+        source=[
+            {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 1},
+            {"dataset": "digits", "classes": [0, 1, 2], "per_class": 30, "epochs": 1},
+        ],
+        strategies={"scratch": {"epochs": 1}, "linear_probe": {"epochs": 1}},
+    )
     runner, cells = make_runner(tmp_path, raw)
     summary = runner.run(cells)
     assert summary.ran == 4 and not summary.failed
@@ -147,7 +163,10 @@ def test_scratch_under_two_sources_is_trained_once_and_recorded_for_each(tmp_pat
     from bench.report import load_results, summarise_rows
 
     rows = summarise_rows(load_results(tmp_path / "out").records)
-    assert sorted((r.source, r.strategy) for r in rows if r.strategy == "scratch") == [("digits[0-2]", "scratch"), ("digits[0-4]", "scratch")]
+    assert sorted((r.source, r.strategy) for r in rows if r.strategy == "scratch") == [
+        ("digits[0-2]", "scratch"),
+        ("digits[0-4]", "scratch"),
+    ]
 
     # a cell added later (or filtered on its own) is recorded although its evaluation has records already
     again, cells = make_runner(tmp_path, raw)
@@ -169,7 +188,9 @@ class LosesEvaluations(Executor):
 
     def submit(self, artifact, inputs):
         lost = Outcome("error", "WorkerCrashedError: the task's worker was lost 3 time(s)")
-        self.finished.append((artifact.key, lost if artifact.kind == "evaluation" else self.builder.build(artifact, inputs)))
+        self.finished.append(
+            (artifact.key, lost if artifact.kind == "evaluation" else self.builder.build(artifact, inputs))
+        )
 
     def wait(self, timeout):
         finished, self.finished = self.finished, []
@@ -178,8 +199,15 @@ class LosesEvaluations(Executor):
 
 def test_a_cell_whose_worker_was_lost_is_recorded_with_the_reason(tmp_path):
     suite = parse_suite(tiny_suite(strategies={"scratch": {"epochs": 1}, "alpha_mix": {}}))
-    runner = Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None,
-                    executor=LosesEvaluations(ExecutorOptions(), lambda m: None))
+    runner = Runner(
+        suite,
+        tmp_path,
+        tmp_path / "out",
+        tmp_path / "cache",
+        resolve_runtime("cpu"),
+        log=lambda m: None,
+        executor=LosesEvaluations(ExecutorOptions(), lambda m: None),
+    )
     summary = runner.run(expand_cells(suite))
     assert summary.ran == 2 and len(summary.failed) == 2
     records = runner.store.read()
@@ -189,8 +217,19 @@ def test_a_cell_whose_worker_was_lost_is_recorded_with_the_reason(tmp_path):
 
 def test_a_line_cut_by_a_crash_is_ended_before_the_next_append(tmp_path):
     def record(key, cell):
-        return {"schema_version": 1, "config_hash": key, "cell_id": cell, "status": "ok", "source": "a", "target": "b",
-                "backbone": "resnet8", "strategy": "scratch", "seed": 0, "metrics": {"test_top1_pct": 50.0}, "compute": {}}
+        return {
+            "schema_version": 1,
+            "config_hash": key,
+            "cell_id": cell,
+            "status": "ok",
+            "source": "a",
+            "target": "b",
+            "backbone": "resnet8",
+            "strategy": "scratch",
+            "seed": 0,
+            "metrics": {"test_top1_pct": 50.0},
+            "compute": {},
+        }
 
     store = ResultsStore(tmp_path)
     store.append([record("a", "x")])

@@ -1,4 +1,5 @@
 """Runtime switches: recorded, compiled once and reused, no recompilation storms, honest timers."""
+
 import dataclasses
 
 import pytest
@@ -68,7 +69,9 @@ def test_every_amp_mode_trains_on_cpu(amp):
     torch.manual_seed(0)
     model = runtime.prepare(create_backbone("resnet8", 5, 1))
     images, labels = tiny_data(64)
-    stats = train(model, DeviceBatches(images, labels, 16, train=True), TrainRecipe(epochs=2, batch_size=16, lr=0.05), runtime)
+    stats = train(
+        model, DeviceBatches(images, labels, 16, train=True), TrainRecipe(epochs=2, batch_size=16, lr=0.05), runtime
+    )
     assert stats.steps == 8 and stats.flops > 0 and stats.train_s > 0
 
 
@@ -102,14 +105,21 @@ def test_the_linear_probe_compiles_its_feature_pass_outside_its_timer():
     """The probe's compilation is counted as compile_s and the feature pass reuses the compiled graph."""
     from pathlib import Path
 
-    from transfer_core.datasets import Augmentation, Digits, Selection, prepare_dataset
+    from transfer_core.data import Augmentation
+    from transfer_core.datasets import Digits, Selection, prepare_dataset
     from transfer_core.strategies import TargetTask
     from transfer_core.strategies.linear_probe import LinearProbe
 
     torch._dynamo.reset()
     counter = CountingBackend()
     runtime = compiled_runtime(counter)
-    data = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), per_class=20, val_fraction=0.25), Path("."), False)
+    data = prepare_dataset(
+        "digits",
+        Digits.Options(),
+        Selection(classes=(5, 6, 7, 8, 9), per_class=20, val_fraction=0.25),
+        Path("."),
+        False,
+    )
     task = TargetTask(data, "resnet8", 0, runtime, Augmentation(crop_padding=0, flip="none"))
     torch.manual_seed(0)
     source = runtime.prepare(create_backbone("resnet8", 5, 1))
@@ -123,7 +133,9 @@ def test_the_linear_probe_compiles_its_feature_pass_outside_its_timer():
 
     LinearProbe._compile_body = counting_warm_up
     try:
-        fitted = LinearProbe(LinearProbe.Options(solver="sgd"), TrainRecipe(epochs=2, batch_size=32)).fit(task, source, {})
+        fitted = LinearProbe(LinearProbe.Options(solver="sgd"), TrainRecipe(epochs=2, batch_size=32)).fit(
+            task, source, {}
+        )
     finally:
         LinearProbe._compile_body = warm_up
     assert fitted.stats.compile_s > 0 and graphs_after_warm_up[0] >= 1  # compiled before the timed feature pass

@@ -1,4 +1,5 @@
 """Every registered strategy, run on tiny digits data, plus alpha-mix's exact endpoints."""
+
 import copy
 from pathlib import Path
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 from transfer_core.backbones import create_backbone
-from transfer_core.data import BatchFormat, create_loader
-from transfer_core.datasets import Augmentation, Digits, Selection, prepare_dataset
+from transfer_core.data import Augmentation, BatchFormat, create_loader
+from transfer_core.datasets import Digits, Selection, prepare_dataset
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, TargetTask
 from transfer_core.strategies.alpha_mix import AlphaMix, interpolate_weights
@@ -19,7 +20,9 @@ NO_AUGMENT = Augmentation(crop_padding=0, flip="none")
 
 @pytest.fixture(scope="module")
 def source_model():
-    data = prepare_dataset("digits", Digits.Options(), Selection(classes=(0, 1, 2, 3, 4), per_class=40), Path("."), False)
+    data = prepare_dataset(
+        "digits", Digits.Options(), Selection(classes=(0, 1, 2, 3, 4), per_class=40), Path("."), False
+    )
     torch.manual_seed(0)
     model = RUNTIME.prepare(create_backbone("resnet8", data.num_classes, 1))
     loader = create_loader(data, "train", BatchFormat(RUNTIME.device, data.mean, data.std), 32, True, NO_AUGMENT)
@@ -29,8 +32,13 @@ def source_model():
 
 @pytest.fixture(scope="module")
 def target():
-    return prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), per_class=24, val_fraction=0.25, test_per_class=12),
-                           Path("."), False)
+    return prepare_dataset(
+        "digits",
+        Digits.Options(),
+        Selection(classes=(5, 6, 7, 8, 9), per_class=24, val_fraction=0.25, test_per_class=12),
+        Path("."),
+        False,
+    )
 
 
 RECIPE = TrainRecipe(epochs=2, lr=0.05, batch_size=16)
@@ -41,7 +49,11 @@ class Fits:
     runner hands them over, without the runner."""
 
     def __init__(self, source_model, target):
-        self.source_model, self.task, self.models = source_model, TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT), {}
+        self.source_model, self.task, self.models = (
+            source_model,
+            TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT),
+            {},
+        )
 
     def fitted(self, name):
         if name not in self.models:
@@ -60,7 +72,9 @@ class Fits:
         return names
 
     def evaluate(self, strategy):
-        return strategy.evaluate(self.task, {name: self.fitted(name) for name in self.closure(strategy.name, strategy.options)})
+        return strategy.evaluate(
+            self.task, {name: self.fitted(name) for name in self.closure(strategy.name, strategy.options)}
+        )
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
@@ -88,7 +102,9 @@ def test_finetune_and_probe_keep_the_source_body_and_size_the_head(source_model,
 def test_linear_probe_folded_head_matches_the_standardised_fit(source_model, target):
     """The standardisation folded into the head must leave predictions on raw features unchanged."""
     probe = Fits(source_model, target).fitted("linear_probe").model
-    features, labels = predict(probe.body, TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT).loader("train", train=False), RUNTIME)
+    features, labels = predict(
+        probe.body, TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT).loader("train", train=False), RUNTIME
+    )
     logits = probe.head(features)
     assert logits.shape == (len(labels), target.num_classes)
     accuracy = (logits.argmax(1) == labels).float().mean().item()
@@ -105,7 +121,9 @@ def test_alpha_mix_endpoints_are_exactly_its_ingredients(space, finetune, source
         at_0, at_1 = interpolate_weights(probe, finetuned, 0.0), interpolate_weights(probe, finetuned, 1.0)
         assert torch.equal(task.logits(at_0, "test")[0], task.logits(probe, "test")[0])
         assert torch.equal(task.logits(at_1, "test")[0], task.logits(finetuned, "test")[0])
-    mix = AlphaMix(AlphaMix.Options(alphas=[0.0, 0.5, 1.0], space=space, finetune=finetune, batchnorm="interpolate"), TrainRecipe())
+    mix = AlphaMix(
+        AlphaMix.Options(alphas=[0.0, 0.5, 1.0], space=space, finetune=finetune, batchnorm="interpolate"), TrainRecipe()
+    )
     evaluations = {e.alpha: e for e in ctx.evaluate(mix)}
     assert evaluations[0.0].metrics == task.evaluate(probe)
     assert evaluations[1.0].metrics == task.evaluate(finetuned)
@@ -155,7 +173,9 @@ def test_probs_space_mixes_softmax_probabilities():
     # where the two spaces disagree: a confident class 0 at one end, a milder class 1 at the other
     logits_0, logits_1 = torch.tensor([[10.0, 0.0]]), torch.tensor([[0.0, 2.0]])
     by_probs, _ = mix._mix([(logits_0, labels), (logits_1, labels)], 0.8)
-    by_logits, _ = AlphaMix(AlphaMix.Options(space="logits"), TrainRecipe())._mix([(logits_0, labels), (logits_1, labels)], 0.8)
+    by_logits, _ = AlphaMix(AlphaMix.Options(space="logits"), TrainRecipe())._mix(
+        [(logits_0, labels), (logits_1, labels)], 0.8
+    )
     assert by_probs.argmax().item() == 1 and by_logits.argmax().item() == 0
 
 
@@ -182,6 +202,7 @@ def test_lp_ft_starts_from_the_probe_and_leaves_it_untouched(source_model, targe
         return original_train(model, *args, **kwargs)
 
     import transfer_core.strategies.base as base
+
     base.train, saved = record_start, base.train
     try:
         lp_ft = ctx.fitted("lp_ft").model
@@ -215,7 +236,11 @@ def test_backbone_lr_scale_slows_the_body_only(source_model, target):
     task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
 
     def body_shift(scale):
-        model = FullFinetune(FullFinetune.Options(backbone_lr_scale=scale), RECIPE).fit(task, copy.deepcopy(source_model), {}).model
+        model = (
+            FullFinetune(FullFinetune.Options(backbone_lr_scale=scale), RECIPE)
+            .fit(task, copy.deepcopy(source_model), {})
+            .model
+        )
         return (model.body.stem[0].weight - source_model.body.stem[0].weight).norm().item()
 
     assert body_shift(0.01) < 0.1 * body_shift(1.0)
@@ -272,7 +297,9 @@ def test_lbfgs_probe_chooses_its_l2_on_validation_only(source_model, target):
 
     task.loader = spying_loader
     grid = [1e-4, 1e-2, 1.0, 100.0]
-    fitted = LinearProbe(LinearProbe.Options(solver="lbfgs", l2_grid=grid, max_iter=50), RECIPE).fit(task, copy.deepcopy(source_model), {})
+    fitted = LinearProbe(LinearProbe.Options(solver="lbfgs", l2_grid=grid, max_iter=50), RECIPE).fit(
+        task, copy.deepcopy(source_model), {}
+    )
     assert "test" not in splits_read and "val" in splits_read
     scores = fitted.details["val_top1_pct_by_l2"]
     assert sorted(scores) == sorted(f"{g:g}" for g in grid)
@@ -290,17 +317,22 @@ def test_lbfgs_probe_chooses_its_l2_on_validation_only(source_model, target):
 def test_lbfgs_probe_needs_a_validation_split(source_model):
     from transfer_core.strategies.linear_probe import LinearProbe
 
-    no_val = prepare_dataset("digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), per_class=20, val_fraction=0.0), Path("."), False)
+    no_val = prepare_dataset(
+        "digits", Digits.Options(), Selection(classes=(5, 6, 7, 8, 9), per_class=20, val_fraction=0.0), Path("."), False
+    )
     task = TargetTask(no_val, "resnet8", 0, RUNTIME, NO_AUGMENT)
     with pytest.raises(ValueError, match="solver lbfgs chooses its L2 strength on validation"):
         LinearProbe(LinearProbe.Options(solver="lbfgs"), RECIPE).fit(task, copy.deepcopy(source_model), {})
 
 
-@pytest.mark.parametrize("name, first_frozen, first_trained", [
-    ("timm:vit_tiny_patch16_224", "cls_token", "blocks.1.norm1.weight"),
-    ("timm:efficientnet_b0", "conv_stem.weight", "blocks.1.0.conv_pw.weight"),
-    ("torchvision:resnet18", "bn1.weight", "layer2.0.conv1.weight"),
-])
+@pytest.mark.parametrize(
+    "name, first_frozen, first_trained",
+    [
+        ("timm:vit_tiny_patch16_224", "cls_token", "blocks.1.norm1.weight"),
+        ("timm:efficientnet_b0", "conv_stem.weight", "blocks.1.0.conv_pw.weight"),
+        ("torchvision:resnet18", "bn1.weight", "layer2.0.conv1.weight"),
+    ],
+)
 def test_freeze_stages_knows_the_stages_of_timm_and_torchvision_models(name, first_frozen, first_trained):
     from transfer_core.backbones import stage_groups
 
@@ -323,10 +355,14 @@ def test_a_backbone_whose_stages_are_unknown_still_fine_tunes_whole(target):
     from transfer_core.backbones import Classifier
     from transfer_core.strategies.full_finetune import FullFinetune
 
-    body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    body = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
     source = RUNTIME.prepare(Classifier(body, 8, 5))
     task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
     fitted = FullFinetune(FullFinetune.Options(), RECIPE).fit(task, source, {})
     assert fitted.stats.steps > 0 and all(p.requires_grad for p in fitted.model.parameters())
     with pytest.raises(ValueError, match="the stages of a Sequential are not known"):
-        FullFinetune(FullFinetune.Options(freeze_stages=1), RECIPE).fit(task, RUNTIME.prepare(Classifier(body, 8, 5)), {})
+        FullFinetune(FullFinetune.Options(freeze_stages=1), RECIPE).fit(
+            task, RUNTIME.prepare(Classifier(body, 8, 5)), {}
+        )

@@ -2,11 +2,10 @@ import copy
 
 import pytest
 import yaml
+from conftest import REPO, tiny_suite
 
 from bench.cli import main
 from bench.suite import SuiteError, check_data, expand_cells, load_suite, parse_suite
-
-from conftest import REPO, tiny_suite
 
 
 def error_of(raw) -> str:
@@ -41,10 +40,14 @@ def test_train_defaults_flow_into_strategies_and_source():
 
 
 def test_a_strategys_own_defaults_win_over_the_suites_train_section():
-    raw = tiny_suite(train={"batch_size": 16, "lr": 0.2, "label_smoothing": 0.1, "weight_decay": 1e-3},
-                     strategies={"linear_probe": {}, "lp_ft": {}, "l2_sp": {}, "full_finetune": {}})
+    raw = tiny_suite(
+        train={"batch_size": 16, "lr": 0.2, "label_smoothing": 0.1, "weight_decay": 1e-3},
+        strategies={"linear_probe": {}, "lp_ft": {}, "l2_sp": {}, "full_finetune": {}},
+    )
     suite = parse_suite(raw)
-    probe, lp_ft, l2_sp, finetune = (suite.strategy(n).recipe for n in ("linear_probe", "lp_ft", "l2_sp", "full_finetune"))
+    probe, lp_ft, l2_sp, finetune = (
+        suite.strategy(n).recipe for n in ("linear_probe", "lp_ft", "l2_sp", "full_finetune")
+    )
     assert (probe.lr, probe.label_smoothing, probe.epochs, probe.batch_size) == (0.05, 0.0, 40, 256)
     assert probe.weight_decay == 1e-3  # a key the probe sets no default for still comes from train:
     assert lp_ft.lr == 0.01 and lp_ft.label_smoothing == 0.1
@@ -55,7 +58,9 @@ def test_a_strategys_own_defaults_win_over_the_suites_train_section():
     assert probe.lr == 0.3 and probe.label_smoothing == 0.05
 
 
-@pytest.mark.parametrize("finetune, built_from", [("lp_ft", ["linear_probe", "lp_ft"]), ("full_finetune", ["linear_probe", "full_finetune"])])
+@pytest.mark.parametrize(
+    "finetune, built_from", [("lp_ft", ["linear_probe", "lp_ft"]), ("full_finetune", ["linear_probe", "full_finetune"])]
+)
 def test_alpha_mix_alone_builds_the_ingredients_its_options_name(finetune, built_from):
     suite = parse_suite(tiny_suite(strategies={"scratch": {}, "alpha_mix": {"finetune": finetune}}))
     assert sorted(s.name for s in suite.ingredients) == sorted(built_from)
@@ -65,34 +70,72 @@ def test_alpha_mix_alone_builds_the_ingredients_its_options_name(finetune, built
         assert suite.fitted_models("lp_ft") == ["lp_ft", "linear_probe"]
 
 
-@pytest.mark.parametrize("mutate, expected", [
-    (lambda s: s.update(colour="blue"), "suite.colour: unknown key; allowed:"),
-    (lambda s: s["train"].update(lrr=0.1), "train.lrr: unknown key; allowed: batch_size"),
-    (lambda s: s["train"].update(lr="fast"), "train.lr: expected a number, got 'fast'"),
-    (lambda s: s["train"].update(epochs=2.5), "train.epochs: expected an integer"),
-    (lambda s: s["train"].update(lr=-1), "train.lr: -1.0 is outside (0, inf]"),
-    (lambda s: s["targets"][0].update(dataset="imagenet"), "targets[0].dataset: unknown dataset 'imagenet'; known: cifar10, cifar100"),
-    (lambda s: s.update(backbones=["resnet9000"]), "backbones[0]: unknown backbone 'resnet9000'"),
-    (lambda s: s["strategies"].update(lora={}), "strategies.lora: unknown strategy; known: alpha_mix, full_finetune, l2_sp, linear_probe, lp_ft, scratch"),
-    (lambda s: s["strategies"]["alpha_mix"].update(alphas=[0, 1.5]), "strategies.alpha_mix.alphas[1]: 1.5 is outside [0, 1]"),
-    (lambda s: s["strategies"]["alpha_mix"].update(space="softmax"), "strategies.alpha_mix.space: 'softmax' is not allowed; choose 'weights' | 'logits' | 'probs' | 'outputs'"),
-    (lambda s: s["targets"][0].update(val_fraction=1.0), "targets[0].val_fraction: 1.0 is outside [0, 1)"),
-    (lambda s: s["runtime"].update(device="tpu"), "runtime.device: 'tpu' is not allowed"),
-    (lambda s: s.update(seeds=[0, 0]), "seeds: repeated seed"),
-    (lambda s: s.update(schema_version=2), "schema_version: expected 1, got 2"),
-    (lambda s: s.pop("targets"), "targets: expected a non-empty list"),
-    (lambda s: s["runtime"].update(data_backend="opencv"), "runtime.data_backend: 'opencv' is not allowed; choose 'auto' | 'torch' | 'dali'"),
-    (lambda s: s["targets"][0].update(augment={"flip": "sometimes"}), "targets[0].augment.flip: 'sometimes' is not allowed"),
-    (lambda s: s["targets"][0].update(augment={"padding_mode": "wrap"}), "targets[0].augment.padding_mode: 'wrap' is not allowed"),
-    (lambda s: s["targets"][0].update(augment={"cutout": -2}), "targets[0].augment.cutout: -2 is outside [0, inf]"),
-    (lambda s: s["targets"][0].update(augment={"random_resized_crop": 0.5}), "targets[0].augment.random_resized_crop: only for image folders"),
-    (lambda s: s["targets"][0].update(resolution=0), "targets[0].resolution: 0 is outside [1, inf]"),
-    (lambda s: s["targets"][0].update(dataset="image_folder", path="x", classes=None), "targets[0].resolution: image_folder needs one"),
-    (lambda s: s["targets"][0].update(dataset="image_folder", path="x", classes=None, resolution=32, augment={"flip": "alternate"}),
-     "targets[0].augment.flip: alternate needs an array dataset"),
-    (lambda s: s["targets"][0].update(dataset="image_folder", path="x", classes=None, resolution=32, bad_files="ignore"),
-     "targets[0].bad_files: 'ignore' is not allowed; choose 'error' | 'skip'"),
-])
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda s: s.update(colour="blue"), "suite.colour: unknown key; allowed:"),
+        (lambda s: s["train"].update(lrr=0.1), "train.lrr: unknown key; allowed: batch_size"),
+        (lambda s: s["train"].update(lr="fast"), "train.lr: expected a number, got 'fast'"),
+        (lambda s: s["train"].update(epochs=2.5), "train.epochs: expected an integer"),
+        (lambda s: s["train"].update(lr=-1), "train.lr: -1.0 is outside (0, inf]"),
+        (
+            lambda s: s["targets"][0].update(dataset="imagenet"),
+            "targets[0].dataset: unknown dataset 'imagenet'; known: cifar10, cifar100",
+        ),
+        (lambda s: s.update(backbones=["resnet9000"]), "backbones[0]: unknown backbone 'resnet9000'"),
+        (
+            lambda s: s["strategies"].update(lora={}),
+            "strategies.lora: unknown strategy; known: alpha_mix, full_finetune, l2_sp, linear_probe, lp_ft, scratch",
+        ),
+        (
+            lambda s: s["strategies"]["alpha_mix"].update(alphas=[0, 1.5]),
+            "strategies.alpha_mix.alphas[1]: 1.5 is outside [0, 1]",
+        ),
+        (
+            lambda s: s["strategies"]["alpha_mix"].update(space="softmax"),
+            "strategies.alpha_mix.space: 'softmax' is not allowed; choose 'weights' | 'logits' | 'probs' | 'outputs'",
+        ),
+        (lambda s: s["targets"][0].update(val_fraction=1.0), "targets[0].val_fraction: 1.0 is outside [0, 1)"),
+        (lambda s: s["runtime"].update(device="tpu"), "runtime.device: 'tpu' is not allowed"),
+        (lambda s: s.update(seeds=[0, 0]), "seeds: repeated seed"),
+        (lambda s: s.update(schema_version=2), "schema_version: expected 1, got 2"),
+        (lambda s: s.pop("targets"), "targets: expected a non-empty list"),
+        (
+            lambda s: s["runtime"].update(data_backend="opencv"),
+            "runtime.data_backend: 'opencv' is not allowed; choose 'auto' | 'torch' | 'dali'",
+        ),
+        (
+            lambda s: s["targets"][0].update(augment={"flip": "sometimes"}),
+            "targets[0].augment.flip: 'sometimes' is not allowed",
+        ),
+        (
+            lambda s: s["targets"][0].update(augment={"padding_mode": "wrap"}),
+            "targets[0].augment.padding_mode: 'wrap' is not allowed",
+        ),
+        (lambda s: s["targets"][0].update(augment={"cutout": -2}), "targets[0].augment.cutout: -2 is outside [0, inf]"),
+        (
+            lambda s: s["targets"][0].update(augment={"random_resized_crop": 0.5}),
+            "targets[0].augment.random_resized_crop: only for image folders",
+        ),
+        (lambda s: s["targets"][0].update(resolution=0), "targets[0].resolution: 0 is outside [1, inf]"),
+        (
+            lambda s: s["targets"][0].update(dataset="image_folder", path="x", classes=None),
+            "targets[0].resolution: image_folder needs one",
+        ),
+        (
+            lambda s: s["targets"][0].update(
+                dataset="image_folder", path="x", classes=None, resolution=32, augment={"flip": "alternate"}
+            ),
+            "targets[0].augment.flip: alternate needs an array dataset",
+        ),
+        (
+            lambda s: s["targets"][0].update(
+                dataset="image_folder", path="x", classes=None, resolution=32, bad_files="ignore"
+            ),
+            "targets[0].bad_files: 'ignore' is not allowed; choose 'error' | 'skip'",
+        ),
+    ],
+)
 def test_mistakes_are_one_line_errors_naming_the_field(mutate, expected):
     raw = copy.deepcopy(tiny_suite())
     mutate(raw)
@@ -141,12 +184,25 @@ def test_flip_booleans_and_new_keys_parse():
     assert folder.targets[0].label == "photos"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"targets": [{"dataset": "digits", "classes": [5, 6]}, {"dataset": "digits", "classes": [5, 6], "name": "again"}]},
-     r"targets\[1\]: repeats targets\[0\] \(names aside\); list it once"),
-    ({"backbones": ["resnet8", "resnet8"]}, r"backbones\[1\]: repeats backbones\[0\]"),
-    ({"source": [{"dataset": "digits", "epochs": 2}, {"dataset": "digits", "epochs": 2, "name": "twin"}]}, r"source\[1\]: repeats source\[0\]"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {
+                "targets": [
+                    {"dataset": "digits", "classes": [5, 6]},
+                    {"dataset": "digits", "classes": [5, 6], "name": "again"},
+                ]
+            },
+            r"targets\[1\]: repeats targets\[0\] \(names aside\); list it once",
+        ),
+        ({"backbones": ["resnet8", "resnet8"]}, r"backbones\[1\]: repeats backbones\[0\]"),
+        (
+            {"source": [{"dataset": "digits", "epochs": 2}, {"dataset": "digits", "epochs": 2, "name": "twin"}]},
+            r"source\[1\]: repeats source\[0\]",
+        ),
+    ],
+)
 def test_a_repeated_entry_is_refused(overrides, message):
     with pytest.raises(SuiteError, match=message):
         parse_suite(tiny_suite(**overrides))
@@ -156,7 +212,9 @@ def test_a_strategy_that_selects_on_validation_needs_a_validation_split():
     raw = tiny_suite()
     raw["targets"][0]["val_fraction"] = 0
     raw["strategies"]["linear_probe"]["solver"] = "sgd"
-    with pytest.raises(SuiteError, match=r"targets\[0\]\.val_fraction: alpha_mix chooses on validation data, and 0 leaves none"):
+    with pytest.raises(
+        SuiteError, match=r"targets\[0\]\.val_fraction: alpha_mix chooses on validation data, and 0 leaves none"
+    ):
         parse_suite(raw)
     raw["strategies"].pop("alpha_mix")
     parse_suite(raw)  # the other strategies do without one
@@ -167,18 +225,30 @@ def test_a_strategy_that_selects_on_validation_needs_a_validation_split():
 
 def test_a_data_size_sweep_becomes_one_target_per_size():
     raw = tiny_suite()
-    raw["targets"] = [{"dataset": "digits", "classes": [5, 6, 7, 8, 9], "per_class": [10, 20, 40], "val_fraction": 0.25}]
+    raw["targets"] = [
+        {"dataset": "digits", "classes": [5, 6, 7, 8, 9], "per_class": [10, 20, 40], "val_fraction": 0.25}
+    ]
     suite = parse_suite(raw)
-    assert [t.label for t in suite.targets] == ["digits[5-9] (10/class)", "digits[5-9] (20/class)", "digits[5-9] (40/class)"]
-    assert {t.family for t in suite.targets} == {"digits[5-9]"} and [t.selection.per_class for t in suite.targets] == [10, 20, 40]
+    assert [t.label for t in suite.targets] == [
+        "digits[5-9] (10/class)",
+        "digits[5-9] (20/class)",
+        "digits[5-9] (40/class)",
+    ]
+    assert {t.family for t in suite.targets} == {"digits[5-9]"} and [t.selection.per_class for t in suite.targets] == [
+        10,
+        20,
+        40,
+    ]
     assert len(expand_cells(suite)) == 3 * len(expand_cells(parse_suite(tiny_suite())))
     vtab = parse_suite({**raw, "targets": [{"dataset": "digits", "examples": [100, 300], "name": "d"}]})
     assert [t.label for t in vtab.targets] == ["d (100 examples)", "d (300 examples)"]
     assert all(t.selection.val_fraction == 0.2 for t in vtab.targets)  # VTAB-1k's 800/200
     assert error_of({**raw, "targets": [{"dataset": "digits", "per_class": [10, 10]}]}).startswith(
-        "targets[0].per_class: expected a non-empty list of different sizes")
+        "targets[0].per_class: expected a non-empty list of different sizes"
+    )
     assert error_of({**raw, "targets": [{"dataset": "digits", "per_class": [10, 0]}]}).startswith(
-        "targets[0].per_class[1]")
+        "targets[0].per_class[1]"
+    )
 
 
 def test_smaller_sizes_of_a_sweep_keep_a_subset_of_the_larger_ones_images():

@@ -4,6 +4,7 @@ Every backbone becomes a ``Classifier``: a ``body`` that maps images to pooled f
 ``head`` (one Linear) sized for the task at hand. Strategies swap or freeze the two parts; nothing
 else needs to know which library a model came from.
 """
+
 from __future__ import annotations
 
 import re
@@ -58,7 +59,9 @@ class CifarResNetBody(nn.Module):
 
     def __init__(self, blocks_per_stage: list[int], widths: list[int], in_chans: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         stages, in_width = [], widths[0]
         for i, (n_blocks, width) in enumerate(zip(blocks_per_stage, widths)):
             for j in range(n_blocks):
@@ -113,9 +116,13 @@ def stage_groups(body: nn.Module) -> list[list[str]]:
         children = dict(body.named_children())
         layers = sorted((name for name in children if re.fullmatch(r"layer\d+", name)), key=lambda n: int(n[5:]))
         if "conv1" not in children or not layers:
-            raise ValueError(f"freeze_stages: the stages of a {type(body).__name__} are not known (CIFAR ResNets, timm "
-                             "models and torchvision ResNets are)")
-        modules = [nn.ModuleList([children[n] for n in ("conv1", "bn1") if n in children])] + [children[n] for n in layers]
+            raise ValueError(
+                f"freeze_stages: the stages of a {type(body).__name__} are not known (CIFAR ResNets, timm "
+                "models and torchvision ResNets are)"
+            )
+        modules = [nn.ModuleList([children[n] for n in ("conv1", "bn1") if n in children])] + [
+            children[n] for n in layers
+        ]
     named = list(body.named_parameters())
     return [[name for name, p in named if id(p) in {id(q) for q in module.parameters()}] for module in modules]
 
@@ -156,7 +163,9 @@ def _external_library(name: str) -> tuple[str, str]:
     library, _, model = name.partition(":")
     if model:
         if library not in ("timm", "torchvision"):
-            raise UnknownNameError(f"unknown backbone library {library!r} in {name!r}; use timm:NAME or torchvision:NAME")
+            raise UnknownNameError(
+                f"unknown backbone library {library!r} in {name!r}; use timm:NAME or torchvision:NAME"
+            )
         return library, model
     import timm
 

@@ -8,6 +8,7 @@ data only, so a cache file cannot run code either way. ``<key>.lock`` is the cla
 holds the lock (an OS file lock, released by the kernel when its holder dies) builds the model; everyone
 else waits for it or works on something else.
 """
+
 from __future__ import annotations
 
 import hashlib

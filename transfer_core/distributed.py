@@ -7,6 +7,7 @@ rate is the global batch's), and evaluation (each rank scores a contiguous part 
 gathered so every rank computes the same metrics). Everything else (the linear probe's head fit on gathered
 features, BatchNorm re-estimation) runs whole on every rank, identically.
 """
+
 from __future__ import annotations
 
 import datetime as dt

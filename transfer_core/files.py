@@ -1,4 +1,5 @@
 """Files written whole and read back checked; no torch here, so the commands that only read results stay light."""
+
 from __future__ import annotations
 
 import hashlib

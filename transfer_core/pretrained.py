@@ -13,6 +13,7 @@ model's key, so swapped weights are a different source. Keys are loaded strictly
 body must be in the file and nothing else but the classifier. Inputs are normalised and sized as the
 model was pretrained (its published mean, std and input size), not by the target data's statistics.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,12 @@ def check_spec(spec: PretrainedSpec) -> None:
 
         if not timm.is_model(spec.model):
             raise ValueError(f"unknown timm model {spec.model!r}")
-        if timm.models.get_pretrained_cfg(spec.model) is None or not (_timm_cfg(spec).hf_hub_id or _timm_cfg(spec).url or spec.file):
-            raise ValueError(f"timm has no pretrained weights for {spec.model!r}; name one with its tag, e.g. resnet50.a1_in1k")
+        if timm.models.get_pretrained_cfg(spec.model) is None or not (
+            _timm_cfg(spec).hf_hub_id or _timm_cfg(spec).url or spec.file
+        ):
+            raise ValueError(
+                f"timm has no pretrained weights for {spec.model!r}; name one with its tag, e.g. resnet50.a1_in1k"
+            )
     elif spec.library == "torchvision":
         _torchvision_weights(spec)
     elif spec.library == "checkpoint":
@@ -87,13 +92,16 @@ def _torchvision_weights(spec: PretrainedSpec):
     try:
         weights = choices[spec.weights or "DEFAULT"]
     except KeyError:
-        raise ValueError(f"torchvision {spec.model} has no weights {spec.weights!r}; "
-                         f"known: {', '.join(w.name for w in choices)}") from None
+        raise ValueError(
+            f"torchvision {spec.model} has no weights {spec.weights!r}; known: {', '.join(w.name for w in choices)}"
+        ) from None
     # some weights change how torchvision builds the model (inception's input transform and auxiliary head,
     # SWAG's image size); the body here is built without weights, so those would load into another model
     if spec.model in ("inception_v3", "googlenet") or "SWAG" in weights.name:
-        raise ValueError(f"torchvision {spec.model} {weights.name} is not supported as a pretrained source (its weights "
-                         "change how the model is built); use its timm counterpart")
+        raise ValueError(
+            f"torchvision {spec.model} {weights.name} is not supported as a pretrained source (its weights "
+            "change how the model is built); use its timm counterpart"
+        )
     return weights
 
 
@@ -124,9 +132,13 @@ def candidate_files(spec: PretrainedSpec) -> list[Path]:
             from huggingface_hub import try_to_load_from_cache
 
             repo, _, revision = cfg.hf_hub_id.partition("@")
-            for filename in ([cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]):
+            for filename in (
+                [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+            ):
                 # the cache folder read now, not when huggingface_hub was imported
-                cached = try_to_load_from_cache(repo, filename, cache_dir=os.environ.get("HF_HUB_CACHE"), revision=revision or None)
+                cached = try_to_load_from_cache(
+                    repo, filename, cache_dir=os.environ.get("HF_HUB_CACHE"), revision=revision or None
+                )
                 if isinstance(cached, str):
                     found.append(Path(cached))
         if cfg.url:
@@ -143,8 +155,9 @@ def weights_file(spec: PretrainedSpec) -> Path:
         if path.is_file():
             return path
     places = ", ".join(str(p) for p in candidates) or "the Hugging Face cache (nothing cached)"
-    raise WeightsUnavailableError(f"weights of {spec.label or spec.backbone} are not on this machine (looked in: {places}); "
-                                  f"{spec.fetch_hint}")
+    raise WeightsUnavailableError(
+        f"weights of {spec.label or spec.backbone} are not on this machine (looked in: {places}); {spec.fetch_hint}"
+    )
 
 
 _SHA256: dict[tuple, str] = {}
@@ -165,7 +178,9 @@ def _read_state(path: Path) -> dict:
     try:
         return load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as e:
-        raise WeightsUnavailableError(f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise WeightsUnavailableError(
+            f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
 
 
 def _load_strictly(module: nn.Module, state: dict, path: Path) -> None:
@@ -173,12 +188,17 @@ def _load_strictly(module: nn.Module, state: dict, path: Path) -> None:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    reshaped = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or reshaped:
-        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-                 f"{len(reshaped)} of another shape (e.g. {reshaped[0]})" if reshaped else ""]
+        parts = [
+            f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+            f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+            f"{len(reshaped)} of another shape (e.g. {reshaped[0]})" if reshaped else "",
+        ]
         raise WeightsUnavailableError(f"{path}: its keys do not match the model: " + ", ".join(p for p in parts if p))
     module.load_state_dict(state, strict=True)
 

@@ -1,7 +1,8 @@
 """A small named registry, one per kind of pluggable thing (datasets, backbones, strategies, executors)."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -29,6 +30,7 @@ class Registry(Generic[T]):
 
     def register_class(self, name: str) -> Callable[[T], T]:
         """Registers a class under ``name`` and gives it that ``name`` attribute, so it knows what it is called."""
+
         def decorator(cls: T) -> T:
             cls.name = name
             return self.register(name)(cls)
@@ -46,6 +48,3 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())

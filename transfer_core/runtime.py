@@ -4,19 +4,22 @@ Resolved once per run from the suite's ``runtime`` section; ``auto`` means the f
 device (bf16 autocast and compile on CUDA; fp32 and eager on CPU, where compiling costs more than it
 saves for short runs).
 """
+
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import resource
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Literal, Optional, Union
 
 import torch
 
+from .checks import check_range
 from .data import BatchFormat, create_loader, resolve_data_backend
 from .distributed import WHOLE, Shard
 
@@ -29,20 +32,49 @@ class RuntimeUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    """What a suite's ``runtime`` section asks for ("auto": the fast choice for the device). ``resolve_runtime``
+    turns it into the ``Runtime`` every model of the run trains and evaluates under."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
+    compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA, off on CPU
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    cudnn_benchmark: bool = True  # CUDA: cuDNN picks the fastest convolution algorithm per shape, once
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and on CPU
+    eval_batch_size: int = 512  # images per evaluation batch
+    workers: int = 2  # DataLoader workers or DALI threads for image folders (array datasets need none)
+    data_backend: Literal["auto", "torch", "dali"] = "auto"  # image folders; auto = dali when installed
+    input_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = the amp dtype, else float32
+    deterministic: bool = False  # deterministic algorithms only, cuDNN benchmarking off: bitwise-reproducible runs
+    cell_timeout_s: Optional[float] = None  # a training or evaluation running longer ends with status timeout
+
+    def __post_init__(self):
+        check_range("eval_batch_size", self.eval_batch_size, 1, None)
+        check_range("workers", self.workers, 0, None)
+        if self.cell_timeout_s is not None:
+            check_range("cell_timeout_s", self.cell_timeout_s, 0, None, low_open=True)
+
+
+@dataclass(frozen=True)
 class Runtime:
+    """The resolved settings: a device, a precision, compiled or not; what training and evaluation run under."""
+
     device: torch.device
     amp: str  # "bf16", "fp16" or "off", already resolved from "auto"
     compile: bool
     channels_last: bool
     data_backend: str = "torch"  # image folders: "dali" or "torch", already resolved from "auto"
     input_dtype: torch.dtype = torch.float32  # dtype of the batches loaders hand the model
-    data_workers: int = 0  # DataLoader workers or DALI threads for image folders
+    workers: int = 0  # DataLoader workers or DALI threads for image folders
     compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune, ...
     cudnn_benchmark: bool = True  # CUDA: let cuDNN time its convolution algorithms once per shape
     compile_backend: Union[str, Callable] = "inductor"  # tests swap in a counting backend
     eval_batch_size: int = 512  # images per evaluation (and BatchNorm re-estimation) batch
     shard: Shard = WHOLE  # this process's rank under torchrun; the whole work otherwise
-    deterministic: bool = False  # PyTorch's deterministic algorithms only (cuDNN benchmarking off): reproducible, slower
+    deterministic: bool = (
+        False  # PyTorch's deterministic algorithms only (cuDNN benchmarking off): reproducible, slower
+    )
 
     @property
     def amp_dtype(self) -> Optional[torch.dtype]:
@@ -68,7 +100,10 @@ class Runtime:
         cached = _COMPILED.get(model)
         if cached is None or cached[0] != (self.compile_backend, self.compile_mode):
             options = {"mode": self.compile_mode} if self.compile_backend == "inductor" else {}
-            cached = ((self.compile_backend, self.compile_mode), torch.compile(model, backend=self.compile_backend, **options))
+            cached = (
+                (self.compile_backend, self.compile_mode),
+                torch.compile(model, backend=self.compile_backend, **options),
+            )
             _COMPILED[model] = cached
         return cached[1]
 
@@ -96,14 +131,32 @@ class Runtime:
     def loader(self, data, split: str, batch_size: int, train: bool, augmentation, seed: int = 0, whole: bool = False):
         """``create_loader`` with this runtime's device, format, data backend, workers and shard (``whole``:
         every example on every rank, for work each rank repeats, such as BatchNorm re-estimation)."""
-        return create_loader(data, split, self.batch_format(data.mean, data.std), batch_size, train, augmentation,
-                             seed, self.data_backend, self.data_workers, WHOLE if whole else self.shard)
+        return create_loader(
+            data,
+            split,
+            self.batch_format(data.mean, data.std),
+            batch_size,
+            train,
+            augmentation,
+            seed,
+            self.data_backend,
+            self.workers,
+            WHOLE if whole else self.shard,
+        )
 
     def describe(self) -> dict:
         """Every switch, for provenance. Artifact keys take the subset that bears on each artifact (bench/plan.py)."""
-        described = {"device": str(self.device), "amp": self.amp, "compile": self.compile, "channels_last": self.channels_last,
-                     "data_backend": self.data_backend, "input_dtype": str(self.input_dtype).removeprefix("torch."),
-                     "eval_batch_size": self.eval_batch_size, "data_workers": self.data_workers, "ranks": self.shard.world}
+        described = {
+            "device": str(self.device),
+            "amp": self.amp,
+            "compile": self.compile,
+            "channels_last": self.channels_last,
+            "data_backend": self.data_backend,
+            "input_dtype": str(self.input_dtype).removeprefix("torch."),
+            "eval_batch_size": self.eval_batch_size,
+            "workers": self.workers,
+            "ranks": self.shard.world,
+        }
         # only where they act
         if self.compile:
             described["compile_mode"] = self.compile_mode
@@ -122,7 +175,6 @@ class Timer:
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.device = device
 
     def start(self) -> "Timer":
         if self.cuda:
@@ -160,17 +212,27 @@ def measured_bf16_peak_tflops(device_str: str, size: int = 8192, repeats: int = 
     return 2 * size**3 * repeats / seconds / 1e12
 
 
-def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "auto", channels_last: bool = True,
-                    data_backend: str = "auto", input_dtype: str = "auto", data_workers: int = 0,
-                    compile_mode: str = "default", cudnn_benchmark: bool = True, eval_batch_size: int = 512,
-                    shard: Shard = WHOLE, cuda_available: Optional[bool] = None, deterministic: bool = False) -> Runtime:
-    """``cuda_available`` overrides this process's own answer: a Ray driver resolves for its cluster's GPUs."""
+def resolve_runtime(
+    settings: Union[RuntimeSettings, str] = RuntimeSettings(),
+    shard: Shard = WHOLE,
+    cuda_available: Optional[bool] = None,
+    **changes,
+) -> Runtime:
+    """The runtime ``settings`` ask for on this machine (a device name alone: the defaults on it); ``changes``
+    replace settings by name (``resolve_runtime("cpu", eval_batch_size=64)``). ``cuda_available`` overrides this
+    process's own answer: a Ray driver resolves for its cluster's GPUs. Refuses what the machine cannot do."""
+    settings = RuntimeSettings(device=settings) if isinstance(settings, str) else settings
+    if changes:
+        settings = dataclasses.replace(settings, **changes)
+    device, amp, compile, input_dtype = settings.device, settings.amp, settings.compile, settings.input_dtype
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
     if device == "auto":
         device = "cuda" if cuda_available else "cpu"
     if device.startswith("cuda") and not cuda_available:
-        raise RuntimeUnavailableError("runtime.device is cuda but no CUDA device is available; use --device cpu or auto")
+        raise RuntimeUnavailableError(
+            "runtime.device is cuda but no CUDA device is available; use --device cpu or auto"
+        )
     resolved = torch.device(device)
     on_cuda = resolved.type == "cuda"
     if on_cuda and shard.world > 1:  # one GPU per rank: the one the process group set for this local rank
@@ -181,14 +243,28 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", compile: str = "aut
     # auto: batches in the autocast dtype, halving loader bandwidth; the first layer would cast them anyway
     dtype = AMP_DTYPES.get(amp, torch.float32) if input_dtype == "auto" else INPUT_DTYPES[input_dtype]
     if dtype != torch.float32 and dtype != AMP_DTYPES.get(amp):
-        raise RuntimeUnavailableError(f"runtime.input_dtype {input_dtype} needs amp {'bf16' if dtype == torch.bfloat16 else 'fp16'}: "
-                                      "outside autocast the model's float32 weights cannot take it")
+        raise RuntimeUnavailableError(
+            f"runtime.input_dtype {input_dtype} needs amp {'bf16' if dtype == torch.bfloat16 else 'fp16'}: "
+            "outside autocast the model's float32 weights cannot take it"
+        )
     try:
-        backend = resolve_data_backend(data_backend)
+        backend = resolve_data_backend(settings.data_backend)
     except ModuleNotFoundError as e:
         raise RuntimeUnavailableError(str(e)) from None
-    runtime = Runtime(resolved, amp, compile_on, channels_last, backend, dtype, data_workers, compile_mode, cudnn_benchmark,
-                      eval_batch_size=eval_batch_size, shard=shard, deterministic=deterministic)
+    runtime = Runtime(
+        resolved,
+        amp,
+        compile_on,
+        settings.channels_last,
+        backend,
+        dtype,
+        settings.workers,
+        settings.compile_mode,
+        settings.cudnn_benchmark,
+        eval_batch_size=settings.eval_batch_size,
+        shard=shard,
+        deterministic=settings.deterministic,
+    )
     runtime.apply_backend_flags()
     return runtime
 

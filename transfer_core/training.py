@@ -3,6 +3,7 @@
 A strategy decides *what* is trained (which model, which parameters require grad, from which
 initialisation); ``train`` trains whatever parameters require grad, on whatever loader it is given.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .datasets import check_range
+from .checks import check_range
+from .data import Loader
 from .distributed import WHOLE, gather_cat, mean_over_ranks
 from .runtime import Runtime
 
@@ -34,9 +36,13 @@ class TrainRecipe:
 
     def __post_init__(self):
         for name, low, high, low_open, high_open in [
-            ("batch_size", 1, None, False, False), ("epochs", 1, None, False, False), ("lr", 0, None, True, False),
-            ("momentum", 0, 1, False, True), ("weight_decay", 0, None, False, False),
-            ("label_smoothing", 0, 1, False, True), ("warmup_fraction", 0, 1, False, True),
+            ("batch_size", 1, None, False, False),
+            ("epochs", 1, None, False, False),
+            ("lr", 0, None, True, False),
+            ("momentum", 0, 1, False, True),
+            ("weight_decay", 0, None, False, False),
+            ("label_smoothing", 0, 1, False, True),
+            ("warmup_fraction", 0, 1, False, True),
         ]:
             check_range(name, getattr(self, name), low, high, low_open, high_open)
 
@@ -95,14 +101,20 @@ def _optimizer(model: torch.nn.Module, recipe: TrainRecipe, body_lr_scale: float
             {"params": [p for _, p in part if p.ndim > 1], "weight_decay": recipe.weight_decay, "lr": lr},
             {"params": [p for _, p in part if p.ndim <= 1], "weight_decay": 0.0, "lr": lr},
         ]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
+    return torch.optim.SGD(
+        [g for g in groups if g["params"]], lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0
+    )
 
 
 def _freeze_frozen_batchnorm(model: torch.nn.Module) -> None:
     """A BatchNorm whose scale and shift are frozen belongs to a frozen part of the model: it keeps its
     running statistics too (evaluation mode), as a partially fine-tuned network's frozen stages do."""
     for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.affine and not module.weight.requires_grad:
+        if (
+            isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+            and module.affine
+            and not module.weight.requires_grad
+        ):
             module.eval()
 
 
@@ -139,8 +151,15 @@ def _data_parallel(model: torch.nn.Module, runtime: Runtime) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=[runtime.device] if runtime.device.type == "cuda" else None)
 
 
-def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime, desc: str = "train",
-          body_lr_scale: float = 1.0, penalty: Optional[Callable[[], torch.Tensor]] = None) -> TrainStats:
+def train(
+    model: torch.nn.Module,
+    loader: Loader,
+    recipe: TrainRecipe,
+    runtime: Runtime,
+    desc: str = "train",
+    body_lr_scale: float = 1.0,
+    penalty: Optional[Callable[[], torch.Tensor]] = None,
+) -> TrainStats:
     """Trains the parameters of ``model`` that require grad. ``loader`` yields device batches; when it is
     this rank's shard of the training data (under torchrun), the ranks train one model together.
     ``body_lr_scale`` multiplies the learning rate of parameters under ``body.``; ``penalty()``, when given,
@@ -149,7 +168,10 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
     optimizer = _optimizer(model, recipe, body_lr_scale)
     total_steps = recipe.epochs * len(loader)
     if total_steps == 0:
-        raise ValueError(f"{desc}: no training steps (batch size {recipe.batch_size} exceeds the {loader.num_examples} training examples?)")
+        raise ValueError(
+            f"{desc}: no training steps "
+            f"(batch size {recipe.batch_size} exceeds the {loader.num_examples} training examples?)"
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe, step / total_steps))
     network = _data_parallel(model, runtime) if shard.world > 1 else model
     step_fn = runtime.compiled(network)  # the learning rate lives in the optimizer, outside the compiled graph
@@ -158,7 +180,9 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
     stats = TrainStats()
     model.train()
     _freeze_frozen_batchnorm(model)
-    progress = tqdm(total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)  # None: off when not a terminal
+    progress = tqdm(
+        total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None
+    )  # None: off when not a terminal
     sample = None  # a few images of the first batch, for counting FLOPs after training
     timer = runtime.timer().start()  # CUDA events on GPU: the GPU's time, not the host's
     for epoch in range(recipe.epochs):
@@ -195,12 +219,16 @@ def train(model: torch.nn.Module, loader, recipe: TrainRecipe, runtime: Runtime,
     stats.train_s = timer.stop()
     progress.close()
     # counted after the timed region, on a copy: accounting is not training
-    stats.flops = count_flops_per_image(model, sample, backward=True, runtime=runtime) * stats.images if sample is not None else 0.0
+    stats.flops = (
+        count_flops_per_image(model, sample, backward=True, runtime=runtime) * stats.images
+        if sample is not None
+        else 0.0
+    )
     return stats
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: torch.nn.Module, loader: Loader, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, labels) for every example of an evaluation loader, as float32 on the CPU; when the loader is
     this rank's part of the split, every rank gets every example's, in the split's order."""
     model.eval()
@@ -222,7 +250,7 @@ def top_k_pct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: torch.nn.Module, loader, runtime: Runtime) -> None:
+def reestimate_batchnorm(model: torch.nn.Module, loader: Loader, runtime: Runtime) -> None:
     """Recomputes every BatchNorm's running mean/var as a plain average over ``loader``.
 
     Needed after interpolating weights: the interpolated network's activations no longer match either

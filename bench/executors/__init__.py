@@ -3,6 +3,7 @@
 executor only builds what it is handed, in this process (``local``) or as Ray tasks across the GPUs and
 nodes of a cluster (``ray``). A new executor is one module in this package with ``@register_executor``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,6 +15,7 @@ from transfer_core.registry import Registry
 
 from ..build import BuildEnv, Outcome
 from ..plan import Artifact
+
 
 @dataclass(frozen=True)
 class ExecutorOptions:

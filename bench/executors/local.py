@@ -1,19 +1,19 @@
 """The local executor: every artifact built in this process, one at a time, on its device (under torchrun,
 by all ranks together)."""
+
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
 
-from ..build import Builder, BuildEnv, Outcome
+from ..build import BuildEnv, Builder, Outcome
 from ..plan import Artifact
 from . import Executor, register_executor
 
 
 @register_executor("local")
 class LocalExecutor(Executor):
-
     def start(self, env: BuildEnv, data: dict) -> None:
         self._saved_threads = torch.get_num_threads()
         if self.options.threads:
@@ -37,4 +37,3 @@ class LocalExecutor(Executor):
     def close(self) -> None:
         if hasattr(self, "_saved_threads"):
             torch.set_num_threads(self._saved_threads)
-

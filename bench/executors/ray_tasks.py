@@ -10,6 +10,7 @@ outcomes (a model's meta, a cell's records) come back to the driver, the only wr
 whose worker or node dies is started again, up to ``max_retries`` times; its half-written files never
 appear under a model's name.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from ..build import Builder, BuildEnv, Outcome
+from ..build import BuildEnv, Builder, Outcome
 from ..plan import Artifact, SourceArtifact
 from ..suite import SuiteError
 from . import Executor, register_executor
@@ -47,8 +48,13 @@ def probe_shared_folder(folder: str, token: str, data_root: str) -> dict:
     """Run on each node: can it read the driver's token in ``folder``, and write one back? Does it see the data?"""
     from transfer_core import CODE_SALT
 
-    answer = {"host": socket.gethostname(), "code_salt": CODE_SALT, "read": None, "wrote": None,
-              "data_root": Path(data_root).is_dir()}
+    answer = {
+        "host": socket.gethostname(),
+        "code_salt": CODE_SALT,
+        "read": None,
+        "wrote": None,
+        "data_root": Path(data_root).is_dir(),
+    }
     try:
         answer["read"] = (Path(folder) / f".probe-{token}").read_text() == token
         reply = Path(folder) / f".probe-{token}-{uuid.uuid4().hex}"
@@ -70,8 +76,10 @@ def shared_folder_problems(folder: Path, answers: dict[str, dict], code_salt: st
         elif not answer["wrote"] or not Path(answer["wrote"]).is_file():
             problems.append(f"node {node} writes to the cache where this machine does not see it")
         elif answer["code_salt"] != code_salt:
-            problems.append(f"node {node} runs other code (code salt {answer['code_salt']}, here {code_salt}); "
-                            "install the same version on every node")
+            problems.append(
+                f"node {node} runs other code (code salt {answer['code_salt']}, here {code_salt}); "
+                "install the same version on every node"
+            )
     return problems
 
 
@@ -85,8 +93,10 @@ def _check_reachable(address: Optional[str]) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:
-        raise SuiteError(f"--ray-address {address}: no Ray cluster answers there ({e.strerror or e}); "
-                         "start one with ray start --head, or leave --ray-address out to start one here") from None
+        raise SuiteError(
+            f"--ray-address {address}: no Ray cluster answers there ({e.strerror or e}); "
+            "start one with ray start --head, or leave --ray-address out to start one here"
+        ) from None
 
 
 @register_executor("ray")
@@ -101,13 +111,16 @@ class RayExecutor(Executor):
         self._started_here = not ray.is_initialized()
         if self._started_here:
             os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker's progress line, as it comes
-            os.environ.setdefault("RAY_COLOR_PREFIX", "1" if sys.stderr.isatty() else "0")  # no escape codes in log files
+            os.environ.setdefault(
+                "RAY_COLOR_PREFIX", "1" if sys.stderr.isatty() else "0"
+            )  # no escape codes in log files
             _check_reachable(options.ray_address)
             try:
                 ray.init(address=options.ray_address, include_dashboard=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise SuiteError(f"--ray-address {options.ray_address}: cannot join a Ray cluster there "
-                                 f"({str(e).splitlines()[0]})") from None
+                raise SuiteError(
+                    f"--ray-address {options.ray_address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})"
+                ) from None
         self._running: dict = {}  # object ref -> the artifact it builds
         self._deadlines: dict = {}  # object ref -> when its worker is killed (with a time limit)
         self._done: list = []  # (key, outcome) of artifacts built on the driver, not yet handed back
@@ -122,8 +135,10 @@ class RayExecutor(Executor):
         self._check_shared_storage(self._env)
         resources = self._ray.cluster_resources()
         self._cluster = (resources.get("CPU", 0), resources.get("GPU", 0))
-        self.log(f"ray: {len([n for n in self._ray.nodes() if n['Alive']])} node(s), {self._cluster[0]:g} CPUs, "
-                 f"{self._cluster[1]:g} GPUs; model cache {env.cache_dir}")
+        self.log(
+            f"ray: {len([n for n in self._ray.nodes() if n['Alive']])} node(s), {self._cluster[0]:g} CPUs, "
+            f"{self._cluster[1]:g} GPUs; model cache {env.cache_dir}"
+        )
 
     def _check_shared_storage(self, env: BuildEnv) -> None:
         """Fails in one line unless every node reads what this machine writes to the cache, and the reverse,
@@ -138,23 +153,35 @@ class RayExecutor(Executor):
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             (cache_dir / f".probe-{token}").write_text(token)
-            nodes = {node["NodeID"]: f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})" for node in ray.nodes() if node["Alive"]}
-            refs = {remote_probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
-                    .remote(str(cache_dir), token, str(env.data_root)): node_id for node_id in nodes}
+            nodes = {
+                node["NodeID"]: f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})"
+                for node in ray.nodes()
+                if node["Alive"]
+            }
+            refs = {
+                remote_probe.options(
+                    num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+                ).remote(str(cache_dir), token, str(env.data_root)): node_id
+                for node_id in nodes
+            }
             ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=300)
             answers = {nodes[refs[ref]]: ray.get(ref) for ref in ready}
             problems = shared_folder_problems(cache_dir, answers, CODE_SALT, env.data_root)
             problems += [f"node {nodes[refs[ref]]} did not answer within 300 s" for ref in late]
         except ray.exceptions.RayError as e:  # a node that cannot even run the probe (another version, say)
-            problems = [f"a node could not run the check ({str(e).strip().splitlines()[-1]}); "
-                        "install the same version on every node"]
+            problems = [
+                f"a node could not run the check ({str(e).strip().splitlines()[-1]}); "
+                "install the same version on every node"
+            ]
         except OSError as e:
             raise SuiteError(f"--cache-dir {cache_dir}: cannot write there ({e.strerror})") from None
         finally:
             for stale in cache_dir.glob(f".probe-{token}*"):
                 stale.unlink(missing_ok=True)
         if problems:
-            raise SuiteError(f"every Ray node must read and write --cache-dir {cache_dir} and read the data: {'; '.join(problems)}")
+            raise SuiteError(
+                f"every Ray node must read and write --cache-dir {cache_dir} and read the data: {'; '.join(problems)}"
+            )
 
     def has_room(self, artifact: Artifact) -> bool:
         """Room in the cluster's CPUs and GPUs beside what is in flight. Ray would queue more, but tasks
@@ -169,11 +196,15 @@ class RayExecutor(Executor):
         if isinstance(artifact, SourceArtifact) and artifact.source.pretrained:
             # published weights are loaded, not trained, and the run found them on this machine before it
             # started: loaded here (on the CPU) into the shared cache, so no node needs the weights file
-            cpu = dataclasses.replace(self._env, runtime=dataclasses.replace(self._env.runtime, device=torch.device("cpu")))
+            cpu = dataclasses.replace(
+                self._env, runtime=dataclasses.replace(self._env.runtime, device=torch.device("cpu"))
+            )
             self._done.append((artifact.key, Builder(cpu, log=self.log).build(artifact, inputs)))
             return
         ref = self._task.options(
-            num_cpus=artifact.needs.cpus, num_gpus=artifact.needs.gpus, max_retries=self.options.max_retries,
+            num_cpus=artifact.needs.cpus,
+            num_gpus=artifact.needs.gpus,
+            max_retries=self.options.max_retries,
             name=artifact.name,
         ).remote(self._env, artifact, inputs)
         self._running[ref] = artifact
@@ -200,8 +231,15 @@ class RayExecutor(Executor):
             if ref not in ready and now >= deadline:
                 ray.cancel(ref, force=True)  # kills its worker: whatever it is stuck in, it stops
                 del self._deadlines[ref]
-                finished.append((self._running.pop(ref).key, Outcome(
-                    "timeout", f"ran past runtime.cell_timeout_s ({self._env.time_limit_s:g} s); its worker was killed")))
+                finished.append(
+                    (
+                        self._running.pop(ref).key,
+                        Outcome(
+                            "timeout",
+                            f"ran past runtime.cell_timeout_s ({self._env.time_limit_s:g} s); its worker was killed",
+                        ),
+                    )
+                )
         for ref in ready:
             self._deadlines.pop(ref, None)
             key = self._running.pop(ref).key
@@ -210,8 +248,11 @@ class RayExecutor(Executor):
             except ray.exceptions.RayTaskError as e:  # raised past the builder, which turns errors into outcomes
                 outcome = Outcome("error", f"{type(e.cause).__name__}: {e.cause}")
             except ray.exceptions.RayError as e:  # its worker or node died, more often than it was started again
-                outcome = Outcome("error", f"{type(e).__name__}: the task's worker was lost {self.options.max_retries + 1} "
-                                           f"time(s) ({str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})")
+                outcome = Outcome(
+                    "error",
+                    f"{type(e).__name__}: the task's worker was lost {self.options.max_retries + 1} "
+                    f"time(s) ({str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})",
+                )
             finished.append((key, outcome))
         return finished
 

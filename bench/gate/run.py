@@ -15,94 +15,37 @@ once and compared with a committed results folder, only when that folder was rec
 
 Exit 0: no regression; 1: a regression (each named, with its metric, in the summary); 2: unusable input.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from statistics import median
 from typing import Optional
 
 from transfer_core.files import write_file
 
 from .. import compare as compare_mod
-from ..errors import BenchError
-from .verdicts import GateResult, SpeedVerdict, bitwise_differences, judge_speed, render_summary
+from ..text import publish_summary
+from .revisions import GateError, Side, base_worktree, git, head_revision, log_tail
+from .timing import time_benchmarks
+from .verdicts import (
+    GateResult,
+    bitwise_differences,
+    render_summary,
+)
 
 HARNESS_ROOT = Path(__file__).resolve().parents[2]  # the tree whose code runs: the head
-WORKER = Path(__file__).resolve().parent / "worker.py"
-SAMPLE_TIMEOUT_S = 300  # a sample that takes longer means a hung worker, not a slow one
-
-
-class GateError(BenchError):
-    """The gate cannot run: not a git checkout, an unknown revision, a folder it will not overwrite."""
 
 
 def _log(message: str) -> None:
     print(f"bench ci: {message}", file=sys.stderr, flush=True)
-
-
-def _git(repo: Path, *args: str) -> str:
-    try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise GateError(f"git {' '.join(args)}: {e}") from None
-    if done.returncode != 0:
-        raise GateError(f"git {' '.join(args)}: {done.stderr.strip() or f'exit {done.returncode}'}")
-    return done.stdout.strip()
-
-
-def head_revision(repo: Path) -> str:
-    """The head's commit, short, and whether the working tree differs from it (results/ aside)."""
-    commit = _git(repo, "rev-parse", "--short=12", "HEAD")
-    dirty = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
-    return f"{commit} with uncommitted changes" if dirty else commit
-
-
-@contextlib.contextmanager
-def base_worktree(repo: Path, commit: str, scratch: Path):
-    """REF checked out, detached, in a temporary worktree; removed afterwards, even when the gate fails."""
-    path = scratch / "base-tree"
-    _git(repo, "worktree", "prune")  # worktrees of a gate that was killed
-    _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
-    try:
-        yield path
-    finally:
-        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(path)], capture_output=True)
-
-
-@dataclass
-class Side:
-    """One revision: its tree, its results folder and its own model cache."""
-
-    name: str  # "base" or "head"
-    root: Path
-    revision: str
-    out: Path
-    cache: Path
-
-    def env(self) -> dict:
-        env = dict(os.environ)
-        # this revision's packages first: `python -m bench` and the timing worker import them from here
-        env["PYTHONPATH"] = os.pathsep.join([str(self.root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.pop("BENCH_CACHE_DIR", None)
-        return env
-
-
-def _tail(path: Path, lines: int = 1) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " / ".join(text[-lines:])
 
 
 def run_suite(side: Side, suite: Path, data_root: Optional[str]) -> tuple[int, float]:
@@ -119,115 +62,6 @@ def run_suite(side: Side, suite: Path, data_root: Optional[str]) -> tuple[int, f
     return code, time.perf_counter() - started
 
 
-class Worker:
-    """One revision's timing worker (``worker.py``), asked for one sample at a time."""
-
-    def __init__(self, side: Side, log_path: Path):
-        self.side = side
-        self.log = open(log_path, "a", encoding="utf-8")
-        self.process = subprocess.Popen([sys.executable, str(WORKER)], cwd=side.root, env=side.env(), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
-        self.hello: dict = {}
-
-    def wait_ready(self) -> None:
-        self.hello = self._read()
-        imported = Path(self.hello["transfer_core"]).resolve()
-        if self.side.root.resolve() not in imported.parents:
-            raise GateError(f"the {self.side.name} timing worker imported transfer_core from {imported}, not from the "
-                            f"{self.side.name} revision's tree {self.side.root}")
-
-    def _read(self) -> dict:
-        ready, _, _ = select.select([self.process.stdout], [], [], SAMPLE_TIMEOUT_S)
-        line = self.process.stdout.readline() if ready else ""
-        if not line:
-            why = f"no answer in {SAMPLE_TIMEOUT_S} s" if not ready else f"it exited ({_tail(Path(self.log.name))})"
-            raise GateError(f"the {self.side.name} timing worker failed: {why}")
-        return json.loads(line)
-
-    def sample(self, name: str) -> dict:
-        self.process.stdin.write(name + "\n")
-        self.process.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.process.stdin.write("\n")
-            self.process.stdin.flush()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-
-def time_benchmarks(base: Side, head: Side, rounds: int, samples_per_round: int, min_effect: float, alpha: float,
-                    scratch: Path, only: Optional[list[str]] = None) -> tuple[list[SpeedVerdict], list[str], list[dict]]:
-    """Rounds of every gated benchmark, each with a fresh pair of workers: (verdicts, problems that fail the gate,
-    the raw samples of every round).
-
-    A fresh pair per round because a process is a sample too: two processes running identical code differed by up
-    to 22% in one benchmark here (where memory lands, how threads are placed), and that difference holds for the
-    process's whole life. So each round's ratio is between its own two processes' medians."""
-    from tqdm import tqdm
-
-    names: list[str] = []
-    units: dict[str, str] = {}
-    errors: dict[str, dict[str, str]] = {"base": {}, "head": {}}
-    per_round = {side: {} for side in ("base", "head")}  # side -> benchmark -> [median of each round]
-    raw = []
-    for round_ in tqdm(range(rounds), desc="bench ci: timing", unit="round", disable=None, leave=False):
-        order = (base, head) if round_ % 2 == 0 else (head, base)
-        workers = {}
-        try:
-            for side in order:  # both start (and import torch) at once: starting is not timed
-                workers[side.name] = Worker(side, scratch / f"{side.name}-worker.log")
-            for worker in workers.values():
-                worker.wait_ready()
-            if not names:
-                names = list(workers["head"].hello["benchmarks"]) + [
-                    n for n in workers["base"].hello["benchmarks"] if n not in workers["head"].hello["benchmarks"]]
-                units = {**workers["base"].hello["benchmarks"], **workers["head"].hello["benchmarks"]}
-                if only:
-                    unknown = [n for n in only if n not in names and n not in workers["head"].hello["errors"]]
-                    if unknown:
-                        raise GateError(f"--benchmarks: unknown {', '.join(unknown)}; the gated ones are {', '.join(names)}")
-                    names = [n for n in names if n in only]
-                for side, worker in workers.items():
-                    errors[side].update(worker.hello["errors"])
-            samples = {side: {name: [] for name in names} for side in workers}
-            # the first sample of each benchmark warms a process up (first-call allocations, lazy imports): not kept
-            for repeat in range(samples_per_round + 1):
-                sides = [s.name for s in (order if repeat % 2 == 0 else order[::-1])]
-                for name in names:
-                    for side in sides:
-                        if name in errors[side]:
-                            continue
-                        answer = workers[side].sample(name)
-                        if "error" in answer:
-                            errors[side][name] = answer["error"]
-                        elif repeat > 0:
-                            samples[side][name].append(answer["value"])
-        finally:
-            for worker in workers.values():
-                worker.close()
-        raw.append(samples)
-        for side in samples:
-            for name, values in samples[side].items():
-                if values and name not in errors["base"] and name not in errors["head"]:
-                    per_round[side].setdefault(name, []).append(median(values))
-    verdicts, problems = [], []
-    for name in names:
-        if name in errors["head"]:
-            problems.append(f"speed: the head cannot run benchmark {name}: {errors['head'][name]}")
-            verdicts.append(SpeedVerdict(name, units[name], [], [], "failed", note=errors["head"][name]))
-        elif name in errors["base"]:  # the benchmark is newer than the base, or base's API differs: nothing to compare with
-            verdicts.append(SpeedVerdict(name, units[name], [], [], "not compared", note=f"base cannot run it: {errors['base'][name]}"))
-        else:
-            verdicts.append(judge_speed(name, units[name], per_round["base"][name], per_round["head"][name], min_effect, alpha))
-    return verdicts, problems, raw
-
-
 def _prepare_out(out: Path) -> None:
     """The gate's folder is rewritten on every run; a folder it did not write is never emptied."""
     if out.exists() and any(out.iterdir()) and not (out / "gate.json").is_file():
@@ -241,26 +75,34 @@ def _prepare_out(out: Path) -> None:
 def _device_name() -> str:
     model = ""
     with contextlib.suppress(OSError):
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     return f"{model or 'CPU'} ({len(os.sched_getaffinity(0))} cores)"
 
 
 def _suite_problem(side: Side, code: int) -> str:
-    return f"the {side.name} revision cannot run the suite (exit {code}: {_tail(side.out / 'run.log')})"
+    return f"the {side.name} revision cannot run the suite (exit {code}: {log_tail(side.out / 'run.log')})"
 
 
 def side_by_side(args) -> GateResult:
     repo = HARNESS_ROOT
     try:
-        _git(repo, "rev-parse", "--show-toplevel")
+        git(repo, "rev-parse", "--show-toplevel")
     except GateError as e:
         raise GateError(f"bench ci --base needs a git checkout of the harness, and {repo} is not one ({e})") from None
     try:
-        base_commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
+        base_commit = git(repo, "rev-parse", "--verify", "--quiet", f"{args.base}^{{commit}}")
     except GateError:
-        raise GateError(f"--base {args.base}: no such revision in {repo} (a CI checkout needs the base's history: "
-                        "actions/checkout with fetch-depth: 0)") from None
+        raise GateError(
+            f"--base {args.base}: no such revision in {repo} (a CI checkout needs the base's history: "
+            "actions/checkout with fetch-depth: 0)"
+        ) from None
     suite = Path(args.suite).resolve()
     if not suite.is_file():
         raise GateError(f"{args.suite}: no such suite file")
@@ -274,8 +116,10 @@ def side_by_side(args) -> GateResult:
         with base_worktree(repo, base_commit, scratch) as base_root:
             base = Side("base", base_root, f"{base_commit[:12]}", out / "base", scratch / "base-cache")
             head = Side("head", repo, head_revision(repo), out / "head", scratch / "head-cache")
-            result.title = (f"Head `{head.revision}` against base `{base.revision}` (`{args.base}`), side by side on "
-                            f"{_device_name()}; suite `{args.suite}`.")
+            result.title = (
+                f"Head `{head.revision}` against base `{base.revision}` (`{args.base}`), side by side on "
+                f"{_device_name()}; suite `{args.suite}`."
+            )
             _log(f"base {base.revision} ({args.base}) checked out in {base_root}; head {head.revision}")
             if "accuracy" in parts:
                 # base first, then head: the two suite runs are one sample each, so their order matters less than
@@ -287,7 +131,9 @@ def side_by_side(args) -> GateResult:
                     own_copy = base.root / suite.relative_to(repo) if suite.is_relative_to(repo) else None
                     if code == 2 and side is base and own_copy and own_copy.is_file():
                         # the head's suite may use keys the base does not know yet: the base's own copy then
-                        result.notes.append("the base revision refused the head's suite file; it ran its own copy of it")
+                        result.notes.append(
+                            "the base revision refused the head's suite file; it ran its own copy of it"
+                        )
                         code, more = run_suite(side, own_copy, args.data_root)
                         seconds += more
                     codes[side.name] = code
@@ -302,8 +148,16 @@ def side_by_side(args) -> GateResult:
             if "speed" in parts:
                 _log(f"timing {args.rounds} rounds, each a fresh pair of processes …")
                 timed = time.perf_counter()
-                verdicts, problems, samples = time_benchmarks(base, head, args.rounds, args.samples_per_round,
-                                                              args.min_effect / 100, args.alpha, scratch, args.benchmarks)
+                verdicts, problems, samples = time_benchmarks(
+                    base,
+                    head,
+                    args.rounds,
+                    args.samples_per_round,
+                    args.min_effect / 100,
+                    args.alpha,
+                    scratch,
+                    args.benchmarks,
+                )
                 result.speed, result.timings["timing"] = verdicts, time.perf_counter() - timed
                 result.problems += problems
                 result.speed_method = (
@@ -312,8 +166,10 @@ def side_by_side(args) -> GateResult:
                     f"takes {args.samples_per_round} samples of each, base and head in turn (the order swapped every "
                     f"time). A round's ratio is head's median over base's. A benchmark fails when a one-sided Wilcoxon "
                     f"signed-rank test on the rounds' log ratios finds head slower with p < {args.alpha:g} **and** the "
-                    f"median ratio is at least {1 + args.min_effect / 100:g} (+{args.min_effect:g}%); the interval is a "
-                    "95% bootstrap interval of the median ratio.")
+                    f"median ratio is at least {1 + args.min_effect / 100:g} (+{args.min_effect:g}%); "
+                    "the interval is a "
+                    "95% bootstrap interval of the median ratio."
+                )
                 for worker_log in scratch.glob("*-worker.log"):
                     shutil.copy(worker_log, out / worker_log.name)
                 write_file(out / "speed_samples.json", json.dumps(samples, indent=1) + "\n")
@@ -333,7 +189,9 @@ def judge_accuracy(result: GateResult, base: Side, head: Side, base_commit: str,
     result.accuracy_method = (
         f"Both revisions ran `{args.suite}` on this machine from empty caches. The CPU path is deterministic, so equal "
         f"code gives bitwise-equal metrics; a change fails when the mean over seeds drops beyond "
-        f"{', '.join(f'`{t.metric}` {t.describe()}' for t in thresholds)}, and every metric that differs at all is listed.")
+        f"{', '.join(f'`{t.metric}` {t.describe()}' for t in thresholds)}, "
+        "and every metric that differs at all is listed."
+    )
 
 
 def against_baseline(args) -> GateResult:
@@ -350,8 +208,10 @@ def against_baseline(args) -> GateResult:
         head = Side("head", HARNESS_ROOT, "the working tree", out / "head", Path(scratch) / "head-cache")
         _log(f"running {args.suite} from an empty cache …")
         code, seconds = run_suite(head, suite, args.data_root)
-    result = GateResult(title=f"The working tree against the committed baseline `{baseline}`; suite `{args.suite}`.",
-                        timings={"suite": seconds})
+    result = GateResult(
+        title=f"The working tree against the committed baseline `{baseline}`; suite `{args.suite}`.",
+        timings={"suite": seconds},
+    )
     if code == 2:
         result.problems.append(_suite_problem(head, code))
         return result
@@ -359,35 +219,48 @@ def against_baseline(args) -> GateResult:
     devices = lambda records: compare_mod._devices(records)  # noqa: E731
     same_device = devices(base_records) == devices(head_records)
     if not same_device and not args.allow_device_mismatch:
-        raise GateError(f"{baseline} was recorded on {', '.join(sorted(devices(base_records))) or '?'} and this machine is "
-                        f"{', '.join(sorted(devices(head_records))) or '?'}: a committed baseline serves only on its own "
-                        f"device. Run base and head side by side instead (bench ci --base REF), or pass "
-                        f"--allow-device-mismatch to judge accuracy with the cross-device tolerance ({args.fail_across_devices})")
+        raise GateError(
+            f"{baseline} was recorded on {', '.join(sorted(devices(base_records))) or '?'} and this machine is "
+            f"{', '.join(sorted(devices(head_records))) or '?'}: a committed baseline serves only on its own "
+            f"device. Run base and head side by side instead (bench ci --base REF), or pass "
+            f"--allow-device-mismatch to judge accuracy with the cross-device tolerance ({args.fail_across_devices})"
+        )
     spec = args.fail if same_device else args.fail_across_devices
     thresholds = compare_mod.parse_thresholds(spec)
-    result.accuracy = compare_mod.compare(base_records, head_records, thresholds, allow_device_mismatch=True, match_config=False)
+    result.accuracy = compare_mod.compare(
+        base_records, head_records, thresholds, allow_device_mismatch=True, match_config=False
+    )
     if same_device:
         result.bitwise = bitwise_differences(base_records, head_records)
     result.accuracy_method = (
-        ("Same device as the baseline: equal code gives bitwise-equal metrics; " if same_device else
-         "Another device than the baseline's: arithmetic differs across CPU families, so only the cross-device tolerance "
-         "applies; ") + f"fails beyond {', '.join(f'`{t.metric}` {t.describe()}' for t in thresholds)}.")
-    result.notes.append("Speed is judged only side by side (bench ci --base REF), where both revisions are timed in turn "
-                        "on one machine.")
+        "Same device as the baseline: equal code gives bitwise-equal metrics; "
+        if same_device
+        else "Another device than the baseline's: arithmetic differs across CPU families, "
+        "so only the cross-device tolerance "
+        "applies; "
+    ) + f"fails beyond {', '.join(f'`{t.metric}` {t.describe()}' for t in thresholds)}."
+    result.notes.append(
+        "Speed is judged only side by side (bench ci --base REF), where both revisions are timed in turn "
+        "on one machine."
+    )
     result.timings["gate"] = time.perf_counter() - started
     return result
 
 
 def cmd_ci(args) -> int:
     if bool(args.base) == bool(args.baseline):
-        raise GateError("give --base REF (side by side, the gate) or --baseline DIR (a committed results folder of this device)")
+        raise GateError(
+            "give --base REF (side by side, the gate) or --baseline DIR (a committed results folder of this device)"
+        )
     if not 0 < args.alpha < 1 or args.min_effect < 0:
         raise GateError("--alpha must lie in (0, 1) and --min-effect be 0 or more")
     if args.samples_per_round < 1:
         raise GateError(f"--samples-per-round: at least 1, got {args.samples_per_round}")
-    if 0.5 ** args.rounds >= args.alpha:  # the signed-rank test's smallest one-sided p with n pairs is 2^-n
-        raise GateError(f"--rounds {args.rounds}: the test's smallest p is then {0.5 ** args.rounds:.3g}, never below "
-                        f"--alpha {args.alpha:g}; give more rounds or a larger alpha")
+    if 0.5**args.rounds >= args.alpha:  # the signed-rank test's smallest one-sided p with n pairs is 2^-n
+        raise GateError(
+            f"--rounds {args.rounds}: the test's smallest p is then {0.5**args.rounds:.3g}, never below "
+            f"--alpha {args.alpha:g}; give more rounds or a larger alpha"
+        )
     unknown = set(args.parts) - {"accuracy", "speed"}
     if unknown or not args.parts:
         raise GateError(f"--parts: expected accuracy and/or speed, got {','.join(sorted(unknown)) or 'nothing'}")
@@ -397,20 +270,34 @@ def cmd_ci(args) -> int:
     summary = render_summary(result)
     out = Path(args.out)
     write_file(out / "summary.md", summary)
-    write_file(out / "gate.json", json.dumps({
-        "failed": result.failed, "failing": result.failing(), "title": result.title, "timings_s": result.timings,
-        "speed": [v.as_dict() for v in result.speed], "notes": result.notes,
-        "accuracy": None if result.accuracy is None else {"verdict": compare_mod.verdict_line(result.accuracy),
-                                                          "bitwise_differences": (result.bitwise or (0, []))[1]},
-    }, indent=1, default=str) + "\n")
-    targets = [Path(args.summary)] if args.summary else []
-    if os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions shows this file on the job's page
-        targets.append(Path(os.environ["GITHUB_STEP_SUMMARY"]))
-    for target in targets:
-        with open(target, "a", encoding="utf-8") as f:
-            f.write(summary)
+    write_file(
+        out / "gate.json",
+        json.dumps(
+            {
+                "failed": result.failed,
+                "failing": result.failing(),
+                "title": result.title,
+                "timings_s": result.timings,
+                "speed": [v.as_dict() for v in result.speed],
+                "notes": result.notes,
+                "accuracy": None
+                if result.accuracy is None
+                else {
+                    "verdict": compare_mod.verdict_line(result.accuracy),
+                    "bitwise_differences": (result.bitwise or (0, []))[1],
+                },
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n",
+    )
+    publish_summary(summary, args.summary)
     print(summary)
     for line in result.failing():
         _log(f"FAIL {line}")
-    _log(f"{'FAIL' if result.failed else 'PASS'} in {result.timings.get('gate', 0):.0f} s; summary in {out / 'summary.md'}")
+    _log(
+        f"{'FAIL' if result.failed else 'PASS'} in {result.timings.get('gate', 0):.0f} s; "
+        f"summary in {out / 'summary.md'}"
+    )
     return 1 if result.failed else 0

@@ -18,6 +18,7 @@ Accuracy. ``bench.compare`` judges the thresholds on head against base, matched 
 the CPU path is deterministic, so the two revisions are expected to agree bitwise; every metric that
 does not is listed, and a drop beyond the threshold fails.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from statistics import median
 from typing import Optional
 
 import numpy as np
+
+from ..text import number
 
 BOOTSTRAP_RESAMPLES = 4000
 
@@ -47,11 +50,15 @@ class SpeedVerdict:
         return self.verdict in ("slower", "failed")
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("name", "unit", "verdict", "ratio", "ratio_ci", "p_slower", "p_faster", "note",
-                                              "base", "head")}
+        return {
+            k: getattr(self, k)
+            for k in ("name", "unit", "verdict", "ratio", "ratio_ci", "p_slower", "p_faster", "note", "base", "head")
+        }
 
 
-def bootstrap_median_ci(values: list[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def bootstrap_median_ci(
+    values: list[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile interval of the median of ``values``, resampling them with replacement."""
     rng = np.random.default_rng(seed)
     medians = np.median(rng.choice(np.asarray(values, dtype=float), (resamples, len(values))), axis=1)
@@ -59,10 +66,14 @@ def bootstrap_median_ci(values: list[float], resamples: int = BOOTSTRAP_RESAMPLE
     return float(low), float(high)
 
 
-def judge_speed(name: str, unit: str, base: list[float], head: list[float], min_effect: float, alpha: float) -> SpeedVerdict:
+def judge_speed(
+    name: str, unit: str, base: list[float], head: list[float], min_effect: float, alpha: float
+) -> SpeedVerdict:
     """The verdict on one benchmark's samples (seconds per unit: lower is better); ``base[i]`` and ``head[i]``
     were taken in the same round."""
-    from scipy.stats import wilcoxon  # imported when first needed, like the other statistics
+    from scipy.stats import (
+        wilcoxon,  # imported when first needed, like the other statistics
+    )
 
     if len(base) != len(head):
         raise ValueError(f"{name}: {len(base)} base samples and {len(head)} head samples are not pairs")
@@ -132,15 +143,27 @@ class GateResult:
         lines = list(self.problems)
         for v in self.speed:
             if v.failed:
-                lines.append(f"speed: {v.name} is {100 * (v.ratio - 1):.1f}% slower (median ratio {v.ratio:.3f}, 95% interval "
-                             f"{v.ratio_ci[0]:.3f} – {v.ratio_ci[1]:.3f}; {_ms(median(v.base))} → {_ms(median(v.head))} "
-                             f"{_unit(v.unit)}; p = {v.p_slower:.2g})" if v.ratio is not None else f"speed: {v.name}: {v.note}")
+                lines.append(
+                    f"speed: {v.name} is {100 * (v.ratio - 1):.1f}% slower (median ratio {v.ratio:.3f}, 95% interval "
+                    f"{v.ratio_ci[0]:.3f} – {v.ratio_ci[1]:.3f}; {_ms(median(v.base))} → {_ms(median(v.head))} "
+                    f"{_unit(v.unit)}; p = {v.p_slower:.2g})"
+                    if v.ratio is not None
+                    else f"speed: {v.name}: {v.note}"
+                )
         if self.accuracy is not None:
             for c in self.accuracy.changes:
-                if c.verdict in ("regressed", "failed") or (c.verdict in ("missing", "config changed") and not self.accuracy.allow_missing):
-                    what = (f"{c.metric} {c.base:.2f} → {c.new:.2f} ({c.change:+.2f}{c.threshold.unit}, fails beyond "
-                            f"{c.threshold.describe()})" if c.verdict == "regressed" else c.note)
-                    lines.append(f"accuracy: {c.cell_id}{f' {c.candidate}' if c.candidate else ''}: {c.verdict}: {what}")
+                if c.verdict in ("regressed", "failed") or (
+                    c.verdict in ("missing", "config changed") and not self.accuracy.allow_missing
+                ):
+                    what = (
+                        f"{c.metric} {c.base:.2f} → {c.new:.2f} ({c.change:+.2f}{c.threshold.unit}, fails beyond "
+                        f"{c.threshold.describe()})"
+                        if c.verdict == "regressed"
+                        else c.note
+                    )
+                    lines.append(
+                        f"accuracy: {c.cell_id}{f' {c.candidate}' if c.candidate else ''}: {c.verdict}: {what}"
+                    )
         return lines
 
 
@@ -157,13 +180,37 @@ def speed_table(verdicts: list[SpeedVerdict]) -> str:
 
     rows = []
     for v in verdicts:
-        size = "–" if v.ratio is None else f"{v.ratio:.3f}"
+        size = number(v.ratio, ".3f")
         interval = "–" if v.ratio_ci is None else f"{v.ratio_ci[0]:.3f} – {v.ratio_ci[1]:.3f}"
-        rows.append([v.name, _unit(v.unit), _ms(median(v.base)) if v.base else "–", _ms(median(v.head)) if v.head else "–",
-                     size, interval, "–" if v.p_slower is None else f"{v.p_slower:.2g}", str(max(len(v.base), len(v.head))),
-                     v.verdict + (f" ({v.note})" if v.note else "")])
-    return tabulate(rows, headers=["benchmark", "unit", "base median", "head median", "head / base (median of rounds)",
-                                   "95% interval", "p (slower)", "rounds", "verdict"], tablefmt="github", disable_numparse=True)
+        rows.append(
+            [
+                v.name,
+                _unit(v.unit),
+                _ms(median(v.base)) if v.base else "–",
+                _ms(median(v.head)) if v.head else "–",
+                size,
+                interval,
+                number(v.p_slower, ".2g"),
+                str(max(len(v.base), len(v.head))),
+                v.verdict + (f" ({v.note})" if v.note else ""),
+            ]
+        )
+    return tabulate(
+        rows,
+        headers=[
+            "benchmark",
+            "unit",
+            "base median",
+            "head median",
+            "head / base (median of rounds)",
+            "95% interval",
+            "p (slower)",
+            "rounds",
+            "verdict",
+        ],
+        tablefmt="github",
+        disable_numparse=True,
+    )
 
 
 def render_summary(result: GateResult) -> str:
@@ -183,11 +230,23 @@ def render_summary(result: GateResult) -> str:
             if not differences:
                 lines += [f"All {compared} records both revisions have are bitwise equal.", ""]
             else:
-                lines += [f"{len(differences)} metrics of the {compared} records both revisions have differ (the change "
-                          "altered the numerics; only drops beyond the threshold fail):", ""]
-                lines += [f"- {d}" for d in differences[:50]] + ([f"- … and {len(differences) - 50} more"] if len(differences) > 50 else [])
+                lines += [
+                    f"{len(differences)} metrics of the {compared} records both revisions have differ (the change "
+                    "altered the numerics; only drops beyond the threshold fail):",
+                    "",
+                ]
+                lines += [f"- {d}" for d in differences[:50]] + (
+                    [f"- … and {len(differences) - 50} more"] if len(differences) > 50 else []
+                )
                 lines += [""]
-        lines += ["<details><summary>Every comparison</summary>", "", render_table(result.accuracy), "", "</details>", ""]
+        lines += [
+            "<details><summary>Every comparison</summary>",
+            "",
+            render_table(result.accuracy),
+            "",
+            "</details>",
+            "",
+        ]
     if result.notes:
         lines += ["### Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     if result.timings:

@@ -14,6 +14,7 @@ Each benchmark is built once (model, synthetic data), so a sample times the work
 A sample is several units (8 steps, 4 batches, 8 epochs of 16 batches): about half a second, 0.4 s and 0.1 s
 on 2 cores, long enough for the clock and short enough for many interleaved samples.
 """
+
 import json
 import sys
 import time
@@ -35,8 +36,10 @@ class InMemoryLoader(list):
 
 
 def _synthetic_batches(torch, n_batches, batch, generator):
-    return [(torch.randn(batch, 3, 32, 32, generator=generator), torch.randint(0, 10, (batch,), generator=generator))
-            for _ in range(n_batches)]
+    return [
+        (torch.randn(batch, 3, 32, 32, generator=generator), torch.randint(0, 10, (batch,), generator=generator))
+        for _ in range(n_batches)
+    ]
 
 
 def _model_and_runtime(torch):
@@ -61,7 +64,9 @@ def predict(torch):
     from transfer_core.training import predict as predict_fn
 
     model, runtime = _model_and_runtime(torch)
-    loader = InMemoryLoader(_synthetic_batches(torch, EVAL_BATCHES, EVAL_BATCH, torch.Generator().manual_seed(1)), EVAL_BATCH)
+    loader = InMemoryLoader(
+        _synthetic_batches(torch, EVAL_BATCHES, EVAL_BATCH, torch.Generator().manual_seed(1)), EVAL_BATCH
+    )
     return lambda: predict_fn(model, loader, runtime), EVAL_BATCHES
 
 
@@ -70,9 +75,13 @@ def loader(torch):
     from transfer_core.datasets import ArraySplit, PreparedData
 
     generator = torch.Generator().manual_seed(2)
-    split = ArraySplit(torch.randint(0, 256, (LOADER_IMAGES, 32, 32, 3), dtype=torch.uint8, generator=generator),
-                       torch.randint(0, 10, (LOADER_IMAGES,), generator=generator))
-    data = PreparedData("synthetic", split, None, split, tuple(map(str, range(10))), 3, (0.5,) * 3, (0.25,) * 3, "memory")
+    split = ArraySplit(
+        torch.randint(0, 256, (LOADER_IMAGES, 32, 32, 3), dtype=torch.uint8, generator=generator),
+        torch.randint(0, 10, (LOADER_IMAGES,), generator=generator),
+    )
+    data = PreparedData(
+        "synthetic", split, None, split, tuple(map(str, range(10))), 3, (0.5,) * 3, (0.25,) * 3, "memory"
+    )
     fmt = BatchFormat(torch.device("cpu"), data.mean, data.std, True)
     batches = create_loader(data, "train", fmt, BATCH, True, Augmentation())
 
@@ -85,9 +94,11 @@ def loader(torch):
     return epochs, LOADER_EPOCHS * (LOADER_IMAGES // BATCH)
 
 
-BENCHMARKS = {"train_step": (train_step, "s per step of 64 images"),
-              "predict": (predict, "s per batch of 256 images"),
-              "loader": (loader, "s per augmented batch of 64 images")}
+BENCHMARKS = {
+    "train_step": (train_step, "s per step of 64 images"),
+    "predict": (predict, "s per batch of 256 images"),
+    "loader": (loader, "s per augmented batch of 64 images"),
+}
 
 
 def _reply(payload):
@@ -96,6 +107,7 @@ def _reply(payload):
 
 def main():
     import torch
+
     import transfer_core
 
     ready, errors = {}, {}
@@ -104,7 +116,9 @@ def main():
             ready[name] = build(torch)
         except Exception as e:  # this revision's API differs: the gate reports the benchmark as not comparable
             errors[name] = f"{type(e).__name__}: {e}"
-    _reply({"transfer_core": transfer_core.__file__, "benchmarks": {n: BENCHMARKS[n][1] for n in ready}, "errors": errors})
+    _reply(
+        {"transfer_core": transfer_core.__file__, "benchmarks": {n: BENCHMARKS[n][1] for n in ready}, "errors": errors}
+    )
     for line in sys.stdin:
         name = line.strip()
         if not name:

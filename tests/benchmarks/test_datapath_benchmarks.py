@@ -4,17 +4,17 @@ With ``--benchmark-disable`` (the default in pyproject) each runs once and its o
 ``python -m pytest tests/benchmarks --benchmark-enable`` times them. ``python -m bench datapath``
 gives the same comparison as a table on real data.
 """
+
 import pytest
 import torch
+from conftest import write_cifar10
 
 from bench.datapath import baseline_array_loader, baseline_folder_loader
 from transfer_core.backbones import create_backbone
-from transfer_core.data import BatchFormat, create_loader, dali_available
-from transfer_core.datasets import Augmentation, Cifar10, ImageFolder, Selection, prepare_dataset, write_image_folder
+from transfer_core.data import Augmentation, BatchFormat, create_loader, dali_available
+from transfer_core.datasets import Cifar10, ImageFolder, Selection, prepare_dataset, write_image_folder
 from transfer_core.runtime import resolve_runtime
 from transfer_core.training import TrainRecipe, train
-
-from conftest import write_cifar10
 
 BATCH = 64
 AUGMENT = Augmentation()  # CIFAR's: reflect pad 4, random crop, random flip
@@ -27,7 +27,9 @@ def datasets(tmp_path_factory):
     write_cifar10(root, n_train_batches=2, per_batch=256, n_test=10)
     arrays = prepare_dataset("cifar10", Cifar10.Options(), Selection(), root, download=False)
     write_image_folder(arrays, root / "jpeg")
-    files = prepare_dataset("image_folder", ImageFolder.Options(path="jpeg"), Selection(), root, download=False, resolution=32)
+    files = prepare_dataset(
+        "image_folder", ImageFolder.Options(path="jpeg"), Selection(), root, download=False, resolution=32
+    )
     return root, arrays, files
 
 
@@ -60,14 +62,18 @@ def test_baseline_imagefolder(benchmark, datasets):
 def test_torch_folder(benchmark, datasets):
     _, _, files = datasets
     fmt = BatchFormat(CPU, files.mean, files.std, True)
-    check(benchmark(one_epoch, create_loader(files, "train", fmt, BATCH, True, AUGMENT, backend="torch", workers=2)), 512)
+    check(
+        benchmark(one_epoch, create_loader(files, "train", fmt, BATCH, True, AUGMENT, backend="torch", workers=2)), 512
+    )
 
 
 @pytest.mark.skipif(not dali_available(), reason="DALI not installed")
 def test_dali_cpu_folder(benchmark, datasets):
     _, _, files = datasets
     fmt = BatchFormat(CPU, files.mean, files.std, True)
-    check(benchmark(one_epoch, create_loader(files, "train", fmt, BATCH, True, AUGMENT, backend="dali", workers=2)), 512)
+    check(
+        benchmark(one_epoch, create_loader(files, "train", fmt, BATCH, True, AUGMENT, backend="dali", workers=2)), 512
+    )
 
 
 def test_resnet8_train_step(benchmark, datasets):
@@ -85,6 +91,8 @@ def test_resnet8_train_step(benchmark, datasets):
             pass
 
     batch = OneBatch([next(iter(loader))])
-    stats = benchmark(train, model, batch, TrainRecipe(epochs=1, batch_size=BATCH, lr=0.05, schedule="constant"), runtime)
+    stats = benchmark(
+        train, model, batch, TrainRecipe(epochs=1, batch_size=BATCH, lr=0.05, schedule="constant"), runtime
+    )
     assert stats.steps == 1 and stats.images == BATCH
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -8,21 +8,51 @@ Backends, chosen by the kind of data and the runtime's ``data_backend``:
 Every loader yields ``(images, labels)`` on the device: images (B, C, H, W) normalised, in the format's
 dtype and memory layout; labels int64. Training loaders drop the last partial batch; evaluation keeps it.
 """
+
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional, Protocol
 
-from ..datasets import ArraySplit, Augmentation, PreparedData, Split
+import torch
+
+from ..datasets import ArraySplit, PreparedData, Split
 from ..distributed import WHOLE, Shard
 from .arrays import DeviceArrayLoader, DeviceBatches, EpochBatches
+from .augment import Augmentation
 from .dali import DaliFolderLoader, dali_available
 from .folders import TorchFolderLoader
 from .format import BatchFormat
 
 DATA_BACKENDS = ("auto", "torch", "dali")
 
-__all__ = ["Augmentation", "BatchFormat", "DATA_BACKENDS", "DeviceArrayLoader", "DeviceBatches", "EpochBatches",
-           "create_loader", "dali_available", "resolve_data_backend"]
+
+class Loader(Protocol):
+    """What ``train`` and ``predict`` ask of a loader: (images, labels) batches on the device, how many there are
+    per epoch (``len``), the examples and batch size behind them, and a reseed per epoch. Under torchrun a loader
+    also has ``shard`` (this process's part; ``WHOLE`` when absent). Every ``create_loader`` backend is one."""
+
+    num_examples: int
+    batch_size: int
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+__all__ = [
+    "Augmentation",
+    "BatchFormat",
+    "DATA_BACKENDS",
+    "DeviceArrayLoader",
+    "DeviceBatches",
+    "EpochBatches",
+    "Loader",
+    "create_loader",
+    "dali_available",
+    "resolve_data_backend",
+]
 
 
 def resolve_data_backend(name: str) -> str:
@@ -32,13 +62,24 @@ def resolve_data_backend(name: str) -> str:
     if name == "auto":
         return "dali" if dali_available() else "torch"
     if name == "dali" and not dali_available():
-        raise ModuleNotFoundError("data_backend dali needs NVIDIA DALI: pip install nvidia-dali-cuda130 "
-                                  "(or use data_backend: torch)")
+        raise ModuleNotFoundError(
+            "data_backend dali needs NVIDIA DALI: pip install nvidia-dali-cuda130 (or use data_backend: torch)"
+        )
     return name
 
 
-def create_loader(data: PreparedData, split: str, fmt: BatchFormat, batch_size: int, train: bool,
-                  augmentation: Augmentation, seed: int = 0, backend: str = "torch", workers: int = 0, shard: Shard = WHOLE):
+def create_loader(
+    data: PreparedData,
+    split: str,
+    fmt: BatchFormat,
+    batch_size: int,
+    train: bool,
+    augmentation: Augmentation,
+    seed: int = 0,
+    backend: str = "torch",
+    workers: int = 0,
+    shard: Shard = WHOLE,
+):
     """The one entry to the data path: a loader of device batches for ``data``'s train/val/test split.
 
     ``backend`` (``torch`` or ``dali``, already resolved) and ``workers`` (DataLoader workers or DALI

@@ -1,4 +1,5 @@
 """Array datasets kept whole on the device: no workers, no host round trip per batch."""
+
 from __future__ import annotations
 
 import math
@@ -6,9 +7,9 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..datasets import ArraySplit, Augmentation
+from ..datasets import ArraySplit
 from ..distributed import WHOLE, Shard
-from .augment import crop_flip_gather, pad_nhwc, random_flips, random_offsets
+from .augment import Augmentation, crop_flip_gather, pad_nhwc, random_flips, random_offsets
 from .format import BatchFormat, PixelNormaliser
 
 
@@ -30,7 +31,13 @@ class EpochBatches:
     def __init__(self, num_examples: int, batch_size: int, train: bool, seed: int, shard: Shard = WHOLE):
         if train and batch_size % shard.world:
             raise ValueError(f"batch_size {batch_size} does not split evenly over {shard.world} ranks")
-        self.num_examples, self.batch_size, self.train, self.seed, self.shard = num_examples, batch_size, train, seed, shard
+        self.num_examples, self.batch_size, self.train, self.seed, self.shard = (
+            num_examples,
+            batch_size,
+            train,
+            seed,
+            shard,
+        )
         self.scored = slice(0, num_examples) if train else shard.part(num_examples)  # evaluation: this rank's part
         self.epoch = 0
 
@@ -61,7 +68,11 @@ class DeviceBatches(EpochBatches):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.labels.device
-        order = torch.randperm(self.num_examples, device=device, generator=seeded_generator(device, self.epoch_seed)) if self.train else None
+        order = (
+            torch.randperm(self.num_examples, device=device, generator=seeded_generator(device, self.epoch_seed))
+            if self.train
+            else None
+        )
         for i in range(len(self)):
             picked = order[self.batch_bounds(i)] if order is not None else self.batch_bounds(i)
             yield self.inputs[picked], self.labels[picked]
@@ -75,8 +86,17 @@ class DeviceArrayLoader(EpochBatches):
     epochs from a seeded random start (airbench), so every image is seen both ways every two epochs.
     """
 
-    def __init__(self, split: ArraySplit, fmt: BatchFormat, batch_size: int, train: bool,
-                 augmentation: Augmentation, seed: int = 0, resolution: Optional[int] = None, shard: Shard = WHOLE):
+    def __init__(
+        self,
+        split: ArraySplit,
+        fmt: BatchFormat,
+        batch_size: int,
+        train: bool,
+        augmentation: Augmentation,
+        seed: int = 0,
+        resolution: Optional[int] = None,
+        shard: Shard = WHOLE,
+    ):
         super().__init__(len(split), batch_size, train, seed, shard)
         device = fmt.device
         # uint8 on the device: 4x less memory and transfer than floats, converted per batch
@@ -89,7 +109,9 @@ class DeviceArrayLoader(EpochBatches):
         self.normalise = PixelNormaliser(fmt, resolution)
         self.flip_start = None
         if train and augmentation.flip == "alternate":
-            self.flip_start = torch.rand(self.num_examples, device=device, generator=seeded_generator(device, seed)) < 0.5
+            self.flip_start = (
+                torch.rand(self.num_examples, device=device, generator=seeded_generator(device, seed)) < 0.5
+            )
 
     def _flips(self, ids: torch.Tensor, generator: torch.Generator) -> Optional[torch.Tensor]:
         if self.augmentation.flip == "random":

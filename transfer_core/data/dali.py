@@ -2,6 +2,7 @@
 (decoding on the GPU with ``device="mixed"`` on CUDA; a CPU-only pipeline with ``device_id=None``
 otherwise). This is the only module that imports ``nvidia.dali``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,10 +10,10 @@ from typing import Iterator
 
 import torch
 
-from ..datasets import Augmentation, FileSplit
+from ..datasets import FileSplit
 from ..distributed import WHOLE, Shard
 from .arrays import EpochBatches, seeded_generator
-from .augment import augment_normalised
+from .augment import Augmentation, augment_normalised
 from .folders import locate_bad_images
 from .format import BatchFormat, finish
 
@@ -37,8 +38,18 @@ class DaliFolderLoader(EpochBatches):
     images a step, for the same number of steps. Results do not depend on the thread count.
     """
 
-    def __init__(self, split: FileSplit, fmt: BatchFormat, batch_size: int, train: bool, augmentation: Augmentation,
-                 resolution: int, seed: int = 0, threads: int = 2, shard: Shard = WHOLE):
+    def __init__(
+        self,
+        split: FileSplit,
+        fmt: BatchFormat,
+        batch_size: int,
+        train: bool,
+        augmentation: Augmentation,
+        resolution: int,
+        seed: int = 0,
+        threads: int = 2,
+        shard: Shard = WHOLE,
+    ):
         super().__init__(len(split), batch_size, train, seed, shard)
         self.split, self.fmt, self.augmentation, self.resolution = split, fmt, augmentation, resolution
         self.threads = max(1, threads)
@@ -54,7 +65,11 @@ class DaliFolderLoader(EpochBatches):
         from nvidia.dali import fn, pipeline_def, types
 
         on_cuda = self.fmt.device.type == "cuda"
-        device_id = (self.fmt.device.index if self.fmt.device.index is not None else torch.cuda.current_device()) if on_cuda else None
+        device_id = (
+            (self.fmt.device.index if self.fmt.device.index is not None else torch.cuda.current_device())
+            if on_cuda
+            else None
+        )
         size, aug, train = self.resolution, self.augmentation, self.train
         mean, std = self.fmt.stats(255.0)
         files, file_labels = self._files()
@@ -63,9 +78,14 @@ class DaliFolderLoader(EpochBatches):
         @pipeline_def(batch_size=batch_size, num_threads=self.threads, device_id=device_id, seed=seed)
         def pipeline():
             encoded, labels = fn.readers.file(
-                files=files, labels=file_labels, name=READER_NAME,
-                random_shuffle=train, shard_id=self.shard.rank, num_shards=self.shard.world,
-                pad_last_batch=not train, seed=seed,
+                files=files,
+                labels=file_labels,
+                name=READER_NAME,
+                random_shuffle=train,
+                shard_id=self.shard.rank,
+                num_shards=self.shard.world,
+                pad_last_batch=not train,
+                seed=seed,
             )
             images = fn.decoders.image(encoded, device="mixed" if on_cuda else "cpu", output_type=types.RGB)
             if train and aug.random_resized_crop > 0:
@@ -74,7 +94,11 @@ class DaliFolderLoader(EpochBatches):
                 images = fn.resize(images, resize_shorter=size)
             mirror = fn.random.coin_flip(probability=0.5) if train and aug.flip == "random" else 0
             images = fn.crop_mirror_normalize(
-                images, crop=(size, size), mirror=mirror, mean=mean.tolist(), std=std.tolist(),
+                images,
+                crop=(size, size),
+                mirror=mirror,
+                mean=mean.tolist(),
+                std=std.tolist(),
                 dtype=types.FLOAT16 if self.fmt.dtype == torch.float16 else types.FLOAT,
                 output_layout="HWC" if self.fmt.channels_last else "CHW",
             )
@@ -88,7 +112,10 @@ class DaliFolderLoader(EpochBatches):
         pipe = self._pipeline(seed=(self.epoch_seed + 7919 * self.shard.rank) % 2**31)  # ranks augment independently
         pipe.build()
         batches = DALIGenericIterator(
-            [pipe], ["images", "labels"], reader_name=READER_NAME, auto_reset=False,
+            [pipe],
+            ["images", "labels"],
+            reader_name=READER_NAME,
+            auto_reset=False,
             last_batch_policy=LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL,
         )
         generator = seeded_generator(self.fmt.device, self.epoch_seed) if self.train else None
@@ -102,9 +129,13 @@ class DaliFolderLoader(EpochBatches):
                     images = images.permute(0, 3, 1, 2)
                 images = images.to(self.fmt.device, non_blocking=True)
                 if self.train:  # flips are done by DALI; padded crops and cutout, if asked, here
-                    images = augment_normalised(images, self.augmentation, generator, black, flip=False, shard=self.shard)
-                yield finish(images, self.fmt, self.augmentation if self.train else None, generator, shard=self.shard), \
-                    labels.view(-1).long().to(self.fmt.device)
+                    images = augment_normalised(
+                        images, self.augmentation, generator, black, flip=False, shard=self.shard
+                    )
+                yield (
+                    finish(images, self.fmt, self.augmentation if self.train else None, generator, shard=self.shard),
+                    labels.view(-1).long().to(self.fmt.device),
+                )
         except RuntimeError as e:
             if "decoders" not in str(e) and "decode" not in str(e).lower():
                 raise

@@ -5,6 +5,7 @@ asked, else resize + centre crop); pad-crop, flips, normalisation and cutout the
 device, as for array datasets. A file's random-resized crop is seeded by the epoch and the file, so
 results do not depend on the number of workers or on which worker decodes it.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -12,10 +13,10 @@ from typing import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from ..datasets import Augmentation, BadImageError, FileSplit, decode_error
+from ..datasets import BadImageError, FileSplit, decode_error
 from ..distributed import WHOLE, Shard
 from .arrays import EpochBatches, seeded_generator
-from .augment import augment_pixels
+from .augment import Augmentation, augment_pixels
 from .format import BatchFormat, PixelNormaliser
 
 
@@ -28,9 +29,13 @@ def locate_bad_images(paths: Sequence[str]) -> BadImageError:
         if reason is not None:
             bad.append(f"{path} ({reason})")
     if not bad:
-        return BadImageError("an image failed to decode, yet every file decodes with PIL; rerun with data_backend: torch")
+        return BadImageError(
+            "an image failed to decode, yet every file decodes with PIL; rerun with data_backend: torch"
+        )
     shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-    return BadImageError(f"cannot decode {len(bad)} image file(s): {shown}. Remove them or set bad_files: skip on the dataset")
+    return BadImageError(
+        f"cannot decode {len(bad)} image file(s): {shown}. Remove them or set bad_files: skip on the dataset"
+    )
 
 
 class _DecodedFiles(torch.utils.data.Dataset):
@@ -60,15 +65,26 @@ class _DecodedFiles(torch.utils.data.Dataset):
                     torch.default_generator.manual_seed(self.epoch_seed * 1_000_003 + i)
                 image = self.transform(image.convert("RGB"))
         except Exception as e:
-            raise BadImageError(f"cannot decode image {path} ({type(e).__name__}: {e}). "
-                                "Remove it or set bad_files: skip on the dataset") from None
+            raise BadImageError(
+                f"cannot decode image {path} ({type(e).__name__}: {e}). Remove it or set bad_files: skip on the dataset"
+            ) from None
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         return pixels.view(image.height, image.width, 3), int(self.split.labels[i])
 
 
 class TorchFolderLoader(EpochBatches):
-    def __init__(self, split: FileSplit, fmt: BatchFormat, batch_size: int, train: bool, augmentation: Augmentation,
-                 resolution: int, seed: int = 0, workers: int = 0, shard: Shard = WHOLE):
+    def __init__(
+        self,
+        split: FileSplit,
+        fmt: BatchFormat,
+        batch_size: int,
+        train: bool,
+        augmentation: Augmentation,
+        resolution: int,
+        seed: int = 0,
+        workers: int = 0,
+        shard: Shard = WHOLE,
+    ):
         super().__init__(len(split), batch_size, train, seed, shard)
         self.split, self.fmt, self.augmentation, self.workers = split, fmt, augmentation, workers
         self.files = _DecodedFiles(split, resolution, augmentation.random_resized_crop if train else 0.0)
@@ -79,13 +95,20 @@ class TorchFolderLoader(EpochBatches):
         if not self.train:
             return list(range(self.scored.start, self.scored.stop))
         shuffled = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(self.epoch_seed))
-        return [i for step in range(len(self)) for i in shuffled[self.batch_bounds(step)][self.shard.part(self.batch_size)].tolist()]
+        return [
+            i
+            for step in range(len(self))
+            for i in shuffled[self.batch_bounds(step)][self.shard.part(self.batch_size)].tolist()
+        ]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.files.epoch_seed = self.epoch_seed
         loader = torch.utils.data.DataLoader(
-            self.files, batch_size=self.batch_size // self.shard.world if self.train else self.batch_size,
-            sampler=self._order(), num_workers=self.workers, pin_memory=self.fmt.device.type == "cuda",
+            self.files,
+            batch_size=self.batch_size // self.shard.world if self.train else self.batch_size,
+            sampler=self._order(),
+            num_workers=self.workers,
+            pin_memory=self.fmt.device.type == "cuda",
         )
         generator = seeded_generator(self.fmt.device, self.epoch_seed) if self.train else None
         try:
@@ -93,8 +116,10 @@ class TorchFolderLoader(EpochBatches):
                 pixels = pixels.to(self.fmt.device, non_blocking=True)
                 if self.train:
                     pixels = augment_pixels(pixels, self.augmentation, generator, self.shard)
-                yield (self.normalise(pixels, self.augmentation if self.train else None, generator, self.shard),
-                       labels.to(self.fmt.device))
+                yield (
+                    self.normalise(pixels, self.augmentation if self.train else None, generator, self.shard),
+                    labels.to(self.fmt.device),
+                )
         except BadImageError as e:
             # a worker's error arrives wrapped in its traceback; its last line is our message
             raise BadImageError(str(e).strip().splitlines()[-1].removeprefix("BadImageError: ")) from None

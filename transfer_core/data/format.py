@@ -1,4 +1,5 @@
 """How batches leave every loader: uint8 or normalised pixels -> the model's input tensor."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +7,8 @@ from typing import Optional
 
 import torch
 
-from ..datasets import Augmentation
 from ..distributed import WHOLE, Shard
-from .augment import cutout, resize
+from .augment import Augmentation, cutout, resize
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,26 @@ class PixelNormaliser:
         self.scale = (1.0 / std).view(1, channels, 1, 1)
         self.shift = (-mean / std).view(1, channels, 1, 1)
 
-    def __call__(self, pixels: torch.Tensor, augmentation: Optional[Augmentation] = None,
-                 generator: Optional[torch.Generator] = None, shard: Shard = WHOLE) -> torch.Tensor:
+    def __call__(
+        self,
+        pixels: torch.Tensor,
+        augmentation: Optional[Augmentation] = None,
+        generator: Optional[torch.Generator] = None,
+        shard: Shard = WHOLE,
+    ) -> torch.Tensor:
         # NHWC viewed as NCHW is channels_last in memory, and the multiply-add keeps that layout
         images = torch.addcmul(self.shift, pixels.permute(0, 3, 1, 2).float(), self.scale)
         return finish(images, self.fmt, augmentation, generator, self.resolution, shard)
 
 
-def finish(images: torch.Tensor, fmt: BatchFormat, augmentation: Optional[Augmentation],
-           generator: Optional[torch.Generator], resolution: Optional[int] = None, shard: Shard = WHOLE) -> torch.Tensor:
+def finish(
+    images: torch.Tensor,
+    fmt: BatchFormat,
+    augmentation: Optional[Augmentation],
+    generator: Optional[torch.Generator],
+    resolution: Optional[int] = None,
+    shard: Shard = WHOLE,
+) -> torch.Tensor:
     """The last steps every loader shares: cutout, resize, memory layout, dtype."""
     if augmentation is not None and augmentation.cutout > 0:
         images = cutout(images, augmentation.cutout, generator, shard)

@@ -16,6 +16,7 @@ Alpha is chosen on validation; every alpha's test accuracy is kept for the alpha
 counts the validation work only (interpolating, re-estimating, scoring validation); test scoring is the
 record's, not the method's.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,7 @@ from typing import Literal, Optional
 
 import torch
 
-from ..datasets import check_range
+from ..checks import check_range
 from ..training import reestimate_batchnorm
 from .base import Evaluation, Fitted, Strategy, TargetTask, register_strategy, total_cost
 
@@ -38,7 +39,9 @@ def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alph
     for key, value_0 in state_0.items():
         value_1 = state_1[key]
         if value_0.is_floating_point():
-            mixed[key] = torch.lerp(value_0, value_1, alpha) if 0 < alpha < 1 else (value_0 if alpha == 0 else value_1).clone()
+            mixed[key] = (
+                torch.lerp(value_0, value_1, alpha) if 0 < alpha < 1 else (value_0 if alpha == 0 else value_1).clone()
+            )
         else:  # integer buffers (BatchNorm's batch counters) cannot be mixed: take the nearer endpoint
             mixed[key] = (value_0 if alpha < 0.5 else value_1).clone()
     model = copy.deepcopy(model_0)
@@ -48,14 +51,22 @@ def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alph
 
 @register_strategy("alpha_mix")
 class AlphaMix(Strategy):
+    table_order = 50
+    plot_marker = "D"
     trains = False  # it combines the two fitted models; its compute is theirs plus its own search
     selects_on_validation = True  # alpha
 
     @dataclass
     class Options:
-        alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # mixing weights to try, each in [0, 1]
-        finetune: Literal["lp_ft", "full_finetune"] = "lp_ft"  # theta_ft: fine-tuned from the probe, or from a random head
-        space: Literal["weights", "logits", "probs", "outputs"] = "weights"  # what is mixed; outputs = logits (old name)
+        alphas: list[float] = field(
+            default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0]
+        )  # mixing weights to try, each in [0, 1]
+        finetune: Literal["lp_ft", "full_finetune"] = (
+            "lp_ft"  # theta_ft: fine-tuned from the probe, or from a random head
+        )
+        space: Literal["weights", "logits", "probs", "outputs"] = (
+            "weights"  # what is mixed; outputs = logits (old name)
+        )
         # weights space: BatchNorm statistics mixed like any buffer (WiSE-FT's own rule; the ends exact), or
         # re-estimated on the target's training images at every alpha
         batchnorm: Literal["interpolate", "reestimate"] = "interpolate"
@@ -71,8 +82,10 @@ class AlphaMix(Strategy):
             if self.bn_reestimate is not None:
                 old = "reestimate" if self.bn_reestimate else "interpolate"
                 if self.batchnorm != "interpolate" and self.batchnorm != old:  # both given, and they disagree
-                    raise ValueError(f"bn_reestimate: {self.bn_reestimate} contradicts batchnorm: {self.batchnorm}; "
-                                     "keep batchnorm only")
+                    raise ValueError(
+                        f"bn_reestimate: {self.bn_reestimate} contradicts batchnorm: {self.batchnorm}; "
+                        "keep batchnorm only"
+                    )
                 self.batchnorm, self.bn_reestimate = old, None
 
     @classmethod
@@ -114,13 +127,18 @@ class AlphaMix(Strategy):
         # first alpha listed, and say so in the details)
         scores = [m["val_top1_pct"] if has_val else float("-inf") for _, m in points]
         best = max(range(len(points)), key=lambda i: (scores[i], -i))  # ties: the earlier alpha
-        details = {"selected_on": "val_top1_pct" if has_val else "none (no validation split)", "finetune": self.options.finetune,
-                   "space": self.options.space}
+        details = {
+            "selected_on": "val_top1_pct" if has_val else "none (no validation split)",
+            "finetune": self.options.finetune,
+            "space": self.options.space,
+        }
         if self.options.space == "weights":
             details["batchnorm"] = self.options.batchnorm
         cost = total_cost(models)
-        return [Evaluation(metrics, cost, selection_s=search_s, alpha=alpha, selected=i == best, details=details)
-                for i, (alpha, metrics) in enumerate(points)]
+        return [
+            Evaluation(metrics, cost, selection_s=search_s, alpha=alpha, selected=i == best, details=details)
+            for i, (alpha, metrics) in enumerate(points)
+        ]
 
     def _mix(self, ends: list[tuple[torch.Tensor, torch.Tensor]], alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores, labels) of the alpha-mix of two models' (logits, labels)."""

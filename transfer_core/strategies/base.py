@@ -12,6 +12,7 @@ arguments and never calls back into whatever runs it:
   counted once (LP-FT's includes its linear probe; alpha-mix's the probe once, not twice).
 The plan (``bench/plan.py``) makes each fit and each evaluation an artifact with a content key.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,9 @@ from typing import Callable, ClassVar, Optional
 import torch
 
 from ..backbones import Classifier, create_backbone, stage_groups
+from ..checks import check_range
 from ..data import Augmentation
-from ..datasets import PreparedData, check_range
+from ..datasets import PreparedData
 from ..registry import Registry
 from ..runtime import Runtime
 from ..training import TrainRecipe, TrainStats, predict, top_k_pct, train
@@ -55,13 +57,20 @@ class TargetTask:
     """The target a strategy fits and evaluates on: its data, the backbone, the seed and the runtime."""
 
     def __init__(self, target: PreparedData, backbone: str, seed: int, runtime: Runtime, augmentation: Augmentation):
-        self.target, self.backbone, self.seed, self.runtime, self.augmentation = target, backbone, seed, runtime, augmentation
+        self.target, self.backbone, self.seed, self.runtime, self.augmentation = (
+            target,
+            backbone,
+            seed,
+            runtime,
+            augmentation,
+        )
 
     def loader(self, split: str, train: bool, batch_size: Optional[int] = None, whole: bool = False):
         """Device batches of a split (``batch_size`` defaults to the runtime's evaluation batch); ``whole``:
         every example on every rank under torchrun, for work each rank repeats."""
-        return self.runtime.loader(self.target, split, batch_size or self.runtime.eval_batch_size, train,
-                                   self.augmentation, self.seed, whole)
+        return self.runtime.loader(
+            self.target, split, batch_size or self.runtime.eval_batch_size, train, self.augmentation, self.seed, whole
+        )
 
     def new_model(self) -> Classifier:
         """A randomly initialised backbone with a head for the target, seeded by the task's seed."""
@@ -99,6 +108,10 @@ class Strategy:
     recipe_defaults: ClassVar[dict] = {}
     gpu_share: ClassVar[float] = 1.0  # share of a GPU a scheduler gives its fit (evaluations take less)
     selects_on_validation: ClassVar[bool] = False  # chooses among candidates on the target's validation split
+    # how results show it: every record carries these (``display``), so a report needs no registry to order rows
+    baseline: ClassVar[bool] = False  # the reference the other rows' paired Δ is measured against
+    table_order: ClassVar[int] = 100  # rows sort by it, then by name
+    plot_marker: ClassVar[str] = ""  # a matplotlib marker; "" takes a spare one
 
     @dataclass
     class Options:
@@ -131,6 +144,16 @@ class Strategy:
         """The strategies whose fitted models this one is built from, under ``options``."""
         return cls.ingredients
 
+    @classmethod
+    def display(cls, options) -> dict:
+        """What a report needs to know of it, stored in each of its records (``strategy_info``)."""
+        return {
+            "baseline": cls.baseline,
+            "table_order": cls.table_order,
+            "plot_marker": cls.plot_marker,
+            "ingredients": list(cls.ingredients_of(options)),
+        }
+
 
 def total_cost(models: dict[str, Fitted]) -> TrainStats:
     """The training cost of a result built from ``models``: each model's own fit, summed once."""
@@ -152,21 +175,36 @@ class FinetuneOptions:
         check_range("freeze_stages", self.freeze_stages, 0, None)
 
 
-def finetune(model: Classifier, task: TargetTask, recipe: TrainRecipe, options: FinetuneOptions, desc: str,
-             penalty: Optional[Callable[[], torch.Tensor]] = None) -> TrainStats:
+def finetune(
+    model: Classifier,
+    task: TargetTask,
+    recipe: TrainRecipe,
+    options: FinetuneOptions,
+    desc: str,
+    penalty: Optional[Callable[[], torch.Tensor]] = None,
+) -> TrainStats:
     """Trains every weight of ``model`` but those of its first ``options.freeze_stages`` body parts."""
     frozen: set[str] = set()
     if options.freeze_stages:  # only then must the body's stages be known: any backbone fine-tunes whole
         groups = stage_groups(model.body)
         if options.freeze_stages > len(groups):
-            raise ValueError(f"freeze_stages: {options.freeze_stages}, but backbone {task.backbone} has {len(groups)} parts "
-                             "(its stem and stages)")
+            raise ValueError(
+                f"freeze_stages: {options.freeze_stages}, but backbone {task.backbone} has {len(groups)} parts "
+                "(its stem and stages)"
+            )
         frozen = {name for group in groups[: options.freeze_stages] for name in group}
     for name, parameter in model.body.named_parameters():
         parameter.requires_grad_(name not in frozen)
     model.head.requires_grad_(True)
-    return train(model, task.loader("train", train=True, batch_size=recipe.batch_size), recipe, task.runtime, desc=desc,
-                 body_lr_scale=options.backbone_lr_scale, penalty=penalty)
+    return train(
+        model,
+        task.loader("train", train=True, batch_size=recipe.batch_size),
+        recipe,
+        task.runtime,
+        desc=desc,
+        body_lr_scale=options.backbone_lr_scale,
+        penalty=penalty,
+    )
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

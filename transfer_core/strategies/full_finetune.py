@@ -1,5 +1,6 @@
 """Full fine-tune: the source backbone with a new head for the target; every weight trained on the target
 (or all but the first ``freeze_stages`` parts of the body, at ``backbone_lr_scale`` times the head's rate)."""
+
 import torch
 
 from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, register_strategy
@@ -7,6 +8,8 @@ from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, regis
 
 @register_strategy("full_finetune")
 class FullFinetune(Strategy):
+    table_order = 20
+    plot_marker = "^"
     Options = FinetuneOptions
 
     def fit(self, task: TargetTask, source, ingredients) -> Fitted:

@@ -7,16 +7,19 @@ the new head. Defaults follow TLlib's L2-SP: 0.01 each. The penalties replace pl
 strategy's default ``weight_decay`` is 0 (the suite's ``train`` value does not apply; its own section may
 set one).
 """
+
 from dataclasses import dataclass
 
 import torch
 
-from ..datasets import check_range
+from ..checks import check_range
 from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, register_strategy
 
 
 @register_strategy("l2_sp")
 class L2SP(Strategy):
+    table_order = 40
+    plot_marker = "P"
     recipe_defaults = {"weight_decay": 0.0}
 
     @dataclass

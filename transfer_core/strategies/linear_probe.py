@@ -11,6 +11,7 @@ folded back into the head so the result is a plain ``body -> Linear`` model. Two
   of the feature pass is used.
 - ``sgd``: the recipe's epochs of SGD on mini-batches of features.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,14 +22,16 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_range
 from ..data import DeviceBatches
-from ..datasets import check_range
 from ..training import TrainStats, count_flops_per_image, predict, top_k_pct, train
 from .base import Fitted, Strategy, TargetTask, register_strategy
 
 
 @register_strategy("linear_probe")
 class LinearProbe(Strategy):
+    table_order = 10
+    plot_marker = "s"
     # a linear head on fixed features: more epochs are cheap, and smoothing only blurs a convex fit; these win
     # over the suite's train: section (meant for networks), and the probe's own section overrides them
     recipe_defaults = {"epochs": 40, "lr": 0.05, "batch_size": 256, "label_smoothing": 0.0}
@@ -36,9 +39,11 @@ class LinearProbe(Strategy):
 
     @dataclass
     class Options:
-        solver: Literal["lbfgs", "sgd"] = "lbfgs"  # L-BFGS with L2 chosen on validation, or mini-batch SGD with the recipe
+        solver: Literal["lbfgs", "sgd"] = (
+            "lbfgs"  # L-BFGS with L2 chosen on validation, or mini-batch SGD with the recipe
+        )
         # lbfgs: L2 strengths to try (penalty l2/2 * ||W||^2 on the mean loss), a log grid by default
-        l2_grid: list[float] = field(default_factory=lambda: [10.0 ** e for e in range(-6, 2)])
+        l2_grid: list[float] = field(default_factory=lambda: [10.0**e for e in range(-6, 2)])
         max_iter: int = 200  # lbfgs: iterations per strength
 
         def __post_init__(self):
@@ -71,8 +76,12 @@ class LinearProbe(Strategy):
         features, labels = predict(model.body, train_images, task.runtime)  # (N, F), once
         task.runtime.synchronize()
         extract_s = time.perf_counter() - started
-        first_batch = next(iter(task.loader("train", train=False, batch_size=8, whole=True)))[0]  # a rank's part may be empty
-        extract_flops = count_flops_per_image(model.body, first_batch, backward=False, runtime=task.runtime) * len(labels)
+        first_batch = next(iter(task.loader("train", train=False, batch_size=8, whole=True)))[
+            0
+        ]  # a rank's part may be empty
+        extract_flops = count_flops_per_image(model.body, first_batch, backward=False, runtime=task.runtime) * len(
+            labels
+        )
 
         device = task.runtime.device
         mean, std = features.mean(0), features.std(0)
@@ -86,14 +95,17 @@ class LinearProbe(Strategy):
         details = {"solver": self.options.solver}
         if self.options.solver == "lbfgs":
             head_stats, details["l2"], details["val_top1_pct_by_l2"], val_images = self._fit_lbfgs(
-                head, standardised, labels.to(device), model, task, mean, std)
+                head, standardised, labels.to(device), model, task, mean, std
+            )
             head_stats.flops += extract_flops / len(labels) * val_images  # the validation feature pass
         else:
             # a target smaller than one batch is fit on whole-data batches rather than not at all
             recipe = dataclasses.replace(self.recipe, batch_size=min(self.recipe.batch_size, len(labels)))
             batches = DeviceBatches(standardised, labels.to(device), recipe.batch_size, train=True, seed=task.seed)
             # the head is too small for compilation to pay off
-            head_stats = train(head, batches, recipe, dataclasses.replace(task.runtime, compile=False), desc="linear_probe")
+            head_stats = train(
+                head, batches, recipe, dataclasses.replace(task.runtime, compile=False), desc="linear_probe"
+            )
 
         # fold the standardisation into the head: W((f - mu) / sigma) + b = (W / sigma) f + (b - (W / sigma) mu)
         with torch.no_grad():
@@ -102,28 +114,50 @@ class LinearProbe(Strategy):
             head.weight.copy_(weight)
         model.head = head
         stats = TrainStats(
-            train_s=extract_s + head_stats.train_s, compile_s=compile_s, images=len(labels), steps=head_stats.steps,
-            flops=extract_flops + head_stats.flops, final_loss=head_stats.final_loss,
+            train_s=extract_s + head_stats.train_s,
+            compile_s=compile_s,
+            images=len(labels),
+            steps=head_stats.steps,
+            flops=extract_flops + head_stats.flops,
+            final_loss=head_stats.final_loss,
         )
         return Fitted(model, stats, details)
 
-    def _fit_lbfgs(self, head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor, model, task: TargetTask,
-                   mean: torch.Tensor, std: torch.Tensor) -> tuple[TrainStats, float, dict[str, float], int]:
+    def _fit_lbfgs(
+        self,
+        head: torch.nn.Linear,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        model,
+        task: TargetTask,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+    ) -> tuple[TrainStats, float, dict[str, float], int]:
         """Fits ``head`` by L-BFGS at each L2 strength; leaves it at the strength best on validation."""
         if task.target.val is None:
-            raise ValueError("linear_probe: solver lbfgs chooses its L2 strength on validation, and the target has no "
-                             "validation split; give it a val_fraction above 0")
+            raise ValueError(
+                "linear_probe: solver lbfgs chooses its L2 strength on validation, and the target has no "
+                "validation split; give it a val_fraction above 0"
+            )
         started = time.perf_counter()
-        val_features, val_labels = predict(model.body, task.loader("val", train=False, batch_size=self.recipe.batch_size),
-                                           task.runtime)
+        val_features, val_labels = predict(
+            model.body, task.loader("val", train=False, batch_size=self.recipe.batch_size), task.runtime
+        )
         val_features = ((val_features - mean) / std).to(features.device)
         val_labels = val_labels.to(features.device)
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
         by_l2, best_state, best_score, steps, evaluations = {}, None, float("-inf"), 0, 0
         for strength in sorted(self.options.l2_grid, reverse=True):  # strongest first: each warm-starts the next
-            optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=self.options.max_iter, history_size=20,
-                                          line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+            optimizer = torch.optim.LBFGS(
+                head.parameters(),
+                lr=1.0,
+                max_iter=self.options.max_iter,
+                history_size=20,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-6,
+                tolerance_change=1e-9,
+            )
 
             def closure():
                 optimizer.zero_grad()

@@ -6,6 +6,7 @@ from the probe's head, fine-tuning moves the features less. The paper fine-tunes
 rate than a fine-tune from a random head: 0.01 here by default (the suite's ``train`` lr does not apply;
 this strategy's own section sets it). Its cost is the probe's plus its own fine-tuning.
 """
+
 import copy
 
 import torch
@@ -15,6 +16,8 @@ from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, regis
 
 @register_strategy("lp_ft")
 class LinearProbeThenFinetune(Strategy):
+    table_order = 30
+    plot_marker = "v"
     uses_source = False  # it starts from the fitted linear probe, which holds the source body
     ingredients = ("linear_probe",)
     recipe_defaults = {"lr": 0.01}

@@ -1,0 +1,168 @@
+"""``bench run SUITE``: runs every cell not done yet (resume is the default), then prints the table and writes
+the reports and plots; ``--dry-run`` prints the graph of artifacts instead."""
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from ..errors import SuiteError
+from .common import add_data_root, add_device, command_line, log, resolve_runtime
+
+NAME, ORDER = "run", 10
+HELP = "run a suite (resumes by default) and print its results table"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("suite", help="suite YAML file")
+    add_data_root(parser)
+    parser.add_argument("--out", help="results folder (default results/<suite name>)")
+    parser.add_argument("--cache-dir", help="model cache (default BENCH_CACHE_DIR or <out>/cache)")
+    parser.add_argument("--filter", help="only cells whose id matches this regular expression")
+    add_device(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the graph of artifacts (key, dependencies, cached or not, what each needs), then stop",
+    )
+    parser.add_argument("--force", action="store_true", help="rerun cells that already have ok records")
+    parser.add_argument(
+        "--executor",
+        default="local",
+        help="local: in this process (default); ray: Ray tasks on this machine's GPUs and cores, or a cluster's",
+    )
+    parser.add_argument(
+        "--ray-address", help="with --executor ray: join this cluster (auto or HOST:PORT) instead of starting one here"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per artifact (default: all cores locally, 1 per Ray task, which Ray reserves as CPUs)",
+    )
+    parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="end a training or evaluation running longer with status timeout; the suite goes on and a rerun "
+        "retries it (overrides runtime.cell_timeout_s)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="with --executor ray: restarts of a task whose worker died (default 2)",
+    )
+
+
+def suite_runtime(suite, device_override, cuda_available=None, shard=None):
+    """The suite's runtime settings (``--device`` overriding its device), resolved on this machine."""
+    from transfer_core.distributed import WHOLE
+
+    settings = dataclasses.replace(suite.runtime, device=device_override or suite.runtime.device)
+    return resolve_runtime(settings, shard or WHOLE, cuda_available)
+
+
+def run(args) -> int:
+    from .. import report as report_mod
+    from ..suite import check_data, data_root, expand_cells, load_suite
+
+    suite = load_suite(args.suite)
+    root = data_root(suite, args.data_root)
+    check_data(suite, root)
+    all_cells = expand_cells(suite)
+    cells = expand_cells(suite, args.filter)
+    if not cells:
+        raise SuiteError(f"--filter {args.filter!r} matches none of the {len(all_cells)} cells")
+    if args.threads is not None and args.threads < 1:
+        raise SuiteError(f"--threads: expected a positive number, got {args.threads}")
+    if args.max_retries < 0:
+        raise SuiteError(f"--max-retries: expected 0 or more, got {args.max_retries}")
+    if args.ray_address and args.executor != "ray":
+        raise SuiteError("--ray-address needs --executor ray")
+    if args.cell_timeout is not None and not args.cell_timeout > 0:
+        raise SuiteError(f"--cell-timeout: expected seconds above 0, got {args.cell_timeout:g}")
+
+    # imports torch: after the cheap checks, so mistakes are reported fast
+    from transfer_core import distributed
+    from transfer_core.registry import UnknownNameError
+
+    from ..executors import ExecutorOptions, create_executor
+    from ..runner import Runner
+
+    shard = distributed.launched_shard()
+    if shard.world > 1:  # under torchrun: the ranks build each artifact together, in this process each
+        if args.executor != "local":
+            raise SuiteError(
+                f"--executor {args.executor} cannot run under torchrun, which already places one process per GPU; "
+                "use the local executor there"
+            )
+        import torch
+
+        wanted = args.device or suite.runtime.device
+        distributed.init_process_group(
+            "cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu"
+        )
+    try:
+        executor = create_executor(
+            args.executor, ExecutorOptions(args.threads, args.ray_address, args.max_retries), log
+        )
+    except UnknownNameError as e:
+        raise SuiteError(f"--executor: {e}") from None
+    try:
+        runtime = suite_runtime(suite, args.device, executor.cuda_available(), shard)
+        out_dir = Path(args.out) if args.out else Path("results") / suite.name
+        cache_dir = Path(args.cache_dir or os.environ.get("BENCH_CACHE_DIR") or out_dir / "cache")
+        runner = Runner(
+            suite,
+            root,
+            out_dir,
+            cache_dir,
+            runtime,
+            force=args.force,
+            command=command_line(),
+            log=log,
+            executor=executor,
+            cell_timeout_s=args.cell_timeout,
+        )
+        if args.dry_run:
+            return dry_run(runner, cells, all_cells)
+        summary = runner.run(cells, all_cells)
+    finally:
+        executor.close()
+        distributed.leave_process_group()
+    if not shard.is_main:
+        return 1 if summary.failed else 0
+    results = report_mod.load_results(out_dir)
+    if summary.ran:
+        report_mod.write_reports(results, f"Results: {suite.name}")
+    print(report_mod.render_markdown(report_mod.summarise_rows(results.records, results.plan)))
+    elsewhere = f", {summary.elsewhere} recorded by another run" if summary.elsewhere else ""
+    print(
+        f"\n{summary.ran} cells run, {summary.skipped} already done{elsewhere}, {len(summary.failed)} failed; "
+        f"records: {runner.store.path}"
+        + (f"; reports and plots: {out_dir}/report.md (also .tex, .csv, .html)" if summary.ran else ""),
+        file=sys.stderr,
+    )
+    return 1 if summary.failed else 0
+
+
+def dry_run(runner, cells, all_cells) -> int:
+    """The graph of artifacts the cells need, and what of it is cached; nothing is trained or written."""
+    from tabulate import tabulate
+
+    rows, to_run = runner.describe(cells, all_cells)
+    if runner.shard.is_main:
+        print(
+            tabulate(
+                rows,
+                headers=["kind", "artifact", "key", "depends on (keys)", "state", "needs"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
+        to_build = sum(1 for r in rows if r[4] == "to build")
+        print(
+            f"{len(rows)} artifacts: {to_build} models to build, {to_run} of {len(cells)} cells to run; "
+            "nothing was trained or written (dry run)"
+        )
+    return 0
