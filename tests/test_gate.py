@@ -48,6 +48,8 @@ SLOW_STEP = [
         "            progress.update()\n",
         "            progress.update()\n            time.sleep(2.0 * (time.perf_counter() - step_started))\n",
     ),
+    # and prints to stdout, as a debugging line left in would: the timing worker's answers must survive it
+    ("def train(", 'print("debug: training")\n\n\ndef train('),
 ]
 HARMLESS = [("def top_k_pct(", "# top-k accuracy, in percent\ndef top_k_pct(")]
 
@@ -174,7 +176,8 @@ def test_bitwise_differences_name_the_cell_and_metric():
 
 def test_gate_fails_a_commit_that_lowers_top1_naming_the_metric(gate_repo):
     commit_change(gate_repo, LOWER_TOP1, "lower top-1")
-    code, gate, stderr = bench_ci(gate_repo, "--base", "HEAD~1", "--parts", "accuracy")
+    # --out relative to the working folder, as CI passes it: both revisions must still write there
+    code, gate, stderr = bench_ci(gate_repo, "--base", "HEAD~1", "--parts", "accuracy", "--out", "../gate")
     assert code == 1, stderr
     assert gate["failed"] and gate["failing"]
     assert all("test_top1_pct" in line and "regressed" in line for line in gate["failing"]), gate["failing"]
@@ -271,6 +274,7 @@ def test_gate_passes_a_harmless_commit_on_a_machine_unlike_the_committed_baselin
         (["--base", "HEAD", "--parts", "accuracy,sped"], "--parts: expected accuracy and/or speed, got sped"),
         (["--base", "HEAD", "--fail", "top1:+1pp"], "write top1:-1pp"),
         (["--base", "HEAD", "--suite", "missing.yaml"], "missing.yaml: no such suite file"),
+        (["--base", "HEAD", "--benchmarks", "train_step,nope"], "--benchmarks: unknown nope"),
     ],
 )
 def test_refusals_are_one_line(gate_repo, args, message):

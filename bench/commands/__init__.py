@@ -2,7 +2,8 @@
 ``add_arguments(parser)`` and ``run(args) -> int``; importing this package finds them all, so a new command
 is a new file here. ``common.py`` holds the arguments and helpers several commands share.
 
-The commands import what they need when they run: report, compare and index never load torch.
+The commands import what they need when they run: compare and index never load torch, report only for records
+written before they carried ``strategy_info``.
 """
 
 import importlib
@@ -10,8 +11,7 @@ import pkgutil
 
 
 def discover() -> list:
-    """Every command module of this package, in ``ORDER``."""
-    modules = [
-        importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__) if m.name != "common"
-    ]
-    return sorted(modules, key=lambda module: module.ORDER)
+    """Every command module of this package, in ``ORDER`` (a module without ``NAME`` and ``run`` is a helper)."""
+    modules = [importlib.import_module(f"{__name__}.{m.name}") for m in pkgutil.iter_modules(__path__)]
+    commands = [module for module in modules if hasattr(module, "NAME") and hasattr(module, "run")]
+    return sorted(commands, key=lambda module: (getattr(module, "ORDER", 1000), module.NAME))

@@ -32,6 +32,7 @@ from typing import Optional
 from transfer_core.files import write_file
 
 from .. import compare as compare_mod
+from ..errors import BenchError
 from ..text import publish_summary
 from .revisions import GateError, Side, base_worktree, git, head_revision, log_tail
 from .timing import time_benchmarks
@@ -40,6 +41,7 @@ from .verdicts import (
     bitwise_differences,
     render_summary,
 )
+from .worker import BENCHMARKS
 
 HARNESS_ROOT = Path(__file__).resolve().parents[2]  # the tree whose code runs: the head
 
@@ -60,6 +62,21 @@ def run_suite(side: Side, suite: Path, data_root: Optional[str]) -> tuple[int, f
         log.flush()
         code = subprocess.run(command, cwd=side.root, env=side.env(), stdout=log, stderr=subprocess.STDOUT).returncode
     return code, time.perf_counter() - started
+
+
+def _absolute_data_root(given: Optional[str], suite: Path) -> Optional[str]:
+    """The data root as ``bench run`` would take it here (--data-root, BENCH_DATA_ROOT, the suite's data.root),
+    made absolute: the revisions run in other folders, where a relative one would name nothing."""
+    import yaml
+
+    if given or os.environ.get("BENCH_DATA_ROOT"):
+        return str(Path(given or os.environ["BENCH_DATA_ROOT"]).resolve())
+    try:
+        raw = yaml.safe_load(suite.read_text(encoding="utf-8"))
+        configured = (raw.get("data") or {}).get("root", "data") if isinstance(raw, dict) else "data"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        configured = "data"  # bench run will say what is wrong with the suite
+    return str(Path(str(configured)).resolve())
 
 
 def _prepare_out(out: Path) -> None:
@@ -107,7 +124,8 @@ def side_by_side(args) -> GateResult:
     if not suite.is_file():
         raise GateError(f"{args.suite}: no such suite file")
     parts = set(args.parts)
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # both revisions run in their own trees: every path they get is absolute
+    data_root = _absolute_data_root(args.data_root, suite)
     _prepare_out(out)
     started = time.perf_counter()
     result = GateResult(title="")
@@ -127,18 +145,20 @@ def side_by_side(args) -> GateResult:
                 codes = {}
                 for side in (base, head):
                     _log(f"{side.name}: running {args.suite} from an empty cache …")
-                    code, seconds = run_suite(side, suite, args.data_root)
+                    code, seconds = run_suite(side, suite, data_root)
                     own_copy = base.root / suite.relative_to(repo) if suite.is_relative_to(repo) else None
                     if code == 2 and side is base and own_copy and own_copy.is_file():
                         # the head's suite may use keys the base does not know yet: the base's own copy then
                         result.notes.append(
                             "the base revision refused the head's suite file; it ran its own copy of it"
                         )
-                        code, more = run_suite(side, own_copy, args.data_root)
+                        code, more = run_suite(side, own_copy, data_root)
                         seconds += more
                     codes[side.name] = code
                     result.timings[f"{side.name} suite"] = seconds
                     _log(f"{side.name}: suite done in {seconds:.0f} s (exit {code})")
+                if codes["head"] == 2 and codes["base"] == 2:  # neither can run it: the input, not the change
+                    raise GateError(_suite_problem(head, 2) + "; the base cannot either")
                 if codes["head"] == 2:
                     result.problems.append(_suite_problem(head, 2))
                 elif codes["base"] == 2:
@@ -148,18 +168,21 @@ def side_by_side(args) -> GateResult:
             if "speed" in parts:
                 _log(f"timing {args.rounds} rounds, each a fresh pair of processes …")
                 timed = time.perf_counter()
-                verdicts, problems, samples = time_benchmarks(
-                    base,
-                    head,
-                    args.rounds,
-                    args.samples_per_round,
-                    args.min_effect / 100,
-                    args.alpha,
-                    scratch,
-                    args.benchmarks,
-                )
+                try:
+                    verdicts, samples = time_benchmarks(
+                        base,
+                        head,
+                        args.rounds,
+                        args.samples_per_round,
+                        args.min_effect / 100,
+                        args.alpha,
+                        scratch,
+                        args.benchmarks,
+                    )
+                finally:  # the workers' logs say what went wrong when a worker hung or died
+                    for worker_log in scratch.glob("*-worker.log"):
+                        shutil.copy(worker_log, out / worker_log.name)
                 result.speed, result.timings["timing"] = verdicts, time.perf_counter() - timed
-                result.problems += problems
                 result.speed_method = (
                     f"{args.rounds} rounds; each starts a fresh process per revision (a process's speed is itself a "
                     f"sample: identical code differed by up to 22% between two processes here), warms both up, then "
@@ -170,8 +193,6 @@ def side_by_side(args) -> GateResult:
                     "the interval is a "
                     "95% bootstrap interval of the median ratio."
                 )
-                for worker_log in scratch.glob("*-worker.log"):
-                    shutil.copy(worker_log, out / worker_log.name)
                 write_file(out / "speed_samples.json", json.dumps(samples, indent=1) + "\n")
     result.timings["gate"] = time.perf_counter() - started
     return result
@@ -201,13 +222,13 @@ def against_baseline(args) -> GateResult:
     suite = Path(args.suite).resolve()
     if not suite.is_file():
         raise GateError(f"{args.suite}: no such suite file")
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     _prepare_out(out)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-ci-") as scratch:
         head = Side("head", HARNESS_ROOT, "the working tree", out / "head", Path(scratch) / "head-cache")
         _log(f"running {args.suite} from an empty cache …")
-        code, seconds = run_suite(head, suite, args.data_root)
+        code, seconds = run_suite(head, suite, _absolute_data_root(args.data_root, suite))
     result = GateResult(
         title=f"The working tree against the committed baseline `{baseline}`; suite `{args.suite}`.",
         timings={"suite": seconds},
@@ -266,14 +287,23 @@ def cmd_ci(args) -> int:
         raise GateError(f"--parts: expected accuracy and/or speed, got {','.join(sorted(unknown)) or 'nothing'}")
     compare_mod.parse_thresholds(args.fail)  # a mistake in a threshold is reported before anything runs
     compare_mod.parse_thresholds(args.fail_across_devices)
-    result = side_by_side(args) if args.base else against_baseline(args)
+    unknown = sorted(set(args.benchmarks or []) - set(BENCHMARKS))
+    if unknown:
+        raise GateError(f"--benchmarks: unknown {', '.join(unknown)}; the gated ones are {', '.join(BENCHMARKS)}")
+    out = Path(args.out).resolve()
+    try:
+        result = side_by_side(args) if args.base else against_baseline(args)
+    except BenchError as e:  # the folder says the gate stopped, and why, instead of "running"
+        if (out / "gate.json").is_file():
+            write_file(out / "gate.json", json.dumps({"status": "stopped", "failed": None, "error": str(e)}) + "\n")
+        raise
     summary = render_summary(result)
-    out = Path(args.out)
     write_file(out / "summary.md", summary)
     write_file(
         out / "gate.json",
         json.dumps(
             {
+                "status": "finished",
                 "failed": result.failed,
                 "failing": result.failing(),
                 "title": result.title,

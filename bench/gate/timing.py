@@ -52,11 +52,21 @@ class Worker:
         if not line:
             why = f"no answer in {SAMPLE_TIMEOUT_S} s" if not ready else f"it exited ({log_tail(Path(self.log.name))})"
             raise GateError(f"the {self.side.name} timing worker failed: {why}")
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise GateError(
+                f"the {self.side.name} timing worker answered something that is not JSON: {line[:200]!r}"
+            ) from None
 
     def sample(self, name: str) -> dict:
-        self.process.stdin.write(name + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(name + "\n")
+            self.process.stdin.flush()
+        except OSError as e:  # it died between samples
+            raise GateError(
+                f"the {self.side.name} timing worker is gone ({e.strerror or e}; {log_tail(Path(self.log.name))})"
+            ) from None
         return self._read()
 
     def close(self) -> None:
@@ -80,9 +90,9 @@ def time_benchmarks(
     alpha: float,
     scratch: Path,
     only: Optional[list[str]] = None,
-) -> tuple[list[SpeedVerdict], list[str], list[dict]]:
-    """Rounds of every gated benchmark, each with a fresh pair of workers: (verdicts, problems that fail the gate,
-    the raw samples of every round).
+) -> tuple[list[SpeedVerdict], list[dict]]:
+    """Rounds of every gated benchmark, each with a fresh pair of workers: (verdicts, the raw samples of every
+    round).
 
     A fresh pair per round because a process is a sample too: two processes running identical code differed by up
     to 22% in one benchmark here (where memory lands, how threads are placed), and that difference holds for the
@@ -102,18 +112,13 @@ def time_benchmarks(
                 workers[side.name] = Worker(side, scratch / f"{side.name}-worker.log")
             for worker in workers.values():
                 worker.wait_ready()
-            if not names:
-                names = list(workers["head"].hello["benchmarks"]) + [
-                    n for n in workers["base"].hello["benchmarks"] if n not in workers["head"].hello["benchmarks"]
-                ]
-                units = {**workers["base"].hello["benchmarks"], **workers["head"].hello["benchmarks"]}
-                if only:
-                    unknown = [n for n in only if n not in names and n not in workers["head"].hello["errors"]]
-                    if unknown:
-                        raise GateError(
-                            f"--benchmarks: unknown {', '.join(unknown)}; the gated ones are {', '.join(names)}"
-                        )
-                    names = [n for n in names if n in only]
+            if not names:  # every benchmark either revision knows, built or not (one neither could build fails)
+                hellos = [workers["head"].hello, workers["base"].hello]
+                names = list(dict.fromkeys(n for hello in hellos for n in [*hello["benchmarks"], *hello["errors"]]))
+                units = {n: next((h["benchmarks"][n] for h in hellos if n in h["benchmarks"]), "s") for n in names}
+                names = [n for n in names if not only or n in only]
+                if not names:
+                    raise GateError(f"no benchmark to time: the workers know {', '.join(units) or 'none'}")
                 for side, worker in workers.items():
                     errors[side].update(worker.hello["errors"])
             samples = {side: {name: [] for name in names} for side in workers}
@@ -137,21 +142,14 @@ def time_benchmarks(
             for name, values in samples[side].items():
                 if values and name not in errors["base"] and name not in errors["head"]:
                     per_round[side].setdefault(name, []).append(median(values))
-    verdicts, problems = [], []
+    verdicts = []
     for name in names:
-        if name in errors["head"]:
-            problems.append(f"speed: the head cannot run benchmark {name}: {errors['head'][name]}")
+        if name in errors["head"]:  # a failed verdict: the head cannot run what the gate times
             verdicts.append(SpeedVerdict(name, units[name], [], [], "failed", note=errors["head"][name]))
-        elif (
-            name in errors["base"]
-        ):  # the benchmark is newer than the base, or base's API differs: nothing to compare with
-            verdicts.append(
-                SpeedVerdict(
-                    name, units[name], [], [], "not compared", note=f"base cannot run it: {errors['base'][name]}"
-                )
-            )
+        elif name in errors["base"]:  # newer than the base, or the base's API differs: nothing to compare with
+            note = f"base cannot run it: {errors['base'][name]}"
+            verdicts.append(SpeedVerdict(name, units[name], [], [], "not compared", note=note))
         else:
-            verdicts.append(
-                judge_speed(name, units[name], per_round["base"][name], per_round["head"][name], min_effect, alpha)
-            )
-    return verdicts, problems, raw
+            base, head = per_round["base"][name], per_round["head"][name]
+            verdicts.append(judge_speed(name, units[name], base, head, min_effect, alpha))
+    return verdicts, raw

@@ -140,7 +140,7 @@ class GateResult:
 
     def failing(self) -> list[str]:
         """One line per reason the gate fails, naming the metric."""
-        lines = list(self.problems)
+        lines = [" ".join(problem.split()) for problem in self.problems]  # one line each, whatever they quote
         for v in self.speed:
             if v.failed:
                 lines.append(
@@ -148,7 +148,7 @@ class GateResult:
                     f"{v.ratio_ci[0]:.3f} – {v.ratio_ci[1]:.3f}; {_ms(median(v.base))} → {_ms(median(v.head))} "
                     f"{_unit(v.unit)}; p = {v.p_slower:.2g})"
                     if v.ratio is not None
-                    else f"speed: {v.name}: {v.note}"
+                    else f"speed: the head cannot run benchmark {v.name}: {v.note}"
                 )
         if self.accuracy is not None:
             for c in self.accuracy.changes:

@@ -16,10 +16,9 @@ on 2 cores, long enough for the clock and short enough for many interleaved samp
 """
 
 import json
+import os
 import sys
 import time
-
-del sys.path[0]  # this file's folder: the revision's packages must come from PYTHONPATH, not from beside it
 
 STEPS, BATCH, EVAL_BATCHES, EVAL_BATCH, LOADER_IMAGES, LOADER_EPOCHS = 8, 64, 4, 256, 1024, 8
 
@@ -101,11 +100,25 @@ BENCHMARKS = {
 }
 
 
-def _reply(payload):
-    print(json.dumps(payload), flush=True)
+def _reply_channel():
+    """Replies go to the real stdout; whatever else is printed there (by the code measured, or a library, from
+    Python or C) goes to stderr from now on, so it is never taken for an answer."""
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return channel
+
+
+def _why(e: Exception) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())  # one line, whatever the message spans
 
 
 def main():
+    replies = _reply_channel()
+
+    def reply(payload):
+        replies.write(json.dumps(payload) + "\n")
+
     import torch
 
     import transfer_core
@@ -115,8 +128,8 @@ def main():
         try:
             ready[name] = build(torch)
         except Exception as e:  # this revision's API differs: the gate reports the benchmark as not comparable
-            errors[name] = f"{type(e).__name__}: {e}"
-    _reply(
+            errors[name] = _why(e)
+    reply(
         {"transfer_core": transfer_core.__file__, "benchmarks": {n: BENCHMARKS[n][1] for n in ready}, "errors": errors}
     )
     for line in sys.stdin:
@@ -124,16 +137,17 @@ def main():
         if not name:
             break
         if name not in ready:
-            _reply({"name": name, "error": errors.get(name, "no such benchmark")})
+            reply({"name": name, "error": errors.get(name, "no such benchmark")})
             continue
         work, units = ready[name]
         try:
             started = time.perf_counter()
             work()
-            _reply({"name": name, "value": (time.perf_counter() - started) / units})
+            reply({"name": name, "value": (time.perf_counter() - started) / units})
         except Exception as e:
-            _reply({"name": name, "error": f"{type(e).__name__}: {e}"})
+            reply({"name": name, "error": _why(e)})
 
 
 if __name__ == "__main__":
+    del sys.path[0]  # this file's folder: the revision's packages must come from PYTHONPATH, not from beside it
     main()
