@@ -42,7 +42,8 @@ from transfer_core.pretrained import (
 )
 from transfer_core.runtime import (
     Runtime,
-    measured_bf16_peak_tflops,
+    forget_compiled,
+    measured_peak_tflops,
     peak_memory,
     reset_peak_memory,
 )
@@ -116,19 +117,33 @@ def time_limit(seconds: Optional[float]):
         signal.signal(signal.SIGALRM, previous)
 
 
-def utilisation(flops: float, seconds: float, peak: Optional[float]) -> dict:
-    """Achieved TFLOP/s and, on CUDA, model FLOPs utilisation against ``peak``, the bf16 matmul rate measured
-    where the model trained (None on CPU, where no such peak is measured)."""
+@contextlib.contextmanager
+def _models_released():
+    """Whatever the build compiled is let go when it ends: its models are in the cache now."""
+    try:
+        yield
+    finally:
+        forget_compiled()
+
+
+def utilisation(flops: float, seconds: float, peaks: dict, amp: str) -> dict:
+    """Achieved TFLOP/s and model FLOPs utilisation against the matmul peak of the precision the model trained
+    in (bf16 for bf16 or fp16 autocast, fp32 without), measured where it trained (``measured_peaks``)."""
     achieved = flops / seconds / 1e12 if seconds > 0 and flops > 0 else None
+    precision = "fp32" if amp == "off" else "bf16"
+    peak = peaks.get(f"device_peak_{precision}_tflop_per_s")
     return {
         "target_tflop_per_s": achieved,
-        "device_peak_bf16_tflop_per_s": peak,
+        "device_peak_bf16_tflop_per_s": peaks.get("device_peak_bf16_tflop_per_s"),
+        "device_peak_fp32_tflop_per_s": peaks.get("device_peak_fp32_tflop_per_s"),
         "target_mfu_pct": 100 * achieved / peak if achieved is not None and peak else None,
+        "target_mfu_precision": precision,
     }
 
 
-def measured_peak(device: torch.device) -> Optional[float]:
-    return measured_bf16_peak_tflops(str(device)) if device.type == "cuda" else None
+def measured_peaks(device: torch.device) -> dict:
+    """The device's bf16 and fp32 matmul peaks, measured once per process (MFU's denominators)."""
+    return {f"device_peak_{p}_tflop_per_s": measured_peak_tflops(str(device), p) for p in ("bf16", "fp32")}
 
 
 def _now() -> str:
@@ -143,7 +158,8 @@ class Builder:
         data: Optional[dict[str, PreparedData]] = None,
     ):
         self.env, self.log = env, log
-        self.runtime = env.runtime
+        # compiled kernels and measured compile costs live beside the models, so every run sharing the cache reuses them
+        self.runtime = dataclasses.replace(env.runtime, compile_cache=str(Path(env.cache_dir) / "compile"))
         self.cache = ModelCache(env.cache_dir)
         self._data = {} if data is None else data  # prepared datasets by spec key, shared with an in-process driver
 
@@ -186,7 +202,7 @@ class Builder:
         if failed is not None:  # nothing to build from: the dependency's failure is this artifact's too
             return self.failed(artifact, inputs, failed.status, failed.error)
         try:
-            with time_limit(self.env.time_limit_s):
+            with time_limit(self.env.time_limit_s), _models_released():
                 if isinstance(artifact, SourceArtifact):
                     outcome = Outcome(meta=self._source(artifact))
                 elif isinstance(artifact, FittedArtifact):
@@ -326,8 +342,8 @@ class Builder:
             "peak_mem_mib": mem_mib,
             "peak_mem_kind": mem_kind,
             "trained_at": _now(),
-            "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device),
-        }  # where it trained, for MFU
+            **measured_peaks(self.runtime.device),  # where it trained, for MFU
+        }
         self._save(artifact, fitted.model, meta)
         return meta
 
@@ -364,7 +380,7 @@ class Builder:
             "peak_mem_mib": max(inputs[key].meta.get("peak_mem_mib") or 0.0 for _, key in artifact.points),
             "peak_mem_kind": next(iter(inputs.values())).meta.get("peak_mem_kind"),
             "trained_at": _now(),
-            "device_peak_bf16_tflop_per_s": measured_peak(self.runtime.device),
+            **measured_peaks(self.runtime.device),
         }
         self._save(artifact, fitted.model, meta)
         self.log(
@@ -472,7 +488,11 @@ class Builder:
                     "selected": e.selected,
                     "metrics": e.metrics,
                     "compute": {**self._target_compute(e, fitted_metas), **source_compute},
-                    "details": e.details,
+                    # compile: auto on CPU: what the training measured and decided (transfer_core/compiling.py)
+                    "details": {
+                        **e.details,
+                        **({"compile_decision": e.stats.compile_decision} if e.stats.compile_decision else {}),
+                    },
                 }
                 for e in evaluations
             ]
@@ -511,7 +531,11 @@ class Builder:
         # the cell's peak: its own evaluation's, or the fit of a model it evaluates, whichever is higher
         mem_mib, mem_kind = peak_memory(self.runtime.device)
         mem_mib = max([mem_mib] + [m.get("peak_mem_mib", 0.0) for m in fitted_metas])
-        peaks = [m["device_peak_bf16_tflop_per_s"] for m in fitted_metas if m.get("device_peak_bf16_tflop_per_s")]
+        # the highest peak of the machines the cell's models trained on (one, unless Ray spread them)
+        peaks = {
+            name: max([m[name] for m in fitted_metas if m.get(name)], default=None)
+            for name in ("device_peak_bf16_tflop_per_s", "device_peak_fp32_tflop_per_s")
+        }
         selection_s = evaluation.selection_s + stats.selection_s  # alpha-mix's search, a grid's choice
         return {
             "target_train_s": stats.train_s,
@@ -522,7 +546,8 @@ class Builder:
             "target_train_flops": stats.flops,
             "target_img_per_s": stats.images / stats.train_s if stats.train_s > 0 else None,
             "target_data_s": stats.data_s,
-            **utilisation(stats.flops, stats.train_s, max(peaks) if peaks else None),
+            "target_compiled_steps": stats.compiled_steps,
+            **utilisation(stats.flops, stats.train_s, peaks, self.runtime.amp),
             "eval_s": evaluation.details.get("eval_s"),
             "peak_mem_mib": mem_mib,
             "peak_mem_kind": mem_kind,

@@ -158,6 +158,8 @@ def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bo
     }
     if runtime.compile:
         settings["compile_mode"] = runtime.compile_mode
+        if runtime.compile_when != "always":  # compiled only where measured steps say it pays: a part may run eager
+            settings["compile_when"] = runtime.compile_when
     if runtime.device.type == "cuda":
         settings["cudnn_benchmark"] = runtime.cudnn_benchmark and not runtime.deterministic
     if runtime.deterministic:  # other algorithms: other numbers (on CPU too, where a few kernels differ)

@@ -84,8 +84,9 @@ EXPECTED = {
     "runtime.compile": ALL,
     "runtime.channels_last": ALL,
     "runtime.input_dtype": ALL,
-    # no effect here: compile is off on CPU, cuDNN is CUDA's, digits are arrays (no backend, no workers)
-    "runtime.compile_mode": NOTHING,
+    # compile: auto on CPU compiles any training that repays it, in this mode
+    "runtime.compile_mode": ALL,
+    # no effect here: cuDNN is CUDA's, digits are arrays (no backend, no workers)
     "runtime.cudnn_benchmark": NOTHING,
     "runtime.workers": NOTHING,
     "runtime.data_backend": NOTHING,
@@ -181,6 +182,7 @@ def changed_value(path: str, tp, value):
         "source.examples": 100,
         "targets[0].examples": 100,
         "strategies.linear_probe.l2_grid": [0.01, 1.0],
+        "runtime.amp": "off",  # a change on any machine (auto is bf16 on a CPU with native bf16, as the suite asks)
     }
     if path in special:
         return special[path]
@@ -320,6 +322,10 @@ def test_compile_mode_enters_the_keys_when_compiling(tmp_path):
     base_keys, _ = roles_and_keys(compiled, tmp_path)
     keys, _ = roles_and_keys(with_setting(compiled, ("runtime",), "compile_mode", "max-autotune"), tmp_path)
     assert all(keys[role] != base_keys[role] for role in ALL)
+    eager = with_setting(BASE, ("runtime",), "compile", "off")  # never compiled: the mode is in no key
+    base_keys, _ = roles_and_keys(eager, tmp_path)
+    keys, _ = roles_and_keys(with_setting(eager, ("runtime",), "compile_mode", "max-autotune"), tmp_path)
+    assert keys == base_keys
 
 
 def test_ranks_enter_the_keys_of_what_trains_under_them(tmp_path):

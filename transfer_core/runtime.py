@@ -1,8 +1,9 @@
 """Where and how models run: device, mixed precision, torch.compile, memory layout.
 
 Resolved once per run from the suite's ``runtime`` section; ``auto`` means the fast choice for the
-device (bf16 autocast and compile on CUDA; fp32 and eager on CPU, where compiling costs more than it
-saves for short runs).
+device: bf16 autocast on CUDA and on CPUs with native bf16 instructions (AVX-512 BF16 or AMX), fp32 on
+other CPUs; torch.compile on CUDA, and on CPU for a training long enough to repay its compilation
+(``transfer_core/compiling.py`` decides, from the first eager steps' measured time).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import resource
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal, Optional, Union
 
 import torch
@@ -37,8 +39,8 @@ class RuntimeSettings:
     turns it into the ``Runtime`` every model of the run trains and evaluates under."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
-    compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA, off on CPU
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA and on CPUs with native bf16
+    compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA; on CPU, a training that repays it
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     cudnn_benchmark: bool = True  # CUDA: cuDNN picks the fastest convolution algorithm per shape, once
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and on CPU
@@ -62,7 +64,7 @@ class Runtime:
 
     device: torch.device
     amp: str  # "bf16", "fp16" or "off", already resolved from "auto"
-    compile: bool
+    compile: bool  # torch.compile allowed: always (compile_when "always") or where it pays ("pays")
     channels_last: bool
     data_backend: str = "torch"  # image folders: "dali" or "torch", already resolved from "auto"
     input_dtype: torch.dtype = torch.float32  # dtype of the batches loaders hand the model
@@ -75,6 +77,14 @@ class Runtime:
     deterministic: bool = (
         False  # PyTorch's deterministic algorithms only (cuDNN benchmarking off): reproducible, slower
     )
+    # "always": every model trained or evaluated is compiled; "pays" (compile: auto on CPU): a training is
+    # compiled only when its measured eager steps project a time that repays the compilation (compiling.py)
+    compile_when: Literal["always", "pays"] = "always"
+    compile_cache: Optional[str] = None  # folder for inductor's on-disk cache and measured compile costs
+
+    @property
+    def compile_always(self) -> bool:
+        return self.compile and self.compile_when == "always"
 
     @property
     def amp_dtype(self) -> Optional[torch.dtype]:
@@ -94,9 +104,24 @@ class Runtime:
 
     def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model compiled once and then reused (training, evaluation, BatchNorm re-estimation of the
-        same model share one compiled wrapper and its cached graphs); the model itself when off."""
+        same model share one compiled wrapper and its cached graphs); the model itself when off. Under
+        ``compile_when="pays"`` a model is compiled only by ``compile_now`` (a training that repays it); later
+        calls then get its compiled wrapper, and models never compiled stay eager."""
         if not self.compile:
             return model
+        if self.compile_when == "pays" and not self.is_compiled(model):
+            return model
+        return self.compile_now(model)
+
+    def is_compiled(self, model: torch.nn.Module) -> bool:
+        cached = _COMPILED.get(model)
+        return cached is not None and cached[0] == (self.compile_backend, self.compile_mode)
+
+    def compile_now(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model``'s compiled wrapper, made on the first call (compilation itself happens at its first
+        forward), with inductor's on-disk cache under ``compile_cache`` so later runs reuse its kernels."""
+        if self.compile_cache is not None:
+            use_inductor_cache(Path(self.compile_cache) / "inductor")
         cached = _COMPILED.get(model)
         if cached is None or cached[0] != (self.compile_backend, self.compile_mode):
             options = {"mode": self.compile_mode} if self.compile_backend == "inductor" else {}
@@ -160,6 +185,7 @@ class Runtime:
         # only where they act
         if self.compile:
             described["compile_mode"] = self.compile_mode
+            described["compile_when"] = self.compile_when
         if self.device.type == "cuda":
             described["cudnn_benchmark"] = self.cudnn_benchmark and not self.deterministic
         described["deterministic"] = self.deterministic
@@ -167,6 +193,33 @@ class Runtime:
 
 
 _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def forget_compiled() -> None:
+    """Drops every compiled wrapper. A wrapper holds its model, so an entry here would keep the model alive
+    for the process's life: whoever is done with its models (the builder, after each artifact) calls this.
+    The compiled graphs stay in torch's cache, where a new model of the same shapes finds them."""
+    _COMPILED.clear()
+
+
+# a cache folder the user chose for inductor (TORCHINDUCTOR_CACHE_DIR set before bench started) is kept
+_USER_INDUCTOR_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+
+def use_inductor_cache(folder: Path) -> None:
+    """Points inductor's on-disk cache (compiled kernels, FX and AOTAutograd graphs) at ``folder``, under the
+    harness's cache, so a model compiled by one run compiles in seconds in the next; a folder the user set
+    in TORCHINDUCTOR_CACHE_DIR wins. Inductor reads the variable whenever it looks a graph up."""
+    if _USER_INDUCTOR_CACHE is None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder).resolve())
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles), as PyTorch's own CPU feature
+    probe (cpuinfo) reports it: there bf16 autocast is faster than fp32; elsewhere oneDNN emulates bf16,
+    slower than fp32, so ``amp: auto`` stays fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 class Timer:
@@ -194,33 +247,47 @@ class Timer:
         return time.perf_counter() - self._began
 
 
+PEAK_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
 @functools.lru_cache(maxsize=None)
-def measured_bf16_peak_tflops(device_str: str, size: int = 8192, repeats: int = 20) -> Optional[float]:
-    """The device's achievable dense bf16 matmul rate, measured here (not a datasheet figure): the
-    denominator of model FLOPs utilisation. CUDA only; None elsewhere."""
-    device = torch.device(device_str)
-    if device.type != "cuda":
-        return None
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):  # warm-up: kernel selection, clocks
+def measured_peak_tflops(device_str: str, precision: str = "bf16") -> Optional[float]:
+    """The device's achievable dense matmul rate in ``precision`` (bf16 or fp32), measured here with the
+    library's own matmul, not a datasheet figure: the denominator of model FLOPs utilisation. CUDA: 8192²
+    matmuls timed with CUDA events; CPU: 512² matmuls on every torch thread, perf_counter, the best of 5
+    rounds (a shared machine's slow round is not the hardware's rate; 512² reached the rate of 1024² to
+    4096² on 2 Zen 4 cores, in a tenth of a second, which every training process pays once)."""
+    device, dtype = torch.device(device_str), PEAK_DTYPES[precision]
+    size, repeats, rounds = (8192, 20, 1) if device.type == "cuda" else (512, 10, 5)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):  # warm-up: kernel selection, clocks, oneDNN's packing
         a @ b
-    timer = Timer(device).start()
-    for _ in range(repeats):
-        a @ b
-    seconds = timer.stop()
-    return 2 * size**3 * repeats / seconds / 1e12
+    best = float("inf")
+    for _ in range(rounds):
+        timer = Timer(device).start()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, timer.stop())
+    return 2 * size**3 * repeats / best / 1e12
+
+
+def measured_bf16_peak_tflops(device_str: str) -> Optional[float]:
+    """The bf16 matmul peak on CUDA (the GPU check's denominator); None elsewhere."""
+    return measured_peak_tflops(device_str, "bf16") if torch.device(device_str).type == "cuda" else None
 
 
 def resolve_runtime(
     settings: Union[RuntimeSettings, str] = RuntimeSettings(),
     shard: Shard = WHOLE,
     cuda_available: Optional[bool] = None,
+    cpu_bf16: Optional[bool] = None,
     **changes,
 ) -> Runtime:
     """The runtime ``settings`` ask for on this machine (a device name alone: the defaults on it); ``changes``
-    replace settings by name (``resolve_runtime("cpu", eval_batch_size=64)``). ``cuda_available`` overrides this
-    process's own answer: a Ray driver resolves for its cluster's GPUs. Refuses what the machine cannot do."""
+    replace settings by name (``resolve_runtime("cpu", eval_batch_size=64)``). ``cuda_available`` and
+    ``cpu_bf16`` override this process's own answers (a Ray driver resolves for its cluster's GPUs; tests
+    inject either CPU). Refuses what the machine cannot do."""
     settings = RuntimeSettings(device=settings) if isinstance(settings, str) else settings
     if changes:
         settings = dataclasses.replace(settings, **changes)
@@ -237,9 +304,13 @@ def resolve_runtime(
     on_cuda = resolved.type == "cuda"
     if on_cuda and shard.world > 1:  # one GPU per rank: the one the process group set for this local rank
         resolved = torch.device("cuda", torch.cuda.current_device())
+    if cpu_bf16 is None:
+        cpu_bf16 = native_cpu_bf16()
     if amp == "auto":
-        amp = "bf16" if on_cuda else "off"
-    compile_on = on_cuda if compile == "auto" else compile == "on"
+        amp = "bf16" if on_cuda or cpu_bf16 else "off"
+    compile_on = compile == "on" or (compile == "auto" and not (settings.deterministic and not on_cuda))
+    # auto on CPU: only where it pays, decided from measured steps; a deterministic run decides nothing by timing
+    compile_when = "pays" if compile == "auto" and not on_cuda else "always"
     # auto: batches in the autocast dtype, halving loader bandwidth; the first layer would cast them anyway
     dtype = AMP_DTYPES.get(amp, torch.float32) if input_dtype == "auto" else INPUT_DTYPES[input_dtype]
     if dtype != torch.float32 and dtype != AMP_DTYPES.get(amp):
@@ -264,6 +335,7 @@ def resolve_runtime(
         eval_batch_size=settings.eval_batch_size,
         shard=shard,
         deterministic=settings.deterministic,
+        compile_when=compile_when,
     )
     runtime.apply_backend_flags()
     return runtime

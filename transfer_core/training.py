@@ -14,10 +14,12 @@ from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from .checks import check_range
+from .compiling import CompileCosts, CompileDecision, graph_signature
 from .data import Loader
 from .distributed import WHOLE, gather_cat, mean_over_ranks
 from .runtime import Runtime
@@ -61,8 +63,12 @@ class TrainStats:
     final_loss: float = float("nan")
     data_s: float = 0.0  # of train_s, host seconds spent waiting for the loader's next batch
     selection_s: float = 0.0  # choosing among a grid's models on validation: not training, but part of the cost
+    compiled_steps: int = 0  # steps run by the compiled model (compile: auto on CPU compiles mid-training)
+    compile_decision: Optional[dict] = None  # compile: auto on CPU: what was measured and decided (compiling.py)
 
     def __iadd__(self, other: "TrainStats") -> "TrainStats":
+        self.compiled_steps += other.compiled_steps
+        self.compile_decision = other.compile_decision or self.compile_decision
         self.train_s += other.train_s
         self.compile_s += other.compile_s
         self.images += other.images
@@ -137,7 +143,8 @@ def _timed_batches(loader, stats: TrainStats):
     batches = iter(loader)
     while True:
         waited = time.perf_counter()
-        batch = next(batches, None)
+        with record_function("data"):
+            batch = next(batches, None)
         stats.data_s += time.perf_counter() - waited
         if batch is None:
             return
@@ -175,6 +182,11 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe, step / total_steps))
     network = _data_parallel(model, runtime) if shard.world > 1 else model
     step_fn = runtime.compiled(network)  # the learning rate lives in the optimizer, outside the compiled graph
+    # compile: auto on CPU starts eager and compiles only if the measured steps say it pays (compiling.py)
+    deciding = runtime.compile and runtime.compile_when == "pays" and step_fn is network
+    decision = CompileDecision(CompileCosts(runtime.compile_cache), total_steps) if deciding else None
+    compile_next = step_fn is not network  # the first step of a compiled model compiles (or finds) its graphs
+    compiled_at = None  # (train_s, steps) when the compiled steps began
     # fp16 needs loss scaling to keep small gradients from flushing to zero; bf16 and fp32 do not
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp == "fp16")
     stats = TrainStats()
@@ -183,7 +195,24 @@ def train(
     progress = tqdm(
         total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None
     )  # None: off when not a terminal
+
+    def step(forward, images, labels) -> torch.Tensor:
+        # the regions are named for profilers (scripts/profile_cell.py); unprofiled, a name costs microseconds
+        with record_function("forward"):
+            with runtime.autocast():
+                loss = F.cross_entropy(forward(images), labels, label_smoothing=recipe.label_smoothing)
+            if penalty is not None:
+                loss = loss + penalty()
+        with record_function("backward"):
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+        with record_function("optimizer"):
+            scaler.step(optimizer)
+            scaler.update()
+        return loss
+
     sample = None  # a few images of the first batch, for counting FLOPs after training
+    data_before_compile = 0.0
     timer = runtime.timer().start()  # CUDA events on GPU: the GPU's time, not the host's
     for epoch in range(recipe.epochs):
         loader.set_epoch(epoch)
@@ -191,23 +220,35 @@ def train(
         for images, labels in _timed_batches(loader, stats):
             if sample is None:
                 sample = images[:8].clone()
-            with runtime.autocast():
-                loss = F.cross_entropy(step_fn(images), labels, label_smoothing=recipe.label_smoothing)
-            if penalty is not None:
-                loss = loss + penalty()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            compiling, compile_next = compile_next, False
+            if compiling and decision is not None:
+                try:
+                    loss = step(step_fn, images, labels)
+                except Exception as e:  # e.g. no C++ compiler: auto falls back to eager and says why
+                    decision.failed(e)
+                    step_fn = network
+                    loss = step(step_fn, images, labels)
+            else:
+                loss = step(step_fn, images, labels)
             scheduler.step()
             epoch_loss += loss.detach()
             stats.steps += 1
             stats.images += len(labels) * shard.world
-            if stats.steps == 1 and runtime.compile:
-                # the first compiled step pays compilation and warm-up: kept apart from steady-state time
-                stats.compile_s = timer.stop()
+            if compiling:
+                # the first compiled step pays compilation and warm-up: kept apart from training time, and the
+                # wait for its batch with it
+                stats.compile_s += timer.stop()
                 timer.start()
-                stats.data_s = 0.0
+                stats.data_s = data_before_compile
+                compiled_at = (stats.train_s, stats.steps) if step_fn is not network else None
+            elif decision is not None and decision.after_step(
+                stats.steps,
+                lambda: graph_signature(model, images, runtime.amp, runtime.channels_last, runtime.compile_mode),
+            ):
+                step_fn, compile_next = runtime.compile_now(network), True
+                stats.train_s += timer.stop()  # the eager steps so far are training; the next one compiles
+                timer.start()
+                data_before_compile = stats.data_s
             progress.update()
         # one host sync per epoch: checking every step would stall the GPU pipeline
         mean_loss = mean_over_ranks(epoch_loss, shard).item() / max(1, len(loader))
@@ -216,8 +257,14 @@ def train(
             raise Diverged(f"{desc}: loss became non-finite in epoch {epoch + 1}")
         progress.set_postfix(loss=f"{mean_loss:.3f}")
         stats.final_loss = mean_loss
-    stats.train_s = timer.stop()
+    stats.train_s += timer.stop()
     progress.close()
+    if compiled_at is not None:
+        stats.compiled_steps = stats.steps - compiled_at[1] + 1
+        if decision is not None:
+            decision.compiled(stats.compile_s, stats.compiled_steps - 1, stats.train_s - compiled_at[0])
+    if decision is not None:
+        stats.compile_decision = decision.details
     # counted after the timed region, on a copy: accounting is not training
     stats.flops = (
         count_flops_per_image(model, sample, backward=True, runtime=runtime) * stats.images

@@ -1,6 +1,8 @@
 """``bench throughput``: the harness's train step against a bare loop, the cached linear probe against the naive
 one, and the eager/bf16/compile matrix."""
 
+import dataclasses
+
 from ..errors import SuiteError
 from .common import (
     add_data_root,
@@ -60,6 +62,9 @@ def run(args) -> int:
     from ..suite import data_root
 
     runtime = resolve_runtime(args.device, amp=args.amp, compile=args.compile, input_dtype="auto")
+    # steady-state steps: where compile is on, compiled from the first step (compile: auto on CPU compiles only
+    # trainings long enough to repay it, and this measures the steps those run)
+    runtime = dataclasses.replace(runtime, compile_when="always")
     header = (
         f"device {runtime.device} ({device_name(runtime.device)}), amp {runtime.amp}, compile {runtime.compile}, "
         f"channels_last {runtime.channels_last}; medians of {args.repeats} alternating runs"
@@ -100,6 +105,7 @@ def run(args) -> int:
                 args.steps,
                 log,
                 with_compile=not args.matrix_skip_compile,
+                repeats=args.repeats,
             )
         payload["matrix"] = rows
         sections.append(tp.matrix_table(rows))

@@ -70,7 +70,8 @@ class LinearProbe(Strategy):
             p.requires_grad_(False)
         # features at the head's batch size, which is in this model's key (the evaluation batch size is not)
         train_images = task.loader("train", train=False, batch_size=self.recipe.batch_size)
-        compile_s = self._compile_body(model, task) if task.runtime.compile else 0.0
+        # compile: auto on CPU leaves the one feature pass eager: a cold compile would cost more than the pass
+        compile_s = self._compile_body(model, task) if task.runtime.compile_always else 0.0
         task.runtime.synchronize()
         started = time.perf_counter()
         features, labels = predict(model.body, train_images, task.runtime)  # (N, F), once

@@ -1,0 +1,157 @@
+"""compile: auto on CPU: a training compiles only when its measured eager steps repay the compile, the compile
+is counted apart from training, and what it cost is remembered for the next run."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+
+from transfer_core import compiling
+from transfer_core.backbones import create_backbone
+from transfer_core.compiling import (
+    COLD_COMPILE_S,
+    PROBE_STEPS,
+    WARMUP_STEPS,
+    CompileCosts,
+    compile_pays,
+    projected_saving_s,
+)
+from transfer_core.data import DeviceBatches
+from transfer_core.runtime import forget_compiled, resolve_runtime
+from transfer_core.training import TrainRecipe, train
+
+
+class CountingBackend:
+    """Runs graphs eagerly, counting compilations; ``fail`` makes it refuse like a machine with no compiler."""
+
+    def __init__(self, fail: bool = False):
+        self.graphs, self.fail = 0, fail
+
+    def __call__(self, graph_module, example_inputs):
+        if self.fail:
+            raise RuntimeError("no C++ compiler found")
+        self.graphs += 1
+        return graph_module.forward
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler():
+    torch._dynamo.reset()
+    compiling._IN_PROCESS.clear()
+    compiling._NO_FOLDER.clear()
+    yield
+    forget_compiled()  # the wrappers hold their models
+    torch._dynamo.reset()
+    compiling._IN_PROCESS.clear()
+    compiling._NO_FOLDER.clear()
+
+
+def pays_runtime(backend, folder):
+    runtime = resolve_runtime("cpu", compile="auto")
+    assert runtime.compile and runtime.compile_when == "pays"
+    return dataclasses.replace(runtime, compile_backend=backend, compile_cache=str(folder))
+
+
+def batches(n_batches: int, batch: int = 16):
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(n_batches * batch, 1, 8, 8, generator=generator)
+    return DeviceBatches(images, torch.randint(0, 5, (len(images),), generator=generator), batch, train=True)
+
+
+def fit(runtime, epochs: int, n_batches: int = 10):
+    torch.manual_seed(0)
+    model = runtime.prepare(create_backbone("resnet8", 5, 1))
+    return train(model, batches(n_batches), TrainRecipe(epochs=epochs, batch_size=16, lr=0.05), runtime)
+
+
+def test_the_rule():
+    # 100 steps of 0.1 s at 1.5x save 100 * 0.1 * (1 - 1/1.5) = 3.33 s
+    assert projected_saving_s(100, 0.1, 1.5) == pytest.approx(10 / 3)
+    assert compile_pays(10 / 3, 0.0, 3.0) and not compile_pays(10 / 3, 0.0, 3.5)
+    assert compile_pays(10 / 3, 0.5, 3.5)  # what earlier eager trainings of the graph forwent counts too
+    assert projected_saving_s(10_000, 0.1, 1.0) == 0  # no speedup: never pays
+
+
+def test_a_short_training_stays_eager_and_says_why(tmp_path):
+    backend = CountingBackend()
+    stats = fit(pays_runtime(backend, tmp_path), epochs=2)  # 20 steps: 13 left after timing 7
+    assert backend.graphs == 0 and stats.compiled_steps == 0 and stats.compile_s == 0
+    decision = stats.compile_decision
+    assert decision["compiled"] is False and decision["expected_compile_from"] == "cold default"
+    assert decision["expected_compile_s"] == COLD_COMPILE_S and decision["remaining_steps"] == 20 - 7
+    assert decision["projected_saving_s"] < COLD_COMPILE_S and decision["forgone_s"] == 0
+    # what it forwent is remembered for the graph's next training
+    assert CompileCosts(tmp_path).expected(decision["graph"])[2] == pytest.approx(decision["projected_saving_s"])
+
+
+def test_short_trainings_of_one_graph_compile_once_their_forgone_savings_pay(tmp_path, monkeypatch):
+    # each training projects a saving of 1 s (fixed here: measured step times vary on a busy machine) and a
+    # compile costs 2.5 s: the first two stay eager and the third, with 2 s forgone, compiles
+    monkeypatch.setattr(compiling, "projected_saving_s", lambda remaining, step_s, speedup: 1.0)
+    monkeypatch.setattr(compiling, "COLD_COMPILE_S", 2.5)
+    backend = CountingBackend()
+    decisions = [fit(pays_runtime(backend, tmp_path), epochs=2).compile_decision for _ in range(3)]
+    assert [d["compiled"] for d in decisions] == [False, False, True] and backend.graphs >= 1
+    assert [d["forgone_s"] for d in decisions] == [0.0, 1.0, 2.0]
+    assert CompileCosts(tmp_path).expected(decisions[-1]["graph"])[2] == 0  # compiled: nothing forgone any more
+
+
+def test_a_training_compiles_once_the_measured_cost_is_repaid_and_keeps_the_compile_apart(tmp_path, monkeypatch):
+    # the cache folder remembers that this graph compiled in no time and ran twice as fast: compiling pays
+    probe = fit(pays_runtime(CountingBackend(), tmp_path), epochs=1)
+    signature = probe.compile_decision["graph"]
+    (tmp_path / "compile_costs.json").write_text(json.dumps({signature: {"compile_s": 0.0, "speedup": 2.0}}))
+    backend = CountingBackend()
+    stats = fit(pays_runtime(backend, tmp_path), epochs=3)  # 30 steps
+    decided_at = WARMUP_STEPS + PROBE_STEPS
+    assert probe.compile_decision["compiled"] is False
+    assert stats.compile_decision["expected_compile_from"] == "cache", stats.compile_decision
+    assert stats.compile_decision["compiled"] is True and backend.graphs >= 1
+    assert stats.steps == 30 and stats.compiled_steps == 30 - decided_at
+    assert stats.compile_s > 0 and stats.train_s > 0  # the compiling step is in compile_s, not in train_s
+    assert stats.compile_decision["measured_speedup"] > 0
+    remembered = json.loads((tmp_path / "compile_costs.json").read_text())[signature]
+    assert remembered["compile_s"] == pytest.approx(stats.compile_s)  # the next run's estimate: this measurement
+    assert remembered["speedup"] == pytest.approx(stats.compile_decision["measured_speedup"])
+    # inductor's on-disk cache is put under the harness's cache folder (unless the user chose one)
+    if compiling_user_cache() is None:
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "inductor").resolve())
+    # the same graph again in this process: the compiled graph is reused, and the next decision knows it
+    graphs = backend.graphs
+    # (this tiny model's saving is a few milliseconds, at the scale of timing noise: fixed at 1 s here)
+    monkeypatch.setattr(compiling, "projected_saving_s", lambda remaining, step_s, speedup: 1.0)
+    again = fit(pays_runtime(backend, tmp_path), epochs=3)
+    assert again.compile_decision["expected_compile_from"] == "this process"
+    assert again.compile_decision["compiled"] and backend.graphs == graphs  # a new model, the same graphs
+
+
+def compiling_user_cache():
+    from transfer_core import runtime
+
+    return runtime._USER_INDUCTOR_CACHE
+
+
+def test_a_compiler_that_fails_leaves_the_training_eager_and_recorded(tmp_path, monkeypatch):
+    # a cold default of no seconds makes the rule compile; the backend refuses; the training goes on eager
+    monkeypatch.setattr(compiling, "COLD_COMPILE_S", 0.0)
+    stats = fit(pays_runtime(CountingBackend(fail=True), tmp_path), epochs=3)
+    assert stats.steps == 30 and stats.compiled_steps == 0 and torch.isfinite(torch.tensor(stats.final_loss))
+    assert "no C++ compiler" in stats.compile_decision["compile_error"]
+    assert stats.compile_decision["compiled"] is False
+
+
+def test_compile_costs_survive_a_torn_file_and_a_read_only_folder(tmp_path):
+    costs = CompileCosts(tmp_path)
+    (tmp_path / "compile_costs.json").write_text("{not json")
+    assert costs.expected("g")[3] == "cold default"
+    costs.remember("g", 2.5, 1.4, fresh_process=True)
+    compiling._IN_PROCESS.clear()  # as a later run sees it
+    assert CompileCosts(tmp_path).expected("g") == (2.5, 1.4, 0.0, "cache")
+    costs.remember("g", 0.1, None, fresh_process=False)  # a reuse within one process is not a next run's cost
+    compiling._IN_PROCESS.clear()
+    assert CompileCosts(tmp_path).expected("g") == (2.5, 1.4, 0.0, "cache")
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    CompileCosts(blocked).remember("g", 1.0, 1.0, True)  # cannot write: the measurement is lost, nothing raised
