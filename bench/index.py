@@ -54,6 +54,18 @@ def _what(data: dict) -> str:
             f"local {data['local_wall_s']:.0f} s, Ray {data['ray_wall_s']:.0f} s, "
             f"local/Ray {data['local_over_ray']:.2f}x"
         )
+    if data["kind"] == "parity":
+        worst = max(data.get("rows", []), key=lambda r: abs(r["mean_diff_pp"]), default=None)
+        largest = f"; largest mean difference {worst['mean_diff_pp']:+.2f} pp ({worst['arm']}, {worst['strategy']})"
+        return f"precision parity: {', '.join(data['arms'])} over seeds" + (largest if worst else "")
+    if data["kind"] == "threads":
+        return (
+            f"threads: {len(data.get('rows', []))} configurations of training threads, inter-op threads, data workers"
+        )
+    if data["kind"] == "profile":
+        return f"profile of a cell ({data['amp']}): " + ", ".join(
+            f"{name} {100 * s / data['wall_s']:.0f}%" for name, s in data["regions_s"].items()
+        )
     parts = []
     if "step" in data:
         parts.append(f"harness/bare train step {data['step']['ratio']:.2f}x")
@@ -110,7 +122,7 @@ def build_index(root: Path) -> str:
                 kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 continue  # not a measurement (plan.json is not one either)
-            if kind in ("datapath", "throughput", "executors", "load"):
+            if kind in ("datapath", "throughput", "executors", "load", "parity", "threads", "profile"):
                 try:
                     rows.append(measurement_entry(path, root))
                 except (KeyError, TypeError, ValueError, AttributeError) as e:

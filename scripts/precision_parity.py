@@ -18,7 +18,6 @@ A rerun resumes each arm where it stopped (bench run's resume). Arms differ only
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -82,6 +81,8 @@ def paired_rows(out: Path, arms: list[str]) -> list[dict]:
         for (strategy, candidate), group in joined.groupby(level=["strategy", "candidate"], sort=False):
             diff = (group["arm"] - group["reference"]).to_numpy()
             n = len(diff)
+            if n < 2:  # a cell run once in both arms (left out by --filter later) has no interval
+                continue
             mean = float(diff.mean())
             half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
             nonzero = diff[diff != 0]
@@ -174,12 +175,20 @@ def main() -> int:
     rows = paired_rows(out, arms)
     text = table(rows)
     print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"suite": args.suite, "arms": ARMS, "rows": rows}, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(
-            f"Paired precision check on CPU: `{args.suite}`, arm minus fp32, by seed\n\n{text}\n"
-        )
+    import torch
+
+    from bench.commands.common import script_command_line, write_measurement
+    from bench.provenance import provenance
+
+    payload = {"suite": args.suite, "arms": ARMS, "rows": rows, "provenance": provenance(torch.device("cpu"))}
+    write_measurement(
+        args,
+        "parity",
+        payload,
+        "Precision parity on CPU",
+        f"`{args.suite}`, {args.threads} thread(s), arm minus fp32, paired by seed\n\n{text}",
+        command=script_command_line(),
+    )
     return 0
 
 

@@ -13,7 +13,6 @@ bookkeeping, the profiler's own cost), with the five operators that took most ti
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -84,6 +83,9 @@ def main() -> int:
         )
     )
     print(text)
+    from bench.commands.common import script_command_line, write_measurement
+    from bench.provenance import provenance
+
     payload = {
         "amp": runtime.amp,
         "wall_s": wall_s,
@@ -91,11 +93,9 @@ def main() -> int:
         "rest_s": rest,
         "train_img_per_s": stats.images / stats.train_s,
         "top_operators": [{"name": e.key, "self_s": e.self_cpu_time_total / 1e6, "calls": e.count} for e in operators],
+        "provenance": provenance(runtime.device),
     }
-    for path, content in ((args.json, json.dumps(payload, indent=2) + "\n"), (args.markdown, text + "\n")):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(content)
+    write_measurement(args, "profile", payload, "Where a cell's time goes", text, script_command_line())
     return 0
 
 

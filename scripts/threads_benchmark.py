@@ -16,7 +16,6 @@ configuration runs in a fresh process (a process's first thread count sticks to 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -136,12 +135,13 @@ def main() -> int:
     )
     header = f"ResNet-8, batch 128, 32x32, {os.cpu_count()} CPUs; medians of {args.repeats} alternating rounds"
     print(f"{header}\n\n{text}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(f"{header}\n\n{text}\n")
+    import torch
+
+    from bench.commands.common import script_command_line, write_measurement
+    from bench.provenance import provenance
+
+    payload = {"header": header, "rows": rows, "provenance": provenance(torch.device("cpu"))}
+    write_measurement(args, "threads", payload, "Threads on CPU", f"{header}\n\n{text}", script_command_line())
     return 0
 
 

@@ -155,3 +155,20 @@ def test_compile_costs_survive_a_torn_file_and_a_read_only_folder(tmp_path):
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
     CompileCosts(blocked).remember("g", 1.0, 1.0, True)  # cannot write: the measurement is lost, nothing raised
+
+
+def test_evaluation_stays_eager_under_auto_even_after_a_compiled_training(tmp_path, monkeypatch):
+    from transfer_core.training import predict
+
+    monkeypatch.setattr(compiling, "COLD_COMPILE_S", 0.0)  # every training compiles
+    backend = CountingBackend()
+    runtime = pays_runtime(backend, tmp_path)
+    torch.manual_seed(0)
+    model = runtime.prepare(create_backbone("resnet8", 5, 1))
+    stats = train(model, batches(10), TrainRecipe(epochs=2, batch_size=16, lr=0.05), runtime)
+    assert stats.compiled_steps > 0
+    graphs = backend.graphs
+    logits, _ = predict(
+        model, DeviceBatches(torch.randn(40, 1, 8, 8), torch.zeros(40, dtype=torch.long), 16, False), runtime
+    )
+    assert logits.shape == (40, 5) and backend.graphs == graphs  # no eval-mode graph compiled for a short pass

@@ -105,17 +105,12 @@ class Runtime:
     def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model compiled once and then reused (training, evaluation, BatchNorm re-estimation of the
         same model share one compiled wrapper and its cached graphs); the model itself when off. Under
-        ``compile_when="pays"`` a model is compiled only by ``compile_now`` (a training that repays it); later
-        calls then get its compiled wrapper, and models never compiled stay eager."""
-        if not self.compile:
-            return model
-        if self.compile_when == "pays" and not self.is_compiled(model):
+        ``compile_when="pays"`` the model itself too: there only ``train`` compiles, through ``compile_now``,
+        when its measured steps repay it; an evaluation (a few seconds of forward passes, in eval mode, which
+        is another graph) never would."""
+        if not self.compile or self.compile_when == "pays":
             return model
         return self.compile_now(model)
-
-    def is_compiled(self, model: torch.nn.Module) -> bool:
-        cached = _COMPILED.get(model)
-        return cached is not None and cached[0] == (self.compile_backend, self.compile_mode)
 
     def compile_now(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model``'s compiled wrapper, made on the first call (compilation itself happens at its first

@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Optional
 
 from ..errors import SuiteError
 
@@ -34,6 +35,11 @@ def command_line() -> str:
     return "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def script_command_line() -> str:
+    """A script's command as typed (``python scripts/...``), for the measurements it writes."""
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
 def resolve_runtime(*args, **kwargs):
     """``transfer_core.runtime.resolve_runtime``, its refusal (no CUDA, no DALI) as a one-line usage error."""
     from transfer_core.runtime import RuntimeUnavailableError
@@ -53,9 +59,11 @@ def require_array_dataset(name: str, where: str = "", hint: str = "") -> None:
         raise SuiteError(f"{where}{name!r} is not an array dataset; choose one of {', '.join(arrays)}{hint}")
 
 
-def write_measurement(args, kind: str, payload: dict, title: str, text: str) -> None:
-    """--json (the payload, stamped with its kind and time) and --markdown (the text and its command)."""
+def write_measurement(args, kind: str, payload: dict, title: str, text: str, command: Optional[str] = None) -> None:
+    """--json (the payload, stamped with its kind and time) and --markdown (the text and its command: this
+    ``bench`` command's, unless a script gives its own)."""
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         stamped = {
             "kind": kind,
             "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -63,4 +71,5 @@ def write_measurement(args, kind: str, payload: dict, title: str, text: str) -> 
         }
         Path(args.json).write_text(json.dumps(stamped, indent=2, default=str) + "\n")
     if args.markdown:
-        Path(args.markdown).write_text(f"# {title}\n\n{text}\n\nProduced by `{command_line()}`.\n")
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(f"# {title}\n\n{text}\n\nProduced by `{command or command_line()}`.\n")

@@ -45,7 +45,8 @@ def _model_and_runtime(torch):
     from transfer_core.backbones import create_backbone
     from transfer_core.runtime import resolve_runtime
 
-    runtime = resolve_runtime("cpu")
+    # the revision's default precision, eager: a compile decided mid-measurement would time the compiler
+    runtime = resolve_runtime("cpu", compile="off")
     torch.manual_seed(0)
     return runtime.prepare(create_backbone("resnet8", 10, 3)), runtime
 
