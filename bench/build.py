@@ -201,6 +201,8 @@ class Builder:
         failed = next((o for o in inputs.values() if not o.ok), None)
         if failed is not None:  # nothing to build from: the dependency's failure is this artifact's too
             return self.failed(artifact, inputs, failed.status, failed.error)
+        if not isinstance(artifact, EvaluationArtifact):
+            measured_peaks(self.runtime.device)  # once per process, for MFU, and not on the cell's clock
         try:
             with time_limit(self.env.time_limit_s), _models_released():
                 if isinstance(artifact, SourceArtifact):

@@ -68,7 +68,7 @@ def paired_rows(out: Path, arms: list[str]) -> list[dict]:
 
     def top1(arm: str):
         df = results.load(arm_folder(out, arm))
-        df = df[df.status == "ok"]
+        df = df[df.status == "ok"].assign(candidate=lambda d: d["candidate"].fillna(""))  # "": one model per cell
         return df.set_index(["strategy", "candidate", "seed"])["metrics.test_top1_pct"]
 
     reference = top1(REFERENCE)

@@ -249,11 +249,12 @@ PEAK_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 def measured_peak_tflops(device_str: str, precision: str = "bf16") -> Optional[float]:
     """The device's achievable dense matmul rate in ``precision`` (bf16 or fp32), measured here with the
     library's own matmul, not a datasheet figure: the denominator of model FLOPs utilisation. CUDA: 8192²
-    matmuls timed with CUDA events; CPU: 512² matmuls on every torch thread, perf_counter, the best of 5
-    rounds (a shared machine's slow round is not the hardware's rate; 512² reached the rate of 1024² to
-    4096² on 2 Zen 4 cores, in a tenth of a second, which every training process pays once)."""
+    matmuls timed with CUDA events; CPU: 1024² matmuls on every torch thread, perf_counter, the best of 5
+    rounds of 5 (a shared machine's slow round is not the hardware's rate; 1024² reaches the rate of 2048²
+    and 4096² on 2 Zen 4 cores, and rounds of a tenth of a second keep the clock's and the scheduler's noise
+    out). Half a second to a second, once per process, outside any cell's time limit (``bench/build.py``)."""
     device, dtype = torch.device(device_str), PEAK_DTYPES[precision]
-    size, repeats, rounds = (8192, 20, 1) if device.type == "cuda" else (512, 10, 5)
+    size, repeats, rounds = (8192, 20, 1) if device.type == "cuda" else (1024, 5, 5)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):  # warm-up: kernel selection, clocks, oneDNN's packing
