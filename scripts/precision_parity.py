@@ -60,11 +60,11 @@ def run_arm(suite_file: Path, arm: str, seeds: list[int], out: Path, args) -> No
 
 
 def paired_rows(out: Path, arms: list[str]) -> list[dict]:
-    import numpy as np
     from scipy import stats
 
     sys.path.insert(0, str(ROOT))
     from bench import results
+    from bench.stats import summarise
 
     def top1(arm: str):
         df = results.load(arm_folder(out, arm))
@@ -83,8 +83,8 @@ def paired_rows(out: Path, arms: list[str]) -> list[dict]:
             n = len(diff)
             if n < 2:  # a cell run once in both arms (left out by --filter later) has no interval
                 continue
-            mean = float(diff.mean())
-            half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+            summary = summarise(diff)  # the report's own t-interval of the mean paired difference
+            mean, half = summary.mean, summary.ci_half
             nonzero = diff[diff != 0]
             wilcoxon_p = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) >= 1 else 1.0
             t_p = float(stats.ttest_1samp(diff, 0).pvalue) if n > 1 and diff.std() > 0 else 1.0
