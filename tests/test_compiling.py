@@ -4,6 +4,7 @@ is counted apart from training, and what it cost is remembered for the next run.
 import dataclasses
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from transfer_core.compiling import (
     PROBE_STEPS,
     WARMUP_STEPS,
     CompileCosts,
+    CompileDecision,
     compile_pays,
     projected_saving_s,
 )
@@ -37,7 +39,8 @@ class CountingBackend:
 
 
 @pytest.fixture(autouse=True)
-def fresh_compiler():
+def fresh_compiler(monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # restored after the test, whatever it set
     torch._dynamo.reset()
     compiling._IN_PROCESS.clear()
     compiling._NO_FOLDER.clear()
@@ -172,3 +175,59 @@ def test_evaluation_stays_eager_under_auto_even_after_a_compiled_training(tmp_pa
         model, DeviceBatches(torch.randn(40, 1, 8, 8), torch.zeros(40, dtype=torch.long), 16, False), runtime
     )
     assert logits.shape == (40, 5) and backend.graphs == graphs  # no eval-mode graph compiled for a short pass
+
+
+class SleepingBackend(CountingBackend):
+    """Compiling takes a known half second."""
+
+    def __call__(self, graph_module, example_inputs):
+        time.sleep(0.5)
+        return super().__call__(graph_module, example_inputs)
+
+
+def test_the_compiling_step_is_in_compile_s_and_not_in_train_s(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiling, "COLD_COMPILE_S", 0.0)  # compile after the timed eager steps
+    runtime = pays_runtime(SleepingBackend(), tmp_path)
+    started = time.perf_counter()
+    stats = fit(runtime, epochs=3)
+    wall = time.perf_counter() - started
+    assert stats.compiled_steps == 30 - WARMUP_STEPS - PROBE_STEPS
+    assert stats.compile_s >= 0.5  # the compile (forward and backward graphs: two or more sleeps)
+    # the segments are disjoint parts of the call: were the compile counted in training too, they would not fit
+    assert stats.train_s + stats.compile_s <= wall
+
+
+def test_a_failed_compile_is_not_tried_again_in_the_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiling, "COLD_COMPILE_S", 0.0)
+    backend = CountingBackend(fail=True)
+    first = fit(pays_runtime(backend, tmp_path), epochs=3)
+    second = fit(pays_runtime(backend, tmp_path), epochs=3)
+    assert "compile_error" in first.compile_decision
+    assert second.compile_decision["expected_compile_s"] == float("inf") and not second.compile_decision["compiled"]
+    assert "compile_error" not in second.compile_decision  # not attempted
+
+
+def test_no_compile_is_decided_with_no_step_left(tmp_path):
+    costs = CompileCosts(tmp_path)
+    costs.forgo("g", 100.0)  # far more forgone than any compile costs
+    decision = CompileDecision(costs, total_steps=WARMUP_STEPS + PROBE_STEPS)
+    assert not any(decision.after_step(step, lambda: "g") for step in range(1, WARMUP_STEPS + PROBE_STEPS + 1))
+    assert decision.details["remaining_steps"] == 0 and decision.details["compiled"] is False
+
+
+def _forgo_many(folder, times):
+    for _ in range(times):
+        CompileCosts(folder).forgo("g", 1.0)
+
+
+def test_runs_sharing_a_cache_add_their_forgone_savings_up(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_forgo_many, args=(tmp_path, 25)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert all(worker.exitcode == 0 for worker in workers)
+    assert CompileCosts(tmp_path).expected("g")[2] == 75.0  # none lost to a concurrent read-modify-write

@@ -113,24 +113,32 @@ class CompileCosts:
             return number("compile_s", COLD_COMPILE_S, 0.0), speedup, forgone, "cache"
         return COLD_COMPILE_S, speedup, forgone, "cold default"
 
-    def _update(self, signature: str, **changes) -> None:
+    def _update(self, signature: str, forgone_added_s: float = 0.0, **changes) -> None:
+        """Sets ``changes`` and adds ``forgone_added_s`` to the graph's forgone seconds, read and written under
+        the lock, so concurrent runs sharing the cache add up rather than overwrite one another."""
+
+        def apply(costs: dict) -> None:
+            entry = costs.get(signature) if isinstance(costs.get(signature), dict) else {}
+            forgone = entry.get("forgone_s")
+            forgone = float(forgone) if isinstance(forgone, (int, float)) and forgone >= 0 else 0.0
+            entry.update({"forgone_s": forgone + forgone_added_s, **changes})
+            costs[signature] = entry
+
         if self.file is None:
-            _NO_FOLDER.setdefault(signature, {}).update(changes)
+            apply(_NO_FOLDER)
             return
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(self.file) + ".lock"):
                 costs = self._read()
-                entry = costs.get(signature) if isinstance(costs.get(signature), dict) else {}
-                entry.update(changes)
-                costs[signature] = entry
+                apply(costs)
                 write_file(self.file, json.dumps(costs, indent=1, sort_keys=True) + "\n")
         except OSError:  # a full or read-only cache costs a later decision its measurement, never the training
             pass
 
     def forgo(self, signature: str, saving_s: float) -> None:
         """A training of ``signature`` stayed eager, forgoing ``saving_s`` it would have saved compiled."""
-        self._update(signature, forgone_s=self.expected(signature)[2] + saving_s)
+        self._update(signature, forgone_added_s=saving_s)
 
     def remember(self, signature: str, compile_s: float, speedup: Optional[float], fresh_process: bool) -> None:
         """A compile of ``signature`` took ``compile_s``; the compiled steps ran ``speedup`` times the eager ones."""
@@ -170,7 +178,7 @@ class CompileDecision:
         compile_s, speedup, forgone, source = self.costs.expected(self.signature)
         remaining = self.total_steps - steps
         saving = projected_saving_s(remaining, self.eager_step_s, speedup)
-        decided = compile_pays(saving, forgone, compile_s)
+        decided = remaining > 0 and compile_pays(saving, forgone, compile_s)
         if not decided:
             self.costs.forgo(self.signature, saving)
         self.details.update(
@@ -198,4 +206,7 @@ class CompileDecision:
         self.costs.remember(self.signature, compile_s, speedup, fresh_process=fresh)
 
     def failed(self, error: BaseException) -> None:
+        """The compile failed (no C++ toolchain, say): the training goes on eager, and this process does not
+        try this graph again (a later run does, in case the machine was mended)."""
+        _IN_PROCESS[self.signature] = float("inf")
         self.details.update({"compiled": False, "compile_error": f"{type(error).__name__}: {error}"[:500]})

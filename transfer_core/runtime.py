@@ -211,8 +211,8 @@ def use_inductor_cache(folder: Path) -> None:
 
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles), as PyTorch's own CPU feature
-    probe (cpuinfo) reports it: there bf16 autocast is faster than fp32; elsewhere oneDNN emulates bf16,
-    slower than fp32, so ``amp: auto`` stays fp32."""
+    probe (cpuinfo) reports it: there bf16 autocast trained ResNet-8 1.73x faster than fp32 (README,
+    Runtime); elsewhere there is no native bf16 arithmetic to gain from, so ``amp: auto`` stays fp32."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 

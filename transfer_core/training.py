@@ -182,8 +182,9 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe, step / total_steps))
     network = _data_parallel(model, runtime) if shard.world > 1 else model
     step_fn = runtime.compiled(network)  # the learning rate lives in the optimizer, outside the compiled graph
-    # compile: auto on CPU starts eager and compiles only if the measured steps say it pays (compiling.py)
-    deciding = runtime.compile and runtime.compile_when == "pays" and step_fn is network
+    # compile: auto on CPU starts eager and compiles only if the measured steps say it pays (compiling.py); not
+    # under torchrun, where ranks timing their own steps could decide differently and wait on one another
+    deciding = runtime.compile and runtime.compile_when == "pays" and step_fn is network and shard.world == 1
     decision = CompileDecision(CompileCosts(runtime.compile_cache), total_steps) if deciding else None
     compile_next = step_fn is not network  # the first step of a compiled model compiles (or finds) its graphs
     compiled_at = None  # (train_s, steps) when the compiled steps began
