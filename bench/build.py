@@ -45,6 +45,7 @@ from transfer_core.runtime import (
     forget_compiled,
     measured_peak_tflops,
     peak_memory,
+    peak_precision,
     reset_peak_memory,
 )
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
@@ -130,7 +131,7 @@ def utilisation(flops: float, seconds: float, peaks: dict, amp: str) -> dict:
     """Achieved TFLOP/s and model FLOPs utilisation against the matmul peak of the precision the model trained
     in (bf16 for bf16 or fp16 autocast, fp32 without), measured where it trained (``measured_peaks``)."""
     achieved = flops / seconds / 1e12 if seconds > 0 and flops > 0 else None
-    precision = "fp32" if amp == "off" else "bf16"
+    precision = peak_precision(amp)
     peak = peaks.get(f"device_peak_{precision}_tflop_per_s")
     return {
         "target_tflop_per_s": achieved,

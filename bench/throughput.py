@@ -31,7 +31,7 @@ from transfer_core.datasets import (
     Selection,
     prepare_dataset,
 )
-from transfer_core.runtime import Runtime, measured_peak_tflops
+from transfer_core.runtime import Runtime, measured_peak_tflops, peak_precision
 from transfer_core.strategies import STRATEGIES, TargetTask
 from transfer_core.training import (
     TrainRecipe,
@@ -279,7 +279,7 @@ def runtime_matrix(
     for name, switches in configs:
         img_per_s = statistics.median(runs[name])
         achieved = img_per_s * flops[name] / 1e12
-        precision = "bf16" if switches["amp"] == "bf16" else "fp32"
+        precision = peak_precision(switches["amp"])
         rows.append(
             {
                 "backbone": backbone,

@@ -134,9 +134,7 @@ def test_cpu_timer_peaks_and_utilisation():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_peak_probe_and_mfu():
-    from transfer_core.runtime import measured_bf16_peak_tflops
-
-    peak = measured_bf16_peak_tflops("cuda")
+    peak = measured_peak_tflops("cuda", "bf16")
     peaks = measured_peaks(torch.device("cuda"))
     assert peak > 1 and peaks["device_peak_bf16_tflop_per_s"] == peak
     assert 0 < utilisation(peak * 1e12, 2.0, peaks, "bf16")["target_mfu_pct"] == pytest.approx(50.0)

@@ -268,9 +268,9 @@ def measured_peak_tflops(device_str: str, precision: str = "bf16") -> Optional[f
     return 2 * size**3 * repeats / best / 1e12
 
 
-def measured_bf16_peak_tflops(device_str: str) -> Optional[float]:
-    """The bf16 matmul peak on CUDA (the GPU check's denominator); None elsewhere."""
-    return measured_peak_tflops(device_str, "bf16") if torch.device(device_str).type == "cuda" else None
+def peak_precision(amp: str) -> str:
+    """The matmul peak a model's utilisation is measured against: bf16 under bf16 or fp16 autocast, else fp32."""
+    return "fp32" if amp == "off" else "bf16"
 
 
 def resolve_runtime(
