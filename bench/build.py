@@ -147,6 +147,17 @@ def measured_peaks(device: torch.device) -> dict:
     return {f"device_peak_{p}_tflop_per_s": measured_peak_tflops(str(device), p) for p in ("bf16", "fp32")}
 
 
+def _trials(artifact: Artifact) -> set[str]:
+    """The keys of the grid points (trials) an artifact chooses among or records: a trial that failed is a
+    result (scored as -inf on validation, recorded with its status), not the artifact's failure, as long as
+    one trial trained."""
+    if isinstance(artifact, SelectionArtifact):
+        return {key for _, key in artifact.points}
+    if isinstance(artifact, EvaluationArtifact):
+        return {key for _, key in artifact.grid}
+    return set()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -199,7 +210,9 @@ class Builder:
         """Builds ``artifact`` from its dependencies' outcomes; failures become the outcome's status."""
         started = time.perf_counter()
         reset_peak_memory(self.runtime.device)
-        failed = next((o for o in inputs.values() if not o.ok), None)
+        failed = next((o for key, o in inputs.items() if not o.ok and key not in _trials(artifact)), None)
+        if failed is None and isinstance(artifact, SelectionArtifact) and not any(o.ok for o in inputs.values()):
+            failed = inputs[artifact.points[-1][1]]  # every trial failed: so has the strategy
         if failed is not None:  # nothing to build from: the dependency's failure is this artifact's too
             return self.failed(artifact, inputs, failed.status, failed.error)
         if not isinstance(artifact, EvaluationArtifact):
@@ -357,6 +370,9 @@ class Builder:
         task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
         scored, total, best = [], TrainStats(), None
         for index, (point, key) in enumerate(artifact.points):
+            if not inputs[key].ok:  # a failed trial scores -inf: recorded, never chosen
+                scored.append({"point": point, "val_top1_pct": None, "key": key, "status": inputs[key].status})
+                continue
             fitted = self._load_fitted(key, target, artifact.backbone)
             self.runtime.synchronize()
             started = time.perf_counter()
@@ -364,7 +380,7 @@ class Builder:
             self.runtime.synchronize()
             total += fitted.stats
             total.selection_s += time.perf_counter() - started
-            scored.append({"point": point, "val_top1_pct": val_top1, "key": key})
+            scored.append({"point": point, "val_top1_pct": val_top1, "key": key, "status": "ok"})
             if best is None or val_top1 > best[0]:
                 best = (val_top1, index, fitted)
         _, chosen, fitted = best
@@ -412,7 +428,11 @@ class Builder:
         selection = inputs[artifact.model_keys[own]].meta
         grid_cost = TrainStats(**selection["stats"])
         evaluations = []
+        failed_trials = []
         for spec, (point, key) in zip(cell.strategy.points(), artifact.grid):
+            if not inputs[key].ok:  # recorded with its status below; the cell stands on the trials that trained
+                failed_trials.append((point, inputs[key]))
+                continue
             fitted = self._load_fitted(key, target, cell.backbone)
             point_details = {
                 **fitted.details,
@@ -425,7 +445,11 @@ class Builder:
                 evaluations.append(
                     dataclasses.replace(evaluation, grid_point=point, selected=key == selection["selected_key"])
                 )
-        return self._records(artifact, inputs, evaluations, "ok", None, started_at)
+        records = self._records(artifact, inputs, evaluations, "ok", None, started_at)
+        for point, outcome in failed_trials:
+            failed = self._records(artifact, inputs, [], outcome.status, outcome.error, started_at)
+            records += [{**record, "grid_point": point, "selected": False} for record in failed]
+        return records
 
     def _records(
         self,

@@ -26,7 +26,7 @@ from .errors import ReportError
 from .records import latest_records, point_label, strategy_info
 from .results import Results, frame
 from .results import read as read_results
-from .stats import CONFIDENCE, Summary, paired_difference
+from .stats import CONFIDENCE, MIN_SEEDS_FOR_TESTS, Summary, holm_paired_tests, paired_difference
 from .stats import summarise as summarise_values
 from .tables import interval, markdown_escape, render_csv, render_html, render_latex, render_markdown, render_rows
 from .text import commit_label, number
@@ -70,6 +70,7 @@ class Row:
     source_s: Optional[float] = None
     img_per_s: Optional[float] = None
     best: bool = False  # the best mean test top-1 of its source, target and backbone, or not significantly worse
+    p_vs_best: Optional[float] = None  # Holm-corrected paired t-test against the best row (None: untested)
     baseline: bool = False  # the strategy the others' Δ is against (its ``baseline`` flag)
     marker: str = ""  # the strategy's plot marker ("" : a spare one)
 
@@ -154,8 +155,9 @@ def summarise_rows(records: list[dict], plan: Optional[dict] = None) -> list[Row
         row.grid_points = [p for p in ok["grid_point"] if p]
         row.top1 = summarise_values(row.top1_by_seed.values())
         row.val_top1 = summarise_values(ok["metrics.val_top1_pct"].dropna())
+        chosen = group[group["selected"]]  # a grid's failed trial is a result of the search, not the row's failure
         row.failed = sorted(
-            {(int(seed), status) for seed, status in zip(group["seed"], group["status"]) if status != "ok"}
+            {(int(seed), status) for seed, status in zip(chosen["seed"], chosen["status"]) if status != "ok"}
         )
         row.missing = sorted(planned.get(key, set()) - {int(seed) for seed in group["seed"]})
         row.target_s = _mean(ok["compute.target_total_s"])
@@ -182,15 +184,18 @@ def summarise_rows(records: list[dict], plan: Optional[dict] = None) -> list[Row
 
 def _mark_best(rows: list[Row]) -> None:
     """Bold, among the rows of one source, target and backbone: the highest mean test top-1, and every row
-    not significantly worse than it (the paired interval over seeds of its difference to the best reaches
-    0). A row with no interval (one seed in common) is bold only if it is the best."""
+    not significantly worse than it: the paired t-test over the seeds both have, Holm-corrected across the
+    group's comparisons with the best, p ≥ 0.05. With fewer than 3 seeds in common no row is tested, and
+    none is bold: two seeds cannot tell a best apart."""
     scored = [r for r in rows if r.top1 is not None]
     if not scored:
         return
     best = max(scored, key=lambda r: r.top1.mean)
-    for row in scored:
-        gap = paired_difference(row.top1_by_seed, best.top1_by_seed)
-        row.best = row is best or (gap is not None and gap.ci_half is not None and gap.mean + gap.ci_half >= 0)
+    others = [r for r in scored if r is not best]
+    for row, p in zip(others, holm_paired_tests([r.top1_by_seed for r in others], best.top1_by_seed)):
+        row.p_vs_best = p
+        row.best = p is not None and p >= 1 - CONFIDENCE
+    best.best = len(best.top1_by_seed) >= MIN_SEEDS_FOR_TESTS
 
 
 def grid_table(records: list[dict]) -> str:
@@ -284,9 +289,10 @@ def notes(results: Results) -> list[str]:
     lines.append(
         f"Test top-1 is the mean over seeds ± the half-width of its {CONFIDENCE:.0%} confidence interval (Student t, "
         "n−1 degrees of freedom; none with one seed). In bold, per source, target and backbone: "
-        "the best mean and every "
-        "row not significantly worse than it (the paired interval of its difference to the best, over the seeds both "
-        "have, reaches 0). Δ vs scratch is the paired difference on the seeds both have, with its interval. α-mix rows "
+        "the best mean and every row not significantly worse than it (paired t-test on the seeds both have, "
+        "Holm-corrected across the comparisons with the best, p ≥ 0.05); with fewer than "
+        f"{MIN_SEEDS_FOR_TESTS} seeds nothing is bold, as two seeds cannot tell rows apart. "
+        "Δ vs scratch is the paired difference on the seeds both have, with its interval. α-mix rows "
         "use the α chosen on validation, and their val column is that α's (the highest over the α tried, so biased "
         "upward); so do the rows of a strategy trained over a grid, named with the point chosen. Target compute is "
         "training seconds of every model the row is built from, each counted once (LP-FT: the probe and its fine-tune; "

@@ -1,4 +1,5 @@
-"""Statistics over seeds: mean, sample standard deviation, and Student-t confidence intervals.
+"""Statistics over seeds: mean, sample standard deviation, Student-t confidence intervals, and paired
+tests corrected for multiplicity (scipy's paired t-test, statsmodels' Holm correction).
 
 With the handful of seeds a benchmark affords, the normal approximation is far too narrow (n=3: the
 95% t quantile is 4.30, not 1.96), so every interval here uses the t-distribution with n-1 degrees
@@ -53,3 +54,34 @@ def paired_difference(a_by_seed: dict, b_by_seed: dict, confidence: float = CONF
     what the two share (data subset, source model), so the interval is narrower than the unpaired one."""
     seeds = sorted(set(a_by_seed) & set(b_by_seed))
     return summarise([a_by_seed[s] - b_by_seed[s] for s in seeds], confidence)
+
+
+MIN_SEEDS_FOR_TESTS = 3  # with 2 seeds a t interval has one degree of freedom: nothing is called significant
+
+
+def holm_paired_tests(
+    rows_by_seed: list[dict], best_by_seed: dict, alpha: float = 1 - CONFIDENCE
+) -> list[Optional[float]]:
+    """Each row against the best: the paired t-test (two-sided, on the seeds both have) of row − best, its
+    p-values Holm-corrected across the rows (the family of comparisons made to pick the bold rows). None
+    for a row sharing fewer than ``MIN_SEEDS_FOR_TESTS`` seeds with the best: it is not tested. Seeds with
+    identical differences (no spread) give p = 0 for a nonzero gap and 1 for none."""
+    from scipy import stats
+    from statsmodels.stats.multitest import multipletests
+
+    raw: list[Optional[float]] = []
+    for by_seed in rows_by_seed:
+        seeds = sorted(set(by_seed) & set(best_by_seed))
+        if len(seeds) < MIN_SEEDS_FOR_TESTS:
+            raw.append(None)
+            continue
+        gaps = [by_seed[s] - best_by_seed[s] for s in seeds]
+        if max(gaps) == min(gaps):  # no spread: the t statistic is undefined
+            raw.append(0.0 if gaps[0] != 0 else 1.0)
+        else:
+            raw.append(float(stats.ttest_rel([by_seed[s] for s in seeds], [best_by_seed[s] for s in seeds]).pvalue))
+    tested = [p for p in raw if p is not None]
+    if not tested:
+        return raw
+    corrected = iter(multipletests(tested, alpha=alpha, method="holm")[1].tolist())
+    return [None if p is None else next(corrected) for p in raw]

@@ -222,7 +222,10 @@ class StrategySpec:
 class DataSettings:
     root: str = "data"  # folder holding the datasets; --data-root and BENCH_DATA_ROOT override it
     download: bool = False  # allow torchvision to download missing CIFAR files
-    seed: int = 0  # seed of subsets and validation splits: the same data for every training seed
+    seed: int = 0  # seed of subsets and validation splits
+    # "none": the same subsets, validation split and test subset for every training seed; "per_seed": drawn
+    # anew per seed (data seed = seed + training seed), so intervals over seeds include data-sampling variance
+    resample: Literal["none", "per_seed"] = "none"
 
 
 @dataclass(frozen=True)
@@ -722,14 +725,37 @@ def targets_for(source: SourceSpec, targets: tuple[DatasetSpec, ...]) -> list[Da
     return [dataclasses.replace(t, resolution=side, normalization=(mean, std)) for t in targets]
 
 
+def resampled(spec: Optional[DatasetSpec], data: DataSettings, seed: int) -> Optional[DatasetSpec]:
+    """The data a training seed sees: with ``resample: per_seed``, subsets and splits drawn with data seed
+    ``data.seed + seed`` (in the spec, so in every key that reads it); otherwise the spec as it is."""
+    if spec is None or data.resample == "none":
+        return spec
+    return dataclasses.replace(spec, selection=dataclasses.replace(spec.selection, seed=data.seed + seed))
+
+
 def expand_cells(suite: Suite, pattern: Optional[str] = None) -> list[Cell]:
     """source x backbone x seed x target x strategy, grouped so a source model is reused while in memory."""
+    # one spec object per dataset and seed, shared by every cell that reads it (the plan memoises by object)
+    targets = {i: targets_for(source, suite.targets) for i, source in enumerate(suite.sources)}
+    sources = {
+        (i, seed): dataclasses.replace(source, data=resampled(source.data, suite.data, seed))
+        if source.data is not None and suite.data.resample == "per_seed"
+        else source
+        for i, source in enumerate(suite.sources)
+        for seed in suite.seeds
+    }
+    seen_targets = {
+        (i, j, seed): resampled(target, suite.data, seed)
+        for i in targets
+        for j, target in enumerate(targets[i])
+        for seed in suite.seeds
+    }
     cells = [
-        Cell(source, target, backbone, strategy, seed)
-        for source in suite.sources
+        Cell(sources[i, seed], seen_targets[i, j, seed], backbone, strategy, seed)
+        for i, source in enumerate(suite.sources)
         for backbone in ((source.pretrained.backbone,) if source.pretrained else suite.backbones)
         for seed in suite.seeds
-        for target in targets_for(source, suite.targets)
+        for j in range(len(targets[i]))
         for strategy in suite.strategies
     ]
     if pattern:

@@ -274,3 +274,23 @@ def test_build_plan_names_each_point(tmp_path):
     plan = plan_of(tmp_path, grid_suite())
     names = sorted(a.name for a in plan.artifacts.values() if isinstance(a, FittedArtifact))
     assert names == sorted(f"full_finetune[lr={lr:g}] digits[0-4]->digits[5-9]/resnet8/seed0" for lr in LR_GRID)
+
+
+def test_a_failed_trial_is_a_result_and_the_strategy_fails_only_when_every_trial_did(tmp_path):
+    # lr 1e5 diverges; lr 0.05 trains: the search stands on the trial that trained
+    _, records = run(tmp_path / "one", grid_suite(full_finetune={"epochs": 2, "lr": [0.05, 1e5]}))
+    by_lr = {r["grid_point"]["lr"]: r for r in records}
+    assert by_lr[1e5]["status"] == "diverged" and not by_lr[1e5]["selected"] and by_lr[1e5]["error"]
+    assert by_lr[0.05]["status"] == "ok" and by_lr[0.05]["selected"]
+    scored = {g["point"]["lr"]: g for g in by_lr[0.05]["details"]["grid"]}
+    assert scored[1e5]["val_top1_pct"] is None and scored[1e5]["status"] == "diverged"
+    (row,) = summarise_rows(latest_records(records))
+    assert row.top1 is not None and not row.failed  # the row is the selected trial's, not failed
+    # every trial diverges: the strategy does
+    suite = parse_suite(grid_suite(full_finetune={"epochs": 2, "lr": [1e4, 1e5]}))
+    runner = Runner(
+        suite, tmp_path / "data", tmp_path / "all", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None
+    )
+    summary = runner.run(expand_cells(suite))
+    assert len(summary.failed) == 1
+    assert {r["status"] for r in runner.store.read() if r["selected"]} == {"diverged"}

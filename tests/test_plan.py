@@ -64,6 +64,9 @@ EXPECTED = {
     "data.root": NOTHING,
     "data.download": NOTHING,
     "data.seed": SOURCE | FITTED,
+    # per_seed draws seed s's data with data seed data.seed + s: for the walk's one seed (0) the same data, the
+    # same keys (tests/test_suite.py checks that other seeds get other data)
+    "data.resample": NOTHING,
     "seeds": SOURCE | {"fitted:scratch"},
     "backbones": SOURCE | {"fitted:scratch"},
     "source.name": NOTHING,

@@ -3,12 +3,13 @@
 import math
 
 import pytest
+from scipy import stats
 
 from bench.plots import pareto_frontier
 from bench.records import ResultsStore
 from bench.report import ReportError, load_results, paired_table, render, summarise_rows, write_reports
 from bench.results import ResultsError
-from bench.stats import paired_difference, summarise, t_quantile
+from bench.stats import holm_paired_tests, paired_difference, summarise, t_quantile
 from bench.tables import latex_escape, render_csv, render_html, render_latex, render_markdown
 
 
@@ -75,8 +76,8 @@ def test_rows_hold_interval_delta_failures_and_the_selected_alpha():
     assert math.isclose(rows["full_finetune"].top1.ci_half, t_quantile(2) * math.sqrt(4.5) / math.sqrt(2))
     assert rows["full_finetune"].delta_vs_scratch.mean == 10.5  # paired on seeds 0 and 1
     assert rows["alpha_mix"].label == "alpha_mix (α=0.5/1)" and rows["alpha_mix"].top1.mean == 43.0
-    # bold: the best mean, and what is not significantly worse (two seeds: a wide interval reaches it)
-    assert rows["alpha_mix"].best and rows["full_finetune"].best
+    # two seeds tell nothing apart: no row is bold, not even the best mean
+    assert not any(r.best for r in rows.values()) and rows["full_finetune"].p_vs_best is None
     assert math.isclose(rows["scratch"].target_pflops, 0.03) and rows["scratch"].total_s == 12.0
 
 
@@ -94,6 +95,20 @@ def test_bold_is_the_best_and_what_is_not_significantly_worse_per_source_target_
     bold = {(r.backbone, r.strategy) for r in summarise_rows(records) if r.best}
     # scratch is consistently 10 points below on resnet8: significantly worse; on resnet20 it is the best
     assert bold == {("resnet8", "full_finetune"), ("resnet8", "linear_probe"), ("resnet20", "scratch")}
+
+
+def test_holm_corrected_paired_tests_against_the_best_on_known_answers():
+    best = {0: 50.0, 1: 50.0, 2: 50.0, 3: 50.0}
+    # row − best: gaps 1, 2, 3 (mean 2, sd 1): t = 2 / (1 / √3) with 2 degrees of freedom
+    below = {0: 49.0, 1: 48.0, 2: 47.0}
+    p_below = 2 * stats.t.sf(2 * math.sqrt(3), 2)
+    assert p_below == pytest.approx(0.0742, abs=1e-4)
+    flat = {0: 40.0, 1: 40.0, 2: 40.0}  # the same gap on every seed: no spread, p = 0
+    tied = {0: 50.0, 1: 50.0, 2: 50.0}  # no gap: p = 1
+    two_seeds = {0: 10.0, 1: 11.0}  # fewer than 3 seeds in common: untested
+    p = holm_paired_tests([below, flat, tied, two_seeds], best)
+    # Holm over the three tested: sorted raw p 0, 0.0742, 1 times 3, 2, 1, kept monotone and ≤ 1
+    assert p[1] == 0.0 and p[0] == pytest.approx(2 * p_below) and p[2] == 1.0 and p[3] is None
 
 
 def test_sizes_in_target_names_sort_as_numbers():
@@ -125,9 +140,11 @@ def test_planned_cells_without_records_are_shown_missing():
 
 
 def test_every_format_marks_the_best_and_reads_cleanly():
-    rows = summarise_rows(RECORDS)
+    three_seeds = RECORDS + [record("full_finetune", 2, 41.5), record("alpha_mix", 2, 43.0, alpha=0.5, val=60)]
+    rows = summarise_rows(three_seeds)
     markdown = render_markdown(rows)
-    assert "**43.00 ± 12.71**" in markdown  # 42 and 44: std 1.41, t(1 dof) 12.71, so ± 12.71
+    assert "**43.00 ± 2.48**" in markdown  # 44, 42 and 43: std 1, t(2 dof) 4.30 / √3, so ± 2.48
+    assert "**41.50 ± " in markdown  # full fine-tune: within noise of the best (Holm-corrected paired test)
     assert "Δ vs scratch (pp)" in markdown.splitlines()[0] and "+10.50 ± " in markdown
     latex = render_latex(rows)
     assert "\\toprule" in latex and "\\bottomrule" in latex and "\\textbf{43.00" in latex
@@ -141,7 +158,7 @@ def test_every_format_marks_the_best_and_reads_cleanly():
     page = render_html(rows, "Results: s", ["made by a test"], ["<svg></svg>"])
     assert page.startswith("<!DOCTYPE html>") and "<strong>43.00" in page and "<svg></svg>" in page
     assert "http://" not in page and "https://" not in page  # self-contained
-    assert render(RECORDS, "csv") == render_csv(rows)
+    assert render(three_seeds, "csv") == render_csv(rows)
     with pytest.raises(ReportError, match="unknown format"):
         render(RECORDS, "pdf")
 

@@ -263,3 +263,26 @@ def test_smaller_sizes_of_a_sweep_keep_a_subset_of_the_larger_ones_images():
     assert train_images(per_class=10) <= train_images(per_class=40)
     small, large = train_images(examples=50), train_images(examples=200)
     assert len(small) <= 50 and small <= large
+
+
+def test_resampling_per_seed_draws_each_seeds_subsets_validation_and_test_images(tmp_path):
+    from bench.build import BuildEnv, Builder
+    from transfer_core.runtime import resolve_runtime
+
+    def prepared(resample: str) -> dict:
+        raw = tiny_suite(seeds=[0, 1, 2], data={"resample": resample})
+        raw["targets"][0]["per_class"] = 20
+        suite = parse_suite(raw)
+        builder = Builder(BuildEnv(suite.name, tmp_path, False, tmp_path / "cache", resolve_runtime("cpu")))
+        by_seed = {}
+        for cell in expand_cells(suite):
+            data = builder.data(cell.target)
+            source = builder.data(cell.source.data)
+            by_seed[cell.seed] = (data.train.images, data.val.images, data.test.images, source.train.images)
+        return by_seed
+
+    fixed, drawn = prepared("none"), prepared("per_seed")
+    for part in range(4):  # target train, validation, test; source train
+        assert all((fixed[s][part] == fixed[0][part]).all() for s in (1, 2))
+        assert not (drawn[1][part] == drawn[2][part]).all()
+    assert all((drawn[0][part] == fixed[0][part]).all() for part in range(4))  # seed 0 draws with data seed 0
