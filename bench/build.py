@@ -32,7 +32,7 @@ import torch
 
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache
-from transfer_core.datasets import DataUnavailableError, PreparedData, prepare_dataset
+from transfer_core.datasets import DataUnavailableError, PreparedData, file_hashes, prepare_dataset
 from transfer_core.distributed import barrier
 from transfer_core.pretrained import (
     WeightsUnavailableError,
@@ -173,6 +173,7 @@ class Builder:
         # compiled kernels and measured compile costs live beside the models, so every run sharing the cache reuses them
         self.runtime = dataclasses.replace(env.runtime, compile_cache=str(Path(env.cache_dir) / "compile"))
         self.cache = ModelCache(env.cache_dir)
+        file_hashes.use_store(Path(env.cache_dir) / "file-hashes.sqlite")  # image files hashed once per version
         self._data = {} if data is None else data  # prepared datasets by spec key, shared with an in-process driver
 
     def data(self, spec: DatasetSpec, fingerprint: Optional[str] = None, test_split: bool = True) -> PreparedData:

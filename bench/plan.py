@@ -18,8 +18,9 @@ An artifact's key hashes its own resolved settings, its dependencies' keys and `
 that depend on it. A setting enters a key only where it bears on that artifact's numbers: the data's
 content (its fingerprint), selection, augmentation and resolution; the recipe; the precision, compile
 mode, memory layout and device type; the data backend only for image folders; the evaluation batch size
-only for evaluations (it sets the BatchNorm re-estimation batches). Names, descriptions and paths enter
-none. Nor does the execution environment, which each record's provenance holds instead: the machine,
+only for evaluations (it sets the BatchNorm re-estimation batches); the major.minor release of each library
+whose code computes its numbers (``library_versions``: torch always, timm or torchvision for their models,
+DALI where it decodes). Names, descriptions and paths enter none. Nor does the execution environment, which each record's provenance holds instead: the machine,
 the number of threads (it reorders float sums) and of data workers (results do not depend on them). The
 number of torchrun ranks is in the keys of what trains under it, whose BatchNorm statistics each rank takes
 over its own part of a batch (``transfer_core/distributed.py``).
@@ -28,11 +29,16 @@ over its own part of a batch (``transfer_core/distributed.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.metadata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Optional
 
+import torch
+
 from transfer_core import CODE_SALT
+from transfer_core.backbones import backbone_library
 from transfer_core.cache import content_key
 from transfer_core.datasets import PreparedData, create_dataset_reader
 from transfer_core.pretrained import sha256, weights_file
@@ -140,10 +146,45 @@ class Plan:
         return ordered
 
     def _add(self, cls, settings: dict, deps: tuple[str, ...], **fields) -> Artifact:
-        key = content_key({"settings": settings, "deps": deps, "code_salt": CODE_SALT})
+        key = content_key(
+            {"settings": settings, "deps": deps, "code_salt": CODE_SALT, "libraries": library_versions(settings)}
+        )
         if key not in self.artifacts:
             self.artifacts[key] = cls(key=key, deps=deps, settings=settings, **fields)
         return self.artifacts[key]
+
+
+def _release(version: str) -> str:
+    """major.minor of a version string ("2.14.1+cu130" -> "2.14")."""
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+@functools.cache
+def _installed(distribution_prefix: str) -> Optional[str]:
+    """The version of the installed distribution whose name starts with the prefix (DALI's wheels are named
+    per CUDA version), found without importing it."""
+    for found in importlib.metadata.distributions():
+        if (found.metadata["Name"] or "").lower().startswith(distribution_prefix):
+            return found.version
+    return None
+
+
+def library_versions(settings: dict) -> dict:
+    """The libraries whose release enters an artifact's key, by the rule: a library's major.minor release where
+    its code computes the artifact's numbers: torch's everywhere (kernels and defaults change between minor
+    releases), timm's or torchvision's where they define the backbone or load the weights, DALI's where it
+    decodes the images. Patch releases do not enter (they fix bugs; a run on 2.14.1 reuses 2.14.0's models),
+    and the versions of the rest (numpy, scipy, ...) none. Every record's provenance has the exact versions."""
+    versions = {"torch": _release(torch.__version__)}
+    backbone, weights = settings.get("backbone"), settings.get("pretrained") or {}
+    library = weights.get("library") if weights else (backbone_library(backbone) if backbone else None)
+    if library == "checkpoint":  # a file saved from one of ours, or from a timm / torchvision model
+        library = backbone_library(weights["model"])
+    if library in ("timm", "torchvision"):
+        versions[library] = _release(_installed(library) or "unknown")
+    if (settings.get("runtime") or {}).get("data_backend") == "dali":
+        versions["dali"] = _release(_installed("nvidia-dali") or "unknown")
+    return versions
 
 
 def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bool) -> dict:
@@ -198,7 +239,7 @@ def build_plan(
         def describe() -> dict:
             found = prepared(spec)
             return {
-                **spec.describe(test_split),
+                **spec.describe(test_split, located=False),  # the fingerprint names the data, not its path
                 "fingerprint": found.fingerprint if test_split else found.train_fingerprint,
             }
 

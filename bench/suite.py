@@ -152,14 +152,19 @@ class DatasetSpec:
             self.__dict__["_content_key"] = content_key(self.describe())
         return self.__dict__["_content_key"]
 
-    def describe(self, test_split: bool = True) -> dict:
-        """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of."""
+    def describe(self, test_split: bool = True, located: bool = True) -> dict:
+        """What the data is. ``test_split=False``: what training sees, which the test split's size is not part of.
+        ``located=False``: without the options that only say where it is (a key has the content's fingerprint)."""
         selection = dataclasses.asdict(self.selection)
         if not test_split:
             del selection["test_per_class"]
+        options = dataclasses.asdict(self.options)
+        if not located:
+            for name in create_dataset_reader(self.dataset).location_options:
+                del options[name]
         described = {
             "dataset": self.dataset,
-            "options": dataclasses.asdict(self.options),
+            "options": options,
             "selection": selection,
             "augmentation": dataclasses.asdict(self.augmentation),
             "resolution": self.resolution,

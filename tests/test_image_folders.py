@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, write_cifar10
@@ -189,3 +190,57 @@ def test_the_fallback_runs_a_folder_suite_with_dali_uninstalled(cifar_folder, tm
     assert result.returncode == 0, result.stderr
     records = (tmp_path / "out" / "records.jsonl").read_text()
     assert '"data_backend": "torch"' in records and '"status": "ok"' in records
+
+
+def folder_suite(path: str) -> dict:
+    return {
+        "schema_version": 1,
+        "name": "folder-keys",
+        "source": {"dataset": "cifar10", "epochs": 1},
+        "targets": [{"dataset": "image_folder", "path": path, "resolution": 16, "val_fraction": 0.25}],
+        "backbones": ["resnet8"],
+        "strategies": {"scratch": {"epochs": 1}, "full_finetune": {"epochs": 1}},
+        "runtime": {"device": "cpu", "data_backend": "torch"},
+    }
+
+
+def planned_keys(raw: dict, root: Path, cache: Path) -> set[str]:
+    from bench.runner import Runner
+    from bench.suite import expand_cells, parse_suite
+    from transfer_core.runtime import resolve_runtime
+
+    suite = parse_suite(raw)
+    runner = Runner(suite, root, root / "out", cache, resolve_runtime("cpu"), log=lambda m: None)
+    return set(runner.plan(expand_cells(suite)).artifacts)
+
+
+def test_an_image_edited_in_place_changes_the_keys_and_a_moved_folder_does_not(cifar_folder, monkeypatch):
+    import os
+    import shutil
+
+    from PIL import Image
+
+    from transfer_core.datasets import file_hashes
+
+    root, _ = cifar_folder
+    cache = root / "cache"
+    image = sorted((root / "folder" / "train").rglob("*.png"))[0]
+    pixels = np.asarray(Image.open(image).convert("RGB")).copy()
+    Image.fromarray(pixels).save(image, compress_level=0)  # stored, not deflated: its size is its shape's alone
+    before = planned_keys(folder_suite("folder"), root, cache)
+    # the same images elsewhere: the path is where the data is, not what it is
+    shutil.copytree(root / "folder", root / "moved", copy_function=shutil.copy2)
+    assert planned_keys(folder_suite("moved"), root, cache) == before
+    # one image rewritten in place with other pixels at the same size: other data, other keys
+    image = root / "moved" / image.relative_to(root / "folder")
+    stat = image.stat()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(image, compress_level=0)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later mtime, as an editor leaves
+    assert image.stat().st_size == stat.st_size
+    after = planned_keys(folder_suite("moved"), root, cache)
+    assert after != before and len(after & before) > 0  # the source's keys stay: it does not read the folder
+    # the hashes are kept per file version: a new process reads them from the store and hashes nothing
+    monkeypatch.setattr(file_hashes, "_known", {})
+    monkeypatch.setattr(file_hashes, "_sha256", lambda path: pytest.fail(f"hashed {path} again"))
+    assert planned_keys(folder_suite("moved"), root, cache) == after

@@ -10,6 +10,7 @@ import copy
 import typing
 
 import pytest
+import torch
 
 from bench.runner import Runner
 from bench.suite import SuiteError, _fields, expand_cells, parse_suite
@@ -347,3 +348,29 @@ def test_ranks_enter_the_keys_of_what_trains_under_them(tmp_path):
     assert not set(one.artifacts) & set(two.artifacts)
     for (_, e1), (_, e2) in zip(one.cells, two.cells):
         assert e1.settings == e2.settings and e1.deps != e2.deps
+
+
+def test_library_releases_enter_the_keys_of_what_their_code_computes(tmp_path, monkeypatch):
+    import bench.plan
+
+    base, _ = roles_and_keys(BASE, tmp_path)
+    monkeypatch.setattr(torch, "__version__", "2.14.9")  # a patch release: the same models
+    assert roles_and_keys(BASE, tmp_path)[0] == base
+    monkeypatch.setattr(torch, "__version__", "2.15.0")  # a minor release: other kernels, every key
+    moved = roles_and_keys(BASE, tmp_path)[0]
+    assert all(moved[role] != base[role] for role in ALL)
+    monkeypatch.undo()
+    # timm's release enters the keys of artifacts whose backbone timm defines, and of no other
+    installed = bench.plan._installed
+
+    def other_timm(prefix):
+        return "99.0.0" if prefix == "timm" else installed(prefix)
+
+    two = {**BASE, "backbones": ["resnet8", "timm:resnet18"], "strategies": {"scratch": {"epochs": 1}}}
+    plan = lambda: Runner(  # noqa: E731
+        parse_suite(two), tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=print
+    ).plan(expand_cells(parse_suite(two)))
+    before = {a.name: a.key for a in plan().artifacts.values()}
+    monkeypatch.setattr(bench.plan, "_installed", other_timm)
+    after = {a.name: a.key for a in plan().artifacts.values()}
+    assert {name for name in before if before[name] != after[name]} == {n for n in before if "timm:resnet18" in n}

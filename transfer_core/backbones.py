@@ -8,7 +8,7 @@ else needs to know which library a model came from.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -178,6 +178,11 @@ def _external_library(name: str) -> tuple[str, str]:
     raise UnknownNameError(
         f"unknown backbone {name!r}; registered: {', '.join(BACKBONES.names())}, or any timm / torchvision model name"
     )
+
+
+def backbone_library(name: str) -> Optional[str]:
+    """The library whose code defines the backbone: None for the ones registered here, "timm" or "torchvision"."""
+    return None if name in BACKBONES else _external_library(name)[0]
 
 
 def check_backbone(name: str) -> None:

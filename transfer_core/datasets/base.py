@@ -72,6 +72,9 @@ class DatasetReader:
     # how its training images are augmented unless a suite says otherwise: changes to Augmentation's defaults
     augmentation_defaults: dict = {}
     array_backed = True  # False for readers of image files, which need a resolution to decode to
+    # options that say where the data is, not what it is: left out of keys, where the content's fingerprint
+    # names the data (moving a folder retrains nothing; changing a file does)
+    location_options: tuple[str, ...] = ()
 
     def check(self, root: Path, options, download: bool) -> None:
         """Raise DataUnavailableError if ``load`` is sure to fail for want of files."""

@@ -101,6 +101,8 @@ class ImageFolder(DatasetReader):
     """JPEG/PNG files, one folder per class: ``path/train/<class>/`` and ``path/test/<class>/``, or
     ``path/<class>/`` with a held-out test share. Needs the dataset's ``resolution``."""
 
+    location_options = ("path",)
+
     @dataclass
     class Options:
         path: str = ""  # the folder, relative to the data root unless absolute

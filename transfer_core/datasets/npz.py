@@ -26,6 +26,8 @@ class NpzArrays(DatasetReader):
     ``x`` is uint8 NHWC (or NHW for one channel); ``y`` integer class ids.
     """
 
+    location_options = ("path",)
+
     @dataclass
     class Options:
         path: str = ""  # the .npz file, relative to the data root unless absolute

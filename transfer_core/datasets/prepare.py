@@ -22,6 +22,7 @@ from .base import (
     create_dataset_reader,
     stratified_split,
 )
+from .file_hashes import content_hashes
 
 
 @dataclass(frozen=True)
@@ -134,15 +135,15 @@ def channel_stats(split: Split) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def fingerprints(*splits: Split) -> list[str]:
-    """Short content hashes (array bytes, or file names and sizes for folders) of the first split, the
-    first two, ... and all of them: each prefix's hash in one pass."""
+    """Short content hashes (array bytes, or each file's name and content hash for folders) of the first
+    split, the first two, ... and all of them: each prefix's hash in one pass."""
     digest, found = hashlib.sha256(), []
     for split in splits:
         if isinstance(split, ArraySplit):
             digest.update(split.images.contiguous().numpy().tobytes())
         else:
-            for p in split.paths:
-                digest.update(f"{os.path.basename(p)}:{os.path.getsize(p)};".encode())
+            for p, sha in zip(split.paths, content_hashes(split.paths)):
+                digest.update(f"{os.path.basename(p)}:{sha};".encode())
         digest.update(split.labels.numpy().tobytes())
         found.append(digest.copy().hexdigest()[:16])
     return found
