@@ -32,7 +32,7 @@ import torch
 
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache
-from transfer_core.datasets import DataUnavailableError, PreparedData, file_hashes, prepare_dataset
+from transfer_core.datasets import DataUnavailableError, PreparedData, concatenated, file_hashes, prepare_dataset
 from transfer_core.distributed import barrier
 from transfer_core.pretrained import (
     WeightsUnavailableError,
@@ -55,6 +55,7 @@ from .plan import (
     Artifact,
     EvaluationArtifact,
     FittedArtifact,
+    RefitArtifact,
     SelectionArtifact,
     SourceArtifact,
 )
@@ -211,6 +212,7 @@ class Builder:
         """Builds ``artifact`` from its dependencies' outcomes; failures become the outcome's status."""
         started = time.perf_counter()
         reset_peak_memory(self.runtime.device)
+        file_hashes.flush()  # a worker that prepared data keeps what it hashed for the next one
         failed = next((o for key, o in inputs.items() if not o.ok and key not in _trials(artifact)), None)
         if failed is None and isinstance(artifact, SelectionArtifact) and not any(o.ok for o in inputs.values()):
             failed = inputs[artifact.points[-1][1]]  # every trial failed: so has the strategy
@@ -226,6 +228,8 @@ class Builder:
                     outcome = Outcome(meta=self._fitted(artifact, inputs))
                 elif isinstance(artifact, SelectionArtifact):
                     outcome = Outcome(meta=self._selection(artifact, inputs))
+                elif isinstance(artifact, RefitArtifact):
+                    outcome = Outcome(meta=self._refit(artifact, inputs))
                 else:
                     outcome = Outcome(records=self._evaluation(artifact, inputs))
         except TimeLimitExceeded as e:
@@ -409,6 +413,72 @@ class Builder:
         )
         return meta
 
+    def _refit(self, artifact: RefitArtifact, inputs: dict[str, Outcome]) -> dict:
+        """Trains the chosen settings again on train + validation. The chosen model is scored on validation
+        first (the score the choice was made on, which the refit model, having trained on it, cannot give).
+        Its cost is the search's and the refit's."""
+        target = self.data(artifact.target, artifact.settings["target"]["fingerprint"], test_split=False)
+        chosen_meta = inputs[artifact.chosen_key].meta
+        chosen = self._load_fitted(artifact.chosen_key, target, artifact.backbone)
+        task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
+        self.runtime.synchronize()
+        started = time.perf_counter()
+        val_top1 = top_k_pct(*task.logits(chosen.model, "val"), 1)
+        self.runtime.synchronize()
+        scoring_s = time.perf_counter() - started
+        del chosen.model
+        spec = artifact.strategy
+        point = chosen.details.get("grid_point")
+        if point is not None:  # the grid point or trial chosen on validation
+            spec = next(p for p in spec.points() if p.point == point)
+        cls = STRATEGIES.get(spec.name)
+        merged = dataclasses.replace(target, train=concatenated(target.train, target.val), val=None)
+        refit_task = TargetTask(merged, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
+        source = None
+        if artifact.source_key is not None:
+            source_meta = inputs[artifact.source_key].meta
+            source, _ = self._load(
+                SourceArtifact.cache_folder,
+                artifact.source_key,
+                artifact.backbone,
+                source_meta["num_classes"],
+                source_meta["channels"],
+            )
+        ingredients = {
+            name: self._load_fitted(key, target, artifact.backbone) for name, key in artifact.ingredient_keys.items()
+        }
+        fitted = cls(cls.refit_options(spec.options, chosen.details), spec.recipe).fit(refit_task, source, ingredients)
+        total = TrainStats()
+        total += chosen.stats  # the search,
+        total += fitted.stats  # then the refit
+        total.selection_s += scoring_s
+        details = {
+            **fitted.details,
+            **chosen.details,  # what was chosen on validation, and how (the probe's scores per L2 strength)
+            "refit": True,
+            "refit_train_s": fitted.stats.train_s,
+            "refit_images": len(merged.train),
+            "selected_val_top1_pct": val_top1,
+        }
+        mem_mib, mem_kind = peak_memory(self.runtime.device)
+        meta = {
+            "strategy": spec.name,
+            "stats": dataclasses.asdict(total),
+            "details": details,
+            "selected_key": chosen_meta.get("selected_key", artifact.chosen_key),
+            "data_fingerprint": target.fingerprint,
+            "peak_mem_mib": max(mem_mib or 0.0, chosen_meta.get("peak_mem_mib") or 0.0),
+            "peak_mem_kind": mem_kind,
+            "trained_at": _now(),
+            **measured_peaks(self.runtime.device),
+        }
+        self._save(artifact, fitted.model, meta)
+        self.log(
+            f"  {artifact.name}: refit on {len(merged.train)} images in {fitted.stats.train_s:.1f}s "
+            f"(chosen with {val_top1:.2f}% validation top-1)"
+        )
+        return meta
+
     # --- evaluations and their records ---------------------------------------------------------------
 
     def _evaluation(self, artifact: EvaluationArtifact, inputs: dict[str, Outcome]) -> list[dict]:
@@ -421,12 +491,17 @@ class Builder:
             for name, key in artifact.model_keys.items()
             if not (artifact.grid and name == own)
         }  # a grid's points are loaded one by one below
+        own_meta = inputs[artifact.model_keys[own]].meta if own in artifact.model_keys else {}
+        refit = own_meta.get("details", {}).get("refit", False)
         if not artifact.grid:
             evaluations = STRATEGIES.get(own)(cell.strategy.options, cell.strategy.recipe).evaluate(task, models)
+            if refit:
+                evaluations = [self._refit_scored(e, own_meta) for e in evaluations]
             return self._records(artifact, inputs, evaluations, "ok", None, started_at)
         # every point of the grid is evaluated and recorded; each record carries the whole grid's cost (what
-        # choosing the selected point took), and the selected one is marked
-        selection = inputs[artifact.model_keys[own]].meta
+        # choosing the selected point took), and the selected one is marked (under refit, the refit model's
+        # record is, and every point's is not)
+        selection = own_meta
         grid_cost = TrainStats(**selection["stats"])
         evaluations = []
         failed_trials = []
@@ -444,13 +519,29 @@ class Builder:
                 task, {**models, own: Fitted(fitted.model, grid_cost, point_details)}
             ):
                 evaluations.append(
-                    dataclasses.replace(evaluation, grid_point=point, selected=key == selection["selected_key"])
+                    dataclasses.replace(
+                        evaluation, grid_point=point, selected=not refit and key == selection["selected_key"]
+                    )
                 )
+        if refit:
+            fitted = self._load_fitted(artifact.model_keys[own], target, cell.backbone)
+            for evaluation in STRATEGIES.get(own)(cell.strategy.options, cell.strategy.recipe).evaluate(
+                task, {**models, own: fitted}
+            ):
+                evaluation = dataclasses.replace(evaluation, grid_point=fitted.details["grid_point"], selected=True)
+                evaluations.append(self._refit_scored(evaluation, selection))
         records = self._records(artifact, inputs, evaluations, "ok", None, started_at)
         for point, outcome in failed_trials:
             failed = self._records(artifact, inputs, [], outcome.status, outcome.error, started_at)
             records += [{**record, "grid_point": point, "selected": False} for record in failed]
         return records
+
+    @staticmethod
+    def _refit_scored(evaluation: Evaluation, refit_meta: dict) -> Evaluation:
+        """A refit model's evaluation: its validation top-1 is the chosen model's, the score the choice was made
+        on (the refit model trained on those images)."""
+        metrics = {**evaluation.metrics, "val_top1_pct": refit_meta["details"]["selected_val_top1_pct"]}
+        return dataclasses.replace(evaluation, metrics=metrics, details={**evaluation.details, "refit": True})
 
     def _records(
         self,

@@ -20,10 +20,11 @@ content (its fingerprint), selection, augmentation and resolution; the recipe; t
 mode, memory layout and device type; the data backend only for image folders; the evaluation batch size
 only for evaluations (it sets the BatchNorm re-estimation batches); the major.minor release of each library
 whose code computes its numbers (``library_versions``: torch always, timm or torchvision for their models,
-DALI where it decodes). Names, descriptions and paths enter none. Nor does the execution environment, which each record's provenance holds instead: the machine,
-the number of threads (it reorders float sums) and of data workers (results do not depend on them). The
-number of torchrun ranks is in the keys of what trains under it, whose BatchNorm statistics each rank takes
-over its own part of a batch (``transfer_core/distributed.py``).
+DALI where it decodes). Names, descriptions and paths enter none. Nor does the execution environment,
+which each record's provenance holds instead: the machine, the number of threads (it reorders float sums)
+and of data workers (results do not depend on them). The number of torchrun ranks is in the keys of what
+trains under it, whose BatchNorm statistics each rank takes over its own part of a batch
+(``transfer_core/distributed.py``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,22 @@ class SelectionArtifact(Artifact):
     points: tuple[tuple[dict, str], ...]  # (grid point, key of its fitted model), in grid order
     kind: ClassVar[str] = "selection"
     cache_folder: ClassVar[str] = "models"  # a fitted model like any other to whoever loads it
+
+
+@dataclass(frozen=True, eq=False)
+class RefitArtifact(Artifact):
+    """The strategy's chosen model (its only fit, or the grid point or trial best on validation) trained again,
+    at the chosen settings, on the target's train and validation splits together (``tuning: {refit: true}``)."""
+
+    strategy: StrategySpec
+    target: DatasetSpec
+    backbone: str
+    seed: int
+    chosen_key: str  # the fitted model (or selection) whose settings are retrained
+    source_key: Optional[str]
+    ingredient_keys: dict  # strategy name -> key of that ingredient's refit model
+    kind: ClassVar[str] = "refit"
+    cache_folder: ClassVar[str] = "models"
 
 
 @dataclass(frozen=True, eq=False)
@@ -334,7 +351,7 @@ def build_plan(
 
     def grid_models(strategy: str, cell: Cell) -> tuple[tuple[dict, str], ...]:
         spec = suite.strategy(strategy)
-        if not spec.grid:
+        if not spec.searched:
             return ()
         points = once(("points", id(spec)), spec.points)  # the same spec objects for every cell: memoised by id
         return tuple((point.point, point_model(point, cell).key) for point in points)
@@ -345,7 +362,7 @@ def build_plan(
     def new_fitted_model(strategy: str, cell: Cell) -> Artifact:
         """The strategy's model in ``cell``: its only one, or the selection among its grid's."""
         spec = suite.strategy(strategy)
-        if not spec.grid:
+        if not spec.searched:
             return point_model(spec, cell)
         points = grid_models(strategy, cell)
         # validation forward passes only, at the evaluation batch size
@@ -370,11 +387,53 @@ def build_plan(
             points=points,
         )
 
+    def refit_model(strategy: str, cell: Cell) -> Artifact:
+        return once(("refit", strategy, *cell_key(cell)), lambda: new_refit_model(strategy, cell))
+
+    def new_refit_model(strategy: str, cell: Cell) -> Artifact:
+        """The chosen model retrained on train + validation; its ingredients are their own refit models."""
+        spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
+        chosen = fitted_model(strategy, cell)
+        source = source_model(cell) if cls.uses_source else None
+        ingredients = {name: refit_model(name, cell) for name in cls.ingredients_of(spec.options)}
+        settings = {
+            "refit": "train+val",
+            "strategy": strategy,
+            "target": data(cell.target, test_split=False),
+            "backbone": cell.backbone,
+            "seed": cell.seed,
+            "runtime": runtime_settings(cell.target, False),
+        }
+        deps = (chosen.key,) + ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
+        origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
+        return plan._add(
+            RefitArtifact,
+            settings,
+            deps,
+            name=f"{strategy} refit {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
+            needs=needs(cls.gpu_share, cell.target),
+            strategy=spec,
+            target=cell.target,
+            backbone=cell.backbone,
+            seed=cell.seed,
+            chosen_key=chosen.key,
+            source_key=source.key if source else None,
+            ingredient_keys={n: a.key for n, a in ingredients.items()},
+        )
+
+    def cell_models(cell: Cell) -> dict[str, Artifact]:
+        """The models a cell's result is built from. Under refit, a strategy that trains is evaluated on refit
+        models; one that does not (alpha-mix) combines the models chosen on validation, as its own choice (alpha)
+        is made there."""
+        refit = suite.tuning.refit and STRATEGIES.get(cell.strategy.name).trains
+        made = refit_model if refit else fitted_model
+        return {name: made(name, cell) for name in suite.fitted_models(cell.strategy.name)}
+
     sources = {id(cell): source_model(cell) if suite.uses_source(cell.strategy.name) else None for cell in cells}
     sharing = Counter(s.key for s in sources.values() if s is not None)
     for cell in cells:
         cls, source = STRATEGIES.get(cell.strategy.name), sources[id(cell)]
-        models = {name: fitted_model(name, cell) for name in suite.fitted_models(cell.strategy.name)}
+        models = cell_models(cell)
         grid = grid_models(cell.strategy.name, cell)  # each point is evaluated and recorded, the selected one marked
         settings = {
             "strategy": cell.strategy.name,

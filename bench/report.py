@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -200,8 +200,15 @@ def _mark_best(rows: list[Row]) -> None:
 
 def grid_table(records: list[dict]) -> str:
     """Every point of each strategy trained over a grid: mean validation and test top-1 over seeds, and how
-    many seeds selected it. Empty when no strategy has a grid."""
-    df = table_frame([r for r in records if r.get("status") == "ok" and r.get("grid_point")])
+    many seeds selected it (under refit, the point the refit model retrained). Empty when no strategy has a
+    grid."""
+    trained = [r for r in records if r.get("status") == "ok" and r.get("grid_point")]
+    chosen = Counter(
+        (r["source"], r["target"], r["backbone"], r["strategy"], point_label(r["grid_point"]))
+        for r in trained
+        if r.get("selected") is not False
+    )
+    df = table_frame([r for r in trained if not (r.get("details") or {}).get("refit")])  # the points as trained
     if not len(df):
         return ""
     df["point"] = df["grid_point"].map(point_label)
@@ -212,7 +219,6 @@ def grid_table(records: list[dict]) -> str:
         points = group.groupby("point", sort=False).agg(
             val=("metrics.val_top1_pct", _mean),
             test=("metrics.test_top1_pct", _mean),
-            chosen=("selected", "sum"),
             seeds=("seed", "size"),
             first=("grid_point", "first"),
         )
@@ -225,7 +231,7 @@ def grid_table(records: list[dict]) -> str:
                     markdown_escape(label),
                     number(_number_or_none(point["val"]), ".2f"),
                     number(_number_or_none(point["test"]), ".2f"),
-                    f"{int(point['chosen'])} of {int(point['seeds'])}",
+                    f"{chosen[(*key, label)]} of {int(point['seeds'])}",
                 ]
             )
     headers = [

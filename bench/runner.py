@@ -26,6 +26,7 @@ from transfer_core.datasets import (
     DataUnavailableError,
     FileSplit,
     PreparedData,
+    file_hashes,
     first_undecodable,
 )
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
@@ -229,6 +230,7 @@ class Runner:
     def run(self, cells: list[Cell], all_cells: Optional[list[Cell]] = None) -> RunSummary:
         """Runs the pending cells among ``cells``. ``all_cells`` (the whole suite) sets source amortisation."""
         plan = self.plan(all_cells or cells)
+        file_hashes.flush()  # the data passed its checks: what was hashed to plan is kept for the next run
         if self.shard.is_main:
             self.store.write_plan(self.suite.name, [_plan_entry(cell, e) for cell, e in plan.cells])
         claims = Claims(

@@ -36,6 +36,7 @@ from transfer_core.strategies import STRATEGIES
 from transfer_core.training import TrainRecipe
 
 from .errors import SuiteError  # noqa: F401  (raised here, caught by the command line)
+from .tuning import Tuning, space_of, trial_points
 
 SCHEMA_VERSION = 1
 
@@ -197,6 +198,12 @@ class StrategySpec:
     recipe: TrainRecipe
     grid: tuple[tuple[str, tuple], ...] = ()  # (key, values) per listed key, in the section's order
     point: Optional[dict] = None  # a grid point's spec: the values it takes from the grid
+    trials: tuple[dict, ...] = ()  # the points tuning: draws for it (bench/tuning.py), instead of a grid
+
+    @property
+    def searched(self) -> bool:
+        """Trained at several points (a grid, or tuning's trials), the best on validation kept."""
+        return bool(self.grid or self.trials)
 
     def describe(self) -> dict:
         described = {
@@ -206,17 +213,19 @@ class StrategySpec:
         }
         if self.grid:
             described["grid"] = {key: list(values) for key, values in self.grid}
+        if self.trials:
+            described["trials"] = list(self.trials)
         return described
 
     def points(self) -> list["StrategySpec"]:
         """Every point of the grid, in order (the last key varying fastest), each with concrete settings."""
-        if not self.grid:
+        if not self.searched:
             return [self]
         keys = [key for key, _ in self.grid]
         option_keys = {f.name for f in dataclasses.fields(self.options)}
         specs = []
-        for values in itertools.product(*(values for _, values in self.grid)):
-            point = dict(zip(keys, values))
+        grid = (dict(zip(keys, values)) for values in itertools.product(*(values for _, values in self.grid)))
+        for point in self.trials or grid:
             options = dataclasses.replace(self.options, **{k: v for k, v in point.items() if k in option_keys})
             recipe = dataclasses.replace(self.recipe, **{k: v for k, v in point.items() if k not in option_keys})
             specs.append(StrategySpec(self.name, options, recipe, point=point))
@@ -246,6 +255,7 @@ class Suite:
     runtime: RuntimeSettings
     seeds: tuple[int, ...]
     ingredients: tuple[StrategySpec, ...] = ()  # strategies the listed ones are built from but the suite does not list
+    tuning: Tuning = Tuning()  # equal-budget search and refit (bench/tuning.py)
 
     def strategy(self, name: str) -> StrategySpec:
         """A strategy's settings, listed or an ingredient (then with its own defaults and the suite's ``train``)."""
@@ -313,6 +323,7 @@ _TOP_KEYS = {
     "train",
     "runtime",
     "seeds",
+    "tuning",
 }
 
 
@@ -633,17 +644,27 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
             pending += STRATEGIES.get(ingredient).ingredients_of(spec.options)
     for strategy in strategies + ingredients:  # listed or built as an ingredient: either way it chooses
         for where, target in placed:
-            chooses = STRATEGIES.get(strategy.name).chooses_on_validation(strategy.options) or strategy.grid
+            chooses = STRATEGIES.get(strategy.name).chooses_on_validation(strategy.options) or strategy.searched
             if chooses and target.selection.val_fraction == 0:
                 raise SuiteError(
                     f"{where}.val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
                     "give the target a share above 0 (the default is 0.1)"
                     + (
                         "; or fit the probe by sgd (solver: sgd)"
-                        if strategy.name == "linear_probe" and not strategy.grid
+                        if strategy.name == "linear_probe" and not strategy.searched
                         else ""
                     )
                 )
+
+    tuning = _tuning(_mapping(top.get("tuning"), "tuning"), strategies + ingredients)
+    strategies = [_tuned(spec, tuning, train) for spec in strategies]
+    for where, target in placed if tuning.refit else ():
+        if target.selection.val_fraction == 0:
+            raise SuiteError(
+                f"{where}.val_fraction: tuning.refit retrains the chosen settings on train + validation, and 0 "
+                "leaves no validation to choose on; give the target a share above 0 (the default is 0.1)"
+            )
+    ingredients = [_tuned(spec, tuning, train) for spec in ingredients]
 
     runtime_raw = _mapping(top.get("runtime"), "runtime")
     _check_keys(runtime_raw, set(_fields(RuntimeSettings)), "runtime")
@@ -670,7 +691,61 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         runtime,
         tuple(seeds),
         tuple(ingredients),
+        tuning,
     )
+
+
+_TUNING_KEYS = {"trials", "search", "seed", "refit", "space"}
+
+
+def _tuning(raw: dict, specs: list[StrategySpec]) -> Tuning:
+    _check_keys(raw, _TUNING_KEYS, "tuning")
+    tuning = _build(Tuning, {k: v for k, v in raw.items() if k != "space"}, "tuning")
+    if tuning.trials < 0:
+        raise SuiteError(f"tuning.trials: {tuning.trials} is outside [0, inf]")
+    space = _mapping(raw.get("space"), "tuning.space")
+    trained = {spec.name for spec in specs if STRATEGIES.get(spec.name).trains}
+    for name, dimensions in space.items():
+        if name not in trained:
+            raise SuiteError(
+                f"tuning.space.{name}: not a strategy this suite trains; its strategies that train: "
+                f"{', '.join(sorted(trained))}"
+            )
+        _mapping(dimensions, f"tuning.space.{name}")
+    return dataclasses.replace(tuning, space=space)
+
+
+def _tuned(spec: StrategySpec, tuning: Tuning, train: dict) -> StrategySpec:
+    """The strategy with the trials tuning: gives it. The L-BFGS probe is not given trials: it already sweeps
+    its L2 strength on validation (its ``l2_grid``), at a fraction of one fine-tune's cost."""
+    cls = STRATEGIES.get(spec.name)
+    probe_sweeps = spec.name == "linear_probe" and spec.options.solver == "lbfgs"
+    if not tuning.trials or not cls.trains or probe_sweeps:
+        return spec
+    where = f"tuning.space.{spec.name}"
+    if spec.grid:
+        raise SuiteError(
+            f"strategies.{spec.name}.{spec.grid[0][0]}: under tuning:, every strategy gets tuning.trials points; "
+            f"set its search space in {where} instead of a grid"
+        )
+    space = space_of(spec.name, cls.search_space, tuning.space.get(spec.name), where)
+    declared = {**_fields(TrainRecipe), **_fields(cls.Options)}
+    for key in space:
+        if key not in declared:
+            raise SuiteError(f"{where}.{key}: {spec.name} has no such setting; it has {', '.join(sorted(declared))}")
+    points = []
+    for i, point in enumerate(trial_points(spec.name, space, tuning, where)):
+        point = {k: _convert(v, declared[k], f"{where}.{k}") for k, v in point.items()}
+        try:  # every point must make valid settings
+            dataclasses.replace(spec, trials=(point,)).points()
+        except ValueError as e:
+            raise SuiteError(f"{where}: trial {i} ({point_text(point)}): {e}") from None
+        points.append(point)
+    return dataclasses.replace(spec, trials=tuple(points))
+
+
+def point_text(point: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
 def load_suite(path: str) -> Suite:

@@ -16,6 +16,7 @@ from .base import (
     FileSplit,
     RawDataset,
     Split,
+    concatenated,
     create_dataset_reader,
     stratified_split,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "prepare_dataset",
     "read_cifar_pickle",
     "resolve_class_ids",
+    "concatenated",
     "stratified_split",
     "write_cifar_subset",
     "write_image_folder",

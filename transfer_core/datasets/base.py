@@ -50,6 +50,14 @@ class FileSplit:
 Split = Union[ArraySplit, FileSplit]
 
 
+def concatenated(first: Split, second: Split) -> Split:
+    """Two splits of one dataset as one (train + validation, for a refit)."""
+    labels = torch.cat([first.labels, second.labels])
+    if isinstance(first, ArraySplit):
+        return ArraySplit(torch.cat([first.images, second.images]), labels)
+    return FileSplit(first.paths + second.paths, labels)
+
+
 @dataclass(frozen=True)
 class RawDataset:
     """What a dataset reader returns: its own train/test splits, before any selection."""

@@ -4,8 +4,10 @@ A folder dataset's fingerprint is made of its files' content hashes, so an image
 same size is new data. Reading every byte of a large folder on every run would cost more than the run, so
 each file's sha256 is kept against its version, (real path, size, mtime_ns), in memory and, once
 ``use_store`` names one (the builder does: ``<cache>/file-hashes.sqlite``), in a SQLite file every run and
-worker sharing the cache reads. A file whose size or modification time changed is hashed again; one
-rewritten with the same size and its old modification time restored (``touch -r``) is not noticed.
+worker sharing the cache reads. New hashes reach the store on ``flush``, once a run has passed its checks
+(nothing is written by a run that stops before it starts). A file whose size or modification time changed
+is hashed again; one rewritten with the same size and its old modification time restored (``touch -r``) is
+not noticed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 _known: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256
+_unsaved: dict[tuple[str, int, int], str] = {}  # hashed here, not yet in the store
 _store: Optional[Path] = None
 _QUERY_CHUNK = 500  # SQLite's limit on bound parameters is far above this
 
@@ -49,6 +52,8 @@ def _connect(store: Path) -> sqlite3.Connection:
 
 def _load(versions: list[tuple[str, int, int]]) -> None:
     """Known hashes of these versions from the store, into memory."""
+    if not _store.is_file():  # reading creates nothing
+        return
     try:
         with _connect(_store) as connection:
             for start in range(0, len(versions), _QUERY_CHUNK):
@@ -88,6 +93,12 @@ def content_hashes(paths: Sequence[str]) -> list[str]:
         todo = tqdm(list(dict.fromkeys(unknown)), desc="hashing image files", unit="file", leave=False, disable=None)
         found = {version: _sha256(version[0]) for version in todo}
         _known.update(found)
-        if _store is not None:
-            _save(found)
+        _unsaved.update(found)
     return [_known[v] for v in versions]
+
+
+def flush() -> None:
+    """Writes the hashes computed since the last flush to the store, if there is one."""
+    if _store is not None and _unsaved:
+        _save(dict(_unsaved))
+        _unsaved.clear()

@@ -108,6 +108,9 @@ class Strategy:
     recipe_defaults: ClassVar[dict] = {}
     gpu_share: ClassVar[float] = 1.0  # share of a GPU a scheduler gives its fit (evaluations take less)
     selects_on_validation: ClassVar[bool] = False  # chooses among candidates on the target's validation split
+    # what a suite's ``tuning:`` searches by default (bench/tuning.py): setting -> list of values, or
+    # {"log": [low, high]} / {"uniform": [low, high]}; the README names the paper each follows
+    search_space: ClassVar[dict] = {}
     # how results show it: every record carries these (``display``), so a report needs no registry to order rows
     baseline: ClassVar[bool] = False  # the reference the other rows' paired Δ is measured against
     table_order: ClassVar[int] = 100  # rows sort by it, then by name
@@ -122,6 +125,13 @@ class Strategy:
 
     def fit(self, task: TargetTask, source: Optional[Classifier], ingredients: dict[str, Fitted]) -> Fitted:
         raise NotImplementedError(f"{self.name} does not train a model of its own")
+
+    @classmethod
+    def refit_options(cls, options, details: dict):
+        """The options that retrain, on train + validation, the model a fit chose with ``options`` and recorded
+        in ``details``: what the fit chose on validation (the probe's L2 strength) fixed, as validation is
+        then training data. Most strategies choose nothing inside their fit."""
+        return options
 
     def evaluate(self, task: TargetTask, models: dict[str, Fitted]) -> list[Evaluation]:
         started = time.perf_counter()

@@ -9,6 +9,9 @@ from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, regis
 @register_strategy("full_finetune")
 class FullFinetune(Strategy):
     table_order = 20
+    # Kornblith, Shlens and Le 2019 tune fine-tuning's learning rate over 1e-4..0.1 and weight decay over
+    # 1e-6..1e-3, both on log scales
+    search_space = {"lr": {"log": [1e-4, 0.1]}, "weight_decay": {"log": [1e-6, 1e-3]}}
     plot_marker = "^"
     Options = FinetuneOptions
 

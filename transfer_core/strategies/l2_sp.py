@@ -21,6 +21,9 @@ class L2SP(Strategy):
     table_order = 40
     plot_marker = "P"
     recipe_defaults = {"weight_decay": 0.0}
+    # Li, Grandvalet and Davoine 2018 search the pull toward the source over powers of ten; 0 is in the space,
+    # so the search can drop the pull (plain fine-tuning without decay) if that is best on validation
+    search_space = {"lr": {"log": [1e-4, 0.1]}, "sp_weight": [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]}
 
     @dataclass
     class Options(FinetuneOptions):

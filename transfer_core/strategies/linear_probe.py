@@ -58,6 +58,11 @@ class LinearProbe(Strategy):
         return options.solver == "lbfgs"
 
     @classmethod
+    def refit_options(cls, options, details: dict):
+        # retrained on train + validation at the L2 strength validation chose: nothing left to choose
+        return dataclasses.replace(options, l2_grid=[details["l2"]]) if options.solver == "lbfgs" else options
+
+    @classmethod
     def key_settings(cls, options, recipe) -> dict:
         # L-BFGS reads only the feature pass's batch size from the recipe; SGD never reads the L2 grid
         if options.solver == "lbfgs":
@@ -135,6 +140,8 @@ class LinearProbe(Strategy):
         std: torch.Tensor,
     ) -> tuple[TrainStats, float, dict[str, float], int]:
         """Fits ``head`` by L-BFGS at each L2 strength; leaves it at the strength best on validation."""
+        if task.target.val is None and len(self.options.l2_grid) == 1:  # one strength: nothing to choose
+            return self._fit_lbfgs_at(head, features, labels, self.options.l2_grid[0])
         if task.target.val is None:
             raise ValueError(
                 "linear_probe: solver lbfgs chooses its L2 strength on validation, and the target has no "
@@ -150,24 +157,7 @@ class LinearProbe(Strategy):
         torch.nn.init.zeros_(head.bias)
         by_l2, best_state, best_score, steps, evaluations = {}, None, float("-inf"), 0, 0
         for strength in sorted(self.options.l2_grid, reverse=True):  # strongest first: each warm-starts the next
-            optimizer = torch.optim.LBFGS(
-                head.parameters(),
-                lr=1.0,
-                max_iter=self.options.max_iter,
-                history_size=20,
-                line_search_fn="strong_wolfe",
-                tolerance_grad=1e-6,
-                tolerance_change=1e-9,
-            )
-
-            def closure():
-                optimizer.zero_grad()
-                objective = F.cross_entropy(head(features), labels) + 0.5 * strength * head.weight.pow(2).sum()
-                objective.backward()
-                return objective
-
-            optimizer.step(closure)
-            state = optimizer.state[head.weight]  # L-BFGS keeps its counters on the first parameter
+            state = self._lbfgs(head, features, labels, strength)
             steps, evaluations = steps + state["n_iter"], evaluations + state["func_evals"]
             with torch.no_grad():
                 score = top_k_pct(head(val_features).cpu(), val_labels.cpu(), 1)
@@ -181,6 +171,42 @@ class LinearProbe(Strategy):
         flops = 6.0 * features.shape[0] * features.shape[1] * head.out_features * evaluations
         stats = TrainStats(train_s=time.perf_counter() - started, steps=steps, flops=flops, final_loss=loss)
         return stats, best_l2, by_l2, len(val_labels)
+
+    def _fit_lbfgs_at(
+        self, head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor, strength: float
+    ) -> tuple[TrainStats, float, dict[str, float], int]:
+        """Fits ``head`` by L-BFGS at one L2 strength, with no validation to score it on (a refit)."""
+        started = time.perf_counter()
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+        state = self._lbfgs(head, features, labels, strength)
+        with torch.no_grad():
+            loss = F.cross_entropy(head(features), labels).item()
+        flops = 6.0 * features.shape[0] * features.shape[1] * head.out_features * state["func_evals"]
+        stats = TrainStats(train_s=time.perf_counter() - started, steps=state["n_iter"], flops=flops, final_loss=loss)
+        return stats, strength, {}, 0
+
+    def _lbfgs(self, head: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor, strength: float) -> dict:
+        """One L-BFGS solve of the L2-regularised multinomial logistic regression, from the head's current
+        weights; returns the optimizer's counters (iterations, objective evaluations)."""
+        optimizer = torch.optim.LBFGS(
+            head.parameters(),
+            lr=1.0,
+            max_iter=self.options.max_iter,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-6,
+            tolerance_change=1e-9,
+        )
+
+        def closure():
+            optimizer.zero_grad()
+            objective = F.cross_entropy(head(features), labels) + 0.5 * strength * head.weight.pow(2).sum()
+            objective.backward()
+            return objective
+
+        optimizer.step(closure)
+        return optimizer.state[head.weight]  # L-BFGS keeps its counters on the first parameter
 
     def _compile_body(self, model, task: TargetTask) -> float:
         """Seconds to compile the body's forward, on one batch before the timed feature pass: compilation is

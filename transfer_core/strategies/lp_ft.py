@@ -21,6 +21,9 @@ class LinearProbeThenFinetune(Strategy):
     uses_source = False  # it starts from the fitted linear probe, which holds the source body
     ingredients = ("linear_probe",)
     recipe_defaults = {"lr": 0.01}
+    # Kumar et al. 2022 tune the fine-tuning stage's learning rate as for fine-tuning; the same ranges as
+    # full_finetune's, so the two meet on equal terms
+    search_space = {"lr": {"log": [1e-4, 0.1]}, "weight_decay": {"log": [1e-6, 1e-3]}}
     Options = FinetuneOptions
 
     def fit(self, task: TargetTask, source, ingredients) -> Fitted:
