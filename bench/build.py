@@ -312,7 +312,8 @@ class Builder:
             return self._pretrained_source(artifact)
         spec, recipe = artifact.source.data, artifact.source.recipe
         data = self.data(spec, artifact.settings["data"]["fingerprint"])
-        self.log(f"  {artifact.name}: training {recipe.epochs} epochs on {len(data.train)} images")
+        length = f"{recipe.steps} steps" if recipe.steps is not None else f"{recipe.epochs} epochs"
+        self.log(f"  {artifact.name}: training {length} on {len(data.train)} images")
         torch.manual_seed(artifact.seed)
         model = self.runtime.prepare(create_backbone(artifact.backbone, data.num_classes, data.channels))
         loader = self.runtime.loader(data, "train", recipe.batch_size, True, spec.augmentation, artifact.seed)
@@ -385,6 +386,7 @@ class Builder:
             self.runtime.synchronize()
             total += fitted.stats
             total.selection_s += time.perf_counter() - started
+            total.selection_flops += task.forward_flops(fitted.model, "val")
             scored.append({"point": point, "val_top1_pct": val_top1, "key": key, "status": "ok"})
             if best is None or val_top1 > best[0]:
                 best = (val_top1, index, fitted)
@@ -426,6 +428,7 @@ class Builder:
         val_top1 = top_k_pct(*task.logits(chosen.model, "val"), 1)
         self.runtime.synchronize()
         scoring_s = time.perf_counter() - started
+        scoring_flops = task.forward_flops(chosen.model, "val")
         del chosen.model
         spec = artifact.strategy
         point = chosen.details.get("grid_point")
@@ -452,6 +455,7 @@ class Builder:
         total += chosen.stats  # the search,
         total += fitted.stats  # then the refit
         total.selection_s += scoring_s
+        total.selection_flops += scoring_flops
         details = {
             **fitted.details,
             **chosen.details,  # what was chosen on validation, and how (the probe's scores per L2 strength)
@@ -660,8 +664,11 @@ class Builder:
             "target_train_s": stats.train_s,
             "target_compile_s": stats.compile_s,
             "target_selection_s": selection_s,
+            # forward passes of that work: a grid's or tuning's choice, a refit's scoring, alpha-mix's search
+            "target_selection_flops": evaluation.selection_flops + stats.selection_flops,
             "target_total_s": stats.train_s + stats.compile_s + selection_s,
             "target_images": stats.images,
+            "target_steps": stats.steps,
             "target_train_flops": stats.flops,
             "target_img_per_s": stats.images / stats.train_s if stats.train_s > 0 else None,
             "target_data_s": stats.data_s,

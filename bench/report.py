@@ -263,6 +263,19 @@ def provenance_line(records: list[dict]) -> str:
     )
 
 
+def step_budgets(records: list[dict]) -> dict[tuple[str, str], float]:
+    """(target, strategy) -> mean optimisation steps of the selected models, for the targets of a data-size
+    sweep, in the sweep's order; strategies that take no SGD steps (the L-BFGS probe counts its own) left out."""
+    steps = defaultdict(list)
+    for r in records:
+        taken = (r.get("compute") or {}).get("target_steps")
+        if r.get("target_family") and r.get("status") == "ok" and r.get("selected") is not False and taken:
+            if r["strategy"] != "linear_probe" and not (r.get("details") or {}).get("solver") == "lbfgs":
+                steps[(r["target"], r["strategy"])].append(taken)
+    ordered = sorted(steps, key=lambda key: (_natural(key[0]), key[1]))
+    return {key: statistics.fmean(steps[key]) for key in ordered}
+
+
 def notes(results: Results) -> list[str]:
     """How the numbers were obtained, and what the table does not show."""
     lines = [provenance_line(results.records)]
@@ -282,6 +295,13 @@ def notes(results: Results) -> list[str]:
                 f"{s}/{b}: {interval(summarise_values(v))}% over {len(v)} seed{'s' if len(v) != 1 else ''}"
                 for (s, b), v in sorted(per.items())
             )
+        )
+    budgets = step_budgets(results.records)
+    if budgets:
+        lines.append(
+            "Training length per size of a data-size sweep (optimisation steps of the selected model, the mean "
+            "over seeds; a strategy with a step budget trains every size as long): "
+            + "; ".join(f"{strategy} at {target}: {steps:,.0f}" for (target, strategy), steps in budgets.items())
         )
     if pretrained:
         lines.append(

@@ -184,6 +184,8 @@ def test_every_point_is_recorded_and_the_best_on_validation_selected_from_valida
     assert len(images) == 1 and all(s > 0 for s in per_point)
     assert records[0]["compute"]["target_train_s"] == pytest.approx(sum(per_point))
     assert records[0]["compute"]["target_selection_s"] > 0
+    # and its forward passes: each point scored once on validation, the same network: three equal passes
+    assert records[0]["compute"]["target_selection_flops"] > 0
     grid = selected[0]["details"]["grid"]
     assert [g["point"] for g in grid] == [{"lr": lr} for lr in LR_GRID]
     # every point's validation top-1 as the selection scored it is what its record says

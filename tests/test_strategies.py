@@ -366,3 +366,24 @@ def test_a_backbone_whose_stages_are_unknown_still_fine_tunes_whole(target):
         FullFinetune(FullFinetune.Options(freeze_stages=1), RECIPE).fit(
             task, RUNTIME.prepare(Classifier(body, 8, 5)), {}
         )
+
+
+def test_a_step_budget_trains_that_many_steps_whatever_the_data_size():
+    import dataclasses
+
+    from transfer_core.data import Augmentation
+    from transfer_core.datasets import Digits, Selection, prepare_dataset
+    from transfer_core.runtime import resolve_runtime
+    from transfer_core.strategies import TargetTask
+    from transfer_core.training import TrainRecipe, train
+
+    runtime = resolve_runtime("cpu")
+    steps = {}
+    for per_class in (6, 30):  # 1 and 5 batches of 30 per pass: 7 steps are 7 passes, or 2 (the last cut short)
+        selection = Selection(classes=(0, 1, 2, 3, 4), per_class=per_class)
+        data = prepare_dataset("digits", Digits.Options(), selection, None, False)
+        task = TargetTask(data, "resnet8", 0, runtime, Augmentation())
+        recipe = dataclasses.replace(TrainRecipe(), batch_size=30, steps=7, epochs=1)
+        stats = train(task.new_model(), task.loader("train", True, recipe.batch_size), recipe, runtime)
+        steps[per_class] = (stats.steps, stats.images)
+    assert steps == {6: (7, 7 * 30), 30: (7, 7 * 30)}

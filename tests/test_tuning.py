@@ -141,6 +141,16 @@ def test_refit_retrains_the_chosen_trial_on_train_and_validation_and_is_the_row(
         own_s = sum(r["details"]["grid_point_train_s"] for r in trials) + refit["details"]["refit_train_s"]
         if strategy == "scratch":
             assert refit["compute"]["target_train_s"] == pytest.approx(own_s)
+            # validation work in FLOPs too: two trials scored, then the chosen one scored again before its refit
+            import torch
+
+            from transfer_core.backbones import create_backbone
+            from transfer_core.training import count_flops_per_image
+
+            runtime = resolve_runtime("cpu")
+            network = runtime.prepare(create_backbone("resnet8", 5, 1)).eval()
+            one_pass = count_flops_per_image(network, torch.zeros(8, 1, 8, 8), False, runtime) * 30
+            assert all(r["compute"]["target_selection_flops"] == pytest.approx(3 * one_pass) for r in mine)
         else:
             assert refit["compute"]["target_train_s"] > own_s
     # LP-FT's refit starts from the probe refit at the L2 strength the probe chose on validation

@@ -29,6 +29,9 @@ from .runtime import Runtime
 class TrainRecipe:
     batch_size: int = 128  # images per optimisation step
     epochs: int = 10  # passes over the training split
+    # optimisation steps, whatever the split's size (epochs then only round it up to whole passes, the last
+    # cut short): a data-size sweep that trains every size as long sets it
+    steps: Optional[int] = None
     lr: float = 0.1  # peak learning rate of the schedule
     momentum: float = 0.9  # SGD momentum (Nesterov)
     weight_decay: float = 5e-4  # L2 on weights; BatchNorm and biases are not decayed
@@ -40,6 +43,7 @@ class TrainRecipe:
         for name, low, high, low_open, high_open in [
             ("batch_size", 1, None, False, False),
             ("epochs", 1, None, False, False),
+            ("steps", 1, None, False, False),
             ("lr", 0, None, True, False),
             ("momentum", 0, 1, False, True),
             ("weight_decay", 0, None, False, False),
@@ -63,6 +67,7 @@ class TrainStats:
     final_loss: float = float("nan")
     data_s: float = 0.0  # of train_s, host seconds spent waiting for the loader's next batch
     selection_s: float = 0.0  # choosing among a grid's models on validation: not training, but part of the cost
+    selection_flops: float = 0.0  # the forward passes of that choice (validation, and a refit's scoring)
     compiled_steps: int = 0  # steps run by the compiled model (compile: auto on CPU compiles mid-training)
     compile_decision: Optional[dict] = None  # compile: auto on CPU: what was measured and decided (compiling.py)
 
@@ -76,6 +81,7 @@ class TrainStats:
         self.flops += other.flops
         self.data_s += other.data_s
         self.selection_s += other.selection_s
+        self.selection_flops += other.selection_flops
         self.final_loss = other.final_loss
         return self
 
@@ -173,7 +179,8 @@ def train(
     is added to every step's loss (a regulariser on the weights, computed outside any compiled graph)."""
     shard = getattr(loader, "shard", WHOLE)
     optimizer = _optimizer(model, recipe, body_lr_scale)
-    total_steps = recipe.epochs * len(loader)
+    total_steps = recipe.steps if recipe.steps is not None and len(loader) else recipe.epochs * len(loader)
+    epochs = math.ceil(total_steps / len(loader)) if len(loader) else 0
     if total_steps == 0:
         raise ValueError(
             f"{desc}: no training steps "
@@ -215,10 +222,12 @@ def train(
     sample = None  # a few images of the first batch, for counting FLOPs after training
     data_before_compile = 0.0
     timer = runtime.timer().start()  # CUDA events on GPU: the GPU's time, not the host's
-    for epoch in range(recipe.epochs):
+    for epoch in range(epochs):
         loader.set_epoch(epoch)
-        epoch_loss = torch.zeros((), device=runtime.device)
+        epoch_loss, epoch_steps = torch.zeros((), device=runtime.device), 0
         for images, labels in _timed_batches(loader, stats):
+            if stats.steps == total_steps:  # a step budget ends inside the last pass
+                break
             if sample is None:
                 sample = images[:8].clone()
             compiling, compile_next = compile_next, False
@@ -233,6 +242,7 @@ def train(
                 loss = step(step_fn, images, labels)
             scheduler.step()
             epoch_loss += loss.detach()
+            epoch_steps += 1
             stats.steps += 1
             stats.images += len(labels) * shard.world
             if compiling:
@@ -252,7 +262,7 @@ def train(
                 data_before_compile = stats.data_s
             progress.update()
         # one host sync per epoch: checking every step would stall the GPU pipeline
-        mean_loss = mean_over_ranks(epoch_loss, shard).item() / max(1, len(loader))
+        mean_loss = mean_over_ranks(epoch_loss, shard).item() / max(1, epoch_steps)
         if not math.isfinite(mean_loss):
             progress.close()
             raise Diverged(f"{desc}: loss became non-finite in epoch {epoch + 1}")

@@ -135,8 +135,22 @@ class AlphaMix(Strategy):
         if self.options.space == "weights":
             details["batchnorm"] = self.options.batchnorm
         cost = total_cost(models)
+        # the search's forward passes: the validation split once per alpha mixed in weight space (and the training
+        # split once more where BatchNorm is re-estimated), or once per end where outputs are mixed
+        passes = len(self.options.alphas) if self.options.space == "weights" else 2
+        search_flops = task.forward_flops(probe, "val") * passes if has_val else 0.0
+        if self.options.space == "weights" and self.options.batchnorm == "reestimate":
+            search_flops += task.forward_flops(probe, "train") * len(self.options.alphas)
         return [
-            Evaluation(metrics, cost, selection_s=search_s, alpha=alpha, selected=i == best, details=details)
+            Evaluation(
+                metrics,
+                cost,
+                selection_s=search_s,
+                selection_flops=search_flops,
+                alpha=alpha,
+                selected=i == best,
+                details=details,
+            )
             for i, (alpha, metrics) in enumerate(points)
         ]
 

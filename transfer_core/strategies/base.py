@@ -28,7 +28,7 @@ from ..data import Augmentation
 from ..datasets import PreparedData
 from ..registry import Registry
 from ..runtime import Runtime
-from ..training import TrainRecipe, TrainStats, predict, top_k_pct, train
+from ..training import TrainRecipe, TrainStats, count_flops_per_image, predict, top_k_pct, train
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Evaluation:
     metrics: dict[str, Optional[float]]
     stats: TrainStats  # target training cost behind this model
     selection_s: float = 0.0  # the strategy's own evaluation work beyond training (alpha-mix's search)
+    selection_flops: float = 0.0  # the forward passes of that work
     alpha: Optional[float] = None
     selected: bool = True  # for sweeps: whether this point is the one chosen on validation
     details: dict = field(default_factory=dict)
@@ -76,6 +77,12 @@ class TargetTask:
         """A randomly initialised backbone with a head for the target, seeded by the task's seed."""
         torch.manual_seed(self.seed)
         return self.runtime.prepare(create_backbone(self.backbone, self.target.num_classes, self.target.channels))
+
+    def forward_flops(self, model: torch.nn.Module, split: str) -> float:
+        """FLOPs of one forward pass of ``model`` over a split (what scoring it on validation costs)."""
+        images = next(iter(self.loader(split, train=False, batch_size=8, whole=True)))[0]
+        data = getattr(self.target, split)
+        return count_flops_per_image(model, images, backward=False, runtime=self.runtime) * len(data)
 
     def logits(self, model: torch.nn.Module, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return predict(model, self.loader(split, train=False), self.runtime)
