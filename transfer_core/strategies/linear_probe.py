@@ -42,8 +42,11 @@ class LinearProbe(Strategy):
         solver: Literal["lbfgs", "sgd"] = (
             "lbfgs"  # L-BFGS with L2 chosen on validation, or mini-batch SGD with the recipe
         )
-        # lbfgs: L2 strengths to try (penalty l2/2 * ||W||^2 on the mean loss), a log grid by default
-        l2_grid: list[float] = field(default_factory=lambda: [10.0**e for e in range(-6, 2)])
+        # lbfgs: L2 strengths to try (penalty l2/2 * ||W||^2 on the mean loss); by default Kornblith et al.'s
+        # 45 values log-spaced from 1e-6 to 1e5
+        l2_grid: list[float] = field(
+            default_factory=lambda: [float(f"{10 ** (-6 + 11 * i / 44):.3g}") for i in range(45)]
+        )
         max_iter: int = 200  # lbfgs: iterations per strength
 
         def __post_init__(self):
