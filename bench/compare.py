@@ -25,6 +25,7 @@ from tabulate import tabulate
 from .errors import BenchError
 from .records import DIRECTIONS, candidate
 from .results import read as read_results
+from .stats import MIN_SEEDS_FOR_TESTS
 from .text import number
 
 ALIASES = {"top1": "test_top1_pct", "top5": "test_top5_pct", "val_top1": "val_top1_pct"}
@@ -36,6 +37,7 @@ VERDICT_ORDER = [
     "config changed",
     "selection changed",
     "improved",
+    "within noise",  # beyond the threshold, but the paired test over seeds does not call it a drop
     "within threshold",
     "new",
     "no value",
@@ -162,6 +164,7 @@ def compare(
     allow_missing: bool = False,
     per_seed: bool = False,
     match_config: bool = True,
+    alpha: float = 0.05,
 ) -> Comparison:
     """Matches records by identity (cell id, candidate: α or grid point) and config hash; judges each threshold
     on the mean over the seeds both runs have (or on every cell with ``per_seed``). Unmatched and failed cells
@@ -182,8 +185,10 @@ def compare(
         return r["cell_id"], r.get("alpha") is None, r.get("alpha") or 0.0, candidate(r) or ""
 
     new_by_id = {identity(r): r for r in new_records}
+    new_selected = {r["cell_id"]: r for r in new_records if r.get("selected") is not False}
     changes: list[Change] = []
     matched: dict[tuple, list[tuple[dict, dict]]] = {}
+    results: dict[str, list[tuple[dict, dict]]] = {}  # the cells' selected records: what their rows report
     for base in sorted(base_records, key=order):
         if base.get("status") != "ok":
             continue  # nothing to regress from
@@ -196,9 +201,21 @@ def compare(
             changes.append(Change(*identity(base), "—", "failed", note=f"{new.get('status')}: {new.get('error')}"))
         else:
             matched.setdefault((_group(base, per_seed), candidate(base)), []).append((base, new))
+        chosen = new_selected.get(base["cell_id"])
+        if base.get("selected") is not False and chosen is not None and chosen.get("status") == "ok":
+            if not match_config or chosen.get("config_hash") == base.get("config_hash"):
+                results.setdefault(_group(base, per_seed), []).append((base, chosen))
+    for threshold in thresholds:
+        if threshold.metric in ACCURACY_METRICS:
+            for group, pairs in results.items():
+                changes.append(
+                    _accuracy_verdict(group if per_seed else f"{group} (n={len(pairs)})", pairs, threshold, alpha)
+                )
     for (group, which), pairs in matched.items():
         label = group if per_seed else f"{group} (n={len(pairs)})"
         for threshold in thresholds:
+            if threshold.metric in ACCURACY_METRICS:
+                continue  # judged above, on the selected candidates only
             values = [(_value(b, threshold.metric), _value(n, threshold.metric)) for b, n in pairs]
             values = [(b, n) for b, n in values if b is not None and n is not None]
             if not values:
@@ -238,6 +255,56 @@ def compare(
         if identity(new) not in base_ids:
             changes.append(Change(*identity(new), "—", "new", note="not in the baseline"))
     return Comparison(changes, allow_missing)
+
+
+ACCURACY_METRICS = {"test_top1_pct", "test_top5_pct", "val_top1_pct"}  # judged by a paired test over seeds
+
+
+def _accuracy_verdict(label: str, pairs: list[tuple[dict, dict]], threshold: Threshold, alpha: float) -> Change:
+    """An accuracy threshold on a cell's selected result (the candidate chosen on validation, in each run: what
+    its row reports), over the seeds both runs have. With 3 seeds or more it is ``regressed`` only when the mean
+    drop is beyond the threshold *and* a one-sided paired t-test over seeds says it is a drop (p < ``alpha``):
+    seed noise alone does not fail it, and a consistent drop does. With fewer, the threshold alone judges, and
+    the verdict says it is untested."""
+    from scipy import stats
+
+    values = [(_value(b, threshold.metric), _value(n, threshold.metric)) for b, n in pairs]
+    values = [(b, n) for b, n in values if b is not None and n is not None]
+    if not values:
+        return Change(label, "selected", threshold.metric, "no value", threshold=threshold)
+    before = sum(b for b, _ in values) / len(values)
+    after = sum(n for _, n in values) / len(values)
+    worse = threshold.worsening(before, after)
+    drops = [threshold.worsening(b, n) for b, n in values]
+    if worse is None or None in drops:
+        return Change(label, "selected", threshold.metric, "no value", before, after, threshold=threshold)
+    if len(drops) < MIN_SEEDS_FOR_TESTS:
+        p, note = None, f"fewer than {MIN_SEEDS_FOR_TESTS} seeds: the threshold alone, untested"
+    elif max(drops) == min(drops):  # no spread over seeds: the same change in every one
+        p = 0.0 if drops[0] > 0 else 1.0
+        note = f"paired over {len(drops)} seeds: the same change in each"
+    else:
+        p = float(stats.ttest_1samp(drops, 0.0, alternative="greater").pvalue)
+        note = f"paired t over {len(drops)} seeds: p = {p:.3g}"
+    beyond = abs(worse) > threshold.amount
+    if beyond and worse > 0:
+        verdict = "regressed" if p is None or p < alpha else "within noise"
+    elif beyond and worse < 0:
+        verdict = "improved"
+    else:
+        verdict = "within threshold"
+    return Change(
+        label,
+        "selected",
+        threshold.metric,
+        verdict,
+        before,
+        after,
+        threshold.change(before, after),
+        worse,
+        threshold,
+        note,
+    )
 
 
 def _selection_changes(base_records: list[dict], new_records: list[dict], match_config: bool = True) -> list[Change]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections import defaultdict
 from pathlib import Path
@@ -192,12 +193,48 @@ def save(fig, path: Path) -> Path:
     return write_file(path, buffer.getvalue())  # never through a link planted where the plot goes
 
 
-def figures(records: list[dict], rows) -> list[tuple[str, object]]:
+def performance_profiles(found):
+    """The share of each strategy's runs (every seed on every task) above each test top-1 τ (Agarwal et al.
+    2021); None without an aggregate."""
+    import numpy as np
+
+    from .aggregate import performance_profile
+
+    if found is None:
+        return None
+    everything = np.concatenate([m.reshape(-1) for m in found.scores.values()])
+    taus = np.linspace(everything.min() - 1, everything.max() + 1, 200)
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    for strategy, share in performance_profile(found, taus).items():
+        ax.plot(taus, share, label=strategy)
+    ax.set_xlabel("test top-1 τ (%)")
+    ax.set_ylabel("share of runs with top-1 > τ")
+    ax.set_title(f"Performance profiles over {len(found.tasks)} tasks × {len(found.seeds)} seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def critical_difference(found):
+    """autorank's critical-difference diagram of the mean ranks; None without a ranking."""
+    if found is None or found.ranking is None:
+        return None
+    from autorank import plot_stats
+
+    with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its table as it draws
+        ax = plot_stats(found.ranking, allow_insignificant=True)
+    return ax.figure
+
+
+def figures(records: list[dict], rows, found=None) -> list[tuple[str, object]]:
     """(file stem, figure) for every plot these results can draw."""
     drawn = (
         ("accuracy_vs_compute", accuracy_vs_compute(rows)),
         ("alpha_curve", alpha_curve(records)),
         ("regimes", regime_curve(records)),
+        ("performance_profile", performance_profiles(found)),
+        ("critical_difference", critical_difference(found)),
     )
     return [(stem, fig) for stem, fig in drawn if fig is not None]
 
@@ -213,12 +250,13 @@ def svg_text(fig) -> str:
     return inline_svg(buffer.getvalue())
 
 
-def write_plots(records: list[dict], rows, directory: Path) -> list[Path]:
-    """accuracy_vs_compute, alpha_curve and regimes (where there is something to draw), each as PNG and SVG,
-    into ``directory``."""
+def write_plots(records: list[dict], rows, directory: Path, found=None) -> list[Path]:
+    """accuracy_vs_compute, alpha_curve, regimes, and with an aggregate across tasks (``found``) the performance
+    profiles and the critical-difference diagram (where there is something to draw), each as PNG and SVG, into
+    ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, fig in figures(records, rows):
+    for stem, fig in figures(records, rows, found):
         written += [save(fig, directory / f"{stem}.png"), save(fig, directory / f"{stem}.svg")]
         plt.close(fig)
     return written

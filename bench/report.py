@@ -334,8 +334,43 @@ def notes(results: Results) -> list[str]:
     return lines
 
 
-def report_markdown(results: Results, title: str) -> str:
-    """The report file: a title, how the numbers were obtained, the table, the plots if written."""
+def aggregate_lines(found) -> list[str]:
+    """The scores across tasks (``bench.aggregate``) as sentences, or none when there is too little."""
+    if found is None:
+        return []
+
+    def estimate(value) -> str:
+        point, low, high = value
+        return f"{point:.2f} [{low:.2f}, {high:.2f}]"
+
+    tasks = "; ".join(f"{s} → {t} ({b})" for s, t, b in found.tasks)
+    lines = [
+        f"Across {len(found.tasks)} tasks ({tasks}), on the {len(found.seeds)} seeds all have: interquartile mean "
+        "(IQM) of test top-1 over every run, with its 95% stratified bootstrap interval (each task's seeds "
+        "resampled on their own, 2,000 resamples): "
+        + "; ".join(f"{s} {estimate(v)}" for s, v in sorted(found.iqm.items(), key=lambda kv: -kv[1][0]))
+        + "."
+    ]
+    if found.improvement:
+        lines.append(
+            f"Probability of improvement over {found.baseline} (P(a run of the strategy beats a run of "
+            f"{found.baseline}), averaged over tasks, with the same bootstrap interval): "
+            + "; ".join(f"{s} {estimate(v)}" for s, v in found.improvement.items())
+            + "."
+        )
+    if found.mean_rank:
+        ranks = "; ".join(f"{s} {r:.2f}" for s, r in sorted(found.mean_rank.items(), key=lambda kv: kv[1]))
+        lines.append(
+            f"Mean rank over {len(found.seeds) * len(found.tasks)} (task, seed) blocks (1 = best): {ranks}. Friedman "
+            f"test p = {found.friedman_p:.3g}; Nemenyi critical difference {found.critical_difference:.2f} "
+            "(autorank): two strategies whose mean ranks differ by less are not told apart."
+        )
+    return lines
+
+
+def report_markdown(results: Results, title: str, found=None) -> str:
+    """The report file: a title, how the numbers were obtained, the table, the plots if written, and the
+    scores across tasks where there are several (``found``: ``bench.aggregate.aggregate`` of the rows)."""
     rows = summarise_rows(results.records, results.plan)
     written = [markdown_escape(line) for line in notes(results)]
     body = [f"# {markdown_escape(title)}", "", written[0], "", render_markdown(rows), ""]
@@ -347,6 +382,12 @@ def report_markdown(results: Results, title: str) -> str:
     ):
         if (results.directory / f"{stem}.png").is_file():
             body.append(f"![{caption}]({stem}.png)\n")
+    across = aggregate_lines(found)
+    if across:
+        body += ["## Across tasks", ""] + [markdown_escape(line) + "\n" for line in across]
+        for stem, caption in (("performance_profile", "Performance profiles"), ("critical_difference", "Mean ranks")):
+            if (results.directory / f"{stem}.png").is_file():
+                body.append(f"![{caption}]({stem}.png)\n")
     grids = grid_table(results.records)
     if grids:
         body += [
@@ -364,15 +405,17 @@ def report_markdown(results: Results, title: str) -> str:
 def write_reports(results: Results, title: str) -> list[Path]:
     """Every artefact, into the results folder: report.md/.tex/.csv/.html and the plots (PNG and SVG)."""
     from . import plots
+    from .aggregate import aggregate
 
     rows = summarise_rows(results.records, results.plan)
-    written = plots.write_plots(results.records, rows, results.directory)
+    found = aggregate(rows)
+    written = plots.write_plots(results.records, rows, results.directory, found)
     svgs = [plots.inline_svg(path.read_text(encoding="utf-8")) for path in written if path.suffix == ".svg"]
     outputs = {
-        "report.md": report_markdown(results, title),
+        "report.md": report_markdown(results, title, found),
         "report.tex": render_latex(rows, caption=f"{title}. {notes(results)[0]}"),
         "report.csv": render_csv(rows),
-        "report.html": render_html(rows, title, notes(results), svgs),
+        "report.html": render_html(rows, title, notes(results) + aggregate_lines(found), svgs),
     }
     for name, text in outputs.items():
         write_file(results.directory / name, text)

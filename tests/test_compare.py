@@ -2,6 +2,7 @@
 catching regressions injected into the training code."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -214,3 +215,36 @@ def test_the_ci_recipe_catches_injected_regressions(tmp_path):
     assert not any("test_top1_pct" in line and "regressed" in line for line in lines)  # only slower, not worse
     records = [json.loads(line) for line in (tmp_path / "slow" / "records.jsonl").read_text().splitlines()]
     assert all(r["status"] == "ok" for r in records)
+
+
+def test_accuracy_is_judged_by_a_paired_test_over_seeds_on_the_selected_candidates_only():
+    from scipy import stats
+
+    def run(drops, base_top1=80.0):
+        base = [record(s, test_top1_pct=base_top1) for s in range(len(drops))]
+        new = [record(s, test_top1_pct=base_top1 - d) for s, d in enumerate(drops)]
+        (change,) = [c for c in compare(base, new, parse_thresholds("top1:-0.5pp")).changes]
+        return change
+
+    # a mean drop of 0.6 pp, beyond the threshold, but seed noise: t = 0.6 / (1.294 / √5) with 4 dof, p ≈ 0.18
+    noisy = run([1.0, -0.5, 2.0, -1.0, 1.5])
+    t = 0.6 / (math.sqrt(6.7 / 4) / math.sqrt(5))
+    assert noisy.verdict == "within noise" and f"p = {stats.t.sf(t, 4):.3g}" in noisy.note
+    assert stats.t.sf(t, 4) == pytest.approx(0.1795, abs=1e-3)
+    # a consistent 2 pp drop: regressed; the same drop on every seed (no spread): regressed too
+    assert run([1.9, 2.1, 2.0, 1.8, 2.2]).verdict == "regressed"
+    assert run([2.0] * 5).verdict == "regressed"
+    assert run([0.2] * 5).verdict == "within threshold"  # significant, but under the threshold
+    # two seeds cannot test: the threshold alone, and the verdict says so
+    two = run([0.6, 0.7])
+    assert two.verdict == "regressed" and "untested" in two.note
+
+    # a candidate no run selected (an alpha-mix alpha not chosen) is not judged on accuracy, however it moved
+    def mix(seed, alpha, selected, top1):
+        return {**record(seed, strategy="alpha_mix", test_top1_pct=top1), "alpha": alpha, "selected": selected}
+
+    base = [mix(s, a, a == 0.5, 80.0 if a == 0.5 else 60.0) for s in range(3) for a in (0.0, 0.5)]
+    new = [mix(s, a, a == 0.5, 80.0 if a == 0.5 else 40.0) for s in range(3) for a in (0.0, 0.5)]
+    comparison = compare(base, new, parse_thresholds("top1:-0.5pp"))
+    judged = [c for c in comparison.changes if c.metric == "test_top1_pct"]
+    assert [(c.candidate, c.verdict) for c in judged] == [("selected", "within threshold")] and not comparison.failed

@@ -1,6 +1,8 @@
 """Equal-budget tuning (every strategy that trains gets the same number of trials from its search space) and
 refit (the chosen settings retrained on train + validation before the test evaluation)."""
 
+import math
+
 import pytest
 from conftest import tiny_suite
 
@@ -31,6 +33,10 @@ def test_every_strategy_that_trains_gets_the_same_number_of_distinct_trials_draw
                 low, high = STRATEGIES.get(name).search_space["lr"]["log"]
                 assert low <= point["lr"] <= high
         assert [p.recipe.lr for p in spec.points()] == [p["lr"] for p in points]
+        # a Latin hypercube: one learning rate in each fifth of the range, on its log scale
+        low, high = STRATEGIES.get(name).search_space["lr"]["log"]
+        fifths = sorted(int(5 * math.log(p["lr"] / low) / math.log(high / low) - 1e-9) for p in points)
+        assert fifths == [0, 1, 2, 3, 4], name
     assert all(p["sp_weight"] in (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0) for p in suite.strategy("l2_sp").trials)
     # the L-BFGS probe sweeps its own L2 strength; alpha-mix trains nothing: neither gets trials
     assert not suite.strategy("linear_probe").trials and not suite.strategy("alpha_mix").trials
