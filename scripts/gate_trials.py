@@ -7,6 +7,10 @@ what. Faults:
     harmless   a commit that changes a comment
     slow20     a commit that makes every train step 20% slower (it sleeps a fifth of the step's own time)
     top1-1pt   a commit that lowers every top-1 by one point (at the metric)
+    top1-2pt   the same, two points
+    numerics   a commit that changes only the order of a reduction (the loss summed, then divided by the
+               batch size, instead of averaged): other rounding, the same model in exact arithmetic; every
+               failure is a false alarm
 
     python scripts/gate_trials.py --fault none --runs 10 --json results/gate/trials-none.json
     python scripts/gate_trials.py --fault slow20 --runs 10 --parts speed --json results/gate/trials-slow20.json
@@ -49,6 +53,21 @@ FAULTS = {
             "transfer_core/training.py",
             "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()\n",
             "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item() - 1.0\n",
+        )
+    ],
+    "top1-2pt": [
+        (
+            "transfer_core/training.py",
+            "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()\n",
+            "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item() - 2.0\n",
+        )
+    ],
+    "numerics": [
+        (
+            "transfer_core/training.py",
+            "F.cross_entropy(forward(images), labels, label_smoothing=recipe.label_smoothing)",
+            "F.cross_entropy(forward(images), labels, label_smoothing=recipe.label_smoothing, reduction='sum')"
+            " / len(labels)",
         )
     ],
 }
