@@ -11,6 +11,7 @@ a self-contained HTML page with the plots inline.
 
 from __future__ import annotations
 
+import html
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -198,10 +199,20 @@ def _mark_best(rows: list[Row]) -> None:
     best.best = len(best.top1_by_seed) >= MIN_SEEDS_FOR_TESTS
 
 
-def grid_table(records: list[dict]) -> str:
-    """Every point of each strategy trained over a grid: mean validation and test top-1 over seeds, and how
-    many seeds selected it (under refit, the point the refit model retrained). Empty when no strategy has a
-    grid."""
+GRID_HEADERS = [
+    "source → target",
+    "backbone",
+    "strategy",
+    "grid point",
+    "val top-1 (%)",
+    "test top-1 (%)",
+    "selected (seeds)",
+]
+
+
+def grid_rows(records: list[dict]) -> list[list[str]]:
+    """Every point of each strategy trained over a grid or tuned: mean validation and test top-1 over seeds, and
+    how many seeds selected it (under refit, the point the refit model retrained). Empty when none is."""
     trained = [r for r in records if r.get("status") == "ok" and r.get("grid_point")]
     chosen = Counter(
         (r["source"], r["target"], r["backbone"], r["strategy"], point_label(r["grid_point"]))
@@ -210,7 +221,7 @@ def grid_table(records: list[dict]) -> str:
     )
     df = table_frame([r for r in trained if not (r.get("details") or {}).get("refit")])  # the points as trained
     if not len(df):
-        return ""
+        return []
     df["point"] = df["grid_point"].map(point_label)
     order = _orderer(strategy_info(records))
     table = []
@@ -225,29 +236,49 @@ def grid_table(records: list[dict]) -> str:
         for label, point in sorted(points.iterrows(), key=lambda item: _point_order(item[1]["first"])):
             table.append(
                 [
-                    markdown_escape(f"{source} → {target}"),
-                    markdown_escape(backbone),
-                    markdown_escape(strategy),
-                    markdown_escape(label),
+                    f"{source} → {target}",
+                    backbone,
+                    strategy,
+                    label,
                     number(_number_or_none(point["val"]), ".2f"),
                     number(_number_or_none(point["test"]), ".2f"),
                     f"{chosen[(*key, label)]} of {int(point['seeds'])}",
                 ]
             )
-    headers = [
-        "source → target",
-        "backbone",
-        "strategy",
-        "grid point",
-        "val top-1 (%)",
-        "test top-1 (%)",
-        "selected (seeds)",
-    ]
-    return tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)
+    return table
+
+
+def grid_html(results: Results) -> str:
+    """The grid points' section of the HTML page, or "" without a grid."""
+    table = grid_table(results.records, "html")
+    return f"<h2>Grid points</h2><p>{html.escape(GRID_NOTE)}</p>{table}" if table else ""
+
+
+GRID_NOTE = (
+    "Every point of each strategy trained over a grid or tuned (means over seeds); the table above shows the point "
+    "each seed selected on validation."
+)
+
+
+def grid_table(records: list[dict], fmt: str = "github") -> str:
+    """The grid points as a table: ``github`` markdown (cells escaped) or ``html``; "" when there are none."""
+    rows = grid_rows(records)
+    if not rows:
+        return ""
+    if fmt == "github":
+        rows = [[markdown_escape(cell) for cell in row] for row in rows]
+    return tabulate(rows, headers=GRID_HEADERS, tablefmt=fmt, disable_numparse=True)
 
 
 def render(records: list[dict], fmt: str = "markdown", plan: Optional[dict] = None) -> str:
     return render_rows(summarise_rows(latest_records(records), plan), fmt)
+
+
+def _setting(value) -> str:
+    """A runtime setting as the header shows it: switches on / off, the rest as written."""
+    if isinstance(value, bool) or value is None:
+        return {True: "on", False: "off", None: "none"}[value]
+    return str(value)
 
 
 def provenance_line(records: list[dict]) -> str:
@@ -257,8 +288,9 @@ def provenance_line(records: list[dict]) -> str:
     last = ok[-1]["provenance"]
     commit = commit_label(last)
     dates = sorted(r["provenance"].get("finished_at", "") for r in ok)
+    runtime = ", ".join(f"{k} {_setting(v)}" for k, v in (last.get("runtime") or {}).items()) or "defaults"
     return (
-        f"Measured on {last.get('device_name')} with torch {last.get('torch')}, runtime {last.get('runtime')}, "
+        f"Measured on {last.get('device_name')} with torch {last.get('torch')}, runtime: {runtime}; "
         f"commit {commit}, between {dates[0]} and {dates[-1]} (UTC); command: `{last.get('command')}`."
     )
 
@@ -393,8 +425,7 @@ def report_markdown(results: Results, title: str, found=None) -> str:
         body += [
             "## Grid points",
             "",
-            "Every point of each strategy trained over a grid (means over seeds); the table above "
-            "shows the point each seed selected on validation.",
+            GRID_NOTE,
             "",
             grids,
             "",
@@ -415,7 +446,7 @@ def write_reports(results: Results, title: str) -> list[Path]:
         "report.md": report_markdown(results, title, found),
         "report.tex": render_latex(rows, caption=f"{title}. {notes(results)[0]}"),
         "report.csv": render_csv(rows),
-        "report.html": render_html(rows, title, notes(results) + aggregate_lines(found), svgs),
+        "report.html": render_html(rows, title, notes(results) + aggregate_lines(found), svgs, grid_html(results)),
     }
     for name, text in outputs.items():
         write_file(results.directory / name, text)

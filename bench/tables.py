@@ -195,8 +195,9 @@ def render_latex(rows: list[Row], caption: str = "") -> str:
     return "\n".join(lines)
 
 
-def render_html(rows: list[Row], title: str, notes: list[str], figures: list[str]) -> str:
-    """One self-contained page: the table, the notes, and the plots as inline SVG (nothing fetched)."""
+def render_html(rows: list[Row], title: str, notes: list[str], figures: list[str], extra: str = "") -> str:
+    """One self-contained page: the table, the notes, ``extra`` HTML (the grid points' table), and the plots
+    as inline SVG (nothing fetched)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = []
     for row in rows:
@@ -213,7 +214,7 @@ def render_html(rows: list[Row], title: str, notes: list[str], figures: list[str
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{paragraphs}"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{extra}"
         + "".join(f"<figure>{svg}</figure>" for svg in figures)
         + "</body></html>\n"
     )
