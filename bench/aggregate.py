@@ -139,10 +139,11 @@ def _rank(found: Aggregate) -> None:
         return
     with contextlib.redirect_stdout(io.StringIO()):  # it prints what it chose even when not verbose
         result = autorank(blocks, alpha=1 - CONFIDENCE, verbose=False, order="descending", force_mode="nonparametric")
-    found.ranking = result
     found.mean_rank = {s: float(result.rankdf.loc[s, "meanrank"]) for s in found.scores}
-    found.friedman_p = float(result.pvalue)
-    found.critical_difference = None if result.cd is None else float(result.cd)
+    if result.omnibus == "friedman":  # two strategies get a Wilcoxon test instead: no critical difference to draw
+        found.ranking = result
+        found.friedman_p = float(result.pvalue)
+        found.critical_difference = None if result.cd is None else float(result.cd)
 
 
 def performance_profile(found: Aggregate, taus: np.ndarray) -> dict[str, np.ndarray]:

@@ -212,7 +212,8 @@ class Builder:
         """Builds ``artifact`` from its dependencies' outcomes; failures become the outcome's status."""
         started = time.perf_counter()
         reset_peak_memory(self.runtime.device)
-        file_hashes.flush()  # a worker that prepared data keeps what it hashed for the next one
+        if self.runtime.shard.is_main:  # a worker that prepared data keeps what it hashed for the next one
+            file_hashes.flush()
         failed = next((o for key, o in inputs.items() if not o.ok and key not in _trials(artifact)), None)
         if failed is None and isinstance(artifact, SelectionArtifact) and not any(o.ok for o in inputs.values()):
             failed = inputs[artifact.points[-1][1]]  # every trial failed: so has the strategy
@@ -404,7 +405,7 @@ class Builder:
             "selected_key": artifact.points[chosen][1],
             "data_fingerprint": target.fingerprint,
             "peak_mem_mib": max(inputs[key].meta.get("peak_mem_mib") or 0.0 for _, key in artifact.points),
-            "peak_mem_kind": next(iter(inputs.values())).meta.get("peak_mem_kind"),
+            "peak_mem_kind": next(o for o in inputs.values() if o.ok).meta.get("peak_mem_kind"),
             "trained_at": _now(),
             **measured_peaks(self.runtime.device),
         }

@@ -36,6 +36,7 @@ VERDICT_ORDER = [
     "missing",
     "config changed",
     "selection changed",
+    "trial failed",  # a trial of a grid or tuning search that trained before: shown, not blocking
     "improved",
     "within noise",  # beyond the threshold, but the paired test over seeds does not call it a drop
     "within threshold",
@@ -197,6 +198,10 @@ def compare(
             changes.append(Change(*identity(base), "—", "missing", note="no record in NEW"))
         elif match_config and new.get("config_hash") != base.get("config_hash"):
             changes.append(Change(*identity(base), "—", "config changed", note="same cell, different configuration"))
+        elif new.get("status") != "ok" and new.get("selected") is False:  # a trial of a search: a result, not a failure
+            changes.append(
+                Change(*identity(base), "—", "trial failed", note=f"{new.get('status')}: {new.get('error')}")
+            )
         elif new.get("status") != "ok":
             changes.append(Change(*identity(base), "—", "failed", note=f"{new.get('status')}: {new.get('error')}"))
         else:

@@ -224,7 +224,7 @@ def critical_difference(found):
 
     with contextlib.redirect_stdout(io.StringIO()):  # autorank prints its table as it draws
         ax = plot_stats(found.ranking, allow_insignificant=True)
-    return ax.figure
+    return None if ax is None else ax.figure
 
 
 def figures(records: list[dict], rows, found=None) -> list[tuple[str, object]]:

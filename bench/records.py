@@ -218,11 +218,13 @@ def point_label(point: Optional[dict]) -> str:
 
 def candidate(record: dict) -> Optional[str]:
     """Which of a cell's candidates a record is about: alpha-mix's alpha (``α=0.5``), a grid's point
-    (``lr=0.03, weight_decay=0``), or None for a cell with one result."""
+    (``lr=0.03, weight_decay=0``), the chosen point retrained on train + validation (``lr=0.03 (refit)``,
+    beside that point's own record), or None for a cell with one result."""
     if record.get("alpha") is not None:
         return f"α={record['alpha']:g}"
     if record.get("grid_point"):
-        return point_label(record["grid_point"])
+        refit = " (refit)" if (record.get("details") or {}).get("refit") else ""
+        return point_label(record["grid_point"]) + refit
     return None
 
 

@@ -331,8 +331,8 @@ def notes(results: Results) -> list[str]:
     budgets = step_budgets(results.records)
     if budgets:
         lines.append(
-            "Training length per size of a data-size sweep (optimisation steps of the selected model, the mean "
-            "over seeds; a strategy with a step budget trains every size as long): "
+            "Training length per size of a data-size sweep (optimisation steps behind each row: every model it is "
+            "built from, every trial and refit of a search included; the mean over seeds): "
             + "; ".join(f"{strategy} at {target}: {steps:,.0f}" for (target, strategy), steps in budgets.items())
         )
     if pretrained:
@@ -392,10 +392,14 @@ def aggregate_lines(found) -> list[str]:
         )
     if found.mean_rank:
         ranks = "; ".join(f"{s} {r:.2f}" for s, r in sorted(found.mean_rank.items(), key=lambda kv: kv[1]))
-        lines.append(
-            f"Mean rank over {len(found.seeds) * len(found.tasks)} (task, seed) blocks (1 = best): {ranks}. Friedman "
-            f"test p = {found.friedman_p:.3g}; Nemenyi critical difference {found.critical_difference:.2f} "
+        tested = (
+            f" Friedman test p = {found.friedman_p:.3g}; Nemenyi critical difference {found.critical_difference:.2f} "
             "(autorank): two strategies whose mean ranks differ by less are not told apart."
+            if found.critical_difference is not None
+            else ""
+        )
+        lines.append(
+            f"Mean rank over {len(found.seeds) * len(found.tasks)} (task, seed) blocks (1 = best): {ranks}.{tested}"
         )
     return lines
 

@@ -160,6 +160,8 @@ class Runner:
                         f"target {target.name} {target.channels}-channel; a backbone cannot take both"
                     )
         if self.shard.is_main:
+            if self.shard.world > 1:  # the data passed its checks: the other ranks read these hashes, not the files
+                file_hashes.flush()
             barrier(self.shard)
 
     def _screen_for_dali(self, role: str, spec, data, screened: set[str]) -> None:
@@ -325,8 +327,11 @@ class Runner:
             self.store.append([r for r in outcome.records if r["cell_id"] in cells])
         for cell_id in sorted(cells):
             summary.ran += 1
-            head = next(r for r in outcome.records if r["cell_id"] == cell_id and r.get("selected"))
-            if head["status"] == "ok":
+            head = next((r for r in outcome.records if r["cell_id"] == cell_id and r.get("selected")), None)
+            if head is None:  # no candidate of the cell was chosen (its chosen model could not be loaded)
+                summary.failed.append(cell_id)
+                self.log(f"  {cell_id}: no selected result")
+            elif head["status"] == "ok":
                 chosen = f" ({candidate(head)})" if candidate(head) else ""
                 self.log(
                     f"  {cell_id}: ok{chosen}: test top-1 {head['metrics']['test_top1_pct']:.2f}%, "

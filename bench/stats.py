@@ -62,10 +62,11 @@ MIN_SEEDS_FOR_TESTS = 3  # with 2 seeds a t interval has one degree of freedom: 
 def holm_paired_tests(
     rows_by_seed: list[dict], best_by_seed: dict, alpha: float = 1 - CONFIDENCE
 ) -> list[Optional[float]]:
-    """Each row against the best: the paired t-test (two-sided, on the seeds both have) of row − best, its
-    p-values Holm-corrected across the rows (the family of comparisons made to pick the bold rows). None
-    for a row sharing fewer than ``MIN_SEEDS_FOR_TESTS`` seeds with the best: it is not tested. Seeds with
-    identical differences (no spread) give p = 0 for a nonzero gap and 1 for none."""
+    """Each row against the best: the one-sided paired t-test (on the seeds both have) that the row is worse
+    than the best, its p-values Holm-corrected across the rows (the family of comparisons made to pick the
+    bold rows). None for a row sharing fewer than ``MIN_SEEDS_FOR_TESTS`` seeds with the best: it is not
+    tested. Seeds with identical differences (no spread) give p = 0 for a row below the best on every seed
+    and 1 otherwise."""
     from scipy import stats
     from statsmodels.stats.multitest import multipletests
 
@@ -77,9 +78,10 @@ def holm_paired_tests(
             continue
         gaps = [by_seed[s] - best_by_seed[s] for s in seeds]
         if max(gaps) == min(gaps):  # no spread: the t statistic is undefined
-            raw.append(0.0 if gaps[0] != 0 else 1.0)
+            raw.append(0.0 if gaps[0] < 0 else 1.0)
         else:
-            raw.append(float(stats.ttest_rel([by_seed[s] for s in seeds], [best_by_seed[s] for s in seeds]).pvalue))
+            row, best = [by_seed[s] for s in seeds], [best_by_seed[s] for s in seeds]
+            raw.append(float(stats.ttest_rel(row, best, alternative="less").pvalue))
     tested = [p for p in raw if p is not None]
     if not tested:
         return raw

@@ -642,9 +642,11 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
             spec = default_strategy_spec(ingredient, {}, train)
             ingredients.append(spec)
             pending += STRATEGIES.get(ingredient).ingredients_of(spec.options)
+    tunes = bool(_mapping(top.get("tuning"), "tuning").get("trials"))  # checked below; trials choose too
     for strategy in strategies + ingredients:  # listed or built as an ingredient: either way it chooses
         for where, target in placed:
-            chooses = STRATEGIES.get(strategy.name).chooses_on_validation(strategy.options) or strategy.searched
+            cls = STRATEGIES.get(strategy.name)
+            chooses = cls.chooses_on_validation(strategy.options) or strategy.searched or (tunes and cls.trains)
             if chooses and target.selection.val_fraction == 0:
                 raise SuiteError(
                     f"{where}.val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
@@ -720,6 +722,11 @@ def _tuned(spec: StrategySpec, tuning: Tuning, train: dict) -> StrategySpec:
     its L2 strength on validation (its ``l2_grid``), at a fraction of one fine-tune's cost."""
     cls = STRATEGIES.get(spec.name)
     probe_sweeps = spec.name == "linear_probe" and spec.options.solver == "lbfgs"
+    if probe_sweeps and spec.name in tuning.space:
+        raise SuiteError(
+            "tuning.space.linear_probe: the L-BFGS probe gets no trials (it sweeps its l2_grid on validation); "
+            "set l2_grid in its section, or give it solver: sgd to tune its recipe"
+        )
     if not tuning.trials or not cls.trains or probe_sweeps:
         return spec
     where = f"tuning.space.{spec.name}"
@@ -741,7 +748,14 @@ def _tuned(spec: StrategySpec, tuning: Tuning, train: dict) -> StrategySpec:
         except ValueError as e:
             raise SuiteError(f"{where}: trial {i} ({point_text(point)}): {e}") from None
         points.append(point)
-    return dataclasses.replace(spec, trials=tuple(points))
+    tuned = dataclasses.replace(spec, trials=tuple(points))
+    read = {repr(cls.key_settings(p.options, p.recipe)) for p in tuned.points()}
+    if len(read) < len(points):  # a setting it does not read would train one model several times
+        raise SuiteError(
+            f"{where}: {spec.name} does not read every setting of this space with its settings ({', '.join(space)}), "
+            "so some trials would be the same model; leave those settings out"
+        )
+    return tuned
 
 
 def point_text(point: dict) -> str:

@@ -78,3 +78,16 @@ def test_the_report_shows_the_scores_across_tasks_in_markdown_html_and_plots(tmp
     html = (tmp_path / "report.html").read_text()
     assert "Probability of improvement over scratch" in html
     assert html.count("<svg") == 3  # accuracy against compute, the profiles, the mean ranks
+
+
+def test_two_strategies_get_ranks_but_no_critical_difference():
+    two = {
+        (t, s): v for t in ("b1", "b2") for s, v in (("scratch", [1.0, 2.0, 3.0]), ("full_finetune", [2.0, 3.5, 4.0]))
+    }
+    found = aggregate(rows(two))  # autorank tests two strategies by Wilcoxon: no Friedman, nothing to draw
+    assert found.mean_rank["full_finetune"] < found.mean_rank["scratch"]
+    assert found.critical_difference is None and found.ranking is None
+    from bench.plots import critical_difference
+    from bench.report import aggregate_lines
+
+    assert critical_difference(found) is None and "Friedman" not in " ".join(aggregate_lines(found))

@@ -123,6 +123,17 @@ def test_a_changed_alpha_is_its_own_verdict_and_does_not_block():
     ]
 
 
+def test_a_failed_trial_of_a_search_is_shown_and_does_not_block():
+    def trial(lr, selected, status="ok"):
+        return {**record(0, status=status, test_top1_pct=50.0), "grid_point": {"lr": lr}, "selected": selected}
+
+    base = [trial(0.01, True), trial(1.0, False)]
+    new = [trial(0.01, True), trial(1.0, False, status="diverged")]
+    comparison = compare(base, new, parse_thresholds("top1:-0.5pp"))
+    assert [c.verdict for c in comparison.changes if c.candidate == "lr=1"] == ["trial failed"]
+    assert not comparison.failed
+
+
 def test_a_percent_threshold_against_a_zero_baseline_is_an_error():
     base, new = [record(target_compile_s=0.0)], [record(target_compile_s=3.0)]
     with pytest.raises(CompareError, match=r"target_compile_s is 0 in the baseline.*absolute threshold"):

@@ -99,16 +99,19 @@ def test_bold_is_the_best_and_what_is_not_significantly_worse_per_source_target_
 
 def test_holm_corrected_paired_tests_against_the_best_on_known_answers():
     best = {0: 50.0, 1: 50.0, 2: 50.0, 3: 50.0}
-    # row − best: gaps 1, 2, 3 (mean 2, sd 1): t = 2 / (1 / √3) with 2 degrees of freedom
+    # row − best: gaps −1, −2, −3 (mean −2, sd 1): t = −2 / (1 / √3) with 2 degrees of freedom, one-sided (worse)
     below = {0: 49.0, 1: 48.0, 2: 47.0}
-    p_below = 2 * stats.t.sf(2 * math.sqrt(3), 2)
-    assert p_below == pytest.approx(0.0742, abs=1e-4)
+    p_below = stats.t.sf(2 * math.sqrt(3), 2)
+    assert p_below == pytest.approx(0.0371, abs=1e-4)
     flat = {0: 40.0, 1: 40.0, 2: 40.0}  # the same gap on every seed: no spread, p = 0
     tied = {0: 50.0, 1: 50.0, 2: 50.0}  # no gap: p = 1
     two_seeds = {0: 10.0, 1: 11.0}  # fewer than 3 seeds in common: untested
     p = holm_paired_tests([below, flat, tied, two_seeds], best)
-    # Holm over the three tested: sorted raw p 0, 0.0742, 1 times 3, 2, 1, kept monotone and ≤ 1
+    # Holm over the three tested: sorted raw p 0, 0.0371, 1 times 3, 2, 1, kept monotone and ≤ 1
     assert p[1] == 0.0 and p[0] == pytest.approx(2 * p_below) and p[2] == 1.0 and p[3] is None
+    # one-sided: a row above the best on the seeds they share is not worse (p near 1), whatever its mean elsewhere
+    above = {0: 51.0, 1: 52.0, 2: 53.5}
+    assert holm_paired_tests([above], best)[0] > 0.95
 
 
 def test_sizes_in_target_names_sort_as_numbers():

@@ -169,8 +169,10 @@ def test_refit_retrains_the_chosen_trial_on_train_and_validation_and_is_the_row(
     assert rows["scratch"].top1.mean == next(
         r["metrics"]["test_top1_pct"] for r in records if r["strategy"] == "scratch" and r["selected"]
     )
+    # the refit is a candidate of its own: the latest records keep it beside the trial it retrained
+    assert len([r for r in latest_records(records) if r["strategy"] == "scratch"]) == 3
     # the grid table shows each trial as trained, and counts the one the refit retrained as selected
-    lines = [line for line in grid_table(records).splitlines()[2:] if "scratch" in line]
+    lines = [line for line in grid_table(latest_records(records)).splitlines()[2:] if "scratch" in line]
     assert sorted(line.split("|")[7].strip() for line in lines) == ["0 of 1", "1 of 1"]
 
 
@@ -180,3 +182,21 @@ def test_refit_without_a_search_retrains_the_one_fit_and_keeps_the_probes_choice
     assert probe["details"]["refit"] and probe["selected"] and probe["details"]["refit_images"] == 120
     by_l2 = probe["details"]["val_top1_pct_by_l2"]
     assert probe["metrics"]["val_top1_pct"] == by_l2[f"{probe['details']['l2']:g}"] == max(by_l2.values())
+
+
+def test_a_space_the_strategy_does_not_read_and_a_space_for_the_lbfgs_probe_are_refused():
+    sgd_probe = tuned(
+        {"trials": 2, "space": {"linear_probe": {"max_iter": [100, 200]}}}, linear_probe={"solver": "sgd"}
+    )
+    with pytest.raises(SuiteError, match="does not read every setting"):
+        parse_suite(sgd_probe)
+    lbfgs_probe = tuned({"trials": 2, "space": {"linear_probe": {"max_iter": [100, 200]}}}, linear_probe={})
+    with pytest.raises(SuiteError, match="the L-BFGS probe gets no trials"):
+        parse_suite(lbfgs_probe)
+
+
+def test_trials_without_refit_need_a_validation_split():
+    raw = tuned({"trials": 2}, scratch={"epochs": 1})
+    raw["targets"][0]["val_fraction"] = 0
+    with pytest.raises(SuiteError, match="chooses on validation data"):
+        parse_suite(raw)
