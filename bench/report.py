@@ -347,7 +347,7 @@ def notes(results: Results) -> list[str]:
     lines.append(
         f"Test top-1 is the mean over seeds ± the half-width of its {CONFIDENCE:.0%} confidence interval (Student t, "
         "n−1 degrees of freedom; none with one seed). In bold, per source, target and backbone: "
-        "the best mean and every row not significantly worse than it (paired t-test on the seeds both have, "
+        "the best mean and every row not significantly worse than it (one-sided paired t-test on the seeds both have, "
         "Holm-corrected across the comparisons with the best, p ≥ 0.05); with fewer than "
         f"{MIN_SEEDS_FOR_TESTS} seeds nothing is bold, as two seeds cannot tell rows apart. "
         "Δ vs scratch is the paired difference on the seeds both have, with its interval. α-mix rows "
