@@ -338,9 +338,8 @@ class Builder:
         self.log(f"  {artifact.name}: trained in {stats.train_s:.1f}s, test top-1 {meta['test_top1_pct']:.1f}%")
         return meta
 
-    def _fitted(self, artifact: FittedArtifact, inputs: dict[str, Outcome]) -> dict:
-        target = self.data(artifact.target, artifact.settings["target"]["fingerprint"], test_split=False)
-        task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
+    def _starts(self, artifact, inputs: dict[str, Outcome], target: PreparedData) -> tuple[Optional[Classifier], dict]:
+        """What a fit starts from: a fresh copy of the source model (if it uses one) and its ingredients' models."""
         source = None
         if artifact.source_key is not None:
             source_meta = inputs[artifact.source_key].meta
@@ -354,6 +353,12 @@ class Builder:
         ingredients = {
             name: self._load_fitted(key, target, artifact.backbone) for name, key in artifact.ingredient_keys.items()
         }
+        return source, ingredients
+
+    def _fitted(self, artifact: FittedArtifact, inputs: dict[str, Outcome]) -> dict:
+        target = self.data(artifact.target, artifact.settings["target"]["fingerprint"], test_split=False)
+        task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
+        source, ingredients = self._starts(artifact, inputs, target)
         spec = artifact.strategy
         fitted = STRATEGIES.get(spec.name)(spec.options, spec.recipe).fit(task, source, ingredients)
         mem_mib, mem_kind = peak_memory(self.runtime.device)
@@ -438,19 +443,7 @@ class Builder:
         cls = STRATEGIES.get(spec.name)
         merged = dataclasses.replace(target, train=concatenated(target.train, target.val), val=None)
         refit_task = TargetTask(merged, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
-        source = None
-        if artifact.source_key is not None:
-            source_meta = inputs[artifact.source_key].meta
-            source, _ = self._load(
-                SourceArtifact.cache_folder,
-                artifact.source_key,
-                artifact.backbone,
-                source_meta["num_classes"],
-                source_meta["channels"],
-            )
-        ingredients = {
-            name: self._load_fitted(key, target, artifact.backbone) for name, key in artifact.ingredient_keys.items()
-        }
+        source, ingredients = self._starts(artifact, inputs, target)
         fitted = cls(cls.refit_options(spec.options, chosen.details), spec.recipe).fit(refit_task, source, ingredients)
         total = TrainStats()
         total += chosen.stats  # the search,
