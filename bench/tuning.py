@@ -60,8 +60,6 @@ def parse_dimension(value: Any, where: str):
         if not value or len(set(map(repr, value))) != len(value):
             raise SuiteError(f"{where}: expected a non-empty list of different values, got {value!r}")
         return tuple(value)
-    if isinstance(value, tuple):  # a strategy's declared default
-        return value
     if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("log", "uniform"):
         kind, bounds = next(iter(value.items()))
         ok = isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds)
@@ -70,8 +68,6 @@ def parse_dimension(value: Any, where: str):
                 f"{where}.{kind}: expected [low, high] with low < high" + (" and low > 0" if kind == "log" else "")
             )
         return Range(float(bounds[0]), float(bounds[1]), kind == "log")
-    if isinstance(value, Range):
-        return value
     raise SuiteError(f"{where}: expected a list of values or {{log: [low, high]}} / {{uniform: [low, high]}}")
 
 
