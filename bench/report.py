@@ -308,6 +308,35 @@ def step_budgets(records: list[dict]) -> dict[tuple[str, str], float]:
     return {key: statistics.fmean(steps[key]) for key in ordered}
 
 
+def compile_line(records: list[dict]) -> str:
+    """What compiling cost the run, charged to no row: a graph's first compile in a process is paid once, and
+    which training meets it first is an accident of order (``transfer_core.compiling.compile_entry``)."""
+    compiles = {
+        c["id"]: c
+        for r in records
+        for c in (r.get("details") or {}).get("compiles", [])
+        if isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("compile_s"), (int, float))
+    }
+    if not compiles:
+        return ""
+    first = [c for c in compiles.values() if c.get("first_in_process")]
+    reused = [c for c in compiles.values() if not c.get("first_in_process")]
+    graphs = {c.get("graph") for c in first}
+    processes = {c["id"].rsplit(":", 1)[0] for c in first}
+    line = (
+        f"Compilation, on its own and in no row's compute: {len(graphs)} graph{'s' if len(graphs) != 1 else ''} "
+        f"compiled, once per process that trained it ({len(first)} first compile{'s' if len(first) != 1 else ''} "
+        f"in {len(processes)} process{'es' if len(processes) != 1 else ''}), "
+        f"{sum(c['compile_s'] for c in first):,.1f} s in all"
+    )
+    if reused:
+        line += (
+            f"; {len(reused)} later model{'s' if len(reused) != 1 else ''} of a compiled graph found its code, "
+            f"{sum(c['compile_s'] for c in reused):,.1f} s in all"
+        )
+    return line + "."
+
+
 def notes(results: Results) -> list[str]:
     """How the numbers were obtained, and what the table does not show."""
     lines = [provenance_line(results.records)]
@@ -355,12 +384,15 @@ def notes(results: Results) -> list[str]:
         "upward); so do the rows of a strategy trained over a grid, named with the point chosen. Target compute is "
         "training seconds of every model the row is built from, each counted once (LP-FT: the probe and its fine-tune; "
         "α-mix: its two ingredients plus its α search on validation; a grid: every point, plus scoring them on "
-        "validation) and PFLOPs (forward "
+        "validation), compilation excluded, and PFLOPs (forward "
         "+ backward); source compute is the source model's whole training, and the total to reach a row is source plus "
         "target, however many rows share the source. Train images/s is target training images over target training "
         "seconds, where an image counts each time it passes through the network in training (forward and backward; "
         "the linear probe's one feature pass, forward only, and its head's epochs over cached features not at all)."
     )
+    compiled = compile_line(results.records)
+    if compiled:
+        lines.append(compiled)
     if results.stale:
         lines.append(f"{results.stale} records of configurations the suite no longer has are left out.")
     return lines

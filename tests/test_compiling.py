@@ -44,6 +44,7 @@ def fresh_compiler(monkeypatch):
     torch._dynamo.reset()
     compiling._IN_PROCESS.clear()
     compiling._NO_FOLDER.clear()
+    compiling._COMPILED_HERE.clear()
     yield
     forget_compiled()  # the wrappers hold their models
     torch._dynamo.reset()
@@ -195,6 +196,23 @@ def test_the_compiling_step_is_in_compile_s_and_not_in_train_s(tmp_path, monkeyp
     assert stats.compile_s >= 0.5  # the compile (forward and backward graphs: two or more sleeps)
     # the segments are disjoint parts of the call: were the compile counted in training too, they would not fit
     assert stats.train_s + stats.compile_s <= wall
+
+
+def test_a_graph_is_charged_its_compile_once_per_process():
+    """Every compile is in the stats with its graph; only the first of a graph in the process is its cost, so
+    a report can charge it once whichever training met the graph first."""
+    backend = CountingBackend()
+    runtime = dataclasses.replace(resolve_runtime("cpu", compile="on"), compile_backend=backend)
+    first, second = fit(runtime, epochs=1), fit(runtime, epochs=1)
+    (a,), (b,) = first.compiles, second.compiles
+    assert a["graph"] == b["graph"] and a["id"] != b["id"]
+    assert a["first_in_process"] and not b["first_in_process"]
+    assert a["compile_s"] == pytest.approx(first.compile_s) and b["compile_s"] == pytest.approx(second.compile_s)
+    torch.manual_seed(0)
+    model = runtime.prepare(create_backbone("resnet8", 5, 1))
+    smaller = train(model, batches(3, batch=8), TrainRecipe(epochs=1, batch_size=8, lr=0.05), runtime)
+    (c,) = smaller.compiles  # another input shape: another graph, whose first compile is its own cost
+    assert c["graph"] != a["graph"] and c["first_in_process"]
 
 
 def test_a_failed_compile_is_not_tried_again_in_the_process(tmp_path, monkeypatch):

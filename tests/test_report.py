@@ -275,3 +275,21 @@ def test_the_regime_plot_draws_one_line_per_strategy_over_sizes(tmp_path):
     assert regime_curve(RECORDS) is None
     written = write_plots(records, summarise_rows(records), tmp_path)
     assert (tmp_path / "regimes.png") in written
+
+
+def test_compilation_is_charged_once_per_graph_and_process_to_no_row():
+    from bench.report import compile_line
+
+    first = {"graph": "g1", "compile_s": 30.0, "first_in_process": True, "id": "h:1:1"}
+    reused = {"graph": "g1", "compile_s": 0.1, "first_in_process": False, "id": "h:1:2"}
+    elsewhere = {"graph": "g1", "compile_s": 2.0, "first_in_process": True, "id": "h:2:1"}  # another process
+    a, b, c = record("full_finetune", 0, 40.0), record("alpha_mix", 0, 44.0, alpha=0.5), record("scratch", 1, 30.0)
+    a["details"] = {"compiles": [first]}
+    b["details"] = {"compiles": [first, reused]}  # built on the same model: its compile counted once
+    c["details"] = {"compiles": [elsewhere]}
+    line = compile_line([a, b, c])
+    assert "1 graph compiled" in line and "2 first compiles in 2 processes), 32.0 s in all" in line
+    assert "1 later model of a compiled graph found its code, 0.1 s in all" in line
+    assert compile_line([record("scratch", 0, 30.0)]) == ""
+    rows = summarise_rows([a, c])
+    assert [r.target_s for r in rows] == [10.0, 10.0]  # the rows' compute is the records' total, no compile in it

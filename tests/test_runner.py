@@ -15,14 +15,14 @@ from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, Strategy
 
 
-def make_runner(tmp_path: Path, raw: dict, **kwargs) -> tuple[Runner, list]:
+def make_runner(tmp_path: Path, raw: dict, runtime=None, **kwargs) -> tuple[Runner, list]:
     suite = parse_suite(raw)
     runner = Runner(
         suite,
         tmp_path / "data",
         tmp_path / "out",
         tmp_path / "cache",
-        resolve_runtime("cpu"),
+        runtime or resolve_runtime("cpu"),
         log=lambda m: None,
         **kwargs,
     )
@@ -50,6 +50,33 @@ def test_records_hold_identity_metrics_compute_and_provenance(tmp_path):
     assert shared["source_train_s_amortised"] == pytest.approx(shared["source_train_s_total"] / 3)
     alphas = sorted(r["alpha"] for r in records if r["strategy"] == "alpha_mix")
     assert alphas == [0, 0.5, 1]
+
+
+def test_compiling_is_in_no_row_and_the_report_charges_each_graph_once(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from bench.report import compile_line
+
+    def eager_backend(graph_module, example_inputs):  # compiles nothing, costs nothing: only the accounting is tested
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    runtime = dataclasses.replace(resolve_runtime("cpu", compile="on"), compile_backend=eager_backend)
+    runner, cells = make_runner(tmp_path, tiny_suite(), runtime=runtime)
+    runner.run(cells)
+    records = [r for r in runner.store.read() if r.get("selected")]
+    for r in records:
+        compute = r["compute"]
+        assert compute["target_total_s"] == pytest.approx(compute["target_train_s"] + compute["target_selection_s"])
+        if r["strategy"] != "linear_probe":
+            assert compute["target_compile_s"] > 0 and r["details"]["compiles"]
+    ids = {c["id"] for r in records for c in r["details"]["compiles"]}
+    firsts = {c["graph"] for r in records for c in r["details"]["compiles"] if c["first_in_process"]}
+    assert len(ids) > len(firsts)  # the fine-tune reuses a graph the source or scratch compiled first
+    assert f"{len(firsts)} graphs compiled" in compile_line(records)
+    torch._dynamo.reset()
 
 
 def test_a_rerun_trains_nothing_and_force_reruns(tmp_path, monkeypatch):

@@ -25,7 +25,10 @@ Each is kept in ``<compile_cache>/compile_costs.json``, so the next run decides 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -49,6 +52,8 @@ ASSUMED_SPEEDUP = 1.3
 REUSE_COMPILE_S = 0.1
 
 _IN_PROCESS: dict[str, float] = {}  # signature -> compile seconds, for graphs compiled in this process
+_COMPILED_HERE: set[str] = set()  # graphs this process has compiled: the first compile of each is its cost
+_COMPILES_HERE = itertools.count(1)  # numbers this process's compiles, so records sharing one count it once
 _NO_FOLDER: dict[str, dict] = {}  # the costs of a runtime without a cache folder: this process's only
 
 
@@ -65,6 +70,22 @@ def graph_signature(model: torch.nn.Module, images: torch.Tensor, amp: str, chan
         "threads": torch.get_num_threads(),
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compile_entry(signature: str, seconds: float) -> dict:
+    """One compile as the records keep it. A graph's first compile in a process is what compiling costs, paid
+    once: every later model of the same graph in that process finds the compiled code (a tenth of a second).
+    Which training happens to come first is an accident of order, so the report charges compiles to no row and
+    sums the first ones per graph and process on their own. ``id`` (host, process, number) names the compile,
+    so that the several records built on one model (α-mix's, a search's) count it once."""
+    first = signature not in _COMPILED_HERE
+    _COMPILED_HERE.add(signature)
+    return {
+        "graph": signature,
+        "compile_s": seconds,
+        "first_in_process": first,
+        "id": f"{socket.gethostname()}:{os.getpid()}:{next(_COMPILES_HERE)}",
+    }
 
 
 def projected_saving_s(remaining_steps: int, eager_step_s: float, speedup: float) -> float:

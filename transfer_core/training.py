@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
 import torch
@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from .checks import check_range
-from .compiling import CompileCosts, CompileDecision, graph_signature
+from .compiling import CompileCosts, CompileDecision, compile_entry, graph_signature
 from .data import Loader
 from .distributed import WHOLE, gather_cat, mean_over_ranks
 from .runtime import Runtime
@@ -70,9 +70,11 @@ class TrainStats:
     selection_flops: float = 0.0  # the forward passes of that choice (validation, and a refit's scoring)
     compiled_steps: int = 0  # steps run by the compiled model (compile: auto on CPU compiles mid-training)
     compile_decision: Optional[dict] = None  # compile: auto on CPU: what was measured and decided (compiling.py)
+    compiles: list = field(default_factory=list)  # each compile: graph, seconds, first in its process (compiling.py)
 
     def __iadd__(self, other: "TrainStats") -> "TrainStats":
         self.compiled_steps += other.compiled_steps
+        self.compiles = self.compiles + other.compiles
         self.compile_decision = other.compile_decision or self.compile_decision
         self.train_s += other.train_s
         self.compile_s += other.compile_s
@@ -248,8 +250,15 @@ def train(
             if compiling:
                 # the first compiled step pays compilation and warm-up: kept apart from training time, and the
                 # wait for its batch with it
-                stats.compile_s += timer.stop()
+                compile_s = timer.stop()
+                stats.compile_s += compile_s
                 timer.start()
+                if step_fn is not network:  # compiled (auto may have fallen back to eager)
+                    graph = decision.signature if decision is not None else None
+                    graph = graph or graph_signature(
+                        model, images, runtime.amp, runtime.channels_last, runtime.compile_mode
+                    )
+                    stats.compiles.append(compile_entry(graph, compile_s))
                 stats.data_s = data_before_compile
                 compiled_at = (stats.train_s, stats.steps) if step_fn is not network else None
             elif decision is not None and decision.after_step(

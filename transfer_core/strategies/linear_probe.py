@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checks import check_range
+from ..compiling import compile_entry, graph_signature
 from ..data import DeviceBatches
 from ..training import TrainStats, count_flops_per_image, predict, top_k_pct, train
 from .base import Fitted, Strategy, TargetTask, register_strategy
@@ -79,7 +80,7 @@ class LinearProbe(Strategy):
         # features at the head's batch size, which is in this model's key (the evaluation batch size is not)
         train_images = task.loader("train", train=False, batch_size=self.recipe.batch_size)
         # compile: auto on CPU leaves the one feature pass eager: a cold compile would cost more than the pass
-        compile_s = self._compile_body(model, task) if task.runtime.compile_always else 0.0
+        compiles = [self._compile_body(model, task)] if task.runtime.compile_always else []
         task.runtime.synchronize()
         started = time.perf_counter()
         features, labels = predict(model.body, train_images, task.runtime)  # (N, F), once
@@ -124,7 +125,8 @@ class LinearProbe(Strategy):
         model.head = head
         stats = TrainStats(
             train_s=extract_s + head_stats.train_s,
-            compile_s=compile_s,
+            compile_s=sum(c["compile_s"] for c in compiles),
+            compiles=compiles,
             images=len(labels),
             steps=head_stats.steps,
             flops=extract_flops + head_stats.flops,
@@ -211,9 +213,10 @@ class LinearProbe(Strategy):
         optimizer.step(closure)
         return optimizer.state[head.weight]  # L-BFGS keeps its counters on the first parameter
 
-    def _compile_body(self, model, task: TargetTask) -> float:
-        """Seconds to compile the body's forward, on one batch before the timed feature pass: compilation is
-        never counted as training (as ``train`` keeps its first compiled step apart)."""
+    def _compile_body(self, model, task: TargetTask) -> dict:
+        """Compiles the body's forward on one batch before the timed feature pass, and says what it cost
+        (``compile_entry``): compilation is never counted as training (as ``train`` keeps its first compiled
+        step apart)."""
         batch = next(iter(task.loader("train", train=False, batch_size=self.recipe.batch_size, whole=True)))[0]
         model.body.eval()  # the mode of the feature pass, so its graph is the one compiled here
         task.runtime.synchronize()
@@ -221,4 +224,8 @@ class LinearProbe(Strategy):
         with torch.no_grad(), task.runtime.autocast():
             task.runtime.compiled(model.body)(batch)
         task.runtime.synchronize()
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        runtime = task.runtime
+        return compile_entry(
+            graph_signature(model.body, batch, runtime.amp, runtime.channels_last, runtime.compile_mode), seconds
+        )
