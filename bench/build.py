@@ -605,6 +605,7 @@ class Builder:
                     "grid_point": e.grid_point,
                     "selected": e.selected,
                     "metrics": e.metrics,
+                    "test_correct": e.test_correct,  # per test image, for compare's McNemar test
                     "compute": {**self._target_compute(e, fitted_metas), **source_compute},
                     # compile: auto on CPU: what the training measured and decided (transfer_core/compiling.py);
                     # every compile behind the record, the source's included, for the report's compile line

@@ -25,7 +25,7 @@ from tabulate import tabulate
 from .errors import BenchError
 from .records import DIRECTIONS, candidate
 from .results import read as read_results
-from .stats import MIN_SEEDS_FOR_TESTS
+from .stats import MIN_SEEDS_FOR_TESTS, McNemar, correct_bits, mcnemar_drop
 from .text import number
 
 ALIASES = {"top1": "test_top1_pct", "top5": "test_top5_pct", "val_top1": "val_top1_pct"}
@@ -269,8 +269,10 @@ def _accuracy_verdict(label: str, pairs: list[tuple[dict, dict]], threshold: Thr
     """An accuracy threshold on a cell's selected result (the candidate chosen on validation, in each run: what
     its row reports), over the seeds both runs have. With 3 seeds or more it is ``regressed`` only when the mean
     drop is beyond the threshold *and* a one-sided paired t-test over seeds says it is a drop (p < ``alpha``):
-    seed noise alone does not fail it, and a consistent drop does. With fewer, the threshold alone judges, and
-    the verdict says it is untested."""
+    seed noise alone does not fail it, and a consistent drop does. With fewer, test top-1 is judged image by
+    image where both runs scored the same test images (McNemar's test, ``bench.stats.McNemar``), else by the
+    threshold alone, and the verdict says it is untested. With enough seeds McNemar's result is in the note
+    only: it cannot see training noise, which the test over seeds measures."""
     from scipy import stats
 
     values = [(_value(b, threshold.metric), _value(n, threshold.metric)) for b, n in pairs]
@@ -283,7 +285,18 @@ def _accuracy_verdict(label: str, pairs: list[tuple[dict, dict]], threshold: Thr
     drops = [threshold.worsening(b, n) for b, n in values]
     if worse is None or None in drops:
         return Change(label, "selected", threshold.metric, "no value", before, after, threshold=threshold)
-    if len(drops) < MIN_SEEDS_FOR_TESTS:
+    images = _per_image(pairs) if threshold.metric == "test_top1_pct" else None
+    per_image = (
+        f"McNemar over {images.images:,} test images: {images.worse} now wrong, {images.better} now right, "
+        f"p = {images.p_worse:.3g}"
+        if images is not None
+        else ""
+    )
+    if len(drops) < MIN_SEEDS_FOR_TESTS and images is not None:
+        # too few seeds for a test over them: the same images, one by one, judge (training noise unaccounted)
+        p, note = images.p_worse, f"fewer than {MIN_SEEDS_FOR_TESTS} seeds: {per_image}"
+        per_image = ""
+    elif len(drops) < MIN_SEEDS_FOR_TESTS:
         p, note = None, f"fewer than {MIN_SEEDS_FOR_TESTS} seeds: the threshold alone, untested"
     elif max(drops) == min(drops):  # no spread over seeds: the same change in every one
         p = 0.0 if drops[0] > 0 else 1.0
@@ -291,6 +304,8 @@ def _accuracy_verdict(label: str, pairs: list[tuple[dict, dict]], threshold: Thr
     else:
         p = float(stats.ttest_1samp(drops, 0.0, alternative="greater").pvalue)
         note = f"paired t over {len(drops)} seeds: p = {p:.3g}"
+    if per_image:
+        note += f"; {per_image}"
     beyond = abs(worse) > threshold.amount
     if beyond and worse > 0:
         verdict = "regressed" if p is None or p < alpha else "within noise"
@@ -310,6 +325,22 @@ def _accuracy_verdict(label: str, pairs: list[tuple[dict, dict]], threshold: Thr
         threshold,
         note,
     )
+
+
+def _per_image(pairs: list[tuple[dict, dict]]) -> Optional[McNemar]:
+    """McNemar's test over the pairs' test images, when every pair has per-image results on the same images
+    (the same target data and as many images); None otherwise: a test on some seeds only would pick them."""
+
+    def data(record: dict):
+        return (((record.get("provenance") or {}).get("data") or {}).get("target") or {}).get("fingerprint")
+
+    bits = []
+    for before, after in pairs:
+        a, b = correct_bits(before.get("test_correct")), correct_bits(after.get("test_correct"))
+        if a is None or b is None or len(a) != len(b) or data(before) != data(after):
+            return None
+        bits.append((a, b))
+    return mcnemar_drop(bits)
 
 
 def _selection_changes(base_records: list[dict], new_records: list[dict], match_config: bool = True) -> list[Change]:

@@ -74,7 +74,7 @@ def record_problem(record) -> Optional[str]:
         return f"grid_point: expected an object or null, found {record['grid_point']!r}"
     if not isinstance(record.get("selected", True), bool):
         return f"selected: expected true or false, found {record['selected']!r}"
-    for name in ("provenance", "details", "source_model", "config"):
+    for name in ("provenance", "details", "source_model", "config", "test_correct"):
         if record.get(name) is not None and not isinstance(record[name], dict):
             return f"{name}: expected an object, found {record[name]!r}"
     return None

@@ -8,10 +8,14 @@ of freedom.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import statistics
 from dataclasses import dataclass
 from typing import Optional, Sequence
+
+import numpy as np
 
 CONFIDENCE = 0.95
 
@@ -87,3 +91,44 @@ def holm_paired_tests(
         return raw
     corrected = iter(multipletests(tested, alpha=alpha, method="holm")[1].tolist())
     return [None if p is None else next(corrected) for p in raw]
+
+
+def correct_bits(test_correct) -> Optional[np.ndarray]:
+    """A record's ``test_correct`` (``TargetTask.test_correct``) as booleans, or None when absent or malformed."""
+    if not isinstance(test_correct, dict) or not isinstance(test_correct.get("images"), int):
+        return None
+    try:
+        packed = np.frombuffer(base64.b64decode(test_correct.get("bits", ""), validate=True), dtype=np.uint8)
+    except (binascii.Error, TypeError, ValueError):
+        return None
+    bits = np.unpackbits(packed)
+    n = test_correct["images"]
+    return bits[:n].astype(bool) if 0 <= n <= len(bits) < n + 8 else None
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Images right before and wrong after (``worse``) and the reverse (``better``), summed over seeds, and the
+    exact one-sided McNemar p-value that after is the worse: the binomial test of ``worse`` among the
+    ``worse + better`` images that changed, at one half. Summing over seeds is the Mantel–Haenszel test for
+    matched pairs. It is conditional on the trained models: it says whether these two models differ on these
+    images, not whether retraining would (that is the paired test over seeds)."""
+
+    worse: int
+    better: int
+    images: int
+    p_worse: float
+
+
+def mcnemar_drop(pairs: list[tuple[np.ndarray, np.ndarray]]) -> Optional[McNemar]:
+    """McNemar's test over (before, after) per-image correctness of the same test images, or None without any."""
+    from scipy import stats
+
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None and len(a) == len(b)]
+    if not pairs:
+        return None
+    worse = int(sum((a & ~b).sum() for a, b in pairs))
+    better = int(sum((~a & b).sum() for a, b in pairs))
+    changed = worse + better
+    p = float(stats.binomtest(worse, changed, 0.5, alternative="greater").pvalue) if changed else 1.0
+    return McNemar(worse, better, sum(len(a) for a, _ in pairs), p)

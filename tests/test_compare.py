@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import REPO, tiny_suite
 
 from bench.cli import main
 from bench.compare import CompareError, compare, parse_thresholds, render_summary
 from bench.records import DIRECTIONS, ResultsStore
+from bench.stats import correct_bits
 
 
 def record(seed=0, strategy="scratch", status="ok", config_hash=None, device="cpu-x", **values):
@@ -259,3 +261,47 @@ def test_accuracy_is_judged_by_a_paired_test_over_seeds_on_the_selected_candidat
     comparison = compare(base, new, parse_thresholds("top1:-0.5pp"))
     judged = [c for c in comparison.changes if c.metric == "test_top1_pct"]
     assert [(c.candidate, c.verdict) for c in judged] == [("selected", "within threshold")] and not comparison.failed
+
+
+def test_with_few_seeds_test_top1_is_judged_image_by_image_by_mcnemar():
+    import numpy as np
+
+    from transfer_core.strategies.base import TargetTask
+
+    def per_image(right: list[bool]) -> dict:
+        logits = torch.tensor([[1.0, 0.0] if r else [0.0, 1.0] for r in right])  # class 0 predicted where right
+        return TargetTask.test_correct((logits, torch.zeros(len(right), dtype=torch.long)))
+
+    def scored(seed, right, fingerprint="f"):
+        r = record(seed, test_top1_pct=100.0 * sum(right) / len(right))
+        return {
+            **r,
+            "test_correct": per_image(right),
+            "provenance": {**r["provenance"], "data": {"target": {"fingerprint": fingerprint}}},
+        }
+
+    before = [True] * 180 + [False] * 20
+    # 12 images now wrong, 2 now right: one-sided exact binomial P(X >= 12 | 14, 1/2) = 106 / 16384
+    after = [False] * 12 + [True] * 168 + [True] * 2 + [False] * 18
+    assert per_image(before)["images"] == 200
+    (change,) = compare([scored(0, before)], [scored(0, after)], parse_thresholds("top1:-0.5pp")).changes
+    assert change.verdict == "regressed" and "12 now wrong, 2 now right" in change.note
+    assert f"p = {106 / 16384:.3g}" in change.note
+    # the same 5 pp drop spread evenly (as many flips each way but 10 more wrong): 20 wrong, 10 right, p ≈ 0.049
+    even = [False] * 20 + [True] * 160 + [True] * 10 + [False] * 10
+    (change,) = compare([scored(0, before)], [scored(0, even)], parse_thresholds("top1:-0.5pp")).changes
+    assert change.verdict == "regressed"
+    # flips both ways in equal numbers beyond the threshold cannot happen; 6 wrong against 4 right (1 pp) is noise
+    close = [False] * 6 + [True] * 174 + [True] * 4 + [False] * 16
+    (change,) = compare([scored(0, before)], [scored(0, close)], parse_thresholds("top1:-0.5pp")).changes
+    assert change.verdict == "within noise" and "p = 0.377" in change.note
+    # other test images (another data fingerprint): no image-by-image test, the threshold alone
+    (change,) = compare([scored(0, before)], [scored(0, close, "g")], parse_thresholds("top1:-0.5pp")).changes
+    assert change.verdict == "regressed" and "untested" in change.note
+    # with 3 seeds the paired test over seeds decides and McNemar, summed over seeds, is reported beside it
+    base = [scored(s, before) for s in range(3)]
+    new = [scored(s, close) for s in range(3)]
+    (change,) = compare(base, new, parse_thresholds("top1:-0.5pp")).changes
+    assert change.verdict == "regressed" and "the same change in each" in change.note
+    assert "McNemar over 600 test images: 18 now wrong, 12 now right" in change.note
+    assert np.array_equal(correct_bits(per_image(before)), np.array(before))

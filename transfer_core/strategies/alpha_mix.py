@@ -112,7 +112,8 @@ class AlphaMix(Strategy):
                     reestimate_batchnorm(model, task.loader("train", train=False, whole=True), task.runtime)
                 val = task.logits(model, "val") if has_val else None
                 search_s += time.perf_counter() - started
-                points.append((alpha, task.metrics_from_logits(val, task.logits(model, "test"))))
+                test = task.logits(model, "test")
+                points.append((alpha, task.metrics_from_logits(val, test), task.test_correct(test)))
         else:
             started = time.perf_counter()
             val_ends = [task.logits(m, "val") for m in (probe, finetuned)] if has_val else None
@@ -122,10 +123,11 @@ class AlphaMix(Strategy):
                 started = time.perf_counter()
                 val = self._mix(val_ends, alpha) if has_val else None
                 search_s += time.perf_counter() - started
-                points.append((alpha, task.metrics_from_logits(val, self._mix(test_ends, alpha))))
+                test = self._mix(test_ends, alpha)
+                points.append((alpha, task.metrics_from_logits(val, test), task.test_correct(test)))
         # choose on validation only (test when there is no validation split would leak; fall back to the
         # first alpha listed, and say so in the details)
-        scores = [m["val_top1_pct"] if has_val else float("-inf") for _, m in points]
+        scores = [m["val_top1_pct"] if has_val else float("-inf") for _, m, _ in points]
         best = max(range(len(points)), key=lambda i: (scores[i], -i))  # ties: the earlier alpha
         details = {
             "selected_on": "val_top1_pct" if has_val else "none (no validation split)",
@@ -150,8 +152,9 @@ class AlphaMix(Strategy):
                 alpha=alpha,
                 selected=i == best,
                 details=details,
+                test_correct=correct,
             )
-            for i, (alpha, metrics) in enumerate(points)
+            for i, (alpha, metrics, correct) in enumerate(points)
         ]
 
     def _mix(self, ends: list[tuple[torch.Tensor, torch.Tensor]], alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
