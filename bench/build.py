@@ -51,6 +51,7 @@ from transfer_core.runtime import (
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
 
+from .fields import DIRECTIONS
 from .plan import (
     Artifact,
     EvaluationArtifact,
@@ -60,7 +61,7 @@ from .plan import (
     SourceArtifact,
 )
 from .provenance import provenance
-from .records import DIRECTIONS, RECORD_SCHEMA_VERSION, point_label
+from .records import RECORD_SCHEMA_VERSION, point_label
 from .suite import DatasetSpec
 
 

@@ -2,7 +2,7 @@
 
 Cells are matched by identity (cell id and α) and must have the same config hash to be compared; each
 threshold is then judged on the mean over the seeds both runs have (``--per-seed``: on every cell).
-Each threshold knows its metric's direction (``DIRECTIONS`` in the records): ``top1:-0.5pp`` fails a
+Each threshold knows its metric's direction (``bench.fields``): ``top1:-0.5pp`` fails a
 drop of more than half a point, ``target_train_s:+10%`` a rise of more than 10%, ``target_img_per_s:-5%``
 a throughput drop of more than 5%. A change beyond the threshold the other way is an improvement.
 A cell that failed in NEW, or is missing from it, is a regression too (``--allow-missing`` relaxes
@@ -23,7 +23,8 @@ from typing import Optional
 from tabulate import tabulate
 
 from .errors import BenchError
-from .records import DIRECTIONS, candidate
+from .fields import DIRECTIONS
+from .records import candidate
 from .results import read as read_results
 from .stats import MIN_SEEDS_FOR_TESTS, McNemar, correct_bits, mcnemar_drop
 from .text import number

@@ -20,24 +20,6 @@ from .errors import BenchError
 
 RECORD_SCHEMA_VERSION = 1
 
-# which way is better, for every number a record carries that a comparison may gate on
-DIRECTIONS = {
-    "test_top1_pct": "higher",
-    "test_top5_pct": "higher",
-    "val_top1_pct": "higher",
-    "target_train_s": "lower",
-    "target_total_s": "lower",
-    "target_img_per_s": "higher",
-    "target_train_flops": "lower",
-    "source_train_s_amortised": "lower",
-    "source_train_s_total": "lower",
-    "peak_mem_mib": "lower",
-    "target_tflop_per_s": "higher",
-    "target_mfu_pct": "higher",
-    "target_compile_s": "lower",
-    "target_data_s": "lower",
-}
-
 
 class RecordError(BenchError):
     """A records file that is not one this harness wrote: the message names the file, the line and the problem."""

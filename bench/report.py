@@ -11,11 +11,9 @@ a self-contained HTML page with the plots inline.
 
 from __future__ import annotations
 
-import html
 import re
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -27,10 +25,24 @@ from .errors import ReportError
 from .records import latest_records, point_label, strategy_info
 from .results import Results, frame
 from .results import read as read_results
-from .stats import CONFIDENCE, MIN_SEEDS_FOR_TESTS, Summary, holm_paired_tests, paired_difference
+from .stats import CONFIDENCE, MIN_SEEDS_FOR_TESTS, holm_paired_tests, paired_difference
 from .stats import summarise as summarise_values
-from .tables import interval, markdown_escape, render_csv, render_html, render_latex, render_markdown, render_rows
-from .text import commit_label, number
+from .tables import (
+    GRID_POINTS,
+    RESULTS,
+    GridRow,
+    Row,
+    Table,
+    interval,
+    markdown_escape,
+    point_order,
+    render_csv,
+    render_latex,
+    render_markdown,
+    render_page,
+    render_rows,
+)
+from .text import commit_label
 
 GROUP = ["source", "target", "backbone", "strategy"]  # one table row each
 NUMBERS = [
@@ -50,58 +62,6 @@ def load_results(results_dir: Path) -> Results:
     if not results.records and results.plan is None:
         raise ReportError(f"{results_dir}: holds no records")
     return results
-
-
-@dataclass
-class Row:
-    source: str
-    target: str
-    backbone: str
-    strategy: str
-    alphas: list[float] = field(default_factory=list)  # α-mix: the α chosen, per seed
-    grid_points: list[dict] = field(default_factory=list)  # a strategy trained over a grid: the point chosen, per seed
-    top1_by_seed: dict[int, float] = field(default_factory=dict)
-    top1: Optional[Summary] = None
-    val_top1: Optional[Summary] = None
-    delta_vs_scratch: Optional[Summary] = None
-    failed: list[tuple[int, str]] = field(default_factory=list)  # (seed, status)
-    missing: list[int] = field(default_factory=list)  # planned seeds with no record yet
-    target_s: Optional[float] = None
-    target_pflops: Optional[float] = None
-    source_s: Optional[float] = None
-    img_per_s: Optional[float] = None
-    best: bool = False  # the best mean test top-1 of its source, target and backbone, or not significantly worse
-    p_vs_best: Optional[float] = None  # Holm-corrected paired t-test against the best row (None: untested)
-    baseline: bool = False  # the strategy the others' Δ is against (its ``baseline`` flag)
-    marker: str = ""  # the strategy's plot marker ("" : a spare one)
-
-    @property
-    def label(self) -> str:
-        chosen = sorted(set(self.alphas))
-        if chosen:
-            return f"{self.strategy} (α={'/'.join(f'{a:g}' for a in chosen)})"
-        return self.strategy + (f" ({' / '.join(self.chosen_points)})" if self.grid_points else "")
-
-    @property
-    def chosen_points(self) -> list[str]:
-        """The grid points chosen over the seeds, each once, in the grid's order of values."""
-        unique = {point_label(p): p for p in self.grid_points}
-        return sorted(unique, key=lambda label: _point_order(unique[label]))
-
-    @property
-    def total_s(self) -> Optional[float]:
-        """Target compute plus the source model's whole training (0 without one): what reaching this row costs
-        from nothing, whatever else the suite lists; the accuracy-vs-compute plot's x."""
-        return None if self.target_s is None else self.target_s + (self.source_s or 0.0)
-
-    @property
-    def n(self) -> int:
-        return len(self.top1_by_seed)
-
-
-def _point_order(point: dict) -> tuple:
-    """Grid points in the order of their values (a null, where a setting may be one, after the rest)."""
-    return tuple((value is None, value) for value in point.values())
 
 
 def _mean(values) -> Optional[float]:
@@ -199,18 +159,7 @@ def _mark_best(rows: list[Row]) -> None:
     best.best = len(best.top1_by_seed) >= MIN_SEEDS_FOR_TESTS
 
 
-GRID_HEADERS = [
-    "source → target",
-    "backbone",
-    "strategy",
-    "grid point",
-    "val top-1 (%)",
-    "test top-1 (%)",
-    "selected (seeds)",
-]
-
-
-def grid_rows(records: list[dict]) -> list[list[str]]:
+def grid_rows(records: list[dict]) -> list[GridRow]:
     """Every point of each strategy trained over a grid or tuned: mean validation and test top-1 over seeds, and
     how many seeds selected it (under refit, the point the refit model retrained). Empty when none is."""
     trained = [r for r in records if r.get("status") == "ok" and r.get("grid_point")]
@@ -226,51 +175,44 @@ def grid_rows(records: list[dict]) -> list[list[str]]:
     order = _orderer(strategy_info(records))
     table = []
     for key, group in sorted(df.groupby(GROUP, sort=False), key=lambda item: order(item[0])):
-        source, target, backbone, strategy = key
         points = group.groupby("point", sort=False).agg(
             val=("metrics.val_top1_pct", _mean),
             test=("metrics.test_top1_pct", _mean),
             seeds=("seed", "size"),
             first=("grid_point", "first"),
         )
-        for label, point in sorted(points.iterrows(), key=lambda item: _point_order(item[1]["first"])):
+        for label, point in sorted(points.iterrows(), key=lambda item: point_order(item[1]["first"])):
             table.append(
-                [
-                    f"{source} → {target}",
-                    backbone,
-                    strategy,
-                    label,
-                    number(_number_or_none(point["val"]), ".2f"),
-                    number(_number_or_none(point["test"]), ".2f"),
-                    f"{chosen[(*key, label)]} of {int(point['seeds'])}",
-                ]
+                GridRow(
+                    *key,
+                    point=label,
+                    val_top1=_number_or_none(point["val"]),
+                    test_top1=_number_or_none(point["test"]),
+                    selected=chosen[(*key, label)],
+                    seeds=int(point["seeds"]),
+                )
             )
     return table
 
 
-def grid_html(results: Results) -> str:
-    """The grid points' section of the HTML page, or "" without a grid."""
-    table = grid_table(results.records, "html")
-    return f"<h2>Grid points</h2><p>{html.escape(GRID_NOTE)}</p>{table}" if table else ""
-
-
-GRID_NOTE = (
-    "Every point of each strategy trained over a grid or tuned (means over seeds); the table above shows the point "
-    "each seed selected on validation."
-)
-
-
-def grid_table(records: list[dict], fmt: str = "github") -> str:
-    """The grid points as a table: ``github`` markdown (cells escaped) or ``html``; "" when there are none."""
+def grid_table(records: list[dict]) -> str:
+    """The grid points as a markdown table; "" when there are none."""
     rows = grid_rows(records)
-    if not rows:
-        return ""
-    if fmt == "github":
-        rows = [[markdown_escape(cell) for cell in row] for row in rows]
-    return tabulate(rows, headers=GRID_HEADERS, tablefmt=fmt, disable_numparse=True)
+    return render_markdown(rows, GRID_POINTS) if rows else ""
+
+
+def sections(results: Results, rows: list[Row]) -> list[tuple[Table, list]]:
+    """Every table of the report with its rows, in order: the results, then the grid points where a strategy
+    searched. Each format renders each of them."""
+    found = [(RESULTS, rows)]
+    points = grid_rows(results.records)
+    if points:
+        found.append((GRID_POINTS, points))
+    return found
 
 
 def render(records: list[dict], fmt: str = "markdown", plan: Optional[dict] = None) -> str:
+    """The results table in a text format."""
     return render_rows(summarise_rows(latest_records(records), plan), fmt)
 
 
@@ -456,21 +398,21 @@ def report_markdown(results: Results, title: str, found=None) -> str:
         for stem, caption in (("performance_profile", "Performance profiles"), ("critical_difference", "Mean ranks")):
             if (results.directory / f"{stem}.png").is_file():
                 body.append(f"![{caption}]({stem}.png)\n")
-    grids = grid_table(results.records)
-    if grids:
+    for table, table_rows in sections(results, rows)[1:]:
         body += [
-            "## Grid points",
+            f"## {markdown_escape(table.title)}",
             "",
-            GRID_NOTE,
+            markdown_escape(table.note),
             "",
-            grids,
+            render_markdown(table_rows, table),
             "",
         ]
     return "\n".join(body)
 
 
 def write_reports(results: Results, title: str) -> list[Path]:
-    """Every artefact, into the results folder: report.md/.tex/.csv/.html and the plots (PNG and SVG)."""
+    """Every artefact, into the results folder: report.md/.tex/.html (every table), a CSV per table (report.csv,
+    grid_points.csv where a strategy searched) and the plots (PNG and SVG)."""
     from . import plots
     from .aggregate import aggregate
 
@@ -478,11 +420,14 @@ def write_reports(results: Results, title: str) -> list[Path]:
     found = aggregate(rows)
     written = plots.write_plots(results.records, rows, results.directory, found)
     svgs = [plots.inline_svg(path.read_text(encoding="utf-8")) for path in written if path.suffix == ".svg"]
+    tables = sections(results, rows)
+    caption = f"{title}. {notes(results)[0]}"
     outputs = {
         "report.md": report_markdown(results, title, found),
-        "report.tex": render_latex(rows, caption=f"{title}. {notes(results)[0]}"),
-        "report.csv": render_csv(rows),
-        "report.html": render_html(rows, title, notes(results) + aggregate_lines(found), svgs, grid_html(results)),
+        # every table of the report in each format: LaTeX's one after another, a CSV file each
+        "report.tex": "\n".join(render_latex(table_rows, table, caption) for table, table_rows in tables),
+        **{f"{table.name}.csv": render_csv(table_rows, table) for table, table_rows in tables},
+        "report.html": render_page(title, notes(results) + aggregate_lines(found), tables, svgs),
     }
     for name, text in outputs.items():
         write_file(results.directory / name, text)

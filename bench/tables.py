@@ -1,10 +1,16 @@
-"""How a results table is written: markdown, CSV, LaTeX (booktabs) and a self-contained HTML page; names
-from suites and records escaped for each. ``report.py`` makes the rows; this module only shows them."""
+"""The results tables, as one contract every format follows: the rows (``Row``, one per source → target ×
+backbone × strategy; ``GridRow``, one per point of a search), and each table as one list of columns that
+markdown, LaTeX (booktabs), CSV and the self-contained HTML page all render, so a new column is one line in
+its table's list and no format lacks a table. Names from suites and records are escaped for each format.
+``report.py`` computes the rows; this module only shows them. The numbers' own definitions (direction,
+unit, meaning) are in ``fields.py``.
+"""
 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from tabulate import tabulate
 
@@ -13,24 +19,98 @@ from .records import point_label
 from .stats import Summary
 from .text import number
 
-if TYPE_CHECKING:
-    from .report import Row
-
 FORMATS = ("markdown", "latex", "csv", "html")
-COLUMNS = [
-    "source → target",
-    "backbone",
-    "strategy",
-    "test top-1 (%)",
-    "n",
-    "Δ vs scratch (pp)",
-    "val top-1 (%)",
-    "target compute (s)",
-    "target PFLOPs",
-    "source compute (s)",
-    "total to reach this row (s)",
-    "train images/s",
-]
+
+
+@dataclass
+class Row:
+    """One row of the results table: a source → target × backbone × strategy over its seeds."""
+
+    source: str
+    target: str
+    backbone: str
+    strategy: str
+    alphas: list[float] = field(default_factory=list)  # α-mix: the α chosen, per seed
+    grid_points: list[dict] = field(default_factory=list)  # a strategy trained over a grid: the point chosen, per seed
+    top1_by_seed: dict[int, float] = field(default_factory=dict)
+    top1: Optional[Summary] = None
+    val_top1: Optional[Summary] = None
+    delta_vs_scratch: Optional[Summary] = None
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (seed, status)
+    missing: list[int] = field(default_factory=list)  # planned seeds with no record yet
+    target_s: Optional[float] = None
+    target_pflops: Optional[float] = None
+    source_s: Optional[float] = None
+    img_per_s: Optional[float] = None
+    best: bool = False  # the best mean test top-1 of its source, target and backbone, or not significantly worse
+    p_vs_best: Optional[float] = None  # Holm-corrected paired t-test against the best row (None: untested)
+    baseline: bool = False  # the strategy the others' Δ is against (its ``baseline`` flag)
+    marker: str = ""  # the strategy's plot marker ("" : a spare one)
+
+    @property
+    def label(self) -> str:
+        chosen = sorted(set(self.alphas))
+        if chosen:
+            return f"{self.strategy} (α={'/'.join(f'{a:g}' for a in chosen)})"
+        return self.strategy + (f" ({' / '.join(self.chosen_points)})" if self.grid_points else "")
+
+    @property
+    def chosen_points(self) -> list[str]:
+        """The grid points chosen over the seeds, each once, in the grid's order of values."""
+        unique = {point_label(p): p for p in self.grid_points}
+        return sorted(unique, key=lambda label: point_order(unique[label]))
+
+    @property
+    def total_s(self) -> Optional[float]:
+        """Target compute plus the source model's whole training (0 without one): what reaching this row costs
+        from nothing, whatever else the suite lists; the accuracy-vs-compute plot's x."""
+        return None if self.target_s is None else self.target_s + (self.source_s or 0.0)
+
+    @property
+    def n(self) -> int:
+        return len(self.top1_by_seed)
+
+
+@dataclass
+class GridRow:
+    """One point of a search (a grid's or tuning's trial) over the seeds: its mean validation and test top-1,
+    and how many seeds selected it."""
+
+    source: str
+    target: str
+    backbone: str
+    strategy: str
+    point: str  # its label, e.g. ``lr=0.03``
+    val_top1: Optional[float]
+    test_top1: Optional[float]
+    selected: int  # seeds that chose it (under refit: the point the refit retrained)
+    seeds: int  # seeds that trained it
+
+
+def point_order(point: dict) -> tuple:
+    """Grid points in the order of their values (a null, where a setting may be one, after the rest)."""
+    return tuple((value is None, value) for value in point.values())
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str  # as the markdown, LaTeX and HTML tables show it
+    show: Callable[[Any], str]  # the cell as text
+    csv: tuple[tuple[str, Callable[[Any], Any]], ...]  # the CSV's raw values for it: (column name, value) each
+    text: bool = False  # names, aligned left (numbers align right)
+    emphasised: bool = False  # bold on a row that is ``best``
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # the CSV file's stem
+    title: str  # its section heading ("": the report's main table, under the report's own title)
+    note: str  # what it shows, printed above it
+    columns: tuple[Column, ...]
+
+    @property
+    def headers(self) -> list[str]:
+        return [c.header for c in self.columns]
 
 
 def interval(summary: Optional[Summary], signed: bool = False) -> str:
@@ -49,24 +129,126 @@ def _count(row: Row) -> str:
     return str(row.n) + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def display_cells(row: Row) -> list[str]:
-    return [
-        f"{row.source} → {row.target}",
-        row.backbone,
-        row.label,
-        interval(row.top1),
-        _count(row),
-        interval(row.delta_vs_scratch, signed=True),
-        number(row.val_top1.mean if row.val_top1 else None, ".2f"),
-        number(row.target_s, ",.1f"),
-        number(row.target_pflops, ".3g"),
-        number(row.source_s, ",.1f"),
-        number(row.total_s, ",.1f"),
-        number(row.img_per_s, ",.0f"),
-    ]
+def _summary_part(name: str, part: str):
+    def value(row: Row):
+        summary = getattr(row, name)
+        if summary is None:
+            return None
+        if part in ("low", "high"):
+            return None if summary.ci is None else summary.ci[0 if part == "low" else 1]
+        return getattr(summary, part)
+
+    return value
 
 
-TOP1_COLUMN = COLUMNS.index("test top-1 (%)")
+RESULTS = Table(
+    "report",
+    "",
+    "",
+    (
+        Column(
+            "source → target",
+            lambda r: f"{r.source} → {r.target}",
+            (("source", lambda r: r.source), ("target", lambda r: r.target)),
+            text=True,
+        ),
+        Column("backbone", lambda r: r.backbone, (("backbone", lambda r: r.backbone),), text=True),
+        Column(
+            "strategy",
+            lambda r: r.label,
+            (
+                ("strategy", lambda r: r.strategy),
+                ("selected_alphas", lambda r: "/".join(f"{a:g}" for a in r.alphas)),
+                ("selected_grid_points", lambda r: " / ".join(point_label(p) for p in r.grid_points)),
+            ),
+            text=True,
+        ),
+        Column(
+            "test top-1 (%)",
+            lambda r: interval(r.top1),
+            (
+                ("test_top1_mean", _summary_part("top1", "mean")),
+                ("test_top1_std", _summary_part("top1", "std")),
+                ("test_top1_ci95_low", _summary_part("top1", "low")),
+                ("test_top1_ci95_high", _summary_part("top1", "high")),
+                ("bold", lambda r: r.best),
+                ("p_vs_best_holm", lambda r: r.p_vs_best),
+            ),
+            emphasised=True,
+        ),
+        Column(
+            "n",
+            _count,
+            (
+                ("n", lambda r: r.n),
+                ("failed", lambda r: ";".join(f"seed{s}:{status}" for s, status in r.failed)),
+                ("missing", lambda r: ";".join(f"seed{s}" for s in r.missing)),
+            ),
+        ),
+        Column(
+            "Δ vs scratch (pp)",
+            lambda r: interval(r.delta_vs_scratch, signed=True),
+            (
+                ("delta_vs_scratch_mean", _summary_part("delta_vs_scratch", "mean")),
+                ("delta_vs_scratch_ci95_half", _summary_part("delta_vs_scratch", "ci_half")),
+            ),
+        ),
+        Column(
+            "val top-1 (%)",
+            lambda r: number(r.val_top1.mean if r.val_top1 else None, ".2f"),
+            (("val_top1_mean", _summary_part("val_top1", "mean")),),
+        ),
+        Column(
+            "target compute (s)", lambda r: number(r.target_s, ",.1f"), (("target_compute_s", lambda r: r.target_s),)
+        ),
+        Column(
+            "target PFLOPs", lambda r: number(r.target_pflops, ".3g"), (("target_pflops", lambda r: r.target_pflops),)
+        ),
+        Column(
+            "source compute (s)", lambda r: number(r.source_s, ",.1f"), (("source_compute_s", lambda r: r.source_s),)
+        ),
+        Column(
+            "total to reach this row (s)",
+            lambda r: number(r.total_s, ",.1f"),
+            (("total_compute_s", lambda r: r.total_s),),
+        ),
+        Column("train images/s", lambda r: number(r.img_per_s, ",.0f"), (("target_img_per_s", lambda r: r.img_per_s),)),
+    ),
+)
+
+GRID_POINTS = Table(
+    "grid_points",
+    "Grid points",
+    "Every point of each strategy trained over a grid or tuned (means over seeds); the table above shows the point "
+    "each seed selected on validation.",
+    (
+        Column(
+            "source → target",
+            lambda g: f"{g.source} → {g.target}",
+            (("source", lambda g: g.source), ("target", lambda g: g.target)),
+            text=True,
+        ),
+        Column("backbone", lambda g: g.backbone, (("backbone", lambda g: g.backbone),), text=True),
+        Column("strategy", lambda g: g.strategy, (("strategy", lambda g: g.strategy),), text=True),
+        Column("grid point", lambda g: g.point, (("grid_point", lambda g: g.point),), text=True),
+        Column("val top-1 (%)", lambda g: number(g.val_top1, ".2f"), (("val_top1_mean", lambda g: g.val_top1),)),
+        Column("test top-1 (%)", lambda g: number(g.test_top1, ".2f"), (("test_top1_mean", lambda g: g.test_top1),)),
+        Column(
+            "selected (seeds)",
+            lambda g: f"{g.selected} of {g.seeds}",
+            (("selected_seeds", lambda g: g.selected), ("seeds", lambda g: g.seeds)),
+        ),
+    ),
+)
+
+TABLES = (RESULTS, GRID_POINTS)  # in the order a report shows them
+
+
+def _cells(table: Table, row, escape: Callable[[str], str], bold: Callable[[str], str]) -> list[str]:
+    cells = [escape(column.show(row)) for column in table.columns]
+    if getattr(row, "best", False):
+        cells = [bold(c) if column.emphasised else c for c, column in zip(cells, table.columns)]
+    return cells
 
 
 _MARKDOWN_SPECIALS = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "}
@@ -80,77 +262,22 @@ def markdown_escape(text: str) -> str:
     return escaped.replace("](", "]\\(").replace("][", "]\\[")
 
 
-def render_markdown(rows: list[Row]) -> str:
-    table = []
-    for row in rows:
-        cells = [markdown_escape(cell) for cell in display_cells(row)]
-        if row.best:
-            cells[TOP1_COLUMN] = f"**{cells[TOP1_COLUMN]}**"
-        table.append(cells)
-    return tabulate(table, headers=COLUMNS, tablefmt="github", disable_numparse=True)
+def render_markdown(rows: list, table: Table = RESULTS) -> str:
+    body = [_cells(table, row, markdown_escape, lambda c: f"**{c}**") for row in rows]
+    headers = [markdown_escape(h) for h in table.headers]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def render_csv(rows: list[Row]) -> str:
+def render_csv(rows: list, table: Table = RESULTS) -> str:
     """Raw numbers for other tools: no rounding, no formatting."""
     import pandas as pd
 
-    columns = [
-        "source",
-        "target",
-        "backbone",
-        "strategy",
-        "selected_alphas",
-        "selected_grid_points",
-        "n",
-        "failed",
-        "missing",
-        "test_top1_mean",
-        "test_top1_std",
-        "test_top1_ci95_low",
-        "test_top1_ci95_high",
-        "delta_vs_scratch_mean",
-        "delta_vs_scratch_ci95_half",
-        "bold",
-        "p_vs_best_holm",
-        "val_top1_mean",
-        "target_compute_s",
-        "target_pflops",
-        "source_compute_s",
-        "total_compute_s",
-        "target_img_per_s",
-    ]
-    table = []
-    for row in rows:
-        low, high = row.top1.ci if row.top1 and row.top1.ci else (None, None)
-        table.append(
-            [
-                row.source,
-                row.target,
-                row.backbone,
-                row.strategy,
-                "/".join(f"{a:g}" for a in row.alphas),
-                " / ".join(point_label(p) for p in row.grid_points),
-                row.n,
-                ";".join(f"seed{s}:{status}" for s, status in row.failed),
-                ";".join(f"seed{s}" for s in row.missing),
-                row.top1.mean if row.top1 else None,
-                row.top1.std if row.top1 else None,
-                low,
-                high,
-                row.delta_vs_scratch.mean if row.delta_vs_scratch else None,
-                row.delta_vs_scratch.ci_half if row.delta_vs_scratch else None,
-                row.best,
-                row.p_vs_best,
-                row.val_top1.mean if row.val_top1 else None,
-                row.target_s,
-                row.target_pflops,
-                row.source_s,
-                row.total_s,
-                row.img_per_s,
-            ]
-        )
+    named = [pair for column in table.columns for pair in column.csv]
+    body = [[value(row) for _, value in named] for row in rows]
     # object columns: a number is written as Python writes it, and None as an empty field
-    return pd.DataFrame(table, columns=columns, dtype=object).to_csv(index=False, lineterminator="\n")
+    return pd.DataFrame(body, columns=[name for name, _ in named], dtype=object).to_csv(
+        index=False, lineterminator="\n"
+    )
 
 
 _LATEX_SPECIALS = {
@@ -175,56 +302,69 @@ def latex_escape(text: str) -> str:
     return escaped
 
 
-def render_latex(rows: list[Row], caption: str = "") -> str:
+def render_latex(rows: list, table: Table = RESULTS, caption: str = "") -> str:
     """A booktabs tabular, ready to ``\\input`` inside a table environment (needs ``\\usepackage{booktabs}``)."""
-    align = "lll" + "r" * (len(COLUMNS) - 3)
+    align = "".join("l" if c.text else "r" for c in table.columns)
     lines = [
-        f"% {latex_escape(caption)}" if caption else "% transfer-bench results table",
+        f"% {latex_escape(caption)}" if caption else f"% transfer-bench {latex_escape(table.title or 'results')} table",
         "% needs \\usepackage{booktabs}",
         f"\\begin{{tabular}}{{{align}}}",
         "\\toprule",
-        " & ".join(latex_escape(c) for c in COLUMNS) + r" \\",
+        " & ".join(latex_escape(h) for h in table.headers) + r" \\",
         "\\midrule",
     ]
     for row in rows:
-        cells = [latex_escape(c) for c in display_cells(row)]
-        if row.best:
-            cells[TOP1_COLUMN] = f"\\textbf{{{cells[TOP1_COLUMN]}}}"
-        lines.append(" & ".join(cells) + r" \\")
+        lines.append(" & ".join(_cells(table, row, latex_escape, lambda c: f"\\textbf{{{c}}}")) + r" \\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)
 
 
-def render_html(rows: list[Row], title: str, notes: list[str], figures: list[str], extra: str = "") -> str:
-    """One self-contained page: the table, the notes, ``extra`` HTML (the grid points' table), and the plots
-    as inline SVG (nothing fetched)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = []
-    for row in rows:
-        cells = [html.escape(c) for c in display_cells(row)]
-        if row.best:
-            cells[TOP1_COLUMN] = f"<strong>{cells[TOP1_COLUMN]}</strong>"
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+def render_html_table(rows: list, table: Table = RESULTS) -> str:
+    def cell(tag: str, text: str, column: Column) -> str:
+        return f'<{tag} class="{"text" if column.text else "number"}">{text}</{tag}>'
+
+    head = "".join(cell("th", html.escape(c.header), c) for c in table.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            cell("td", text, column)
+            for text, column in zip(_cells(table, row, html.escape, lambda c: f"<strong>{c}</strong>"), table.columns)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_page(title: str, notes: list[str], sections: list[tuple[Table, list]], figures: list[str]) -> str:
+    """One self-contained page: the notes, every table with its heading and note, and the plots as inline SVG
+    (nothing fetched)."""
     paragraphs = "".join(f"<p>{html.escape(n)}</p>" for n in notes if n)
+    tables = "".join(
+        (f"<h2>{html.escape(table.title)}</h2>" if table.title else "")
+        + (f"<p>{html.escape(table.note)}</p>" if table.note else "")
+        + render_html_table(rows, table)
+        for table, rows in sections
+    )
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:14px}"
-        "th,td{padding:4px 10px;border-bottom:1px solid #ccc;text-align:right}th{border-bottom:2px solid #444}"
-        "td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}figure{margin:2em 0}svg{max-width:100%;height:auto}"
+        "th,td{padding:4px 10px;border-bottom:1px solid #ccc}th{border-bottom:2px solid #444}"
+        ".number{text-align:right}.text{text-align:left}figure{margin:2em 0}svg{max-width:100%;height:auto}"
     )
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{paragraphs}"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{extra}"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{paragraphs}{tables}"
         + "".join(f"<figure>{svg}</figure>" for svg in figures)
         + "</body></html>\n"
     )
 
 
-def render_rows(rows: list[Row], fmt: str = "markdown") -> str:
+def render_rows(rows: list, fmt: str = "markdown", table: Table = RESULTS) -> str:
+    """One table in a text format (``render_page`` makes the HTML page)."""
     if fmt == "markdown":
-        return render_markdown(rows)
+        return render_markdown(rows, table)
     if fmt == "csv":
-        return render_csv(rows)
+        return render_csv(rows, table)
     if fmt == "latex":
-        return render_latex(rows)
+        return render_latex(rows, table)
     raise ReportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

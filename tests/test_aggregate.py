@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.aggregate import aggregate, iqm, performance_profile, probability_of_improvement
-from bench.report import Row
+from bench.tables import Row
 
 
 def rows(table: dict) -> list[Row]:

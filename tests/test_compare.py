@@ -15,7 +15,8 @@ from conftest import REPO, tiny_suite
 
 from bench.cli import main
 from bench.compare import CompareError, compare, parse_thresholds, render_summary
-from bench.records import DIRECTIONS, ResultsStore
+from bench.fields import DIRECTIONS
+from bench.records import ResultsStore
 from bench.stats import correct_bits
 
 

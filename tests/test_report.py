@@ -1,5 +1,8 @@
 """The report: statistics over seeds, every format, the plots, and what is failed or missing."""
 
+import csv
+import html
+import io
 import math
 
 import pytest
@@ -10,7 +13,7 @@ from bench.records import ResultsStore
 from bench.report import ReportError, load_results, paired_table, render, summarise_rows, write_reports
 from bench.results import ResultsError
 from bench.stats import holm_paired_tests, paired_difference, summarise, t_quantile
-from bench.tables import latex_escape, render_csv, render_html, render_latex, render_markdown
+from bench.tables import RESULTS, latex_escape, render_csv, render_latex, render_markdown, render_page
 
 
 def record(strategy, seed, top1, status="ok", alpha=None, selected=True, val=50.0, target="b", img_per_s=1000.0):
@@ -155,10 +158,10 @@ def test_every_format_marks_the_best_and_reads_cleanly():
     assert latex_escape("50% of a_b & c") == "50\\% of a\\_b \\& c"
     csv_lines = render_csv(rows).splitlines()
     assert csv_lines[0].startswith(
-        "source,target,backbone,strategy,selected_alphas,selected_grid_points,n,failed,missing,test_top1_mean"
+        "source,target,backbone,strategy,selected_alphas,selected_grid_points,test_top1_mean,test_top1_std"
     )
-    assert csv_lines[2].split(",")[9] == "41.5"  # raw numbers, unrounded
-    page = render_html(rows, "Results: s", ["made by a test"], ["<svg></svg>"])
+    assert csv_lines[2].split(",")[6] == "41.5"  # raw numbers, unrounded
+    page = render_page("Results: s", ["made by a test"], [(RESULTS, rows)], ["<svg></svg>"])
     assert page.startswith("<!DOCTYPE html>") and "<strong>43.00" in page and "<svg></svg>" in page
     assert "http://" not in page and "https://" not in page  # self-contained
     assert render(three_seeds, "csv") == render_csv(rows)
@@ -293,3 +296,40 @@ def test_compilation_is_charged_once_per_graph_and_process_to_no_row():
     assert compile_line([record("scratch", 0, 30.0)]) == ""
     rows = summarise_rows([a, c])
     assert [r.target_s for r in rows] == [10.0, 10.0]  # the rows' compute is the records' total, no compile in it
+
+
+def searched(seed, lr, top1, selected):
+    return {
+        **record("full_finetune", seed, top1, selected=selected, val=top1),
+        "grid_point": {"lr": lr},
+        "config_hash": f"ft-{seed}-{lr}",
+    }
+
+
+SEARCH = [searched(s, lr, 40.0 + s + (2 if lr == 0.1 else 0), lr == 0.1) for s in (0, 1, 2) for lr in (0.01, 0.1)]
+
+
+def test_every_format_renders_every_table(tmp_path):
+    """One list of tables: the grid points' table is in the markdown, LaTeX, CSV and HTML alike, with every
+    column its declaration lists."""
+    from bench.tables import GRID_POINTS, TABLES
+
+    ResultsStore(tmp_path).append(RECORDS + SEARCH)
+    write_reports(load_results(tmp_path), "Results: s")
+    markdown = (tmp_path / "report.md").read_text()
+    latex = (tmp_path / "report.tex").read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert latex.count("\\begin{tabular}") == len(TABLES) and page.count("<table>") == len(TABLES)
+    for table in TABLES:
+        for header in table.headers:
+            assert header in markdown and html.escape(header) in page and latex_escape(header) in latex
+    assert "## Grid points" in markdown and "<h2>Grid points</h2>" in page
+    grid_csv = list(csv.DictReader(io.StringIO((tmp_path / "grid_points.csv").read_text())))
+    assert [(g["grid_point"], g["selected_seeds"], g["seeds"]) for g in grid_csv] == [
+        ("lr=0.01", "0", "3"),
+        ("lr=0.1", "3", "3"),
+    ]
+    assert float(grid_csv[1]["test_top1_mean"]) == 43.0  # 42, 43, 44
+    assert {name for c in GRID_POINTS.columns for name, _ in c.csv} == set(grid_csv[0])
+    results_csv = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_text())))
+    assert {r["strategy"] for r in results_csv} == {"scratch", "full_finetune", "alpha_mix"}

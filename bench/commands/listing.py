@@ -1,16 +1,28 @@
-"""``bench list``: the datasets, backbones and strategies known, with their options."""
+"""``bench list``: the datasets, backbones and strategies known, with their options; ``bench list fields``:
+the metrics and compute fields a record carries (``bench/fields.py``), as the README's table."""
 
 import dataclasses
 
 NAME, ORDER = "list", 100
-HELP = "list the datasets, backbones and strategies known"
+HELP = "list the datasets, backbones and strategies known (or, with `fields`, the metrics and compute fields)"
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument(
+        "what",
+        nargs="?",
+        choices=["plugins", "fields"],
+        default="plugins",
+        help="plugins (the default): datasets, backbones, strategies; fields: the records' numbers, as markdown",
+    )
 
 
 def run(args) -> int:
+    if args.what == "fields":
+        from bench.fields import markdown_table
+
+        print(markdown_table())
+        return 0
     from transfer_core.backbones import BACKBONES
     from transfer_core.datasets import DATASETS
     from transfer_core.strategies import STRATEGIES

@@ -40,7 +40,8 @@ def run(args) -> int:
         from .. import plots
 
         svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows)]
-        print(report_mod.render_html(rows, title, report_mod.notes(results), svgs), end="")
+        tables = report_mod.sections(results, rows)
+        print(report_mod.render_page(title, report_mod.notes(results), tables, svgs), end="")
     else:
         print(report_mod.render_rows(rows, args.format), end="" if args.format != "markdown" else "\n")
     if args.plot:
