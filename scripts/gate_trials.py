@@ -67,9 +67,9 @@ FAULTS = {
     "numerics": [
         (
             "transfer_core/training.py",
-            '    shard = getattr(loader, "shard", WHOLE)\n',
-            '    torch.set_num_threads(1)  # injected: other reduction orders, other rounding\n'
-            '    shard = getattr(loader, "shard", WHOLE)\n',
+            "    optimizer = _optimizer(model, recipe, body_lr_scale)\n",
+            "    torch.set_num_threads(1)  # injected: other reduction orders, other rounding\n"
+            "    optimizer = _optimizer(model, recipe, body_lr_scale)\n",
         )
     ],
 }
