@@ -143,8 +143,10 @@ class Comparison:
 
 
 def load(directory: Path, role: str) -> list[dict]:
-    """The latest record per cell and candidate of a results folder, whatever its plan says now."""
-    return read_results(directory, role, current=False).records
+    """The records a results folder's report shows: the latest per cell and candidate, of the configurations its
+    plan has (a suite edited since leaves records of the old configurations behind: a candidate the new suite
+    dropped must not be compared as if it were current)."""
+    return read_results(directory, role, current=True).records
 
 
 def _devices(records: list[dict]) -> set[str]:
@@ -330,15 +332,23 @@ def _accuracy_verdict(label: str, pairs: list[tuple[dict, dict]], threshold: Thr
 
 def _per_image(pairs: list[tuple[dict, dict]]) -> Optional[McNemar]:
     """McNemar's test over the pairs' test images, when every pair has per-image results on the same images
-    (the same target data and as many images); None otherwise: a test on some seeds only would pick them."""
+    (the same target data and as many images) that agree with the test top-1 the records report; None
+    otherwise: a test on some seeds only would pick them, and per-image results that disagree with the reported
+    top-1 (a change to how the metric is computed) cannot judge it."""
 
     def data(record: dict):
         return (((record.get("provenance") or {}).get("data") or {}).get("target") or {}).get("fingerprint")
+
+    def agrees(record: dict, right) -> bool:
+        reported = _value(record, "test_top1_pct")
+        return reported is not None and len(right) > 0 and abs(100.0 * right.mean() - reported) < 1e-3
 
     bits = []
     for before, after in pairs:
         a, b = correct_bits(before.get("test_correct")), correct_bits(after.get("test_correct"))
         if a is None or b is None or len(a) != len(b) or data(before) != data(after):
+            return None
+        if not (agrees(before, a) and agrees(after, b)):
             return None
         bits.append((a, b))
     return mcnemar_drop(bits)

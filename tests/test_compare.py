@@ -296,6 +296,10 @@ def test_with_few_seeds_test_top1_is_judged_image_by_image_by_mcnemar():
     close = [False] * 6 + [True] * 174 + [True] * 4 + [False] * 16
     (change,) = compare([scored(0, before)], [scored(0, close)], parse_thresholds("top1:-0.5pp")).changes
     assert change.verdict == "within noise" and "p = 0.377" in change.note
+    # a top-1 that the per-image results do not add up to (how the metric is computed changed): the threshold alone
+    lowered = {**scored(0, before), "metrics": {"test_top1_pct": 89.0}}
+    (change,) = compare([scored(0, before)], [lowered], parse_thresholds("top1:-0.5pp")).changes
+    assert change.verdict == "regressed" and "untested" in change.note
     # other test images (another data fingerprint): no image-by-image test, the threshold alone
     (change,) = compare([scored(0, before)], [scored(0, close, "g")], parse_thresholds("top1:-0.5pp")).changes
     assert change.verdict == "regressed" and "untested" in change.note
