@@ -8,7 +8,8 @@ what. Faults:
     slow20     a commit that makes every train step 20% slower (it sleeps a fifth of the step's own time)
     top1-1pt   a commit that lowers every top-1 by one point (at the metric)
     top1-2pt   the same, two points
-    numerics   a commit that trains on one thread instead of the runtime's: oneDNN then sums the gradients
+    numerics   a commit that trains on one thread instead of the runtime's (and restores the thread count
+               after each training, so the records name the same machine): oneDNN then sums the gradients
                in another order, so the weights differ in rounding from the first steps on (0.14 apart after
                20 steps of a ResNet-8 here), the same model in exact arithmetic; every failure is a false alarm.
                (An earlier version summed the loss and divided by the batch size instead of averaging it: with
@@ -68,9 +69,15 @@ FAULTS = {
         (
             "transfer_core/training.py",
             "    optimizer = _optimizer(model, recipe, body_lr_scale)\n",
+            "    threads = torch.get_num_threads()\n"
             "    torch.set_num_threads(1)  # injected: other reduction orders, other rounding\n"
             "    optimizer = _optimizer(model, recipe, body_lr_scale)\n",
-        )
+        ),
+        (  # the thread count restored before anything is recorded: the records name the same machine
+            "transfer_core/training.py",
+            "        stats.compile_decision = decision.details\n",
+            "        stats.compile_decision = decision.details\n    torch.set_num_threads(threads)\n",
+        ),
     ],
 }
 
