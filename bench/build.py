@@ -463,6 +463,7 @@ class Builder:
         meta = {
             "strategy": spec.name,
             "stats": dataclasses.asdict(total),
+            "search_stats": dataclasses.asdict(chosen.stats),  # what the trials' own records carry: no refit in it
             "details": details,
             "selected_key": chosen_meta.get("selected_key", artifact.chosen_key),
             "data_fingerprint": target.fingerprint,
@@ -499,9 +500,9 @@ class Builder:
             return self._records(artifact, inputs, evaluations, "ok", None, started_at)
         # every point of the grid is evaluated and recorded; each record carries the whole grid's cost (what
         # choosing the selected point took), and the selected one is marked (under refit, the refit model's
-        # record is, and every point's is not)
+        # record is, and every point's is not; the points' records carry the search without the refit)
         selection = own_meta
-        grid_cost = TrainStats(**selection["stats"])
+        grid_cost = TrainStats(**selection.get("search_stats", selection["stats"]))
         evaluations = []
         failed_trials = []
         for spec, (point, key) in zip(cell.strategy.points(), artifact.grid):

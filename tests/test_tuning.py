@@ -145,8 +145,12 @@ def test_refit_retrains_the_chosen_trial_on_train_and_validation_and_is_the_row(
         assert refit["details"]["refit_images"] == 120
         # its compute: every trial, then the refit (LP-FT's: its probe's fit and refit too)
         own_s = sum(r["details"]["grid_point_train_s"] for r in trials) + refit["details"]["refit_train_s"]
+        # the trials' own records carry the search that chose among them, without the refit
+        search_s = sum(r["details"]["grid_point_train_s"] for r in trials)
+        assert refit["compute"]["target_train_s"] > search_s
         if strategy == "scratch":
             assert refit["compute"]["target_train_s"] == pytest.approx(own_s)
+            assert all(r["compute"]["target_train_s"] == pytest.approx(search_s) for r in trials)
             # validation work in FLOPs too: two trials scored, then the chosen one scored again before its refit
             import torch
 
@@ -156,7 +160,8 @@ def test_refit_retrains_the_chosen_trial_on_train_and_validation_and_is_the_row(
             runtime = resolve_runtime("cpu")
             network = runtime.prepare(create_backbone("resnet8", 5, 1)).eval()
             one_pass = count_flops_per_image(network, torch.zeros(8, 1, 8, 8), False, runtime) * 30
-            assert all(r["compute"]["target_selection_flops"] == pytest.approx(3 * one_pass) for r in mine)
+            assert refit["compute"]["target_selection_flops"] == pytest.approx(3 * one_pass)
+            assert all(r["compute"]["target_selection_flops"] == pytest.approx(2 * one_pass) for r in trials)
         else:
             assert refit["compute"]["target_train_s"] > own_s
     # LP-FT's refit starts from the probe refit at the L2 strength the probe chose on validation
