@@ -254,9 +254,10 @@ def train(
                 stats.compile_s += compile_s
                 timer.start()
                 if step_fn is not network:  # compiled (auto may have fallen back to eager)
-                    graph = decision.signature if decision is not None else None
-                    graph = graph or graph_signature(
-                        model, images, runtime.amp, runtime.channels_last, runtime.compile_mode
+                    graph = (  # auto named the graph when it decided to compile; compile: on names it here
+                        decision.signature
+                        if decision is not None
+                        else graph_signature(model, images, runtime.amp, runtime.channels_last, runtime.compile_mode)
                     )
                     stats.compiles.append(compile_entry(graph, compile_s))
                 stats.data_s = data_before_compile
