@@ -32,7 +32,14 @@ import torch
 
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.cache import ModelCache
-from transfer_core.datasets import DataUnavailableError, PreparedData, concatenated, file_hashes, prepare_dataset
+from transfer_core.datasets import (
+    ArraySplit,
+    DataUnavailableError,
+    PreparedData,
+    concatenated,
+    file_hashes,
+    prepare_dataset,
+)
 from transfer_core.distributed import barrier
 from transfer_core.pretrained import (
     WeightsUnavailableError,
@@ -48,20 +55,25 @@ from transfer_core.runtime import (
     peak_precision,
     reset_peak_memory,
 )
+from transfer_core.shifts import relabelled
+from transfer_core.shifts.corruptions import corrupt
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
 
 from .fields import DIRECTIONS
 from .plan import (
     Artifact,
+    CorruptionArtifact,
     EvaluationArtifact,
     FittedArtifact,
     RefitArtifact,
     SelectionArtifact,
+    ShiftEvaluationArtifact,
     SourceArtifact,
 )
 from .provenance import provenance
 from .records import RECORD_SCHEMA_VERSION, point_label
+from .shifts import CorruptionShift
 from .suite import DatasetSpec
 
 
@@ -155,7 +167,7 @@ def _trials(artifact: Artifact) -> set[str]:
     one trial trained."""
     if isinstance(artifact, SelectionArtifact):
         return {key for _, key in artifact.points}
-    if isinstance(artifact, EvaluationArtifact):
+    if isinstance(artifact, (EvaluationArtifact, ShiftEvaluationArtifact)):
         return {key for _, key in artifact.grid}
     return set()
 
@@ -232,6 +244,10 @@ class Builder:
                     outcome = Outcome(meta=self._selection(artifact, inputs))
                 elif isinstance(artifact, RefitArtifact):
                     outcome = Outcome(meta=self._refit(artifact, inputs))
+                elif isinstance(artifact, CorruptionArtifact):
+                    outcome = Outcome(meta=self._corruption(artifact))
+                elif isinstance(artifact, ShiftEvaluationArtifact):
+                    outcome = Outcome(records=self._shift_evaluation(artifact, inputs))
                 else:
                     outcome = Outcome(records=self._evaluation(artifact, inputs))
         except TimeLimitExceeded as e:
@@ -256,11 +272,12 @@ class Builder:
 
     def failed(self, artifact: Artifact, inputs: dict[str, Outcome], status: str, error: Optional[str]) -> Outcome:
         """The outcome of an artifact that could not be built: for an evaluation, its cells' records say why."""
-        records = (
-            self._records(artifact, inputs, [], status, error, _now())
-            if isinstance(artifact, EvaluationArtifact)
-            else []
-        )
+        if isinstance(artifact, EvaluationArtifact):
+            records = self._records(artifact, inputs, [], status, error, _now())
+        elif isinstance(artifact, ShiftEvaluationArtifact):
+            records = self._shift_records(artifact, [], status, error, _now(), 0.0)
+        else:
+            records = []
         return Outcome(status, error, records=records)
 
     # --- models -------------------------------------------------------------------------------------
@@ -478,6 +495,164 @@ class Builder:
             f"(chosen with {val_top1:.2f}% validation top-1)"
         )
         return meta
+
+    # --- shifted test sets ---------------------------------------------------------------------------
+
+    def _test_pixels(self, data: PreparedData) -> torch.Tensor:
+        """The test split as uint8 (N, H, W, C): the arrays themselves, or image files decoded as evaluation
+        decodes them (resized and centre-cropped to the resolution)."""
+        if isinstance(data.test, ArraySplit):
+            return data.test.images
+        from transfer_core.data.folders import _DecodedFiles
+
+        decoded = _DecodedFiles(data.test, data.resolution, 0.0)
+        return torch.stack([decoded[i][0] for i in range(len(decoded))])
+
+    def _corruption(self, artifact: CorruptionArtifact) -> dict:
+        from tqdm import tqdm
+
+        target = self.data(artifact.target, test_split=False)
+        shift = artifact.shift
+        pixels = self._test_pixels(target)
+        self.runtime.synchronize()
+        started = time.perf_counter()
+        with tqdm(total=len(pixels), desc=artifact.name, unit="img", leave=False, disable=None) as bar:
+            corrupted = corrupt(
+                pixels,
+                shift.corruption,
+                shift.severity,
+                shift.seed,
+                artifact.settings["constants"],
+                self.runtime.device,
+                progress=lambda done: bar.update(done - bar.n),
+            )
+        self.runtime.synchronize()
+        seconds = time.perf_counter() - started
+        meta = {
+            "shift": shift.describe(),
+            "constants": artifact.settings["constants"],
+            "images": len(corrupted),
+            "corruption_s": seconds,
+            "device": str(self.runtime.device),
+            "made_at": _now(),
+        }
+        if self.runtime.shard.is_main:
+            self.cache.save_tensors(
+                artifact.cache_folder, artifact.key, {"images": corrupted, "labels": target.test.labels}, meta
+            )
+        barrier(self.runtime.shard)
+        self.log(f"  {artifact.name}: {len(corrupted)} images in {seconds:.1f}s")
+        return meta
+
+    def _shifted_target(self, artifact: ShiftEvaluationArtifact, target: PreparedData) -> PreparedData:
+        """The target with its test split replaced by the shifted set (and no validation: nothing is chosen on
+        a shift), at the side the target's models see."""
+        shift = artifact.shift
+        side = target.resolution or (target.test.images.shape[1] if isinstance(target.test, ArraySplit) else None)
+        if isinstance(shift, CorruptionShift):
+            found = self.cache.load(CorruptionArtifact.cache_folder, artifact.corrupted_key)
+            if found is None:
+                raise FileNotFoundError(
+                    f"{self.cache.path(CorruptionArtifact.cache_folder, artifact.corrupted_key)} is missing or "
+                    "unreadable: the model cache must be storage every worker reads"
+                )
+            tensors, _ = found
+            test = ArraySplit(tensors["images"].clone(), tensors["labels"].clone())
+        else:
+            other = self.data(shift.data, artifact.settings["shift"]["data"]["fingerprint"])
+            test = relabelled(getattr(other, shift.split), other.class_names, target.class_names, shift.label)
+            if other.channels != target.channels:
+                raise DataUnavailableError(
+                    f"shift {shift.label}: {other.channels}-channel images, the target's are {target.channels}-channel"
+                )
+        return dataclasses.replace(target, val=None, test=test, resolution=side)
+
+    def _shift_evaluation(self, artifact: ShiftEvaluationArtifact, inputs: dict[str, Outcome]) -> list[dict]:
+        """Every model of the cell's result (each alpha of alpha-mix; the baseline's trials too) scored on the
+        shifted set: one inference pass over it per model, nothing chosen."""
+        started_at, cell = _now(), artifact.cell
+        target = self.data(cell.target, test_split=False)
+        shifted = self._shifted_target(artifact, target)
+        task = TargetTask(shifted, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
+        own = cell.strategy.name
+        strategy = STRATEGIES.get(own)(cell.strategy.options, cell.strategy.recipe)
+        models = {name: self._load_fitted(key, target, cell.backbone) for name, key in artifact.model_keys.items()}
+        self.runtime.synchronize()
+        started = time.perf_counter()
+        evaluations = strategy.evaluate(task, models)
+        for spec, (point, key) in zip(cell.strategy.points(), artifact.grid):
+            if inputs[key].ok:
+                fitted = self._load_fitted(key, target, cell.backbone)
+                scored = STRATEGIES.get(own)(spec.options, spec.recipe).evaluate(task, {**models, own: fitted})
+                evaluations += [dataclasses.replace(e, grid_point=point, selected=False) for e in scored]
+        self.runtime.synchronize()
+        seconds = time.perf_counter() - started
+        return self._shift_records(artifact, evaluations, "ok", None, started_at, seconds)
+
+    def _shift_records(
+        self,
+        artifact: ShiftEvaluationArtifact,
+        evaluations: list[Evaluation],
+        status: str,
+        error: Optional[str],
+        started_at: str,
+        seconds: float,
+    ) -> list[dict]:
+        """One record per scored model: which cell, model (alpha, grid point) and shift, its top-1 there."""
+        shift = artifact.shift
+        provenance_now = {
+            **provenance(self.runtime.device),
+            "runtime": self.runtime.describe(),
+            "command": self.env.command,
+            "started_at": started_at,
+            "finished_at": _now(),
+        }
+        common = {
+            "schema_version": RECORD_SCHEMA_VERSION,
+            "suite": self.env.suite,
+            "shift": {
+                "label": shift.label,
+                "family": shift.family,
+                **shift.describe(),
+                **(
+                    {"constants": artifact.settings["shift"].get("constants")}
+                    if isinstance(shift, CorruptionShift)
+                    else {}
+                ),
+            },
+            "config_hash": artifact.key,
+            "evaluation_key": artifact.evaluation_key,
+            "status": status,
+            "error": error,
+            "directions": DIRECTIONS,
+            "provenance": provenance_now,
+        }
+        records = []
+        for cell in artifact.cells:
+            if not evaluations:
+                records.append(
+                    {**common, **cell.identity(), "alpha": None, "grid_point": None, "metrics": {}, "compute": {}}
+                )
+            for e in evaluations:
+                records.append(
+                    {
+                        **common,
+                        **cell.identity(),
+                        "alpha": e.alpha,
+                        "grid_point": e.grid_point,
+                        "trial": e.grid_point is not None,  # a baseline trial, scored for the fit only
+                        "metrics": {k: v for k, v in e.metrics.items() if k != "val_top1_pct"},
+                        "test_correct": e.test_correct,
+                        # one inference pass per model: the artifact's time, shared by its models' records
+                        "compute": {
+                            "shift_eval_s": seconds,
+                            "shift_models": len(evaluations),
+                            "shift_images": e.test_correct["images"],
+                        },
+                        "details": {"refit": bool(e.grid_point is None and e.details.get("refit"))},
+                    }
+                )
+        return records
 
     # --- evaluations and their records ---------------------------------------------------------------
 

@@ -41,12 +41,14 @@ import torch
 from transfer_core import CODE_SALT
 from transfer_core.backbones import backbone_library
 from transfer_core.cache import content_key
-from transfer_core.datasets import PreparedData, create_dataset_reader
+from transfer_core.datasets import PreparedData, create_dataset_reader, fingerprints
 from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
+from transfer_core.shifts.corruptions import constants_for
 from transfer_core.strategies import STRATEGIES
 
 from .records import point_label
+from .shifts import CorruptionShift, Shift
 from .suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Suite
 
 EVALUATION_GPU_SHARE = 0.25  # forward passes only: a fraction of a GPU
@@ -134,6 +136,7 @@ class EvaluationArtifact(Artifact):
     source_cells_sharing: int  # cells of the suite that reuse the source model: its cost is split between them
     config: dict  # the resolved settings of the evaluation and of everything it is built from: the records' config
     kind: ClassVar[str] = "evaluation"
+    records_file: ClassVar[str] = "records.jsonl"
 
     @property
     def cell(self) -> Cell:
@@ -141,10 +144,46 @@ class EvaluationArtifact(Artifact):
         return self.cells[0]
 
 
+@dataclass(frozen=True, eq=False)
+class CorruptionArtifact(Artifact):
+    """A target's test split corrupted at one severity (``transfer_core/shifts/corruptions.py``), saved as uint8
+    images: keyed by the split's content, the corruption, its severity, seed and constants, nothing else."""
+
+    target: DatasetSpec
+    shift: CorruptionShift
+    kind: ClassVar[str] = "corruption"
+    cache_folder: ClassVar[str] = "corrupted"
+
+
+@dataclass(frozen=True, eq=False)
+class ShiftEvaluationArtifact(Artifact):
+    """The models of a cell's result scored on one shifted test set: its records go to ``shifts.jsonl``. Its key
+    is the cell's evaluation settings with the shift's description added, so two shift evaluations of one cell
+    differ in the shift alone."""
+
+    cells: list[Cell]
+    shift: Shift
+    evaluation_key: str  # the cell's own (in-distribution) evaluation, whose records say what was selected
+    model_keys: dict  # as the cell's evaluation
+    grid: tuple[tuple[dict, str], ...]  # the baseline's trials: the models the effective-robustness fit is made on
+    corrupted_key: Optional[str]  # the CorruptionArtifact it scores, for a corruption
+    kind: ClassVar[str] = "shift evaluation"
+    records_file: ClassVar[str] = "shifts.jsonl"
+
+    @property
+    def cell(self) -> Cell:
+        return self.cells[0]
+
+
+RECORDED = (EvaluationArtifact, ShiftEvaluationArtifact)  # the artifacts that write records, not models
+
+
 @dataclass
 class Plan:
     artifacts: dict[str, Artifact] = field(default_factory=dict)  # by key, in an order where dependencies come first
     cells: list[tuple[Cell, EvaluationArtifact]] = field(default_factory=list)  # each cell and its evaluation, in order
+    # each cell and its shift evaluations, in order: ``cells`` holds the in-distribution ones
+    shifted: list[tuple[Cell, ShiftEvaluationArtifact]] = field(default_factory=list)
 
     def closure(self, keys: Iterable[str]) -> list[Artifact]:
         """These artifacts and everything they depend on, each after its dependencies, in the order of ``keys``."""
@@ -429,6 +468,58 @@ def build_plan(
         made = refit_model if refit else fitted_model
         return {name: made(name, cell) for name in suite.fitted_models(cell.strategy.name)}
 
+    def test_split(spec: DatasetSpec) -> dict:
+        """The target's test split as a corruption's key sees it: its own content, at the side it is corrupted at."""
+
+        def describe() -> dict:
+            found = prepared(spec)
+            images = getattr(found.test, "images", None)
+            side = found.resolution or (min(images.shape[1:3]) if images is not None else None)
+            return {"fingerprint": fingerprints(found.test)[0], "resolution": found.resolution, "side": side}
+
+        return once(("test split", id(spec)), describe)
+
+    def corrupted_split(cell: Cell, shift: CorruptionShift) -> Artifact:
+        split = test_split(cell.target)
+        settings = {
+            "corruption": shift.corruption,
+            "severity": shift.severity,
+            "seed": shift.seed,
+            "constants": constants_for(split["side"], shift.constants),  # auto resolved: the table is the content
+            "test_split": split,
+        }
+        return plan._add(
+            CorruptionArtifact,
+            settings,
+            (),
+            name=f"{shift.label} of {cell.target.label} test (seed{cell.seed})",
+            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            target=cell.target,
+            shift=shift,
+        )
+
+    def shift_evaluation(cell, shift, evaluation, settings: dict, deps: tuple, grid: tuple) -> Artifact:
+        corrupted = corrupted_split(cell, shift) if isinstance(shift, CorruptionShift) else None
+        described = shift.describe()
+        if corrupted is None:  # another dataset: its content, not its path
+            described["data"]["fingerprint"] = prepared(shift.data).fingerprint
+        shift_settings = {**settings, "shift": described, "grid_scored": [point for point, _ in grid]}
+        shift_deps = tuple(d for d in deps if d not in {key for _, key in evaluation.grid} - {k for _, k in grid})
+        shift_deps += (corrupted.key,) if corrupted is not None else ()
+        return plan._add(
+            ShiftEvaluationArtifact,
+            shift_settings,
+            shift_deps,
+            name=f"{cell.cell_id} on {shift.label}",
+            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            cells=[],
+            shift=shift,
+            evaluation_key=evaluation.key,
+            model_keys=evaluation.model_keys,
+            grid=grid,
+            corrupted_key=corrupted.key if corrupted is not None else None,
+        )
+
     sources = {id(cell): source_model(cell) if suite.uses_source(cell.strategy.name) else None for cell in cells}
     sharing = Counter(s.key for s in sources.values() if s is not None)
     for cell in cells:
@@ -463,4 +554,8 @@ def build_plan(
         )
         evaluation.cells.append(cell)
         plan.cells.append((cell, evaluation))
+        for shift in cell.target.shifts:
+            shifted = shift_evaluation(cell, shift, evaluation, settings, deps, grid if cls.baseline else ())
+            shifted.cells.append(cell)
+            plan.shifted.append((cell, shifted))
     return plan

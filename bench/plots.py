@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
 matplotlib.rcParams["svg.hashsalt"] = (
@@ -227,7 +228,77 @@ def critical_difference(found):
     return None if ax is None else ax.figure
 
 
-def figures(records: list[dict], rows, found=None) -> list[tuple[str, object]]:
+def ood_vs_id(shifted):
+    """Each out-of-distribution measure (mCA, each dataset shift) against in-distribution top-1, one panel each:
+    every baseline model scored (grey), the baseline's logit-linear fit, and each row's mean over seeds with
+    its 95% t intervals both ways. None without shift results."""
+    if shifted is None or not shifted.rows or not shifted.measures:
+        return None
+    groups = sorted({(r.source, r.target, r.backbone) for r in shifted.rows})
+    measures = shifted.measures
+    fig, axes = plt.subplots(
+        len(groups), len(measures), figsize=(5.0 * len(measures), 4.2 * len(groups)), squeeze=False
+    )
+    spare: dict = {}
+    for i, group in enumerate(groups):
+        for j, measure in enumerate(measures):
+            ax = axes[i][j]
+            found = shifted.fits.get(group, {}).get(measure)
+            if found is not None:
+                xs = [x for x, _ in found.points]
+                ax.scatter(xs, [y for _, y in found.points], s=12, color="0.65", label="baseline models (fit)")
+                line = np.linspace(max(min(xs) * 0.8, 0.1), min(max(max(xs) * 1.2, 1.0), 99.9), 100)
+                ax.plot(line, [found.predict(x) for x in line], color="0.4", linewidth=1)
+            for k, row in enumerate(r for r in shifted.rows if (r.source, r.target, r.backbone) == group):
+                x, y = summarise(list(row.id_by_seed.values())), row.summary(measure)
+                if x is None or y is None:
+                    continue
+                ax.errorbar(
+                    x.mean,
+                    y.mean,
+                    xerr=x.ci_half or 0,
+                    yerr=y.ci_half or 0,
+                    fmt=_marker(row.strategy, "", spare) or "o",
+                    color=f"C{k}",
+                    markersize=7,
+                    capsize=2,
+                    label=row.label,
+                )
+            ax.set_xlabel("in-distribution test top-1 (%)")
+            ax.set_ylabel(f"{measure} top-1 (%)")
+            ax.set_title(f"{group[0]} → {group[1]} ({group[2]}): {measure}", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def alpha_shift_curve(shifted):
+    """α-mix's mean top-1 against α in distribution and on each shift (mCA, its families, each dataset shift):
+    WiSE-FT's figure, one panel per source → target. None without α-mix scored on a shift."""
+    if shifted is None or not shifted.alpha_points:
+        return None
+    groups = sorted(shifted.alpha_points)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.0 * len(groups), 4.2), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        alphas = sorted(shifted.alpha_points[group])
+        measures = ["in distribution"] + shifted.measures + shifted.families
+        for k, measure in enumerate(measures):
+            means = [summarise(list(shifted.alpha_points[group][a].get(measure, {}).values())) for a in alphas]
+            kept = [(a, m) for a, m in zip(alphas, means) if m is not None]
+            if kept:
+                style = "-o" if measure in ("in distribution", "mCA") or measure in shifted.datasets else ":."
+                ax.plot([a for a, _ in kept], [m.mean for _, m in kept], style, color=f"C{k}", label=measure)
+        ax.set_xlabel("α  (0 = linear probe, 1 = fine-tuned)")
+        ax.set_ylabel("test top-1 (%), mean over seeds")
+        ax.set_title(f"α-mix: {group[0]} → {group[1]} ({group[2]})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def figures(records: list[dict], rows, found=None, shifted=None) -> list[tuple[str, object]]:
     """(file stem, figure) for every plot these results can draw."""
     drawn = (
         ("accuracy_vs_compute", accuracy_vs_compute(rows)),
@@ -235,6 +306,8 @@ def figures(records: list[dict], rows, found=None) -> list[tuple[str, object]]:
         ("regimes", regime_curve(records)),
         ("performance_profile", performance_profiles(found)),
         ("critical_difference", critical_difference(found)),
+        ("ood_vs_id", ood_vs_id(shifted)),
+        ("alpha_shift_curve", alpha_shift_curve(shifted)),
     )
     return [(stem, fig) for stem, fig in drawn if fig is not None]
 
@@ -250,13 +323,13 @@ def svg_text(fig) -> str:
     return inline_svg(buffer.getvalue())
 
 
-def write_plots(records: list[dict], rows, directory: Path, found=None) -> list[Path]:
+def write_plots(records: list[dict], rows, directory: Path, found=None, shifted=None) -> list[Path]:
     """accuracy_vs_compute, alpha_curve, regimes, and with an aggregate across tasks (``found``) the performance
     profiles and the critical-difference diagram (where there is something to draw), each as PNG and SVG, into
     ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, fig in figures(records, rows, found):
+    for stem, fig in figures(records, rows, found, shifted):
         written += [save(fig, directory / f"{stem}.png"), save(fig, directory / f"{stem}.svg")]
         plt.close(fig)
     return written

@@ -62,10 +62,13 @@ def record_problem(record) -> Optional[str]:
     return None
 
 
+SHIFT_RECORDS = "shifts.jsonl"  # the records of shift evaluations (bench/shifts.py), beside the cells' own
+
+
 class ResultsStore:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, name: str = "records.jsonl"):
         self.directory = Path(directory)
-        self.path = self.directory / "records.jsonl"
+        self.path = self.directory / name
         self._read_to = 0  # bytes of records.jsonl already tallied by ``tally``
         self._tally: dict[tuple[str, str], Counter] = {}  # (config hash, cell id) -> records per status
 

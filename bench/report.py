@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from transfer_core.files import write_file
 
+from . import robustness
 from .errors import ReportError
 from .records import latest_records, point_label, strategy_info
 from .results import Results, frame
@@ -208,7 +209,15 @@ def sections(results: Results, rows: list[Row]) -> list[tuple[Table, list]]:
     points = grid_rows(results.records)
     if points:
         found.append((GRID_POINTS, points))
+    shifted = shift_results(results)
+    if shifted is not None and shifted.rows:
+        found.append((robustness.table(shifted), shifted.rows))
     return found
+
+
+def shift_results(results: Results) -> Optional[robustness.Robustness]:
+    """The rows out of distribution, when the results have shift evaluations."""
+    return robustness.robustness(results.records, results.shift_records, strategy_info(results.records))
 
 
 def render(records: list[dict], fmt: str = "markdown", plan: Optional[dict] = None) -> str:
@@ -407,7 +416,20 @@ def report_markdown(results: Results, title: str, found=None) -> str:
             render_markdown(table_rows, table),
             "",
         ]
+        if table.name == "robustness":
+            body += [markdown_escape(line) + "\n" for line in shift_lines(results)]
+            for stem, caption in (
+                ("ood_vs_id", "Out of distribution against in distribution"),
+                ("alpha_shift_curve", "α-mix in and out of distribution"),
+            ):
+                if (results.directory / f"{stem}.png").is_file():
+                    body.append(f"![{caption}]({stem}.png)\n")
     return "\n".join(body)
+
+
+def shift_lines(results: Results) -> list[str]:
+    shifted = shift_results(results)
+    return robustness.lines(shifted) if shifted is not None else []
 
 
 def write_reports(results: Results, title: str) -> list[Path]:
@@ -418,7 +440,7 @@ def write_reports(results: Results, title: str) -> list[Path]:
 
     rows = summarise_rows(results.records, results.plan)
     found = aggregate(rows)
-    written = plots.write_plots(results.records, rows, results.directory, found)
+    written = plots.write_plots(results.records, rows, results.directory, found, shift_results(results))
     svgs = [plots.inline_svg(path.read_text(encoding="utf-8")) for path in written if path.suffix == ".svg"]
     tables = sections(results, rows)
     caption = f"{title}. {notes(results)[0]}"
@@ -427,7 +449,7 @@ def write_reports(results: Results, title: str) -> list[Path]:
         # every table of the report in each format: LaTeX's one after another, a CSV file each
         "report.tex": "\n".join(render_latex(table_rows, table, caption) for table, table_rows in tables),
         **{f"{table.name}.csv": render_csv(table_rows, table) for table, table_rows in tables},
-        "report.html": render_page(title, notes(results) + aggregate_lines(found), tables, svgs),
+        "report.html": render_page(title, notes(results) + aggregate_lines(found) + shift_lines(results), tables, svgs),
     }
     for name, text in outputs.items():
         write_file(results.directory / name, text)

@@ -14,7 +14,7 @@ read the same records through ``read``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -34,6 +34,7 @@ class Results:
     records: list[dict]
     plan: Optional[dict] = None
     stale: int = 0  # records of configurations the plan no longer has
+    shift_records: list = field(default_factory=list)  # the current records' scores on shifted test sets
 
 
 def read(directory: Union[str, Path], role: str = "", current: bool = True, empty_ok: bool = False) -> Results:
@@ -55,7 +56,9 @@ def read(directory: Union[str, Path], role: str = "", current: bool = True, empt
         planned = {c["config_hash"] for c in plan["cells"]}
         kept = [r for r in records if r.get("config_hash") in planned]
         stale, records = len(records) - len(kept), kept
-    return Results(directory, records, plan, stale)
+    from .robustness import read_shift_records
+
+    return Results(directory, records, plan, stale, read_shift_records(directory, records))
 
 
 def frame(records: list[dict], columns: Optional[list[str]] = None):

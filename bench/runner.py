@@ -35,8 +35,9 @@ from transfer_core.pretrained import WeightsUnavailableError, weights_file
 
 from .build import BuildEnv, Builder, Outcome
 from .executors import Executor, ExecutorOptions, create_executor
-from .plan import Artifact, EvaluationArtifact, Plan, build_plan
-from .records import ResultsStore, candidate
+from .plan import RECORDED, Artifact, EvaluationArtifact, Plan, ShiftEvaluationArtifact, build_plan
+from .records import SHIFT_RECORDS, ResultsStore, candidate
+from .shifts import DatasetShift
 from .suite import Cell, Suite, SuiteError
 
 POLL_S = 0.5  # how often a run waiting for another run's artifact looks again
@@ -45,6 +46,7 @@ POLL_S = 0.5  # how often a run waiting for another run's artifact looks again
 @dataclass
 class RunSummary:
     ran: int = 0
+    shifted: int = 0  # shift evaluations run (each cell's models on one shifted test set)
     skipped: int = 0  # cells already done when the run started
     elsewhere: int = 0  # cells another run finished while this one ran
     failed: list[str] = field(default_factory=list)
@@ -54,22 +56,23 @@ class Claims:
     """The claims of one run: which artifacts it may build now, and which turn out to be built already.
     Under torchrun rank 0 decides, and tells the other ranks."""
 
-    def __init__(self, cache: ModelCache, store: ResultsStore, runtime):
-        self.cache, self.store, self.shard = cache, store, runtime.shard
+    def __init__(self, cache: ModelCache, stores: dict[str, ResultsStore], runtime):
+        self.cache, self.stores, self.shard = cache, stores, runtime.shard
         self.records_at_start = self._records_by_key()
 
     def _records_by_key(self) -> dict[str, Counter]:
         by_key: dict[str, Counter] = {}
-        for (key, _), statuses in self.store.tally().items():
-            by_key.setdefault(key, Counter()).update(statuses)
+        for store in self.stores.values():
+            for (key, _), statuses in store.tally().items():
+                by_key.setdefault(key, Counter()).update(statuses)
         return by_key
 
     def take(self, artifact: Artifact):
         """The artifact's lock, or None while another process holds it."""
         lock = None
         if self.shard.is_main:
-            if isinstance(artifact, EvaluationArtifact):
-                lock = self.store.claim(artifact.key)
+            if isinstance(artifact, RECORDED):
+                lock = self.stores[artifact.records_file].claim(artifact.key)
             else:
                 lock = self.cache.claim(artifact.cache_folder, artifact.key)
         if not broadcast(lock is not None, self.shard):
@@ -81,7 +84,7 @@ class Claims:
         another run while this one waited), else None."""
         found = None
         if self.shard.is_main:
-            if isinstance(artifact, EvaluationArtifact):  # another run recorded it meanwhile, with this status
+            if isinstance(artifact, RECORDED):  # another run recorded it meanwhile, with this status
                 now, before = (
                     self._records_by_key().get(artifact.key, Counter()),
                     self.records_at_start.get(artifact.key, Counter()),
@@ -125,6 +128,7 @@ class Runner:
         self.executor = executor or create_executor("local", ExecutorOptions(), self.log)
         self._owns_executor = executor is None
         self.store = ResultsStore(out_dir)
+        self.stores = {"records.jsonl": self.store, SHIFT_RECORDS: ResultsStore(out_dir, SHIFT_RECORDS)}
         self.cache = ModelCache(cache_dir)
         time_limit_s = cell_timeout_s if cell_timeout_s is not None else suite.runtime.cell_timeout_s
         self.env = BuildEnv(
@@ -150,6 +154,9 @@ class Runner:
                 except DataUnavailableError as e:
                     raise SuiteError(f"{self.suite.path}: {role} {spec.label}: {e}") from None
                 self._screen_for_dali(role, spec, data, screened)
+            for shift in cell.target.shifts:
+                if isinstance(shift, DatasetShift):
+                    self._check_dataset_shift(builder, cell.target, shift)
             if reads_source and cell.source.pretrained:
                 self._check_pretrained(cell, builder.data(cell.target))
             elif reads_source:
@@ -163,6 +170,21 @@ class Runner:
             if self.shard.world > 1:  # the data passed its checks: the other ranks read these hashes, not the files
                 file_hashes.flush()
             barrier(self.shard)
+
+    def _check_dataset_shift(self, builder: Builder, target_spec, shift: DatasetShift) -> None:
+        """Before anything trains: the shifted dataset is there, and its classes are the target's, by name."""
+        from transfer_core.shifts import relabelled
+
+        try:
+            other, target = builder.data(shift.data), builder.data(target_spec)
+            relabelled(getattr(other, shift.split), other.class_names, target.class_names, shift.label)
+        except DataUnavailableError as e:
+            raise SuiteError(f"{self.suite.path}: target {target_spec.label}: {e}") from None
+        if other.channels != target.channels:
+            raise SuiteError(
+                f"{self.suite.path}: shift {shift.label}: {other.channels}-channel images, the target "
+                f"{target_spec.label} has {target.channels}-channel ones"
+            )
 
     def _screen_for_dali(self, role: str, spec, data, screened: set[str]) -> None:
         """DALI decodes an image whose body is corrupt with warnings (the cell then trains on what came out),
@@ -215,17 +237,17 @@ class Runner:
             )
         return plan
 
-    def pending(self, plan: Plan, cells: list[Cell]) -> list[tuple[Cell, EvaluationArtifact]]:
-        """The cells of ``cells`` still to run, with their evaluations: all with --force, else those without
-        an ok record. Under torchrun, rank 0's answer."""
+    def pending(self, plan: Plan, cells: list[Cell]) -> list[tuple[Cell, Artifact]]:
+        """The cells of ``cells`` still to run, with their evaluations (and shift evaluations): all with --force,
+        else those without an ok record. Under torchrun, rank 0's answer."""
         wanted = {cell.cell_id for cell in cells}
-        found = [(cell, e) for cell, e in plan.cells if cell.cell_id in wanted]
+        found = [(cell, e) for cell, e in plan.cells + plan.shifted if cell.cell_id in wanted]
         if not self.force and self.shard.is_main:
-            done = self.store.done_cells()
+            done = set().union(*(store.done_cells() for store in self.stores.values()))
             found = [(cell, e) for cell, e in found if (e.key, cell.cell_id) not in done]
-        todo = {cell.cell_id for cell, _ in found}
+        todo = {(cell.cell_id, e.key) for cell, e in found}
         todo = broadcast(todo, self.shard)
-        return [(cell, e) for cell, e in found if cell.cell_id in todo]
+        return [(cell, e) for cell, e in found if (cell.cell_id, e.key) in todo]
 
     # --- running ----------------------------------------------------------------------------------
 
@@ -236,10 +258,12 @@ class Runner:
         if self.shard.is_main:
             self.store.write_plan(self.suite.name, [_plan_entry(cell, e) for cell, e in plan.cells])
         claims = Claims(
-            self.cache, self.store, self.runtime
+            self.cache, self.stores, self.runtime
         )  # before ``pending``: what others record after this counts as theirs
         todo = self.pending(plan, cells)
-        summary = RunSummary(skipped=len(cells) - len(todo))
+        summary = RunSummary(
+            skipped=len(cells) - len({cell.cell_id for cell, e in todo if isinstance(e, EvaluationArtifact)})
+        )
         if summary.skipped:
             self.log(
                 f"{summary.skipped} of {len(cells)} cells already done (ok records in {self.store.path}); skipping them"
@@ -281,7 +305,7 @@ class Runner:
                     if found is not None:
                         claim.release()
                         outcomes[artifact.key] = found
-                        if isinstance(artifact, EvaluationArtifact):
+                        if isinstance(artifact, RECORDED):
                             summary.elsewhere += len(recording[artifact.key])
                             if not found.ok:
                                 summary.failed += [c.cell_id for c in recording[artifact.key]]
@@ -314,6 +338,9 @@ class Runner:
         recording: dict[str, list[Cell]],
         summary: RunSummary,
     ) -> None:
+        if isinstance(artifact, ShiftEvaluationArtifact):
+            self._finished_shift(artifact, inputs, outcome, recording, summary)
+            return
         if not isinstance(artifact, EvaluationArtifact):
             if outcome.ok:
                 self.log(f"  {artifact.name}: built in {outcome.seconds:.1f}s")
@@ -341,6 +368,31 @@ class Runner:
                 summary.failed.append(cell_id)
                 self.log(f"  {cell_id}: {head['status']}: {head['error']}")
 
+    def _finished_shift(
+        self,
+        artifact: ShiftEvaluationArtifact,
+        inputs: dict[str, Outcome],
+        outcome: Outcome,
+        recording: dict[str, list[Cell]],
+        summary: RunSummary,
+    ) -> None:
+        if not outcome.records:  # lost with its worker
+            outcome = Builder(self.env, self.log, self._data).failed(artifact, inputs, outcome.status, outcome.error)
+        cells = {cell.cell_id for cell in recording[artifact.key]}
+        if self.shard.is_main:
+            self.stores[artifact.records_file].append([r for r in outcome.records if r["cell_id"] in cells])
+        summary.shifted += len(cells)
+        own = [r for r in outcome.records if not r.get("trial")]
+        if outcome.ok and own:
+            scores = ", ".join(
+                (f"α={r['alpha']:g} " if r.get("alpha") is not None else "") + f"{r['metrics']['test_top1_pct']:.2f}%"
+                for r in own
+            )
+            self.log(f"  {artifact.name}: test top-1 {scores}")
+        else:
+            summary.failed += [f"{c} on {artifact.shift.label}" for c in sorted(cells)]
+            self.log(f"  {artifact.name}: {outcome.status}: {outcome.error}")
+
     # --- the dry run ------------------------------------------------------------------------------
 
     def describe(self, cells: list[Cell], all_cells: Optional[list[Cell]] = None) -> tuple[list[list], int]:
@@ -351,8 +403,8 @@ class Runner:
         needed = {a.key for a in plan.closure(e.key for _, e in todo)}
         wanted = {cell.cell_id for cell in cells}
         rows = []
-        for artifact in plan.closure(e.key for cell, e in plan.cells if cell.cell_id in wanted):
-            if isinstance(artifact, EvaluationArtifact):
+        for artifact in plan.closure(e.key for cell, e in plan.cells + plan.shifted if cell.cell_id in wanted):
+            if isinstance(artifact, RECORDED):
                 state = "to run" if artifact.key in needed else "done"
             elif self.cache.has(artifact.cache_folder, artifact.key):
                 state = "cached"
@@ -368,7 +420,7 @@ class Runner:
                     str(artifact.needs),
                 ]
             )
-        return rows, len(todo)
+        return rows, len({cell.cell_id for cell, e in todo if isinstance(e, EvaluationArtifact)})
 
 
 def check_shared_cache(cache_dir: Path, shard) -> None:

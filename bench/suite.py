@@ -36,6 +36,7 @@ from transfer_core.strategies import STRATEGIES
 from transfer_core.training import TrainRecipe
 
 from .errors import SuiteError  # noqa: F401  (raised here, caught by the command line)
+from .shifts import DatasetShift, parse_shifts
 from .tuning import Tuning, space_of, trial_points
 
 SCHEMA_VERSION = 1
@@ -145,6 +146,9 @@ class DatasetSpec:
     resolution: Optional[int] = None  # side of the square images the model sees; None = the dataset's own
     family: Optional[str] = None  # a data-size sweep's targets share one: the label of the target listed
     normalization: Optional[tuple] = None  # (mean, std) a pretrained source was trained with; None = the data's own
+    # test-time distribution shifts (bench/shifts.py): scored by its models, in no key of theirs (nothing trains
+    # or chooses on them), so adding one re-evaluates nothing else
+    shifts: tuple = ()
 
     def content_key(self) -> str:
         """The hash of ``describe()``: how prepared datasets are looked up. Computed once per spec (specs do
@@ -388,17 +392,26 @@ def _target_specs(raw: Any, where: str, data: DataSettings) -> list[DatasetSpec]
     """A target, or one per size of a data-size sweep (``per_class: [10, 50, 200]`` or ``examples: [...]``).
     ``examples`` without a ``val_fraction`` carves 20% for validation, as VTAB-1k's 800/200 split does."""
     mapping = _mapping(raw, where)
+    shifts = parse_shifts(
+        mapping.get("shifts"),
+        f"{where}.shifts",
+        lambda entry, at: _dataset_spec(entry, at, data, set(), val_default=0.0),
+    )
+    return [dataclasses.replace(spec, shifts=shifts) for spec in _sized_targets(mapping, where, data)]
+
+
+def _sized_targets(mapping: dict, where: str, data: DataSettings) -> list[DatasetSpec]:
     val_default = 0.2 if "examples" in mapping else 0.1
     swept = [key for key in _REGIME_KEYS if isinstance(mapping.get(key), list)]
     if not swept:
-        return [_dataset_spec(mapping, where, data, set(), val_default)]
+        return [_dataset_spec(mapping, where, data, {"shifts"}, val_default)]
     if len(swept) > 1:
         raise SuiteError(f"{where}: sweep one of per_class or examples, not both")
     key, sizes = swept[0], mapping[swept[0]]
     if not sizes or len(set(map(repr, sizes))) != len(sizes):
         raise SuiteError(f"{where}.{key}: expected a non-empty list of different sizes, got {sizes!r}")
     specs = [
-        _dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, set(), val_default)
+        _dataset_spec({**mapping, key: size}, f"{where}.{key}[{i}]", data, {"shifts"}, val_default)
         for i, size in enumerate(sizes)
     ]
     family, unit = specs[0].label, "/class" if key == "per_class" else " examples"  # the size is not in the label
@@ -802,6 +815,12 @@ def check_data(suite: Suite, root: Path) -> None:
         (f"source[{i}]" if len(suite.sources) > 1 else "source", s.data) for i, s in enumerate(suite.sources) if s.data
     ]
     specs += [(f"targets[{i}]", t) for i, t in enumerate(suite.targets)]
+    specs += [
+        (f"targets[{i}].shifts ({shift.label})", shift.data)
+        for i, t in enumerate(suite.targets)
+        for shift in t.shifts
+        if isinstance(shift, DatasetShift)
+    ]
     for where, spec in specs:
         try:
             create_dataset_reader(spec.dataset).check(root, spec.options, suite.data.download)
@@ -824,7 +843,13 @@ def resampled(spec: Optional[DatasetSpec], data: DataSettings, seed: int) -> Opt
     ``data.seed + seed`` (in the spec, so in every key that reads it); otherwise the spec as it is."""
     if spec is None or data.resample == "none":
         return spec
-    return dataclasses.replace(spec, selection=dataclasses.replace(spec.selection, seed=data.seed + seed))
+    shifts = tuple(
+        dataclasses.replace(s, data=resampled(s.data, data, seed)) if isinstance(s, DatasetShift) else s
+        for s in spec.shifts
+    )
+    return dataclasses.replace(
+        spec, selection=dataclasses.replace(spec.selection, seed=data.seed + seed), shifts=shifts
+    )
 
 
 def expand_cells(suite: Suite, pattern: Optional[str] = None) -> list[Cell]:

@@ -1,4 +1,5 @@
-"""A content-addressed store of trained models: the key is a hash of everything that produced them.
+"""A content-addressed store of trained models (and corrupted test splits): the key is a hash of everything
+that produced them.
 
 Each model is one file, ``<kind>/<key>.pt``, written under a temporary name and renamed into place, so a
 reader never sees half a file. Beside it, ``<key>.sha256`` holds the file's content hash, written before
@@ -75,16 +76,20 @@ class ModelCache:
     def save(self, kind: str, key: str, model: torch.nn.Module, meta: dict) -> Path:
         """Saves the model's weights, and which parameters are frozen, so that loading restores the model
         exactly as it was saved."""
+        frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+        return self.save_tensors(kind, key, model.state_dict(), {**meta, "frozen": frozen})
+
+    def save_tensors(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+        """Saves named tensors (a model's state, a corrupted test split) and their meta under ``kind/key``."""
         path = self.path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        cpu_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+        cpu_state = {k: v.detach().cpu() for k, v in tensors.items()}
         # write then rename: a run killed mid-write never leaves a half file under the real name
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{key}.pt.", suffix=".tmp")
         os.fchmod(fd, 0o644)  # mkstemp makes it private; a cache shared between nodes and users must be readable
         os.close(fd)
         try:
-            torch.save({"state_dict": cpu_state, "meta": json.dumps({**meta, "frozen": frozen}, default=str)}, tmp)
+            torch.save({"state_dict": cpu_state, "meta": json.dumps(meta, default=str)}, tmp)
             # the hash first: a model file in place always has its own beside it (a stale one refuses an old file)
             write_file(path.with_suffix(".sha256"), file_sha256(Path(tmp)) + "\n")
             os.replace(tmp, path)

@@ -39,9 +39,11 @@ def run(args) -> int:
     elif args.format == "html":
         from .. import plots
 
-        svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows)]
+        shifted = report_mod.shift_results(results)
+        svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows, None, shifted)]
         tables = report_mod.sections(results, rows)
-        print(report_mod.render_page(title, report_mod.notes(results), tables, svgs), end="")
+        notes = report_mod.notes(results) + report_mod.shift_lines(results)
+        print(report_mod.render_page(title, notes, tables, svgs), end="")
     else:
         print(report_mod.render_rows(rows, args.format), end="" if args.format != "markdown" else "\n")
     if args.plot:

@@ -133,14 +133,19 @@ def run(args) -> int:
     if not shard.is_main:
         return 1 if summary.failed else 0
     results = report_mod.load_results(out_dir)
-    if summary.ran:
+    if summary.ran or summary.shifted:
         report_mod.write_reports(results, f"Results: {suite.name}")
     print(report_mod.render_markdown(report_mod.summarise_rows(results.records, results.plan)))
     elsewhere = f", {summary.elsewhere} recorded by another run" if summary.elsewhere else ""
+    shifted = f", {summary.shifted} shift evaluations" if summary.shifted else ""
     print(
-        f"\n{summary.ran} cells run, {summary.skipped} already done{elsewhere}, {len(summary.failed)} failed; "
+        f"\n{summary.ran} cells run{shifted}, {summary.skipped} already done{elsewhere}, {len(summary.failed)} failed; "
         f"records: {runner.store.path}"
-        + (f"; reports and plots: {out_dir}/report.md (also .tex, .csv, .html)" if summary.ran else ""),
+        + (
+            f"; reports and plots: {out_dir}/report.md (also .tex, .csv, .html)"
+            if summary.ran or summary.shifted
+            else ""
+        ),
         file=sys.stderr,
     )
     return 1 if summary.failed else 0
@@ -161,8 +166,10 @@ def dry_run(runner, cells, all_cells) -> int:
             )
         )
         to_build = sum(1 for r in rows if r[4] == "to build")
+        shifts = sum(1 for r in rows if r[0] == "shift evaluation" and r[4] == "to run")
         print(
-            f"{len(rows)} artifacts: {to_build} models to build, {to_run} of {len(cells)} cells to run; "
-            "nothing was trained or written (dry run)"
+            f"{len(rows)} artifacts: {to_build} models to build, {to_run} of {len(cells)} cells to run"
+            + (f", {shifts} shift evaluations" if shifts else "")
+            + "; nothing was trained or written (dry run)"
         )
     return 0
