@@ -38,6 +38,7 @@ from transfer_core.datasets import (
     PreparedData,
     concatenated,
     file_hashes,
+    fingerprints,
     prepare_dataset,
 )
 from transfer_core.distributed import barrier
@@ -511,7 +512,12 @@ class Builder:
     def _corruption(self, artifact: CorruptionArtifact) -> dict:
         from tqdm import tqdm
 
-        target = self.data(artifact.target, test_split=False)
+        target = self.data(artifact.target)
+        if fingerprints(target.test)[0] != artifact.settings["test_split"]["fingerprint"]:
+            raise DataUnavailableError(
+                f"{artifact.target.label} at {target.location}: its test split is not the one the run was planned "
+                "with (its content differs here): every worker must read the same files"
+            )
         shift = artifact.shift
         pixels = self._test_pixels(target)
         self.runtime.synchronize()
@@ -571,7 +577,7 @@ class Builder:
         """Every model of the cell's result (each alpha of alpha-mix; the baseline's trials too) scored on the
         shifted set: one inference pass over it per model, nothing chosen."""
         started_at, cell = _now(), artifact.cell
-        target = self.data(cell.target, test_split=False)
+        target = self.data(cell.target, artifact.settings["target"]["fingerprint"])
         shifted = self._shifted_target(artifact, target)
         task = TargetTask(shifted, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
         own = cell.strategy.name

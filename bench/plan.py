@@ -503,6 +503,8 @@ def build_plan(
         described = shift.describe()
         if corrupted is None:  # another dataset: its content, not its path
             described["data"]["fingerprint"] = prepared(shift.data).fingerprint
+            if not create_dataset_reader(shift.data.dataset).array_backed:  # DALI and torchvision decode differently
+                described["data_backend"] = runtime.data_backend
         shift_settings = {**settings, "shift": described, "grid_scored": [point for point, _ in grid]}
         shift_deps = tuple(d for d in deps if d not in {key for _, key in evaluation.grid} - {k for _, k in grid})
         shift_deps += (corrupted.key,) if corrupted is not None else ()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -247,8 +248,11 @@ def ood_vs_id(shifted):
             if found is not None:
                 xs = [x for x, _ in found.points]
                 ax.scatter(xs, [y for _, y in found.points], s=12, color="0.65", label="baseline models (fit)")
-                line = np.linspace(max(min(xs) * 0.8, 0.1), min(max(max(xs) * 1.2, 1.0), 99.9), 100)
-                ax.plot(line, [found.predict(x) for x in line], color="0.4", linewidth=1)
+                fitted = np.linspace(min(xs), max(xs), 50)
+                ax.plot(fitted, [found.predict(x) for x in fitted], color="0.4", linewidth=1)
+                rows_id = [statistics.fmean(r.id_by_seed.values()) for r in shifted.rows if r.id_by_seed]
+                beyond = np.linspace(max(xs), min(max(rows_id + xs) * 1.05, 99.9), 50)  # extrapolated: dashed
+                ax.plot(beyond, [found.predict(x) for x in beyond], "--", color="0.4", linewidth=1)
             for k, row in enumerate(r for r in shifted.rows if (r.source, r.target, r.backbone) == group):
                 x, y = summarise(list(row.id_by_seed.values())), row.summary(measure)
                 if x is None or y is None:

@@ -212,6 +212,8 @@ def sections(results: Results, rows: list[Row]) -> list[tuple[Table, list]]:
     shifted = shift_results(results)
     if shifted is not None and shifted.rows:
         found.append((robustness.table(shifted), shifted.rows))
+        if shifted.corruptions:
+            found.append((robustness.per_shift_table(shifted), shifted.rows))
     return found
 
 

@@ -23,6 +23,8 @@ from typing import Optional
 
 import numpy as np
 
+from transfer_core.shifts.corruptions import CORRUPTIONS
+
 from .records import SHIFT_RECORDS, ResultsStore
 from .stats import Summary, paired_difference, summarise
 from .tables import Column, Table, interval
@@ -81,12 +83,17 @@ class ShiftRow:
     target: str
     backbone: str
     strategy: str
-    label: str  # as the main table names it (with the α or grid point chosen)
     baseline: bool
+    alphas: set = field(default_factory=set)  # α-mix: the α chosen on validation, over seeds
     id_by_seed: dict[int, float] = field(default_factory=dict)
     by_seed: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     effective: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     delta_mca: Optional[Summary] = None  # paired, against the baseline's row
+
+    @property
+    def label(self) -> str:
+        chosen = "/".join(f"{a:g}" for a in sorted(self.alphas))
+        return f"{self.strategy} (α={chosen})" if chosen else self.strategy
 
     def summary(self, measure: str) -> Optional[Summary]:
         return summarise(list(self.by_seed.get(measure, {}).values()))
@@ -113,7 +120,7 @@ def _measures(records: list[dict]) -> dict[str, float]:
     """One model's shift records -> top-1 per measure: mCA (when every corruption scored is there), per family,
     per dataset shift."""
     corrupted = [r for r in records if r["shift"]["kind"] == "corruption"]
-    out = {}
+    out = {r["shift"]["label"]: r["metrics"]["test_top1_pct"] for r in corrupted}  # each corruption/severity
     if corrupted:
         out[MCA] = statistics.fmean(r["metrics"]["test_top1_pct"] for r in corrupted)
         families = defaultdict(list)
@@ -130,7 +137,10 @@ def robustness(id_records: list[dict], shift_records: list[dict], info: dict[str
     """The rows out of distribution, the baseline's fits and α-mix's curves; None without shift records."""
     if not shift_records:
         return None
-    labels = sorted({r["shift"]["label"] for r in shift_records if r["shift"]["kind"] == "corruption"})
+    labels = sorted(
+        {r["shift"]["label"] for r in shift_records if r["shift"]["kind"] == "corruption"},
+        key=lambda label: (CORRUPTIONS.index(label.split("/")[0]), int(label.split("/")[1])),
+    )
     families = [
         f for f in ("noise", "blur", "weather", "digital") if any(r["shift"].get("family") == f for r in shift_records)
     ]
@@ -168,7 +178,8 @@ def robustness(id_records: list[dict], shift_records: list[dict], info: dict[str
             point = json.dumps(r["grid_point"] if is_trial else None, sort_keys=True)
             found = complete(models.get((None, point), []))
             for measure, value in (found or {}).items():
-                fit_points[group][measure].append((r["metrics"]["test_top1_pct"], value))
+                if measure == MCA or measure in datasets:  # the measures effective robustness is given for
+                    fit_points[group][measure].append((r["metrics"]["test_top1_pct"], value))
         if not r.get("selected"):
             continue
         found = complete(models.get((r.get("alpha"), "null"), []))
@@ -176,8 +187,10 @@ def robustness(id_records: list[dict], shift_records: list[dict], info: dict[str
             continue
         key = (*group, r["strategy"])
         if key not in rows:
-            rows[key] = ShiftRow(*key, label=r["strategy"], baseline=baseline)
+            rows[key] = ShiftRow(*key, baseline=baseline)
         row = rows[key]
+        if r.get("alpha") is not None:
+            row.alphas.add(r["alpha"])
         row.id_by_seed[r["seed"]] = r["metrics"]["test_top1_pct"]
         for measure, value in found.items():
             row.by_seed[measure][r["seed"]] = value
@@ -187,7 +200,7 @@ def robustness(id_records: list[dict], shift_records: list[dict], info: dict[str
     for (source, target, backbone, _), row in rows.items():
         group_fits = fits.get((source, target, backbone), {})
         for measure, found in group_fits.items():
-            if found is None or measure in families:
+            if found is None:
                 continue
             for seed, value in row.by_seed.get(measure, {}).items():
                 row.effective[measure][seed] = value - found.predict(row.id_by_seed[seed])
@@ -258,14 +271,41 @@ def table(found: Robustness) -> Table:
     return Table("robustness", "Out of distribution", note, tuple(columns))
 
 
+def per_shift_table(found: Robustness) -> Table:
+    """Each row's top-1 on each corrupted set (corruption/severity), means over seeds with their intervals."""
+
+    def column(label: str) -> Column:
+        name = label.replace("/", "_sev")
+        return Column(
+            f"{label} (%)",
+            lambda r: interval(r.summary(label)),
+            (
+                (f"top1_{name}_mean", lambda r: r.summary(label).mean if r.summary(label) else None),
+                (f"top1_{name}_ci95_half", lambda r: r.summary(label).ci_half if r.summary(label) else None),
+            ),
+        )
+
+    columns = (
+        Column(
+            "source → target",
+            lambda r: f"{r.source} → {r.target}",
+            (("source", lambda r: r.source), ("target", lambda r: r.target)),
+            text=True,
+        ),
+        Column("backbone", lambda r: r.backbone, (("backbone", lambda r: r.backbone),), text=True),
+        Column("strategy", lambda r: r.label, (("strategy", lambda r: r.strategy),), text=True),
+        *(column(label) for label in found.corruptions),
+    )
+    note = "Each row's test top-1 on each corrupted test set (corruption/severity), 95% t intervals over seeds."
+    return Table("corruptions", "Per corruption", note, columns)
+
+
 def lines(found: Robustness) -> list[str]:
     """What the robustness table rests on, and the paired comparisons a reader of a robustness paper looks for:
     LP-FT against full fine-tuning, and α-mix's curve (its ends and its best interior α, an oracle choice)."""
     out = []
     for (source, target, backbone), measures in sorted(found.fits.items()):
         for measure, f in measures.items():
-            if measure in found.families:
-                continue
             if f is None:
                 out.append(
                     f"{source} → {target} ({backbone}), {measure}: too few baseline models for a fit (3 needed)."
