@@ -550,9 +550,10 @@ class Builder:
         self.log(f"  {artifact.name}: {len(corrupted)} images in {seconds:.1f}s")
         return meta
 
-    def _shifted_target(self, artifact: ShiftEvaluationArtifact, target: PreparedData) -> PreparedData:
+    def _shifted_target(self, artifact: ShiftEvaluationArtifact, target: PreparedData) -> tuple[PreparedData, dict]:
         """The target with its test split replaced by the shifted set (and no validation: nothing is chosen on
-        a shift), at the side the target's models see."""
+        a shift), at the side the target's models see; and what the records say of the shift beyond the suite's
+        words (the table of constants ``auto`` resolved to)."""
         shift = artifact.shift
         side = target.resolution or (target.test.images.shape[1] if isinstance(target.test, ArraySplit) else None)
         if isinstance(shift, CorruptionShift):
@@ -562,8 +563,9 @@ class Builder:
                     f"{self.cache.path(CorruptionArtifact.cache_folder, artifact.corrupted_key)} is missing or "
                     "unreadable: the model cache must be storage every worker reads"
                 )
-            tensors, _ = found
+            tensors, meta = found
             test = ArraySplit(tensors["images"].clone(), tensors["labels"].clone())
+            resolved = {"constants": meta["constants"]}
         else:
             other = self.data(shift.data, artifact.settings["shift"]["data"]["fingerprint"])
             test = relabelled(getattr(other, shift.split), other.class_names, target.class_names, shift.label)
@@ -571,14 +573,15 @@ class Builder:
                 raise DataUnavailableError(
                     f"shift {shift.label}: {other.channels}-channel images, the target's are {target.channels}-channel"
                 )
-        return dataclasses.replace(target, val=None, test=test, resolution=side)
+            resolved = {}
+        return dataclasses.replace(target, val=None, test=test, resolution=side), resolved
 
     def _shift_evaluation(self, artifact: ShiftEvaluationArtifact, inputs: dict[str, Outcome]) -> list[dict]:
         """Every model of the cell's result (each alpha of alpha-mix; the baseline's trials too) scored on the
         shifted set: one inference pass over it per model, nothing chosen."""
         started_at, cell = _now(), artifact.cell
         target = self.data(cell.target, artifact.settings["target"]["fingerprint"])
-        shifted = self._shifted_target(artifact, target)
+        shifted, resolved = self._shifted_target(artifact, target)
         task = TargetTask(shifted, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
         own = cell.strategy.name
         strategy = STRATEGIES.get(own)(cell.strategy.options, cell.strategy.recipe)
@@ -593,7 +596,7 @@ class Builder:
                 evaluations += [dataclasses.replace(e, grid_point=point, selected=False) for e in scored]
         self.runtime.synchronize()
         seconds = time.perf_counter() - started
-        return self._shift_records(artifact, evaluations, "ok", None, started_at, seconds)
+        return self._shift_records(artifact, evaluations, "ok", None, started_at, seconds, resolved)
 
     def _shift_records(
         self,
@@ -603,6 +606,7 @@ class Builder:
         error: Optional[str],
         started_at: str,
         seconds: float,
+        resolved: Optional[dict] = None,
     ) -> list[dict]:
         """One record per scored model: which cell, model (alpha, grid point) and shift, its top-1 there."""
         shift = artifact.shift
@@ -616,16 +620,7 @@ class Builder:
         common = {
             "schema_version": RECORD_SCHEMA_VERSION,
             "suite": self.env.suite,
-            "shift": {
-                "label": shift.label,
-                "family": shift.family,
-                **shift.describe(),
-                **(
-                    {"constants": artifact.settings["shift"].get("constants")}
-                    if isinstance(shift, CorruptionShift)
-                    else {}
-                ),
-            },
+            "shift": {"label": shift.label, "family": shift.family, **shift.describe(), **(resolved or {})},
             "config_hash": artifact.key,
             "evaluation_key": artifact.evaluation_key,
             "status": status,

@@ -44,6 +44,7 @@ from transfer_core.cache import content_key
 from transfer_core.datasets import PreparedData, create_dataset_reader, fingerprints
 from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
+from transfer_core.shifts.corruptions import VERSION as CORRUPTIONS_VERSION
 from transfer_core.shifts.corruptions import constants_for
 from transfer_core.strategies import STRATEGIES
 
@@ -473,8 +474,8 @@ def build_plan(
 
         def describe() -> dict:
             found = prepared(spec)
-            images = getattr(found.test, "images", None)
-            side = found.resolution or (min(images.shape[1:3]) if images is not None else None)
+            images = getattr(found.test, "images", None)  # arrays are corrupted at their own size, files at resolution
+            side = min(images.shape[1:3]) if images is not None else found.resolution
             return {"fingerprint": fingerprints(found.test)[0], "resolution": found.resolution, "side": side}
 
         return once(("test split", id(spec)), describe)
@@ -486,6 +487,7 @@ def build_plan(
             "severity": shift.severity,
             "seed": shift.seed,
             "constants": constants_for(split["side"], shift.constants),  # auto resolved: the table is the content
+            "version": CORRUPTIONS_VERSION,
             "test_split": split,
         }
         return plan._add(

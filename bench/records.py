@@ -136,10 +136,12 @@ class ResultsStore:
     def plan_path(self) -> Path:
         return self.directory / "plan.json"
 
-    def write_plan(self, suite: str, cells: list[dict]) -> None:
+    def write_plan(self, suite: str, cells: list[dict], shift_evaluations: Iterable[str] = ()) -> None:
         """The cells the suite asks for (identity and config hash), so a report can show the ones still
-        missing and leave out records of configurations the suite no longer has. Written atomically."""
-        write_file(self.plan_path, json.dumps({"suite": suite, "cells": cells}, indent=1, sort_keys=True) + "\n")
+        missing and leave out records of configurations the suite no longer has; likewise the config hashes
+        of its shift evaluations. Written atomically."""
+        plan = {"suite": suite, "cells": cells, "shift_evaluations": sorted(set(shift_evaluations))}
+        write_file(self.plan_path, json.dumps(plan, indent=1, sort_keys=True) + "\n")
 
     def read_plan(self) -> Optional[dict]:
         if not self.plan_path.is_file():

@@ -58,7 +58,8 @@ def read(directory: Union[str, Path], role: str = "", current: bool = True, empt
         stale, records = len(records) - len(kept), kept
     from .robustness import read_shift_records
 
-    return Results(directory, records, plan, stale, read_shift_records(directory, records))
+    planned_shifts = set(plan["shift_evaluations"]) if current and plan and "shift_evaluations" in plan else None
+    return Results(directory, records, plan, stale, read_shift_records(directory, records, planned_shifts))
 
 
 def frame(records: list[dict], columns: Optional[list[str]] = None):

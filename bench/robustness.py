@@ -32,14 +32,15 @@ from .tables import Column, Table, interval
 MCA = "mCA"  # the corruption average, as a measure beside the dataset shifts
 
 
-def read_shift_records(directory: Path, id_records: list[dict]) -> list[dict]:
-    """The latest ok shift records of the evaluations ``id_records`` come from (a suite edited since leaves
-    the old ones out)."""
+def read_shift_records(directory: Path, id_records: list[dict], planned: Optional[set] = None) -> list[dict]:
+    """The latest ok shift records of the evaluations ``id_records`` come from, and with ``planned`` (the plan's
+    shift evaluations) only those the suite still asks for: a shift dropped or changed since leaves its old
+    records out."""
     store = ResultsStore(directory, SHIFT_RECORDS)
     current = {r.get("config_hash") for r in id_records}
     latest: dict[tuple, dict] = {}
     for r in store.read():
-        if r.get("evaluation_key") in current:
+        if r.get("evaluation_key") in current and (planned is None or r.get("config_hash") in planned):
             model = (r.get("alpha"), json.dumps(r.get("grid_point"), sort_keys=True))
             latest[(r["cell_id"], r["config_hash"], model)] = r
     return [r for r in latest.values() if r.get("status") == "ok"]
@@ -145,7 +146,10 @@ def robustness(id_records: list[dict], shift_records: list[dict], info: dict[str
         f for f in ("noise", "blur", "weather", "digital") if any(r["shift"].get("family") == f for r in shift_records)
     ]
     datasets = sorted({r["shift"]["label"] for r in shift_records if r["shift"]["kind"] == "dataset"})
-    expected = len(labels) + len(datasets)
+    # every shift a target lists: a model scored on fewer (a run cut short) is left out rather than averaged
+    expected: dict[str, set] = defaultdict(set)
+    for r in shift_records:
+        expected[r["target"]].add(r["shift"]["label"])
 
     # each model's shift records: (cell, evaluation) -> model -> records
     by_model: dict[tuple, dict[tuple, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -154,7 +158,8 @@ def robustness(id_records: list[dict], shift_records: list[dict], info: dict[str
         by_model[(r["cell_id"], r["evaluation_key"])][model].append(r)
 
     def complete(records: list[dict]) -> Optional[dict[str, float]]:
-        return _measures(records) if len({r["shift"]["label"] for r in records}) == expected else None
+        scored = {r["shift"]["label"] for r in records}
+        return _measures(records) if records and scored == expected[records[0]["target"]] else None
 
     rows: dict[tuple, ShiftRow] = {}
     fit_points: dict[tuple, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -266,7 +271,9 @@ def table(found: Robustness) -> Table:
     note = (
         "Top-1 on the shifted test sets of each row's model as chosen in distribution (nothing is chosen on a "
         f"shift){'; mCA: the mean over ' + shown + ', and per family' if shown else ''}. Effective robustness: "
-        "OOD top-1 minus the baseline's logit-linear fit of OOD on ID top-1. 95% t intervals over seeds."
+        "OOD top-1 minus the baseline's logit-linear fit of OOD on ID top-1 (fitted through every baseline model "
+        "scored, its own row's included; the intervals are over seeds and take the line as exact). 95% t "
+        "intervals over seeds."
     )
     return Table("robustness", "Out of distribution", note, tuple(columns))
 

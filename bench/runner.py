@@ -32,6 +32,7 @@ from transfer_core.datasets import (
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.files import write_file
 from transfer_core.pretrained import WeightsUnavailableError, weights_file
+from transfer_core.shifts.corruptions import MIN_SIDE
 
 from .build import BuildEnv, Builder, Outcome
 from .executors import Executor, ExecutorOptions, create_executor
@@ -157,6 +158,8 @@ class Runner:
             for shift in cell.target.shifts:
                 if isinstance(shift, DatasetShift):
                     self._check_dataset_shift(builder, cell.target, shift)
+                else:
+                    self._check_corruptible(builder.data(cell.target), cell.target)
             if reads_source and cell.source.pretrained:
                 self._check_pretrained(cell, builder.data(cell.target))
             elif reads_source:
@@ -170,6 +173,16 @@ class Runner:
             if self.shard.world > 1:  # the data passed its checks: the other ranks read these hashes, not the files
                 file_hashes.flush()
             barrier(self.shard)
+
+    def _check_corruptible(self, target, spec) -> None:
+        """Before anything trains: the test images are large enough for the corruptions' kernels."""
+        images = getattr(target.test, "images", None)
+        side = min(images.shape[1:3]) if images is not None else target.resolution
+        if side < MIN_SIDE:
+            raise SuiteError(
+                f"{self.suite.path}: target {spec.label}: shifts: corruptions need test images of at least "
+                f"{MIN_SIDE} px on a side, and its are {side} px"
+            )
 
     def _check_dataset_shift(self, builder: Builder, target_spec, shift: DatasetShift) -> None:
         """Before anything trains: the shifted dataset is there, and its classes are the target's, by name."""
@@ -256,7 +269,9 @@ class Runner:
         plan = self.plan(all_cells or cells)
         file_hashes.flush()  # the data passed its checks: what was hashed to plan is kept for the next run
         if self.shard.is_main:
-            self.store.write_plan(self.suite.name, [_plan_entry(cell, e) for cell, e in plan.cells])
+            self.store.write_plan(
+                self.suite.name, [_plan_entry(cell, e) for cell, e in plan.cells], [e.key for _, e in plan.shifted]
+            )
         claims = Claims(
             self.cache, self.stores, self.runtime
         )  # before ``pending``: what others record after this counts as theirs

@@ -183,6 +183,16 @@ def test_run_scores_every_model_on_every_shift_and_the_report_shows_it(data_root
     assert again.returncode == 0, again.stderr
     assert "0 cells run, 3 already done" in again.stderr and "shift evaluations" not in again.stderr
     assert len((out / "shifts.jsonl").read_text().splitlines()) == len(shifted)
+    # a shift dropped from the suite leaves the report with its old records (the plan lists the shifts it asks for)
+    path.write_text(
+        yaml.safe_dump(shifted_suite(data_root, [shifts[0] | {"corruptions": ["gaussian_noise"]}, shifts[1]]))
+    )
+    dropped = bench("run", str(path), "--out", "out", cwd=tmp_path)
+    assert dropped.returncode == 0, dropped.stderr
+    assert bench("report", "out", "--write", cwd=tmp_path).returncode == 0
+    report = (out / "report.md").read_text()
+    assert "gaussian_noise/5 (%)" in report and "contrast/5" not in report
+    assert "| scratch" in report.split("## Out of distribution")[1]  # the rows stand on the shifts still asked for
 
 
 def test_dataset_shifts_are_resampled_with_the_target(data_root):
@@ -266,3 +276,16 @@ def test_effective_robustness_is_the_gap_above_the_baselines_logit_fit():
     assert lp_ft.by_seed["noise"][1] == pytest.approx(on_line(51.0) + 1.0)  # its family: that corruption alone
     expected = [on_line(50.0 + s) + 3.0 - on_line(40.0 + s) for s in (0, 1, 2)]
     assert lp_ft.delta_mca.mean == pytest.approx(sum(expected) / 3)
+
+
+def test_corruptions_on_images_too_small_are_refused_before_training(tmp_path):
+    from conftest import tiny_suite
+
+    raw = tiny_suite()  # scikit-learn's 8x8 digits
+    raw["targets"][0]["shifts"] = [{"corruptions": ["contrast"], "severities": [1]}]
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = bench("run", str(path), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "corruptions need test images of at least 32 px on a side, and its are 8 px" in result.stderr
+    assert not (tmp_path / "out" / "records.jsonl").exists()

@@ -313,7 +313,8 @@ def snow(x: torch.Tensor, ctx: Context) -> torch.Tensor:
     layer = ctx.normal((n, 1, h, w), loc, scale, x.device)
     layer = clipped_zoom(layer, zoom)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
-    layer = torch.floor(layer * 255) / 255  # both sources blur the layer as 8-bit pixels
+    if ctx.table == "cifar":  # make_cifar_c.py hands ImageMagick an 8-bit layer; imagecorruptions blurs the floats
+        layer = torch.floor(layer * 255) / 255
     angles = ctx.uniform((n,), -135, -45, "cpu")
     layer = torch.round(motion_blur_layer(layer, radius, sigma, angles) * 255) / 255
     x = keep * x + (1 - keep) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
@@ -336,12 +337,16 @@ def _frost_textures() -> tuple[torch.Tensor, ...]:
 
 @cache
 def _scaled_frost(index: int, h: int, w: int, table: str) -> torch.Tensor:
-    """A frost texture at the scale the table's source uses: a fifth of its size for CIFAR (cv2 INTER_LINEAR),
-    else just larger than the image, times 1.1 (cv2 INTER_CUBIC)."""
+    """A frost texture at the scale the table's source uses: a fifth of its size for CIFAR (cv2 INTER_LINEAR; for
+    images that a fifth would not cover, just larger than the image), else just larger than the image, times 1.1
+    (cv2 INTER_CUBIC)."""
     texture = _frost_textures()[index][None].double()
     th, tw = texture.shape[-2:]
-    if table == "cifar":
+    if table == "cifar" and round(th * 0.2) > h and round(tw * 0.2) > w:
         size, mode = (int(round(th * 0.2)), int(round(tw * 0.2))), "bilinear"
+    elif table == "cifar":  # a fifth is smaller than the image (over 62 px): just larger than it, as imagecorruptions
+        factor = max(h / th, w / tw) * 1.1
+        size, mode = (int(math.ceil(th * factor)), int(math.ceil(tw * factor))), "bilinear"
     else:
         factor = max(1.0, h / th, w / tw) * 1.1
         size, mode = (int(math.ceil(th * factor)), int(math.ceil(tw * factor))), "bicubic"
@@ -478,7 +483,7 @@ def _pil_each(x: torch.Tensor, change: Callable) -> torch.Tensor:
     """Each image through a PIL operation, as 8-bit pixels (the sources hand PIL the uint8 image)."""
     from PIL import Image
 
-    pixels = torch.floor(x.clamp(0, 1) * 255 + 0.005).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    pixels = torch.floor(x.clamp(0, 1) * 255 + QUANTISE_MARGIN).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for image in pixels:
         pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
@@ -513,6 +518,13 @@ def jpeg_compression(x: torch.Tensor, ctx: Context) -> torch.Tensor:
 
 OPERATIONS: dict[str, Callable[[torch.Tensor, Context], torch.Tensor]] = {name: globals()[name] for name in CORRUPTIONS}
 ON_CPU_ONLY = ("pixelate", "jpeg_compression")  # PIL, image by image
+# the sources truncate float64 values to uint8; float32 arithmetic lands a clean 100.0 at 99.99999, which would
+# truncate to 99: this margin (in 0-255 levels) absorbs that rounding, and moves values within it of the next
+# level up one level where the sources would not (about 0.1% of values)
+QUANTISE_MARGIN = 1e-3
+# in the key of every corrupted split: raised when a change here changes the images a split corrupts to, so
+# cached splits (and the shift evaluations that read them) are made again, and nothing else is
+VERSION = 2
 
 
 def _batch_size(images: torch.Tensor) -> int:
@@ -553,9 +565,9 @@ def corrupt(
     for start in range(0, n, step):
         batch = images[start : start + step].to(where).permute(0, 3, 1, 2).float() / 255
         corrupted = operation(batch, ctx)
-        # the sources end with np.uint8(...), which truncates; the small margin absorbs float32 rounding
+        # the sources end with np.uint8(...), which truncates
         out[start : start + step] = (
-            torch.floor(corrupted.clamp(0, 1) * 255 + 0.005).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+            torch.floor(corrupted.clamp(0, 1) * 255 + QUANTISE_MARGIN).to(torch.uint8).permute(0, 2, 3, 1).cpu()
         )
         progress(min(start + step, n))
     return out
