@@ -289,3 +289,42 @@ def test_corruptions_on_images_too_small_are_refused_before_training(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "corruptions need test images of at least 32 px on a side, and its are 8 px" in result.stderr
     assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+def test_shift_evaluations_on_ray_give_the_local_executors_records(data_root, tmp_path):
+    """Corrupted splits and shift evaluations built in Ray workers: the same records, number for number, as in
+    one process (one thread per artifact in both, so float sums run in the same order)."""
+    ray = pytest.importorskip("ray")  # CI installs it and fails without it (.ci/run)
+    from bench.executors import ExecutorOptions, create_executor
+    from bench.records import SHIFT_RECORDS, ResultsStore
+
+    suite = parse_suite(shifted_suite(data_root, [{"corruptions": ["contrast", "frost"], "severities": [5]}]))
+
+    def shift_records(executor_name: str, folder) -> dict:
+        executor = create_executor(executor_name, ExecutorOptions(threads=1), lambda m: None)
+        runtime = resolve_runtime("cpu", cuda_available=executor.cuda_available())
+        runner = Runner(
+            suite, suite.data.root, folder / "out", folder / "cache", runtime, log=lambda m: None, executor=executor
+        )
+        try:
+            summary = runner.run(expand_cells(suite))
+        finally:
+            executor.close()
+        assert not summary.failed and summary.shifted == 6
+        found = ResultsStore(folder / "out", SHIFT_RECORDS).read()
+        return {
+            (r["cell_id"], r["shift"]["label"], r["alpha"], json.dumps(r["grid_point"])): (
+                r["status"],
+                r["metrics"],
+                r["test_correct"],
+            )
+            for r in found
+        }
+
+    local = shift_records("local", tmp_path / "local")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        on_ray = shift_records("ray", tmp_path / "ray")
+    finally:
+        ray.shutdown()
+    assert len(local) == 2 * (4 + 1 + 3) and on_ray == local
