@@ -44,6 +44,7 @@ from transfer_core.cache import content_key
 from transfer_core.datasets import PreparedData, create_dataset_reader, fingerprints
 from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
+from transfer_core.shifts import corrupted_side
 from transfer_core.shifts.corruptions import VERSION as CORRUPTIONS_VERSION
 from transfer_core.shifts.corruptions import constants_for
 from transfer_core.strategies import STRATEGIES
@@ -474,8 +475,7 @@ def build_plan(
 
         def describe() -> dict:
             found = prepared(spec)
-            images = getattr(found.test, "images", None)  # arrays are corrupted at their own size, files at resolution
-            side = min(images.shape[1:3]) if images is not None else found.resolution
+            side = corrupted_side(found)
             return {"fingerprint": fingerprints(found.test)[0], "resolution": found.resolution, "side": side}
 
         return once(("test split", id(spec)), describe)

@@ -27,7 +27,7 @@ from transfer_core.shifts.corruptions import CORRUPTIONS
 
 from .records import SHIFT_RECORDS, ResultsStore
 from .stats import Summary, paired_difference, summarise
-from .tables import Column, Table, interval
+from .tables import PAIR_COLUMNS, Column, Table, interval
 
 MCA = "mCA"  # the corruption average, as a measure beside the dataset shifts
 
@@ -238,13 +238,7 @@ def table(found: Robustness) -> Table:
         )
 
     columns = [
-        Column(
-            "source → target",
-            lambda r: f"{r.source} → {r.target}",
-            (("source", lambda r: r.source), ("target", lambda r: r.target)),
-            text=True,
-        ),
-        Column("backbone", lambda r: r.backbone, (("backbone", lambda r: r.backbone),), text=True),
+        *PAIR_COLUMNS,
         Column("strategy", lambda r: r.label, (("strategy", lambda r: r.strategy),), text=True),
         Column(
             "ID top-1 (%)",
@@ -293,13 +287,7 @@ def per_shift_table(found: Robustness) -> Table:
         )
 
     columns = (
-        Column(
-            "source → target",
-            lambda r: f"{r.source} → {r.target}",
-            (("source", lambda r: r.source), ("target", lambda r: r.target)),
-            text=True,
-        ),
-        Column("backbone", lambda r: r.backbone, (("backbone", lambda r: r.backbone),), text=True),
+        *PAIR_COLUMNS,
         Column("strategy", lambda r: r.label, (("strategy", lambda r: r.strategy),), text=True),
         *(column(label) for label in found.corruptions),
     )

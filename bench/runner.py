@@ -32,6 +32,7 @@ from transfer_core.datasets import (
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.files import write_file
 from transfer_core.pretrained import WeightsUnavailableError, weights_file
+from transfer_core.shifts import corrupted_side
 from transfer_core.shifts.corruptions import MIN_SIDE
 
 from .build import BuildEnv, Builder, Outcome
@@ -176,8 +177,7 @@ class Runner:
 
     def _check_corruptible(self, target, spec) -> None:
         """Before anything trains: the test images are large enough for the corruptions' kernels."""
-        images = getattr(target.test, "images", None)
-        side = min(images.shape[1:3]) if images is not None else target.resolution
+        side = corrupted_side(target)
         if side < MIN_SIDE:
             raise SuiteError(
                 f"{self.suite.path}: target {spec.label}: shifts: corruptions need test images of at least "
@@ -362,11 +362,7 @@ class Runner:
             else:
                 self.log(f"  {artifact.name}: {outcome.status}: {outcome.error}")
             return
-        if not outcome.records:  # lost with its worker: its cells still get records saying so
-            outcome = Builder(self.env, self.log, self._data).failed(artifact, inputs, outcome.status, outcome.error)
-        cells = {cell.cell_id for cell in recording[artifact.key]}
-        if self.shard.is_main:
-            self.store.append([r for r in outcome.records if r["cell_id"] in cells])
+        outcome, cells = self._record(artifact, inputs, outcome, recording)
         for cell_id in sorted(cells):
             summary.ran += 1
             head = next((r for r in outcome.records if r["cell_id"] == cell_id and r.get("selected")), None)
@@ -383,6 +379,18 @@ class Runner:
                 summary.failed.append(cell_id)
                 self.log(f"  {cell_id}: {head['status']}: {head['error']}")
 
+    def _record(
+        self, artifact: Artifact, inputs: dict[str, Outcome], outcome: Outcome, recording: dict[str, list[Cell]]
+    ) -> tuple[Outcome, set[str]]:
+        """Appends the records of an evaluation (or shift evaluation) for the cells this run records, to its
+        store; an outcome lost with its worker first becomes records saying so. The outcome and those cells."""
+        if not outcome.records:
+            outcome = Builder(self.env, self.log, self._data).failed(artifact, inputs, outcome.status, outcome.error)
+        cells = {cell.cell_id for cell in recording[artifact.key]}
+        if self.shard.is_main:
+            self.stores[artifact.records_file].append([r for r in outcome.records if r["cell_id"] in cells])
+        return outcome, cells
+
     def _finished_shift(
         self,
         artifact: ShiftEvaluationArtifact,
@@ -391,11 +399,7 @@ class Runner:
         recording: dict[str, list[Cell]],
         summary: RunSummary,
     ) -> None:
-        if not outcome.records:  # lost with its worker
-            outcome = Builder(self.env, self.log, self._data).failed(artifact, inputs, outcome.status, outcome.error)
-        cells = {cell.cell_id for cell in recording[artifact.key]}
-        if self.shard.is_main:
-            self.stores[artifact.records_file].append([r for r in outcome.records if r["cell_id"] in cells])
+        outcome, cells = self._record(artifact, inputs, outcome, recording)
         summary.shifted += len(cells)
         own = [r for r in outcome.records if not r.get("trial")]
         if outcome.ok and own:

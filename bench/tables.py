@@ -113,6 +113,18 @@ class Table:
         return [c.header for c in self.columns]
 
 
+# the first two columns of every table whose rows are a source → target × backbone (× strategy)
+PAIR_COLUMNS = (
+    Column(
+        "source → target",
+        lambda r: f"{r.source} → {r.target}",
+        (("source", lambda r: r.source), ("target", lambda r: r.target)),
+        text=True,
+    ),
+    Column("backbone", lambda r: r.backbone, (("backbone", lambda r: r.backbone),), text=True),
+)
+
+
 def interval(summary: Optional[Summary], signed: bool = False) -> str:
     if summary is None:
         return "–"
@@ -146,13 +158,7 @@ RESULTS = Table(
     "",
     "",
     (
-        Column(
-            "source → target",
-            lambda r: f"{r.source} → {r.target}",
-            (("source", lambda r: r.source), ("target", lambda r: r.target)),
-            text=True,
-        ),
-        Column("backbone", lambda r: r.backbone, (("backbone", lambda r: r.backbone),), text=True),
+        *PAIR_COLUMNS,
         Column(
             "strategy",
             lambda r: r.label,
@@ -222,13 +228,7 @@ GRID_POINTS = Table(
     "Every point of each strategy trained over a grid or tuned (means over seeds); the table above shows the point "
     "each seed selected on validation.",
     (
-        Column(
-            "source → target",
-            lambda g: f"{g.source} → {g.target}",
-            (("source", lambda g: g.source), ("target", lambda g: g.target)),
-            text=True,
-        ),
-        Column("backbone", lambda g: g.backbone, (("backbone", lambda g: g.backbone),), text=True),
+        *PAIR_COLUMNS,
         Column("strategy", lambda g: g.strategy, (("strategy", lambda g: g.strategy),), text=True),
         Column("grid point", lambda g: g.point, (("grid_point", lambda g: g.point),), text=True),
         Column("val top-1 (%)", lambda g: number(g.val_top1, ".2f"), (("val_top1_mean", lambda g: g.val_top1),)),

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from ..datasets import ArraySplit, DataUnavailableError, FileSplit, Split
+from ..datasets import ArraySplit, DataUnavailableError, FileSplit, PreparedData, Split
+
+
+def corrupted_side(data: PreparedData):
+    """The side a test split is corrupted at: arrays at their own size (a resize to the resolution comes after,
+    in the data path), image files as evaluation decodes them, at the resolution."""
+    if isinstance(data.test, ArraySplit):
+        return min(data.test.images.shape[1:3])
+    return data.resolution
 
 
 def _plain(name: str) -> str:

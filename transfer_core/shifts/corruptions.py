@@ -167,13 +167,17 @@ def _gaussian_weights(sigma: float, truncate: float) -> torch.Tensor:
     return (weights / weights.sum()).float()
 
 
-def gaussian_filter(images: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
-    """skimage.filters.gaussian over the two spatial dimensions of (N, C, H, W) (separable, as scipy does)."""
-    if sigma <= 0:
-        return images
-    weights = _gaussian_weights(sigma, truncate)
-    out = _correlate(images, weights[:, None], mode)
-    return _correlate(out, weights[None, :], mode)
+def gaussian_filter(
+    images: torch.Tensor, sigma: float | tuple[float, float], mode: str = "nearest", truncate: float = 4.0
+) -> torch.Tensor:
+    """skimage.filters.gaussian over the two spatial dimensions of (N, C, H, W) (separable, as scipy does);
+    ``sigma`` one for both, or (rows, columns). A dimension with sigma 0 is left as it is."""
+    rows, cols = sigma if isinstance(sigma, tuple) else (sigma, sigma)
+    if rows > 0:
+        images = _correlate(images, _gaussian_weights(rows, truncate)[:, None], mode)
+    if cols > 0:
+        images = _correlate(images, _gaussian_weights(cols, truncate)[None, :], mode)
+    return images
 
 
 def _cv2_gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
@@ -463,16 +467,7 @@ def elastic_transform(x: torch.Tensor, ctx: Context) -> torch.Tensor:
     fields = []
     for _ in range(2):  # dx, then dy, as the sources draw them
         noise = torch.rand((n, 1, h, w), generator=ctx.generator, dtype=torch.float64) * (high - low) + low
-        smooth = (
-            _correlate(noise, _gaussian_weights(sigmas[0], 3.0).double()[:, None], "reflect")
-            if sigmas[0] > 0
-            else noise
-        )
-        smooth = (
-            _correlate(smooth, _gaussian_weights(sigmas[1], 3.0).double()[None, :], "reflect")
-            if sigmas[1] > 0
-            else smooth
-        )
+        smooth = gaussian_filter(noise, sigmas, "reflect", truncate=3.0)
         fields.append((smooth[:, 0] * alpha).float())
     dx, dy = fields
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
@@ -483,7 +478,7 @@ def _pil_each(x: torch.Tensor, change: Callable) -> torch.Tensor:
     """Each image through a PIL operation, as 8-bit pixels (the sources hand PIL the uint8 image)."""
     from PIL import Image
 
-    pixels = torch.floor(x.clamp(0, 1) * 255 + QUANTISE_MARGIN).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    pixels = _to_uint8(x).cpu().numpy()
     out = []
     for image in pixels:
         pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
@@ -520,8 +515,15 @@ OPERATIONS: dict[str, Callable[[torch.Tensor, Context], torch.Tensor]] = {name: 
 ON_CPU_ONLY = ("pixelate", "jpeg_compression")  # PIL, image by image
 # the sources truncate float64 values to uint8; float32 arithmetic lands a clean 100.0 at 99.99999, which would
 # truncate to 99: this margin (in 0-255 levels) absorbs that rounding, and moves values within it of the next
-# level up one level where the sources would not (about 0.1% of values)
+# level up one level where the sources would not
 QUANTISE_MARGIN = 1e-3
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in [0, 1] -> (N, H, W, C) uint8, truncated as the sources' np.uint8(...) truncates."""
+    return torch.floor(x.clamp(0, 1) * 255 + QUANTISE_MARGIN).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 # in the key of every corrupted split: raised when a change here changes the images a split corrupts to, so
 # cached splits (and the shift evaluations that read them) are made again, and nothing else is
 VERSION = 2
@@ -565,9 +567,6 @@ def corrupt(
     for start in range(0, n, step):
         batch = images[start : start + step].to(where).permute(0, 3, 1, 2).float() / 255
         corrupted = operation(batch, ctx)
-        # the sources end with np.uint8(...), which truncates
-        out[start : start + step] = (
-            torch.floor(corrupted.clamp(0, 1) * 255 + QUANTISE_MARGIN).to(torch.uint8).permute(0, 2, 3, 1).cpu()
-        )
+        out[start : start + step] = _to_uint8(corrupted).cpu()
         progress(min(start + step, n))
     return out
