@@ -308,11 +308,17 @@ class Builder:
         if sha256(path) != expected:
             raise WeightsUnavailableError(f"{path} is not the file the run was planned with (its sha256 differs here)")
         channels = artifact.settings["channels"]
-        body, width = load_body(spec, path, channels)
-        model = self.runtime.prepare(Classifier(body, width, 1))  # every strategy replaces the head
+        loaded = load_body(spec, path, channels)
+        # every strategy replaces the head; the file's own classifier is kept for the estimators that read the
+        # source's predictions (LEEP, NCE), and a one-class stand-in where the file has none
+        model = Classifier(loaded.body, loaded.num_features, loaded.head.out_features if loaded.head else 1)
+        if loaded.head is not None:
+            model.head = loaded.head
+        model = self.runtime.prepare(model)
         weights = {**spec.describe(), "file": str(path), "sha256": expected}
         meta = {
-            "num_classes": 1,
+            "num_classes": model.head.out_features,
+            "source_head": loaded.head is not None,
             "channels": channels,
             "data_fingerprint": None,
             "data_sizes": {},

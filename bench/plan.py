@@ -324,7 +324,8 @@ def build_plan(
         source = cell.source
         if source.pretrained:  # loaded, not trained: the same for every seed; the file's content in the key
             weights = {**source.pretrained.describe(), "sha256": sha256(weights_file(source.pretrained))}
-            settings = {"pretrained": weights, "channels": prepared(cell.target).channels}
+            # "head": the file's classifier is kept with the body (estimators read the source's predictions)
+            settings = {"pretrained": weights, "channels": prepared(cell.target).channels, "head": "kept"}
             # loading is light, but a GPU runtime needs a GPU where it runs (Ray hides GPUs from a task without one)
             return plan._add(
                 SourceArtifact,

@@ -31,7 +31,7 @@ from transfer_core.datasets import (
 )
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.files import write_file
-from transfer_core.pretrained import WeightsUnavailableError, weights_file
+from transfer_core.pretrained import WeightsUnavailableError, check_weights, weights_file
 from transfer_core.shifts import corrupted_side
 from transfer_core.shifts.corruptions import MIN_SIDE
 
@@ -137,6 +137,7 @@ class Runner:
             suite.name, Path(root), suite.data.download, Path(cache_dir).resolve(), runtime, command, time_limit_s
         )
         self._data: dict[str, PreparedData] = {}  # shared with the local executor's builder
+        self._checked_weights: set = set()  # (pretrained source, channels) whose file was read and fits its model
 
     # --- data and plan ----------------------------------------------------------------------------
 
@@ -228,8 +229,10 @@ class Runner:
     def _check_pretrained(self, cell: Cell, target) -> None:
         """Before anything trains: the weights are on this machine, and the target's images fit the model."""
         spec = cell.source.pretrained
+        if (spec, target.channels) in self._checked_weights:
+            return
         try:
-            weights_file(spec)
+            path = weights_file(spec)
         except WeightsUnavailableError as e:
             raise SuiteError(f"{self.suite.path}: source {spec.label}: {e}") from None
         if spec.library != "checkpoint" and target.channels != 3:
@@ -237,6 +240,11 @@ class Runner:
                 f"{self.suite.path}: source {spec.label} takes 3-channel images, target {target.name} has "
                 f"{target.channels}-channel ones"
             )
+        try:  # read now and compared with the model by name and shape, so a mismatch stops nothing midway
+            check_weights(spec, path, target.channels)
+        except (WeightsUnavailableError, ValueError) as e:
+            raise SuiteError(f"{self.suite.path}: source {spec.label}: {e}") from None
+        self._checked_weights.add((spec, target.channels))
 
     def plan(self, cells: list[Cell]) -> Plan:
         """The graph of every artifact ``cells`` need. It reads all their data (the keys hold its fingerprints)."""

@@ -95,22 +95,88 @@ def test_timm_weights_from_a_file_load_strictly_and_bring_their_input_config(tmp
     torch.save(published.state_dict(), path)
     spec = PretrainedSpec("timm", "resnet10t.c3_in1k", file=str(path), label="r10")
     assert weights_file(spec) == path
-    body, width = load_body(spec, path, 3)
-    assert width == 512
-    for key, value in body.state_dict().items():
+    loaded = load_body(spec, path, 3)
+    assert loaded.num_features == 512
+    for key, value in loaded.body.state_dict().items():
         assert torch.equal(value, published.state_dict()[key]), key
+    assert torch.equal(loaded.head.weight, published.fc.weight)  # the classifier kept as the source's head
     mean, std, side = input_config(spec)
     assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225) and side == 176
 
     headless = {k: v for k, v in published.state_dict().items() if not k.startswith("fc.")}
     torch.save(headless, path)  # the classifier may be absent: it is never loaded
-    load_body(spec, path, 3)
+    assert load_body(spec, path, 3).head is None
     del headless["conv1.0.weight"]
     torch.save(headless, path)
     with pytest.raises(
         WeightsUnavailableError, match=r"keys do not match the model: 1 missing \(e\.g\. conv1\.0\.weight\)"
     ):
         load_body(spec, path, 3)
+
+
+def _as_users_save(state: dict, form: str, path):
+    """``state`` written the ways users write checkpoints; the file's path."""
+    if form == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path.with_suffix(".safetensors")))
+        return path.with_suffix(".safetensors")
+    wrapped = {
+        "plain": state,
+        "state_dict": {"state_dict": state, "epoch": 7},  # Lightning's and many training scripts' layout
+        "model": {"model": state, "optimizer": {}},  # timm's and DeiT's training checkpoints
+        "ddp": {f"module.{k}": v for k, v in state.items()},  # saved from a DistributedDataParallel wrapper
+    }[form]
+    torch.save(wrapped, path)
+    return path
+
+
+@pytest.mark.parametrize("form", ["plain", "state_dict", "model", "ddp", "safetensors"])
+@pytest.mark.parametrize("backbone", ["timm:resnet10t", "torchvision:resnet18", "resnet8"])
+def test_checkpoints_as_users_save_them_load_with_their_classifier(tmp_path, backbone, form):
+    """A whole model's state dict, its classifier included, as timm, torchvision and this harness name it."""
+    import timm
+    import torchvision
+
+    from transfer_core.pretrained import check_weights
+
+    torch.manual_seed(0)
+    library, _, name = backbone.rpartition(":")
+    if library == "timm":
+        whole = timm.create_model(name, num_classes=10)
+    elif library == "torchvision":
+        whole = torchvision.models.get_model(name, num_classes=10)
+    else:
+        whole = create_backbone(name, 10, 3)
+    path = _as_users_save(whole.state_dict(), form, tmp_path / "ckpt.pth")
+    spec = PretrainedSpec("checkpoint", backbone, file=str(path), label="ckpt")
+    check_weights(spec, path, 3)
+    loaded = load_body(spec, path, 3)
+    images = torch.randn(2, 3, 32, 32)
+    whole.eval(), loaded.body.eval(), loaded.head.eval()
+    with torch.no_grad():  # body and kept head together compute what the saved model computes
+        assert torch.allclose(loaded.head(loaded.body(images)), whole(images), atol=1e-5)
+
+
+def test_a_checkpoint_that_does_not_fit_its_backbone_stops_the_run_in_one_line_before_anything_trains(
+    tmp_path, checkpoint, capsys
+):
+    path, _ = checkpoint  # a resnet8, named as a resnet20
+    raw = tiny_suite(source={"checkpoint": str(path), "backbone": "resnet20"}, strategies={"linear_probe": {}})
+    raw.pop("backbones")
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(json.dumps(raw))
+    out = tmp_path / "out"
+    assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    assert "source checkpoint:lab-digits" in error and "its keys do not match the model" in error
+    assert "of another shape (e.g. stages.1.conv1.weight (32, 16, 3, 3) vs (16, 16, 3, 3))" in error
+    assert not (out / "records.jsonl").exists() and not (out / "cache" / "sources").exists()
+
+    torch.save(torch.nn.Linear(2, 2), path)  # a whole pickled model: not read, and the message says what to save
+    assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 2
+    assert "save model.state_dict() instead" in capsys.readouterr().err
 
 
 def test_torchvision_weights_are_found_under_torch_home_or_the_fetch_command_is_named(tmp_path, monkeypatch):
@@ -124,8 +190,9 @@ def test_torchvision_weights_are_found_under_torch_home_or_the_fetch_command_is_
     saved = torchvision.models.resnet18()
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(saved.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
-    body, width = load_body(spec, weights_file(spec), 3)
-    assert width == 512 and torch.equal(body.conv1.weight, saved.conv1.weight)
+    loaded = load_body(spec, weights_file(spec), 3)
+    assert loaded.num_features == 512 and torch.equal(loaded.body.conv1.weight, saved.conv1.weight)
+    assert torch.equal(loaded.head.bias, saved.fc.bias)
     assert input_config(spec)[2] == 224
 
 

@@ -142,20 +142,22 @@ def _torchvision_body(name: str, in_chans: int) -> tuple[nn.Module, int]:
     return strip_torchvision_classifier(torchvision.models.get_model(name, weights=None), name)
 
 
-def strip_torchvision_classifier(model: nn.Module, name: str) -> tuple[nn.Module, int]:
-    """(body, feature width): the model with its classifier replaced by an identity. torchvision heads live
-    under different names (fc, classifier[-1], heads.head); the classifier is always the last Linear in
-    registration order, so that one is replaced."""
-    parent_name, last = None, None
-    for module_name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            parent_name, last = module_name, module
-    if last is None:
+def torchvision_classifier(model: nn.Module, name: str) -> str:
+    """The name of a torchvision model's classifier. torchvision heads live under different names (fc,
+    classifier.1, heads.head); the classifier is always the last Linear in registration order."""
+    found = [module_name for module_name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not found:
         raise ValueError(f"torchvision model {name} has no Linear classifier to replace")
-    *path, leaf = parent_name.split(".")
+    return found[-1]
+
+
+def strip_torchvision_classifier(model: nn.Module, name: str) -> tuple[nn.Module, int]:
+    """(body, feature width): the model with its classifier replaced by an identity."""
+    *path, leaf = torchvision_classifier(model, name).split(".")
     parent = model.get_submodule(".".join(path)) if path else model
+    width = getattr(parent, leaf).in_features
     setattr(parent, leaf, nn.Identity())
-    return model, last.in_features
+    return model, width
 
 
 def _external_library(name: str) -> tuple[str, str]:

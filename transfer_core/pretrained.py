@@ -6,11 +6,14 @@ Nothing is downloaded while a suite runs. The weights file is looked up where ea
   torch's hub folder (``TORCH_HOME``/hub/checkpoints);
 - ``torchvision:NAME`` with ``weights: ENUM_NAME``: a ``file`` given, else torch's hub folder, under the
   file name torchvision downloads to;
-- ``checkpoint: PATH`` with ``backbone: NAME``: that file (a state dict of a whole model, ``body.*`` keys
-  taken, or of a bare body; a ``state_dict`` entry inside is read too).
+- ``checkpoint: PATH`` with ``backbone: NAME``: that file, as users save them: a state dict of a whole model
+  (this harness's ``body.*``/``head.*``, timm's or torchvision's with their classifier under its own name:
+  ``fc``, ``head``, ``classifier``...) or of a bare body, plain or inside ``{"state_dict": ...}`` /
+  ``{"model": ...}``, with DDP's ``module.`` prefixes, or a ``.safetensors`` file.
 ``bench fetch SUITE`` downloads what is missing while online. The file's sha256 is part of the source
 model's key, so swapped weights are a different source. Keys are loaded strictly: every parameter of the
-body must be in the file and nothing else but the classifier. Inputs are normalised and sized as the
+body must be in the file and nothing else but the classifier, which is kept as the source model's head
+when it is one Linear layer (LEEP and NCE read the source's predictions). Inputs are normalised and sized as the
 model was pretrained (its published mean, std and input size), not by the target data's statistics.
 """
 
@@ -173,19 +176,27 @@ def sha256(path: Path) -> str:
 
 
 def _read_state(path: Path) -> dict:
+    """The tensors of a weights file as users save them: a state dict, or one inside ``{"state_dict": ...}`` or
+    ``{"model": ...}``, with DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes taken off (timm's
+    reader does all this, and reads ``.safetensors`` files by their suffix)."""
     from timm.models import load_state_dict
 
     try:
-        return load_state_dict(str(path), use_ema=False, weights_only=True)
+        state = load_state_dict(str(path), use_ema=False, weights_only=True)
     except Exception as e:
+        hint = ""
+        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+            hint = "; a whole pickled model is not read (it runs code): save model.state_dict() instead"
         raise WeightsUnavailableError(
-            f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            f"{path}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}){hint}"
         ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
+    return state
 
 
-def _load_strictly(module: nn.Module, state: dict, path: Path) -> None:
-    """Every key of ``module`` from ``state`` with its shape, nothing more: else one line saying what differs."""
-    expected = module.state_dict()
+def _mismatch(expected: dict, state: dict) -> Optional[str]:
+    """What differs between a module's state dict and the one read, in one line; None when they fit."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [
@@ -193,44 +204,103 @@ def _load_strictly(module: nn.Module, state: dict, path: Path) -> None:
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
-    if missing or unexpected or reshaped:
-        parts = [
-            f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
-            f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
-            f"{len(reshaped)} of another shape (e.g. {reshaped[0]})" if reshaped else "",
-        ]
-        raise WeightsUnavailableError(f"{path}: its keys do not match the model: " + ", ".join(p for p in parts if p))
-    module.load_state_dict(state, strict=True)
+    parts = [
+        f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+        f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+        f"{len(reshaped)} of another shape (e.g. {reshaped[0]})" if reshaped else "",
+    ]
+    return "its keys do not match the model: " + ", ".join(p for p in parts if p) if any(parts) else None
 
 
-def load_body(spec: PretrainedSpec, path: Path, in_chans: int) -> tuple[nn.Module, int]:
-    """(body, feature width) of the pretrained model, its weights loaded strictly from ``path``; the
-    classifier is left out."""
-    from .backbones import create_backbone, strip_torchvision_classifier
+@dataclass
+class LoadedModel:
+    body: nn.Module
+    num_features: int
+    head: Optional[nn.Linear]  # the model's own classifier, when the file holds one (LEEP and NCE read it)
 
-    state = _read_state(path)
-    if spec.library == "timm":
+
+def _empty_body(spec: PretrainedSpec, in_chans: int) -> tuple[nn.Module, int, tuple[str, ...]]:
+    """(body, feature width, the names a whole model's state dict keeps its classifier under): the architecture
+    the file is loaded into, randomly initialised."""
+    from .backbones import backbone_library, create_backbone, strip_torchvision_classifier, torchvision_classifier
+
+    library, model = spec.library, spec.model
+    if library == "checkpoint":
+        library = backbone_library(spec.model) or "checkpoint"
+        model = spec.model.split(":", 1)[-1]
+    if library == "timm":
         import timm
 
-        body = timm.create_model(spec.model, pretrained=False, num_classes=0, in_chans=in_chans)
-        classifiers = _timm_cfg(spec).classifier
-        classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers or ())
-        state = {k: v for k, v in state.items() if not any(k == c or k.startswith(f"{c}.") for c in classifiers)}
-        _load_strictly(body, state, path)
-        return body, body.num_features
-    if spec.library == "torchvision":
+        body = timm.create_model(model, pretrained=False, num_classes=0, in_chans=in_chans)
+        names = body.pretrained_cfg.get("classifier") or ()
+        return body, body.num_features, (names,) if isinstance(names, str) else tuple(names)
+    if library == "torchvision":
         import torchvision
 
         if in_chans != 3:
-            raise ValueError(f"torchvision model {spec.model} takes 3-channel images; the data has {in_chans}")
-        model = torchvision.models.get_model(spec.model, weights=None)
-        _load_strictly(model, state, path)  # the classifier included: torchvision files hold the whole model
-        return strip_torchvision_classifier(model, spec.model)
-    classifier = create_backbone(spec.model, 1, in_chans)
-    if any(k.startswith("body.") for k in state):  # a whole classifier (this harness's cache files, for one)
-        state = {k.removeprefix("body."): v for k, v in state.items() if k.startswith("body.")}
-    _load_strictly(classifier.body, state, path)
-    return classifier.body, classifier.num_features
+            raise ValueError(f"torchvision model {model} takes 3-channel images; the data has {in_chans}")
+        whole = torchvision.models.get_model(model, weights=None)
+        name = torchvision_classifier(whole, model)
+        body, width = strip_torchvision_classifier(whole, model)
+        return body, width, (name,)
+    classifier = create_backbone(spec.model, 1, in_chans)  # one of the backbones registered here
+    return classifier.body, classifier.num_features, ("head",)
+
+
+def _split_classifier(state: dict, names: tuple[str, ...]) -> tuple[dict, dict]:
+    """(the body's tensors, the classifier's by their own names) of a whole model's state dict; a file of a
+    bare body has no classifier tensors. This harness's own files keep the body under ``body.``."""
+    if any(k.startswith("body.") for k in state) and "head" in names:
+        body = {k.removeprefix("body."): v for k, v in state.items() if k.startswith("body.")}
+        return body, {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+    head, body = {}, {}
+    for key, value in state.items():
+        name = next((n for n in names if key.startswith(f"{n}.")), None)
+        if name is None:
+            body[key] = value
+        else:
+            head[key.removeprefix(f"{name}.")] = value
+    return body, head
+
+
+def _linear(head: dict, width: int) -> Optional[nn.Linear]:
+    """The classifier as one Linear layer on the body's features, when it is one (else None: it is not used)."""
+    weight, bias = head.get("weight"), head.get("bias")
+    if set(head) - {"weight", "bias"} or weight is None or weight.ndim != 2 or weight.shape[1] != width:
+        return None
+    layer = nn.Linear(width, weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer
+
+
+def check_weights(spec: PretrainedSpec, path: Path, in_chans: int) -> None:
+    """WeightsUnavailableError, in one line, unless ``path`` loads into the model: read and compared by name and
+    shape before anything trains (the model is built on the meta device: no memory, no initialisation)."""
+    state = _read_state(path)
+    try:
+        with torch.device("meta"):
+            body, _, names = _empty_body(spec, in_chans)
+    except (RuntimeError, NotImplementedError):  # a model whose construction computes with its tensors
+        body, _, names = _empty_body(spec, in_chans)
+    problem = _mismatch(body.state_dict(), _split_classifier(state, names)[0])
+    if problem:
+        raise WeightsUnavailableError(f"{path}: {problem}")
+
+
+def load_body(spec: PretrainedSpec, path: Path, in_chans: int) -> LoadedModel:
+    """The pretrained model's body, its weights loaded strictly from ``path`` (every parameter, nothing else but
+    the classifier), and its classifier as a Linear layer when the file holds one."""
+    state = _read_state(path)
+    body, width, names = _empty_body(spec, in_chans)
+    body_state, head = _split_classifier(state, names)
+    problem = _mismatch(body.state_dict(), body_state)
+    if problem:
+        raise WeightsUnavailableError(f"{path}: {problem}")
+    body.load_state_dict(body_state, strict=True)
+    return LoadedModel(body, width, _linear(head, width))
 
 
 def fetch(spec: PretrainedSpec) -> Path:
