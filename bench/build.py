@@ -42,6 +42,7 @@ from transfer_core.datasets import (
     prepare_dataset,
 )
 from transfer_core.distributed import barrier
+from transfer_core.estimators import ESTIMATORS, EstimatorInputs
 from transfer_core.pretrained import (
     WeightsUnavailableError,
     load_body,
@@ -65,6 +66,7 @@ from .fields import DIRECTIONS
 from .plan import (
     Artifact,
     CorruptionArtifact,
+    EstimatorArtifact,
     EvaluationArtifact,
     FittedArtifact,
     RefitArtifact,
@@ -173,6 +175,18 @@ def _trials(artifact: Artifact) -> set[str]:
     return set()
 
 
+class _FeaturesAndLogits(torch.nn.Module):
+    """A classifier's pooled features and its head's logits, side by side, from one forward pass."""
+
+    def __init__(self, model: Classifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.model.body(images)
+        return torch.cat([features, self.model.head(features)], dim=1)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -249,6 +263,8 @@ class Builder:
                     outcome = Outcome(meta=self._corruption(artifact))
                 elif isinstance(artifact, ShiftEvaluationArtifact):
                     outcome = Outcome(records=self._shift_evaluation(artifact, inputs))
+                elif isinstance(artifact, EstimatorArtifact):
+                    outcome = Outcome(records=self._estimates(artifact, inputs))
                 else:
                     outcome = Outcome(records=self._evaluation(artifact, inputs))
         except TimeLimitExceeded as e:
@@ -277,6 +293,8 @@ class Builder:
             records = self._records(artifact, inputs, [], status, error, _now())
         elif isinstance(artifact, ShiftEvaluationArtifact):
             records = self._shift_records(artifact, [], status, error, _now(), 0.0)
+        elif isinstance(artifact, EstimatorArtifact):
+            records = self._estimate_records(artifact, {}, status, error, _now(), {})
         else:
             records = []
         return Outcome(status, error, records=records)
@@ -657,6 +675,79 @@ class Builder:
                             "shift_images": e.test_correct["images"],
                         },
                         "details": {"refit": bool(e.grid_point is None and e.details.get("refit"))},
+                    }
+                )
+        return records
+
+    # --- transferability estimates ---------------------------------------------------------------------
+
+    def _estimates(self, artifact: EstimatorArtifact, inputs: dict[str, Outcome]) -> list[dict]:
+        """One forward pass of the target's training images through the source model (its body's features and
+        its own classifier's softmax together), then every estimator of the suite on them, each timed."""
+        started_at = _now()
+        target = self.data(artifact.target, artifact.settings["target"]["fingerprint"], test_split=False)
+        meta = inputs[artifact.source_key].meta
+        model, _ = self._load(
+            SourceArtifact.cache_folder, artifact.source_key, artifact.backbone, meta["num_classes"], meta["channels"]
+        )
+        loader = self.runtime.loader(
+            target, "train", self.runtime.eval_batch_size, False, artifact.target.augmentation, artifact.seed
+        )
+        self.runtime.synchronize()
+        started = time.perf_counter()
+        both, labels = predict(_FeaturesAndLogits(model), loader, self.runtime)
+        self.runtime.synchronize()
+        features_s = time.perf_counter() - started
+        features = both[:, : model.num_features].double()
+        probabilities = torch.softmax(both[:, model.num_features :].double(), dim=1)
+        has_head = meta.get("source_head", True)  # a source trained here has its own; a file may hold none
+        inputs_ = EstimatorInputs(
+            features.numpy(), labels.numpy().astype("int64"), probabilities.numpy() if has_head else None
+        )
+        scores = {}
+        for spec in artifact.estimators:
+            estimator = ESTIMATORS.get(spec.name)(spec.options)
+            if estimator.reads_source_head and not has_head:
+                scores[spec.name] = (None, 0.0, "the source's weights file holds no classifier to read")
+                continue
+            started = time.perf_counter()
+            value = estimator.score(inputs_)
+            scores[spec.name] = (value, time.perf_counter() - started, None)
+        compute = {"features_s": features_s, "images": len(labels), "feature_width": model.num_features}
+        return self._estimate_records(artifact, scores, "ok", None, started_at, compute)
+
+    def _estimate_records(
+        self, artifact: EstimatorArtifact, scores: dict, status: str, error: Optional[str], started_at: str, compute
+    ) -> list[dict]:
+        """One record per estimator: which source, target, backbone and seed, its score and what it took."""
+        common = {
+            "schema_version": RECORD_SCHEMA_VERSION,
+            "suite": self.env.suite,
+            "config_hash": artifact.key,
+            "source_key": artifact.source_key,
+            "provenance": {
+                **provenance(self.runtime.device),
+                "runtime": self.runtime.describe(),
+                "command": self.env.command,
+                "started_at": started_at,
+                "finished_at": _now(),
+            },
+        }
+        records = []
+        for estimate in artifact.cells:
+            for spec in artifact.estimators:
+                score, seconds, missing = scores.get(spec.name, (None, 0.0, None))
+                records.append(
+                    {
+                        **common,
+                        **estimate.identity(),
+                        "estimator": spec.name,
+                        "options": dataclasses.asdict(spec.options),
+                        "score": score,
+                        "status": "skipped" if missing else status,
+                        "error": missing or error,
+                        "compute": {**compute, "estimator_s": seconds} if compute else {},
+                        "details": ESTIMATORS.get(spec.name).describe(),
                     }
                 )
         return records

@@ -1,6 +1,6 @@
 """The plan: a suite's cells as a graph of content-keyed artifacts.
 
-Three kinds of artifact, each built once and then reused by everything that depends on it:
+The artifacts, each built once and then reused by everything that depends on it:
 - a **source model** per source dataset, recipe, backbone and seed, trained on the source task; or per
   pretrained weights file (its sha256 in the key), loaded;
 - a **fitted model** per strategy that trains, target, backbone, seed and source: what ``Strategy.fit``
@@ -11,7 +11,9 @@ Three kinds of artifact, each built once and then reused by everything that depe
 - an **evaluation** per cell: the cell's records. It depends on every fitted model the cell's result is
   built from (its cost is theirs), and on the source model for the record's accounting. Cells of a
   strategy that ignores the source (scratch), planned under several sources, share one evaluation, which
-  writes the records of each.
+  writes the records of each;
+- an **estimate** per source model and target (``estimators:``): the suite's transferability estimators on one
+  forward pass of the target's training images through the source model, recorded, nothing fine-tuned.
 
 An artifact's key hashes its own resolved settings, its dependencies' keys and ``CODE_SALT`` (in
 ``transfer_core/__init__.py``), so a change anywhere upstream changes the key of exactly the artifacts
@@ -49,6 +51,7 @@ from transfer_core.shifts.corruptions import VERSION as CORRUPTIONS_VERSION
 from transfer_core.shifts.corruptions import constants_for
 from transfer_core.strategies import STRATEGIES
 
+from .estimates import ESTIMATE_RECORDS, Estimate, estimates_of
 from .records import point_label
 from .shifts import CorruptionShift, Shift
 from .suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Suite
@@ -177,7 +180,22 @@ class ShiftEvaluationArtifact(Artifact):
         return self.cells[0]
 
 
-RECORDED = (EvaluationArtifact, ShiftEvaluationArtifact)  # the artifacts that write records, not models
+@dataclass(frozen=True, eq=False)
+class EstimatorArtifact(Artifact):
+    """A source model scored for a target by every estimator the suite lists, from one forward pass of the
+    target's training images: its records (one per estimator) go to ``estimates.jsonl``."""
+
+    cells: list  # the Estimate it records (one; a list, as the runner treats every recording artifact alike)
+    estimators: tuple  # the suite's EstimatorSpecs, in its order
+    target: DatasetSpec
+    backbone: str
+    seed: int
+    source_key: str
+    kind: ClassVar[str] = "estimate"
+    records_file: ClassVar[str] = ESTIMATE_RECORDS
+
+
+RECORDED = (EvaluationArtifact, ShiftEvaluationArtifact, EstimatorArtifact)  # the artifacts that write records
 
 
 @dataclass
@@ -186,6 +204,8 @@ class Plan:
     cells: list[tuple[Cell, EvaluationArtifact]] = field(default_factory=list)  # each cell and its evaluation, in order
     # each cell and its shift evaluations, in order: ``cells`` holds the in-distribution ones
     shifted: list[tuple[Cell, ShiftEvaluationArtifact]] = field(default_factory=list)
+    # each source, target, backbone and seed the cells make, with the artifact of its transferability estimates
+    estimates: list[tuple[Estimate, EstimatorArtifact]] = field(default_factory=list)
 
     def closure(self, keys: Iterable[str]) -> list[Artifact]:
         """These artifacts and everything they depend on, each after its dependencies, in the order of ``keys``."""
@@ -563,4 +583,28 @@ def build_plan(
             shifted = shift_evaluation(cell, shift, evaluation, settings, deps, grid if cls.baseline else ())
             shifted.cells.append(cell)
             plan.shifted.append((cell, shifted))
+    for estimate in estimates_of(cells) if suite.estimators else ():
+        source = source_model(estimate)
+        settings = {
+            "estimators": [e.describe() for e in suite.estimators],
+            "features": "target train split",
+            "target": data(estimate.target, test_split=False),
+            "backbone": estimate.backbone,
+            "seed": estimate.seed,
+            "runtime": runtime_settings(estimate.target, True),
+        }
+        artifact = plan._add(
+            EstimatorArtifact,
+            settings,
+            (source.key,),
+            name=estimate.cell_id.replace("/estimate/", "/"),
+            needs=needs(EVALUATION_GPU_SHARE, estimate.target),
+            cells=[estimate],
+            estimators=suite.estimators,
+            target=estimate.target,
+            backbone=estimate.backbone,
+            seed=estimate.seed,
+            source_key=source.key,
+        )
+        plan.estimates.append((estimate, artifact))
     return plan

@@ -302,7 +302,43 @@ def alpha_shift_curve(shifted):
     return fig
 
 
-def figures(records: list[dict], rows, found=None, shifted=None) -> list[tuple[str, object]]:
+def estimators_vs_measured(agreeing):
+    """Each estimator's score against the measured top-1, one point per source model, one panel per estimator
+    (rows) and target (columns), one series per strategy measured. None without estimates to check."""
+    if not agreeing:
+        return None
+    estimators = list(dict.fromkeys(r.estimator for r in agreeing))
+    targets = sorted({r.target for r in agreeing})
+    strategies = sorted({r.strategy for r in agreeing})
+    fig, axes = plt.subplots(
+        len(estimators), len(targets), figsize=(4.6 * len(targets), 3.4 * len(estimators)), squeeze=False
+    )
+    for row in agreeing:
+        ax = axes[estimators.index(row.estimator)][targets.index(row.target)]
+        k = strategies.index(row.strategy)
+        ax.scatter(
+            [s for _, s, _ in row.points],
+            [a for _, _, a in row.points],
+            color=f"C{k}",
+            marker="os^Dv<>"[k % 7],
+            label=f"{row.strategy} (weighted τ {row.weighted.show()})",
+        )
+        for model, score, top1 in row.points:
+            ax.annotate(model, (score, top1), fontsize=6, alpha=0.7, xytext=(3, 2), textcoords="offset points")
+    for i, estimator in enumerate(estimators):
+        for j, target in enumerate(targets):
+            ax = axes[i][j]
+            ax.set_title(f"{estimator} → {target}", fontsize=9)
+            ax.set_xlabel(f"{estimator} score (mean over seeds)", fontsize=8)
+            ax.set_ylabel("measured test top-1 (%)", fontsize=8)
+            ax.grid(alpha=0.3)
+            if ax.has_data():
+                ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def figures(records: list[dict], rows, found=None, shifted=None, agreeing=None) -> list[tuple[str, object]]:
     """(file stem, figure) for every plot these results can draw."""
     drawn = (
         ("accuracy_vs_compute", accuracy_vs_compute(rows)),
@@ -312,6 +348,7 @@ def figures(records: list[dict], rows, found=None, shifted=None) -> list[tuple[s
         ("critical_difference", critical_difference(found)),
         ("ood_vs_id", ood_vs_id(shifted)),
         ("alpha_shift_curve", alpha_shift_curve(shifted)),
+        ("estimators_vs_measured", estimators_vs_measured(agreeing)),
     )
     return [(stem, fig) for stem, fig in drawn if fig is not None]
 
@@ -327,13 +364,13 @@ def svg_text(fig) -> str:
     return inline_svg(buffer.getvalue())
 
 
-def write_plots(records: list[dict], rows, directory: Path, found=None, shifted=None) -> list[Path]:
+def write_plots(records: list[dict], rows, directory: Path, found=None, shifted=None, agreeing=None) -> list[Path]:
     """accuracy_vs_compute, alpha_curve, regimes, and with an aggregate across tasks (``found``) the performance
     profiles and the critical-difference diagram (where there is something to draw), each as PNG and SVG, into
     ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, fig in figures(records, rows, found, shifted):
+    for stem, fig in figures(records, rows, found, shifted, agreeing):
         written += [save(fig, directory / f"{stem}.png"), save(fig, directory / f"{stem}.svg")]
         plt.close(fig)
     return written

@@ -66,9 +66,11 @@ SHIFT_RECORDS = "shifts.jsonl"  # the records of shift evaluations (bench/shifts
 
 
 class ResultsStore:
-    def __init__(self, directory: Path, name: str = "records.jsonl"):
+    def __init__(self, directory: Path, name: str = "records.jsonl", problem=record_problem):
+        """``problem``: what makes a line of this file unreadable (a cell's records by default)."""
         self.directory = Path(directory)
         self.path = self.directory / name
+        self._problem = problem
         self._read_to = 0  # bytes of records.jsonl already tallied by ``tally``
         self._tally: dict[tuple[str, str], Counter] = {}  # (config hash, cell id) -> records per status
 
@@ -95,7 +97,7 @@ class ResultsStore:
                     file=sys.stderr,
                 )
                 continue
-            problem = record_problem(record)
+            problem = self._problem(record)
             if problem is not None:
                 raise RecordError(f"{self.path}:{number}: not a record bench can read: {problem}")
             records.append(record)
@@ -136,11 +138,18 @@ class ResultsStore:
     def plan_path(self) -> Path:
         return self.directory / "plan.json"
 
-    def write_plan(self, suite: str, cells: list[dict], shift_evaluations: Iterable[str] = ()) -> None:
+    def write_plan(
+        self, suite: str, cells: list[dict], shift_evaluations: Iterable[str] = (), estimates: Iterable[str] = ()
+    ) -> None:
         """The cells the suite asks for (identity and config hash), so a report can show the ones still
         missing and leave out records of configurations the suite no longer has; likewise the config hashes
-        of its shift evaluations. Written atomically."""
-        plan = {"suite": suite, "cells": cells, "shift_evaluations": sorted(set(shift_evaluations))}
+        of its shift evaluations and transferability estimates. Written atomically."""
+        plan = {
+            "suite": suite,
+            "cells": cells,
+            "shift_evaluations": sorted(set(shift_evaluations)),
+            "estimates": sorted(set(estimates)),
+        }
         write_file(self.plan_path, json.dumps(plan, indent=1, sort_keys=True) + "\n")
 
     def read_plan(self) -> Optional[dict]:

@@ -21,7 +21,7 @@ from tabulate import tabulate
 
 from transfer_core.files import write_file
 
-from . import robustness
+from . import robustness, transferability
 from .errors import ReportError
 from .records import latest_records, point_label, strategy_info
 from .results import Results, frame
@@ -214,7 +214,18 @@ def sections(results: Results, rows: list[Row]) -> list[tuple[Table, list]]:
         found.append((robustness.table(shifted), shifted.rows))
         if shifted.corruptions:
             found.append((robustness.per_shift_table(shifted), shifted.rows))
+    if results.estimate_records:
+        ranked, estimators = transferability.rank_rows(results.estimate_records)
+        found.append((transferability.rank_table(estimators), ranked))
+        agreeing = estimator_agreement(results, rows)
+        if agreeing:
+            found.append((transferability.agreement_table(), agreeing))
     return found
+
+
+def estimator_agreement(results: Results, rows: list[Row]) -> list:
+    """Each estimator's ranking of the sources against each strategy's measured ranking."""
+    return transferability.agreement(results.estimate_records, rows) if results.estimate_records else []
 
 
 def shift_results(results: Results) -> Optional[robustness.Robustness]:
@@ -418,6 +429,10 @@ def report_markdown(results: Results, title: str, found=None) -> str:
             render_markdown(table_rows, table),
             "",
         ]
+        if table.name == "transferability":
+            body += [markdown_escape(line) + "\n" for line in transferability.lines(table_rows)]
+            if (results.directory / "estimators_vs_measured.png").is_file():
+                body.append("![Estimator scores against measured top-1](estimators_vs_measured.png)\n")
         if table.name == "robustness":
             body += [markdown_escape(line) + "\n" for line in shift_lines(results)]
             for stem, caption in (
@@ -442,7 +457,8 @@ def write_reports(results: Results, title: str) -> list[Path]:
 
     rows = summarise_rows(results.records, results.plan)
     found = aggregate(rows)
-    written = plots.write_plots(results.records, rows, results.directory, found, shift_results(results))
+    agreeing = estimator_agreement(results, rows)
+    written = plots.write_plots(results.records, rows, results.directory, found, shift_results(results), agreeing)
     svgs = [plots.inline_svg(path.read_text(encoding="utf-8")) for path in written if path.suffix == ".svg"]
     tables = sections(results, rows)
     caption = f"{title}. {notes(results)[0]}"
@@ -451,7 +467,12 @@ def write_reports(results: Results, title: str) -> list[Path]:
         # every table of the report in each format: LaTeX's one after another, a CSV file each
         "report.tex": "\n".join(render_latex(table_rows, table, caption) for table, table_rows in tables),
         **{f"{table.name}.csv": render_csv(table_rows, table) for table, table_rows in tables},
-        "report.html": render_page(title, notes(results) + aggregate_lines(found) + shift_lines(results), tables, svgs),
+        "report.html": render_page(
+            title,
+            notes(results) + aggregate_lines(found) + shift_lines(results) + transferability.lines(agreeing),
+            tables,
+            svgs,
+        ),
     }
     for name, text in outputs.items():
         write_file(results.directory / name, text)

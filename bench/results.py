@@ -35,6 +35,7 @@ class Results:
     plan: Optional[dict] = None
     stale: int = 0  # records of configurations the plan no longer has
     shift_records: list = field(default_factory=list)  # the current records' scores on shifted test sets
+    estimate_records: list = field(default_factory=list)  # transferability estimates of the plan's sources
 
 
 def read(directory: Union[str, Path], role: str = "", current: bool = True, empty_ok: bool = False) -> Results:
@@ -58,8 +59,18 @@ def read(directory: Union[str, Path], role: str = "", current: bool = True, empt
         stale, records = len(records) - len(kept), kept
     from .robustness import read_shift_records
 
+    from .transferability import read_estimates
+
     planned_shifts = set(plan["shift_evaluations"]) if current and plan and "shift_evaluations" in plan else None
-    return Results(directory, records, plan, stale, read_shift_records(directory, records, planned_shifts))
+    planned_estimates = set(plan.get("estimates", [])) if current and plan else None
+    return Results(
+        directory,
+        records,
+        plan,
+        stale,
+        read_shift_records(directory, records, planned_shifts),
+        read_estimates(directory, planned_estimates),
+    )
 
 
 def frame(records: list[dict], columns: Optional[list[str]] = None):

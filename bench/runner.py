@@ -36,8 +36,9 @@ from transfer_core.shifts import corrupted_side
 from transfer_core.shifts.corruptions import MIN_SIDE
 
 from .build import BuildEnv, Builder, Outcome
+from .estimates import ESTIMATE_RECORDS, estimate_problem, estimates_of
 from .executors import Executor, ExecutorOptions, create_executor
-from .plan import RECORDED, Artifact, EvaluationArtifact, Plan, ShiftEvaluationArtifact, build_plan
+from .plan import RECORDED, Artifact, EstimatorArtifact, EvaluationArtifact, Plan, ShiftEvaluationArtifact, build_plan
 from .records import SHIFT_RECORDS, ResultsStore, candidate
 from .shifts import DatasetShift
 from .suite import Cell, Suite, SuiteError
@@ -49,6 +50,7 @@ POLL_S = 0.5  # how often a run waiting for another run's artifact looks again
 class RunSummary:
     ran: int = 0
     shifted: int = 0  # shift evaluations run (each cell's models on one shifted test set)
+    estimated: int = 0  # transferability estimates run (a source model scored for a target)
     skipped: int = 0  # cells already done when the run started
     elsewhere: int = 0  # cells another run finished while this one ran
     failed: list[str] = field(default_factory=list)
@@ -130,7 +132,11 @@ class Runner:
         self.executor = executor or create_executor("local", ExecutorOptions(), self.log)
         self._owns_executor = executor is None
         self.store = ResultsStore(out_dir)
-        self.stores = {"records.jsonl": self.store, SHIFT_RECORDS: ResultsStore(out_dir, SHIFT_RECORDS)}
+        self.stores = {
+            "records.jsonl": self.store,
+            SHIFT_RECORDS: ResultsStore(out_dir, SHIFT_RECORDS),
+            ESTIMATE_RECORDS: ResultsStore(out_dir, ESTIMATE_RECORDS, estimate_problem),
+        }
         self.cache = ModelCache(cache_dir)
         time_limit_s = cell_timeout_s if cell_timeout_s is not None else suite.runtime.cell_timeout_s
         self.env = BuildEnv(
@@ -149,7 +155,7 @@ class Runner:
         builder = Builder(self.env, self.log, self._data)
         screened: set[str] = set()
         for cell in cells:
-            reads_source = self.suite.uses_source(cell.strategy.name)
+            reads_source = self.suite.uses_source(cell.strategy.name) or bool(self.suite.estimators)
             source_data = cell.source.data if reads_source else None
             for role, spec in [("target", cell.target)] + ([("source", source_data)] if source_data else []):
                 try:
@@ -258,11 +264,14 @@ class Runner:
             )
         return plan
 
-    def pending(self, plan: Plan, cells: list[Cell]) -> list[tuple[Cell, Artifact]]:
-        """The cells of ``cells`` still to run, with their evaluations (and shift evaluations): all with --force,
-        else those without an ok record. Under torchrun, rank 0's answer."""
+    def pending(self, plan: Plan, cells: list[Cell], estimates_only: bool = False) -> list[tuple[Cell, Artifact]]:
+        """The cells of ``cells`` still to run, with their evaluations (and shift evaluations), and the estimates
+        their sources and targets make: all with --force, else those without an ok record. ``estimates_only``:
+        the estimates alone. Under torchrun, rank 0's answer."""
         wanted = {cell.cell_id for cell in cells}
-        found = [(cell, e) for cell, e in plan.cells + plan.shifted if cell.cell_id in wanted]
+        found = [] if estimates_only else [(cell, e) for cell, e in plan.cells + plan.shifted if cell.cell_id in wanted]
+        made = {e.cell_id for e in estimates_of(cells)}
+        found += [(estimate, e) for estimate, e in plan.estimates if estimate.cell_id in made]
         if not self.force and self.shard.is_main:
             done = set().union(*(store.done_cells() for store in self.stores.values()))
             found = [(cell, e) for cell, e in found if (e.key, cell.cell_id) not in done]
@@ -272,20 +281,28 @@ class Runner:
 
     # --- running ----------------------------------------------------------------------------------
 
-    def run(self, cells: list[Cell], all_cells: Optional[list[Cell]] = None) -> RunSummary:
-        """Runs the pending cells among ``cells``. ``all_cells`` (the whole suite) sets source amortisation."""
+    def run(
+        self, cells: list[Cell], all_cells: Optional[list[Cell]] = None, estimates_only: bool = False
+    ) -> RunSummary:
+        """Runs the pending cells among ``cells``. ``all_cells`` (the whole suite) sets source amortisation.
+        ``estimates_only``: only the transferability estimates of the cells' sources and targets (``bench rank``)."""
         plan = self.plan(all_cells or cells)
         file_hashes.flush()  # the data passed its checks: what was hashed to plan is kept for the next run
         if self.shard.is_main:
             self.store.write_plan(
-                self.suite.name, [_plan_entry(cell, e) for cell, e in plan.cells], [e.key for _, e in plan.shifted]
+                self.suite.name,
+                [_plan_entry(cell, e) for cell, e in plan.cells],
+                [e.key for _, e in plan.shifted],
+                [e.key for _, e in plan.estimates],
             )
         claims = Claims(
             self.cache, self.stores, self.runtime
         )  # before ``pending``: what others record after this counts as theirs
-        todo = self.pending(plan, cells)
+        todo = self.pending(plan, cells, estimates_only)
         summary = RunSummary(
-            skipped=len(cells) - len({cell.cell_id for cell, e in todo if isinstance(e, EvaluationArtifact)})
+            skipped=0
+            if estimates_only
+            else len(cells) - len({cell.cell_id for cell, e in todo if isinstance(e, EvaluationArtifact)})
         )
         if summary.skipped:
             self.log(
@@ -364,6 +381,9 @@ class Runner:
         if isinstance(artifact, ShiftEvaluationArtifact):
             self._finished_shift(artifact, inputs, outcome, recording, summary)
             return
+        if isinstance(artifact, EstimatorArtifact):
+            self._finished_estimate(artifact, inputs, outcome, recording, summary)
+            return
         if not isinstance(artifact, EvaluationArtifact):
             if outcome.ok:
                 self.log(f"  {artifact.name}: built in {outcome.seconds:.1f}s")
@@ -420,6 +440,27 @@ class Runner:
             summary.failed += [f"{c} on {artifact.shift.label}" for c in sorted(cells)]
             self.log(f"  {artifact.name}: {outcome.status}: {outcome.error}")
 
+    def _finished_estimate(
+        self,
+        artifact: EstimatorArtifact,
+        inputs: dict[str, Outcome],
+        outcome: Outcome,
+        recording: dict[str, list[Cell]],
+        summary: RunSummary,
+    ) -> None:
+        outcome, _ = self._record(artifact, inputs, outcome, recording)
+        summary.estimated += 1
+        if not outcome.ok:
+            summary.failed.append(f"estimates of {artifact.name}")
+            self.log(f"  {artifact.name}: {outcome.status}: {outcome.error}")
+            return
+        scores = ", ".join(
+            f"{r['estimator']} {r['score']:.4g}" if r["score"] is not None else f"{r['estimator']} –"
+            for r in outcome.records
+        )
+        took = outcome.records[0]["compute"] if outcome.records else {}
+        self.log(f"  {artifact.name}: {scores} (features {took.get('features_s', 0):.1f}s)")
+
     # --- the dry run ------------------------------------------------------------------------------
 
     def describe(self, cells: list[Cell], all_cells: Optional[list[Cell]] = None) -> tuple[list[list], int]:
@@ -430,7 +471,10 @@ class Runner:
         needed = {a.key for a in plan.closure(e.key for _, e in todo)}
         wanted = {cell.cell_id for cell in cells}
         rows = []
-        for artifact in plan.closure(e.key for cell, e in plan.cells + plan.shifted if cell.cell_id in wanted):
+        made = {e.cell_id for e in estimates_of(cells)}
+        recorded = [e.key for cell, e in plan.cells + plan.shifted if cell.cell_id in wanted]
+        recorded += [e.key for estimate, e in plan.estimates if estimate.cell_id in made]
+        for artifact in plan.closure(recorded):
             if isinstance(artifact, RECORDED):
                 state = "to run" if artifact.key in needed else "done"
             elif self.cache.has(artifact.cache_folder, artifact.key):

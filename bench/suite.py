@@ -36,6 +36,7 @@ from transfer_core.strategies import STRATEGIES
 from transfer_core.training import TrainRecipe
 
 from .errors import SuiteError  # noqa: F401  (raised here, caught by the command line)
+from .estimates import parse_estimators
 from .shifts import DatasetShift, parse_shifts
 from .tuning import Tuning, space_of, trial_points
 
@@ -260,6 +261,7 @@ class Suite:
     seeds: tuple[int, ...]
     ingredients: tuple[StrategySpec, ...] = ()  # strategies the listed ones are built from but the suite does not list
     tuning: Tuning = Tuning()  # equal-budget search and refit (bench/tuning.py)
+    estimators: tuple = ()  # transferability estimators scoring each source for each target (bench/estimates.py)
 
     def strategy(self, name: str) -> StrategySpec:
         """A strategy's settings, listed or an ingredient (then with its own defaults and the suite's ``train``)."""
@@ -324,6 +326,7 @@ _TOP_KEYS = {
     "targets",
     "backbones",
     "strategies",
+    "estimators",
     "train",
     "runtime",
     "seeds",
@@ -694,6 +697,7 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         raise SuiteError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise SuiteError(f"seeds: repeated seed in {seeds}")
+    estimators = parse_estimators(top.get("estimators"), "estimators", _build)
     return Suite(
         name,
         description,
@@ -707,6 +711,7 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         tuple(seeds),
         tuple(ingredients),
         tuning,
+        estimators,
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import pickle
 import sys
 import tempfile
 from pathlib import Path

@@ -37,12 +37,12 @@ def run(args) -> int:
             raise SuiteError("--paired: expected two strategies, e.g. --paired full_finetune,scratch")
         print(report_mod.paired_table(results, a.strip(), b.strip()))
     elif args.format == "html":
-        from .. import plots
+        from .. import plots, transferability
 
-        shifted = report_mod.shift_results(results)
-        svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows, None, shifted)]
+        shifted, agreeing = report_mod.shift_results(results), report_mod.estimator_agreement(results, rows)
+        svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows, None, shifted, agreeing)]
         tables = report_mod.sections(results, rows)
-        notes = report_mod.notes(results) + report_mod.shift_lines(results)
+        notes = report_mod.notes(results) + report_mod.shift_lines(results) + transferability.lines(agreeing)
         print(report_mod.render_page(title, notes, tables, svgs), end="")
     else:
         print(report_mod.render_rows(rows, args.format), end="" if args.format != "markdown" else "\n")

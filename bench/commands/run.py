@@ -1,6 +1,7 @@
 """``bench run SUITE``: runs every cell not done yet (resume is the default), then prints the table and writes
 the reports and plots; ``--dry-run`` prints the graph of artifacts instead."""
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -14,17 +15,22 @@ HELP = "run a suite (resumes by default) and print its results table"
 
 
 def add_arguments(parser) -> None:
+    add_runner_arguments(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the graph of artifacts (key, dependencies, cached or not, what each needs), then stop",
+    )
+
+
+def add_runner_arguments(parser) -> None:
+    """What running a suite's artifacts takes: the commands that do (run, rank) share these."""
     parser.add_argument("suite", help="suite YAML file")
     add_data_root(parser)
     parser.add_argument("--out", help="results folder (default results/<suite name>)")
     parser.add_argument("--cache-dir", help="model cache (default BENCH_CACHE_DIR or <out>/cache)")
     parser.add_argument("--filter", help="only cells whose id matches this regular expression")
     add_device(parser)
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the graph of artifacts (key, dependencies, cached or not, what each needs), then stop",
-    )
     parser.add_argument("--force", action="store_true", help="rerun cells that already have ok records")
     parser.add_argument(
         "--executor",
@@ -64,9 +70,42 @@ def suite_runtime(suite, device_override, cuda_available=None, shard=None):
 
 def run(args) -> int:
     from .. import report as report_mod
-    from ..suite import check_data, data_root, expand_cells, load_suite
+    from ..suite import load_suite
 
     suite = load_suite(args.suite)
+    with suite_runner(args, suite) as (runner, cells, all_cells):
+        if args.dry_run:
+            return dry_run(runner, cells, all_cells)
+        summary = runner.run(cells, all_cells)
+    if not runner.shard.is_main:
+        return 1 if summary.failed else 0
+    out_dir = runner.store.directory
+    results = report_mod.load_results(out_dir)
+    if summary.ran or summary.shifted or summary.estimated:
+        report_mod.write_reports(results, f"Results: {suite.name}")
+    print(report_mod.render_markdown(report_mod.summarise_rows(results.records, results.plan)))
+    elsewhere = f", {summary.elsewhere} recorded by another run" if summary.elsewhere else ""
+    shifted = f", {summary.shifted} shift evaluations" if summary.shifted else ""
+    estimated = f", {summary.estimated} transferability estimates" if summary.estimated else ""
+    print(
+        f"\n{summary.ran} cells run{shifted}{estimated}, {summary.skipped} already done{elsewhere}, "
+        f"{len(summary.failed)} failed; records: {runner.store.path}"
+        + (
+            f"; reports and plots: {out_dir}/report.md (also .tex, .csv, .html)"
+            if summary.ran or summary.shifted or summary.estimated
+            else ""
+        ),
+        file=sys.stderr,
+    )
+    return 1 if summary.failed else 0
+
+
+@contextlib.contextmanager
+def suite_runner(args, suite):
+    """(runner, cells, all cells) for the suite and the arguments of ``add_runner_arguments``, checked in one
+    line each before anything heavy is imported; the executor is closed (and torchrun's group left) after."""
+    from ..suite import check_data, data_root, expand_cells
+
     root = data_root(suite, args.data_root)
     check_data(suite, root)
     all_cells = expand_cells(suite)
@@ -124,31 +163,10 @@ def run(args) -> int:
             executor=executor,
             cell_timeout_s=args.cell_timeout,
         )
-        if args.dry_run:
-            return dry_run(runner, cells, all_cells)
-        summary = runner.run(cells, all_cells)
+        yield runner, cells, all_cells
     finally:
         executor.close()
         distributed.leave_process_group()
-    if not shard.is_main:
-        return 1 if summary.failed else 0
-    results = report_mod.load_results(out_dir)
-    if summary.ran or summary.shifted:
-        report_mod.write_reports(results, f"Results: {suite.name}")
-    print(report_mod.render_markdown(report_mod.summarise_rows(results.records, results.plan)))
-    elsewhere = f", {summary.elsewhere} recorded by another run" if summary.elsewhere else ""
-    shifted = f", {summary.shifted} shift evaluations" if summary.shifted else ""
-    print(
-        f"\n{summary.ran} cells run{shifted}, {summary.skipped} already done{elsewhere}, {len(summary.failed)} failed; "
-        f"records: {runner.store.path}"
-        + (
-            f"; reports and plots: {out_dir}/report.md (also .tex, .csv, .html)"
-            if summary.ran or summary.shifted
-            else ""
-        ),
-        file=sys.stderr,
-    )
-    return 1 if summary.failed else 0
 
 
 def dry_run(runner, cells, all_cells) -> int:
@@ -167,9 +185,11 @@ def dry_run(runner, cells, all_cells) -> int:
         )
         to_build = sum(1 for r in rows if r[4] == "to build")
         shifts = sum(1 for r in rows if r[0] == "shift evaluation" and r[4] == "to run")
+        estimates = sum(1 for r in rows if r[0] == "estimate" and r[4] == "to run")
         print(
             f"{len(rows)} artifacts: {to_build} models to build, {to_run} of {len(cells)} cells to run"
             + (f", {shifts} shift evaluations" if shifts else "")
+            + (f", {estimates} transferability estimates" if estimates else "")
             + "; nothing was trained or written (dry run)"
         )
     return 0

