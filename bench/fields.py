@@ -146,6 +146,17 @@ FIELDS: tuple[Field, ...] = (
         "shift_models", None, "", "a shift record: the models that scoring covered (each α, the baseline's trials)"
     ),
     _compute("shift_images", None, "", "a shift record: images in the shifted set"),
+    # estimate records (estimates.jsonl): a source model scored for a target by one estimator
+    _compute(
+        "features_s",
+        "lower",
+        "s",
+        "an estimate record: the forward pass of the target's training images through the source model, shared "
+        "by the estimate's estimators",
+    ),
+    _compute("estimator_s", "lower", "s", "an estimate record: the estimator's own work on those features"),
+    _compute("images", None, "", "an estimate record: the target's training images passed"),
+    _compute("feature_width", None, "", "an estimate record: the source body's feature width"),
 )
 
 BY_NAME = {f.name: f for f in FIELDS}

@@ -185,7 +185,7 @@ class EstimatorArtifact(Artifact):
     """A source model scored for a target by every estimator the suite lists, from one forward pass of the
     target's training images: its records (one per estimator) go to ``estimates.jsonl``."""
 
-    cells: list  # the Estimate it records (one; a list, as the runner treats every recording artifact alike)
+    cells: list  # the Estimates whose records it writes: one, or every seed's where seeds share source and data
     estimators: tuple  # the suite's EstimatorSpecs, in its order
     target: DatasetSpec
     backbone: str
@@ -590,21 +590,21 @@ def build_plan(
             "features": "target train split",
             "target": data(estimate.target, test_split=False),
             "backbone": estimate.backbone,
-            "seed": estimate.seed,
             "runtime": runtime_settings(estimate.target, True),
-        }
+        }  # no seed: nothing in an estimate is random, so seeds that share the source model and data share it
         artifact = plan._add(
             EstimatorArtifact,
             settings,
             (source.key,),
             name=estimate.cell_id.replace("/estimate/", "/"),
             needs=needs(EVALUATION_GPU_SHARE, estimate.target),
-            cells=[estimate],
+            cells=[],
             estimators=suite.estimators,
             target=estimate.target,
             backbone=estimate.backbone,
             seed=estimate.seed,
             source_key=source.key,
         )
+        artifact.cells.append(estimate)  # a pretrained source's estimate is every seed's where the data is one
         plan.estimates.append((estimate, artifact))
     return plan

@@ -58,7 +58,6 @@ def read(directory: Union[str, Path], role: str = "", current: bool = True, empt
         kept = [r for r in records if r.get("config_hash") in planned]
         stale, records = len(records) - len(kept), kept
     from .robustness import read_shift_records
-
     from .transferability import read_estimates
 
     planned_shifts = set(plan["shift_evaluations"]) if current and plan and "shift_evaluations" in plan else None

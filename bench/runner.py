@@ -448,15 +448,17 @@ class Runner:
         recording: dict[str, list[Cell]],
         summary: RunSummary,
     ) -> None:
-        outcome, _ = self._record(artifact, inputs, outcome, recording)
-        summary.estimated += 1
+        outcome, recorded = self._record(artifact, inputs, outcome, recording)
+        summary.estimated += len(recorded)
         if not outcome.ok:
             summary.failed.append(f"estimates of {artifact.name}")
             self.log(f"  {artifact.name}: {outcome.status}: {outcome.error}")
             return
+        first = outcome.records[0]["cell_id"] if outcome.records else None
         scores = ", ".join(
             f"{r['estimator']} {r['score']:.4g}" if r["score"] is not None else f"{r['estimator']} –"
             for r in outcome.records
+            if r["cell_id"] == first
         )
         took = outcome.records[0]["compute"] if outcome.records else {}
         self.log(f"  {artifact.name}: {scores} (features {took.get('features_s', 0):.1f}s)")

@@ -1,10 +1,12 @@
-"""``bench list``: the datasets, backbones and strategies known, with their options; ``bench list fields``:
+"""``bench list``: the datasets, backbones, strategies and estimators known, with their options; ``bench list fields``:
 the metrics and compute fields a record carries (``bench/fields.py``), as the README's table."""
 
 import dataclasses
 
 NAME, ORDER = "list", 100
-HELP = "list the datasets, backbones and strategies known (or, with `fields`, the metrics and compute fields)"
+HELP = (
+    "list the datasets, backbones, strategies and estimators known (or, with `fields`, the metrics and compute fields)"
+)
 
 
 def add_arguments(parser) -> None:
@@ -41,4 +43,10 @@ def run(args) -> int:
     print("strategies:")
     for name in STRATEGIES.names():
         print(f"  {name:<16} options: {options(STRATEGIES.get(name).Options)} (plus any train key)")
+    from transfer_core.estimators import ESTIMATORS
+
+    print("estimators:")
+    for name in ESTIMATORS.names():
+        cls = ESTIMATORS.get(name)
+        print(f"  {name:<16} options: {options(cls.Options)}; {cls.paper}")
     return 0

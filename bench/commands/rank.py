@@ -3,7 +3,6 @@ by each estimator's score, with what scoring took. The cheap first step of a sea
 the suite's ``estimators:`` (or ``--estimators``) say which scores."""
 
 import dataclasses
-import sys
 
 from ..errors import SuiteError
 from .common import log

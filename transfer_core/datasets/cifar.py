@@ -145,3 +145,11 @@ class Cifar100(_Cifar):
 
     def _keys(self):
         return "fine_labels", "fine_label_names"
+
+
+@DATASETS.register("cifar100_coarse")
+class Cifar100Coarse(Cifar100):
+    """CIFAR-100's images under its 20 coarse labels (superclasses: aquatic mammals, fish, flowers, ...)."""
+
+    def _keys(self):
+        return "coarse_labels", "coarse_label_names"
