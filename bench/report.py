@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -202,14 +203,36 @@ def grid_table(records: list[dict]) -> str:
     return render_markdown(rows, GRID_POINTS) if rows else ""
 
 
-def sections(results: Results, rows: list[Row]) -> list[tuple[Table, list]]:
+@dataclass
+class Analyses:
+    """What the report derives from a results folder, computed once for every format and plot: the table's rows,
+    the results on shifted test sets, and each estimator's ranking against the measured ones."""
+
+    rows: list[Row]
+    shifted: Optional[robustness.Robustness]
+    agreeing: list
+
+    def lines(self) -> list[str]:
+        """The sentences the shifted sets and the estimators' check add to the report."""
+        shifted = robustness.lines(self.shifted) if self.shifted is not None else []
+        return shifted + transferability.lines(self.agreeing)
+
+
+def analyse(results: Results) -> Analyses:
+    rows = summarise_rows(results.records, results.plan)
+    shifted = robustness.robustness(results.records, results.shift_records, strategy_info(results.records))
+    agreeing = transferability.agreement(results.estimate_records, rows) if results.estimate_records else []
+    return Analyses(rows, shifted, agreeing)
+
+
+def sections(results: Results, analyses: Analyses) -> list[tuple[Table, list]]:
     """Every table of the report with its rows, in order: the results, then the grid points where a strategy
-    searched. Each format renders each of them."""
-    found = [(RESULTS, rows)]
+    searched, the shifted sets, the estimators' rankings and their check. Each format renders each of them."""
+    found = [(RESULTS, analyses.rows)]
     points = grid_rows(results.records)
     if points:
         found.append((GRID_POINTS, points))
-    shifted = shift_results(results)
+    shifted = analyses.shifted
     if shifted is not None and shifted.rows:
         found.append((robustness.table(shifted), shifted.rows))
         if shifted.corruptions:
@@ -217,20 +240,9 @@ def sections(results: Results, rows: list[Row]) -> list[tuple[Table, list]]:
     if results.estimate_records:
         ranked, estimators = transferability.rank_rows(results.estimate_records)
         found.append((transferability.rank_table(estimators), ranked))
-        agreeing = estimator_agreement(results, rows)
-        if agreeing:
-            found.append((transferability.agreement_table(), agreeing))
+        if analyses.agreeing:
+            found.append((transferability.agreement_table(), analyses.agreeing))
     return found
-
-
-def estimator_agreement(results: Results, rows: list[Row]) -> list:
-    """Each estimator's ranking of the sources against each strategy's measured ranking."""
-    return transferability.agreement(results.estimate_records, rows) if results.estimate_records else []
-
-
-def shift_results(results: Results) -> Optional[robustness.Robustness]:
-    """The rows out of distribution, when the results have shift evaluations."""
-    return robustness.robustness(results.records, results.shift_records, strategy_info(results.records))
 
 
 def render(records: list[dict], fmt: str = "markdown", plan: Optional[dict] = None) -> str:
@@ -400,10 +412,11 @@ def aggregate_lines(found) -> list[str]:
     return lines
 
 
-def report_markdown(results: Results, title: str, found=None) -> str:
+def report_markdown(results: Results, title: str, found=None, analyses: Optional[Analyses] = None) -> str:
     """The report file: a title, how the numbers were obtained, the table, the plots if written, and the
     scores across tasks where there are several (``found``: ``bench.aggregate.aggregate`` of the rows)."""
-    rows = summarise_rows(results.records, results.plan)
+    analyses = analyses or analyse(results)
+    rows = analyses.rows
     written = [markdown_escape(line) for line in notes(results)]
     body = [f"# {markdown_escape(title)}", "", written[0], "", render_markdown(rows), ""]
     body += [line + "\n" for line in written[1:]]
@@ -420,7 +433,7 @@ def report_markdown(results: Results, title: str, found=None) -> str:
         for stem, caption in (("performance_profile", "Performance profiles"), ("critical_difference", "Mean ranks")):
             if (results.directory / f"{stem}.png").is_file():
                 body.append(f"![{caption}]({stem}.png)\n")
-    for table, table_rows in sections(results, rows)[1:]:
+    for table, table_rows in sections(results, analyses)[1:]:
         body += [
             f"## {markdown_escape(table.title)}",
             "",
@@ -434,7 +447,8 @@ def report_markdown(results: Results, title: str, found=None) -> str:
             if (results.directory / "estimators_vs_measured.png").is_file():
                 body.append("![Estimator scores against measured top-1](estimators_vs_measured.png)\n")
         if table.name == "robustness":
-            body += [markdown_escape(line) + "\n" for line in shift_lines(results)]
+            shifted = robustness.lines(analyses.shifted) if analyses.shifted is not None else []
+            body += [markdown_escape(line) + "\n" for line in shifted]
             for stem, caption in (
                 ("ood_vs_id", "Out of distribution against in distribution"),
                 ("alpha_shift_curve", "α-mix in and out of distribution"),
@@ -444,32 +458,28 @@ def report_markdown(results: Results, title: str, found=None) -> str:
     return "\n".join(body)
 
 
-def shift_lines(results: Results) -> list[str]:
-    shifted = shift_results(results)
-    return robustness.lines(shifted) if shifted is not None else []
-
-
 def write_reports(results: Results, title: str) -> list[Path]:
     """Every artefact, into the results folder: report.md/.tex/.html (every table), a CSV per table (report.csv,
     grid_points.csv where a strategy searched) and the plots (PNG and SVG)."""
     from . import plots
     from .aggregate import aggregate
 
-    rows = summarise_rows(results.records, results.plan)
-    found = aggregate(rows)
-    agreeing = estimator_agreement(results, rows)
-    written = plots.write_plots(results.records, rows, results.directory, found, shift_results(results), agreeing)
+    analyses = analyse(results)
+    found = aggregate(analyses.rows)
+    written = plots.write_plots(
+        results.records, analyses.rows, results.directory, found, analyses.shifted, analyses.agreeing
+    )
     svgs = [plots.inline_svg(path.read_text(encoding="utf-8")) for path in written if path.suffix == ".svg"]
-    tables = sections(results, rows)
+    tables = sections(results, analyses)
     caption = f"{title}. {notes(results)[0]}"
     outputs = {
-        "report.md": report_markdown(results, title, found),
+        "report.md": report_markdown(results, title, found, analyses),
         # every table of the report in each format: LaTeX's one after another, a CSV file each
         "report.tex": "\n".join(render_latex(table_rows, table, caption) for table, table_rows in tables),
         **{f"{table.name}.csv": render_csv(table_rows, table) for table, table_rows in tables},
         "report.html": render_page(
             title,
-            notes(results) + aggregate_lines(found) + shift_lines(results) + transferability.lines(agreeing),
+            notes(results) + aggregate_lines(found) + analyses.lines(),
             tables,
             svgs,
         ),

@@ -207,6 +207,18 @@ def _with_interval(point: float, draws: list[float]) -> Statistic:
     return Statistic(point, float(np.percentile(kept, _LOW)), float(np.percentile(kept, _HIGH)))
 
 
+def _bootstrap(scores: np.ndarray, accuracy: np.ndarray, rng) -> list[tuple]:
+    """The statistics on ``BOOTSTRAP_DRAWS`` resamples of the seeds (columns). A resample's means depend only on
+    how often it draws each seed, and with few seeds most resamples repeat one of a few such counts (10 for 3
+    seeds), so each distinct count is computed once."""
+    seeds = scores.shape[1]
+    drawn = rng.integers(0, seeds, (BOOTSTRAP_DRAWS, seeds))
+    counts = np.stack([np.bincount(row, minlength=seeds) for row in drawn])
+    distinct, which = np.unique(counts, axis=0, return_inverse=True)
+    computed = [_statistics(scores @ c / seeds, accuracy @ c / seeds) for c in distinct]
+    return [computed[i] for i in which.ravel()]
+
+
 def agreement(estimates: list[dict], rows, seed: int = 0) -> list[AgreementRow]:
     """Per target, strategy measured and estimator: how well the estimator's ranking of the models matches the
     measured one. ``rows``: the report's rows (``bench.report.summarise_rows``), whose test top-1 per seed is the
@@ -248,11 +260,7 @@ def agreement(estimates: list[dict], rows, seed: int = 0) -> list[AgreementRow]:
             scores = np.array([[scores_by[m][s] for s in seeds] for m in models])  # (models, seeds)
             accuracy = np.array([[accuracy_by[m][s] for s in seeds] for m in models])
             point = _statistics(scores.mean(1), accuracy.mean(1))
-            draws = []
-            if len(seeds) > 1:
-                for _ in range(BOOTSTRAP_DRAWS):
-                    drawn = rng.integers(0, len(seeds), len(seeds))
-                    draws.append(_statistics(scores[:, drawn].mean(1), accuracy[:, drawn].mean(1)))
+            draws = _bootstrap(scores, accuracy, rng) if len(seeds) > 1 else []
             intervals = [_with_interval(point[i], [d[i] for d in draws]) for i in range(4)]
             out.append(
                 AgreementRow(

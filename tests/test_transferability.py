@@ -140,6 +140,18 @@ def test_agreement_measures_the_ranking_and_what_trusting_it_costs():
     assert row.seeds == 1 and row.kendall.low is None
 
 
+def test_the_bootstrap_computes_each_distinct_resample_once_and_gives_what_every_draw_would():
+    from bench.transferability import BOOTSTRAP_DRAWS, _bootstrap, _statistics
+
+    generator = np.random.default_rng(3)
+    scores, accuracy = generator.normal(size=(6, 4)), generator.normal(70, 5, size=(6, 4))
+    fast = _bootstrap(scores, accuracy, np.random.default_rng(11))
+    drawn = np.random.default_rng(11).integers(0, 4, (BOOTSTRAP_DRAWS, 4))
+    slow = [_statistics(scores[:, d].mean(1), accuracy[:, d].mean(1)) for d in drawn]
+    assert len(fast) == len(slow) == BOOTSTRAP_DRAWS
+    np.testing.assert_allclose(np.array(fast), np.array(slow), rtol=1e-12, atol=1e-12)
+
+
 def test_a_source_whose_file_has_no_classifier_is_scored_by_the_feature_estimators_only_once_for_all_seeds(tmp_path):
     from transfer_core.backbones import create_backbone
 

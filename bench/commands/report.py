@@ -37,13 +37,13 @@ def run(args) -> int:
             raise SuiteError("--paired: expected two strategies, e.g. --paired full_finetune,scratch")
         print(report_mod.paired_table(results, a.strip(), b.strip()))
     elif args.format == "html":
-        from .. import plots, transferability
+        from .. import plots
 
-        shifted, agreeing = report_mod.shift_results(results), report_mod.estimator_agreement(results, rows)
-        svgs = [plots.svg_text(fig) for _, fig in plots.figures(results.records, rows, None, shifted, agreeing)]
-        tables = report_mod.sections(results, rows)
-        notes = report_mod.notes(results) + report_mod.shift_lines(results) + transferability.lines(agreeing)
-        print(report_mod.render_page(title, notes, tables, svgs), end="")
+        analyses = report_mod.analyse(results)
+        figures = plots.figures(results.records, analyses.rows, None, analyses.shifted, analyses.agreeing)
+        svgs = [plots.svg_text(fig) for _, fig in figures]
+        notes = report_mod.notes(results) + analyses.lines()
+        print(report_mod.render_page(title, notes, report_mod.sections(results, analyses), svgs), end="")
     else:
         print(report_mod.render_rows(rows, args.format), end="" if args.format != "markdown" else "\n")
     if args.plot:
