@@ -51,13 +51,15 @@ def main() -> None:
     logme, leep, nce = (module(args.logme / f"{name}.py") for name in ("LogME", "LEEP", "NCE"))
     hscore = module(args.tllib / "tllib" / "ranking" / "hscore.py")
     from sklearn.model_selection import LeaveOneOut, cross_val_predict
-    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 
     values = {}
     for case in CASES:
         features, labels, probs = fixed_inputs(case)
         knn = KNeighborsClassifier(n_neighbors=10, metric="cosine", algorithm="brute")
         predicted = cross_val_predict(knn, features, labels, cv=LeaveOneOut())
+        unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+        nearest_mean = cross_val_predict(NearestCentroid(), unit, labels, cv=LeaveOneOut())
         values[case] = {
             "logme": float(logme.LogME(regression=False).fit(features, labels)),
             "leep": float(leep.LEEP(probs, labels)),
@@ -66,6 +68,7 @@ def main() -> None:
             "hscore_unshrunk": float(hscore.h_score(features, labels)),
             "transrate": official_transrate(args.transrate, features, labels),
             "knn": float(100.0 * (predicted == labels).mean()),
+            "centroid": float(100.0 * (nearest_mean == labels).mean()),
         }
     print("REFERENCE = {")
     for case, scores in values.items():

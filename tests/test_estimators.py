@@ -5,7 +5,8 @@ REFERENCE was computed with the code each estimator's ``reference`` names, at th
 thuml/LogME@56551ca94a3295bcc37e6a01b1291911af985f07 (LogME, LEEP, NCE),
 thuml/Transfer-Learning-Library@c4aa59eb565650a552b809411601d0589efbbfe4 (H-score with and without shrinkage),
 Long-Kai/TransRate@247d41a82037e9ca8a41ce1318ac11cc7b1cd885 (TransRate, the authors' code), and
-scikit-learn's KNeighborsClassifier with LeaveOneOut (kNN).
+scikit-learn's KNeighborsClassifier and NearestCentroid with LeaveOneOut (kNN, nearest centroid; scikit-learn
+1.9.1).
 """
 
 import numpy as np
@@ -23,6 +24,7 @@ REFERENCE = {
         "hscore_unshrunk": 1.7906502009338634,
         "transrate": 0.19805422998754185,
         "knn": 65.33333333333333,
+        "centroid": 72.0,
     },
     "wide": {
         "logme": 1.8508842157361303,
@@ -32,6 +34,7 @@ REFERENCE = {
         "hscore_unshrunk": 2.9999999999999982,
         "transrate": 1.6238972286288518,
         "knn": 92.5,
+        "centroid": 97.5,
     },
 }
 
@@ -42,7 +45,7 @@ def inputs(case: str) -> EstimatorInputs:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("name", ["logme", "leep", "nce", "hscore", "hscore_unshrunk", "transrate", "knn"])
+@pytest.mark.parametrize("name", ["logme", "leep", "nce", "hscore", "hscore_unshrunk", "transrate", "knn", "centroid"])
 def test_each_estimator_matches_its_reference_code_on_fixed_inputs(name, case):
     if name == "hscore_unshrunk":
         cls = ESTIMATORS.get("hscore")
@@ -67,14 +70,21 @@ def test_scores_that_should_not_see_a_relabelling_or_a_rescaling_do_not():
     for name in set(ESTIMATORS.names()) - {"knn"}:  # kNN breaks a tied vote by class index, as scikit-learn does
         assert ESTIMATORS.get(name)().score(renamed) == pytest.approx(base[name], rel=1e-9), name
     scaled = EstimatorInputs(features * 7.0, labels, probs)
-    for name in ("hscore", "transrate", "knn", "leep", "nce"):  # LogME's evidence depends on the scale, by design
+    for name in (
+        "hscore",
+        "transrate",
+        "knn",
+        "centroid",
+        "leep",
+        "nce",
+    ):  # LogME's evidence depends on the scale, by design
         assert ESTIMATORS.get(name)().score(scaled) == pytest.approx(base[name], rel=1e-6), name
 
 
 def test_features_that_carry_the_labels_outscore_features_that_do_not():
     features, labels, probs = fixed_inputs("tall")
     noise = np.abs(np.random.RandomState(1).normal(size=features.shape))
-    for name in ("logme", "hscore", "transrate", "knn"):
+    for name in ("logme", "hscore", "transrate", "knn", "centroid"):
         estimator = ESTIMATORS.get(name)()
         informative = estimator.score(EstimatorInputs(features, labels, probs))
         assert informative > estimator.score(EstimatorInputs(noise, labels, probs)), name
