@@ -212,10 +212,13 @@ class Analyses:
     shifted: Optional[robustness.Robustness]
     agreeing: list
 
+    def shift_lines(self) -> list[str]:
+        """The sentences on the shifted test sets (none without shift evaluations)."""
+        return robustness.lines(self.shifted) if self.shifted is not None else []
+
     def lines(self) -> list[str]:
         """The sentences the shifted sets and the estimators' check add to the report."""
-        shifted = robustness.lines(self.shifted) if self.shifted is not None else []
-        return shifted + transferability.lines(self.agreeing)
+        return self.shift_lines() + transferability.lines(self.agreeing)
 
 
 def analyse(results: Results) -> Analyses:
@@ -447,8 +450,7 @@ def report_markdown(results: Results, title: str, found=None, analyses: Optional
             if (results.directory / "estimators_vs_measured.png").is_file():
                 body.append("![Estimator scores against measured top-1](estimators_vs_measured.png)\n")
         if table.name == "robustness":
-            shifted = robustness.lines(analyses.shifted) if analyses.shifted is not None else []
-            body += [markdown_escape(line) + "\n" for line in shifted]
+            body += [markdown_escape(line) + "\n" for line in analyses.shift_lines()]
             for stem, caption in (
                 ("ood_vs_id", "Out of distribution against in distribution"),
                 ("alpha_shift_curve", "α-mix in and out of distribution"),

@@ -184,7 +184,10 @@ def test_a_source_whose_file_has_no_classifier_is_scored_by_the_feature_estimato
 @pytest.mark.parametrize(
     "estimators, message",
     [
-        (["logme", "nope"], "estimators[1]: unknown estimator 'nope'; known: hscore, knn, leep, logme, nce, transrate"),
+        (
+            ["logme", "nope"],
+            "estimators[1]: unknown estimator 'nope'; known: centroid, hscore, knn, leep, logme, nce, transrate",
+        ),
         ([{"knn": {"neighbours": 3}}], "estimators[0].knn.neighbours: unknown option; allowed: k"),
         ([{"knn": {"k": 0}}], "estimators[0].knn.k: 0 is outside [1, inf]"),
         (["leep", "leep"], "estimators[1]: leep is listed twice"),

@@ -23,15 +23,10 @@ class NearestCentroid(Estimator):
         counts = np.bincount(labels, minlength=classes).astype(np.float64)
         sums = np.zeros((classes, features.shape[1]))
         np.add.at(sums, labels, features)
-        present = counts > 0
-        means = np.where(present[:, None], sums / np.maximum(counts, 1)[:, None], np.nan)
-        # squared distances to every class mean: |x|² − 2 x·m + |m|²
-        distances = (
-            (features**2).sum(1, keepdims=True)
-            - 2 * features @ np.nan_to_num(means).T
-            + (np.nan_to_num(means) ** 2).sum(1)
-        )
-        distances[:, ~present] = np.inf
+        means = sums / np.maximum(counts, 1)[:, None]
+        # squared distances to every class mean: |x|² − 2 x·m + |m|²; a class with no images is never nearest
+        distances = (features**2).sum(1, keepdims=True) - 2 * features @ means.T + (means**2).sum(1)
+        distances[:, counts == 0] = np.inf
         # the image's own class mean without the image: (sum − x) / (n − 1); a class of one image has none left
         rows = np.arange(len(labels))
         own_count = counts[labels] - 1
