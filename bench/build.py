@@ -526,12 +526,7 @@ class Builder:
     def _test_pixels(self, data: PreparedData) -> torch.Tensor:
         """The test split as uint8 (N, H, W, C): the arrays themselves, or image files decoded as evaluation
         decodes them (resized and centre-cropped to the resolution)."""
-        if isinstance(data.test, ArraySplit):
-            return data.test.images
-        from transfer_core.data.folders import _DecodedFiles
-
-        decoded = _DecodedFiles(data.test, data.resolution, 0.0)
-        return torch.stack([decoded[i][0] for i in range(len(decoded))])
+        return data.test.pixels(data.resolution)
 
     def _corruption(self, artifact: CorruptionArtifact) -> dict:
         from tqdm import tqdm
@@ -579,7 +574,7 @@ class Builder:
         a shift), at the side the target's models see; and what the records say of the shift beyond the suite's
         words (the table of constants ``auto`` resolved to)."""
         shift = artifact.shift
-        side = target.resolution or (target.test.images.shape[1] if isinstance(target.test, ArraySplit) else None)
+        side = target.resolution or (None if target.test.needs_resolution else target.test.pixels(None).shape[1])
         if isinstance(shift, CorruptionShift):
             found = self.cache.load(CorruptionArtifact.cache_folder, artifact.corrupted_key)
             if found is None:
@@ -910,6 +905,7 @@ class Builder:
                 "std": target.std,
                 "resolution": target.resolution,
                 "skipped_files": len(target.skipped_files),
+                "manifest": target.manifest(),
             }
         }
         if source is not None and source.ok and source.meta.get("weights"):

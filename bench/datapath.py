@@ -213,6 +213,9 @@ class Row:
     step: Optional[dict] = None
 
 
+SHARD_IMAGES = 1000  # samples per WebDataset shard the benchmark writes
+
+
 def run_benchmark(
     dataset: str,
     root: Path,
@@ -316,8 +319,47 @@ def run_benchmark(
                         files,
                     )
 
+    shard_backends = [b for b in backends if b in ("shards-torch", "shards-dali")]
+    if shard_backends:
+        with tempfile.TemporaryDirectory(prefix="bench-datapath-") as scratch:
+            from transfer_core.datasets.webdataset import WebDataset, write_shards
+
+            log(f"writing the {len(data.train)} training images as WebDataset shards of JPEGs to {scratch}")
+            written = write_shards(data, Path(scratch), images_per_shard=SHARD_IMAGES, image_format="jpg")
+            shards = prepare_dataset(
+                "webdataset", WebDataset.Options(path=scratch), Selection(), root, download=False, resolution=size
+            )
+            shards_label = f"WebDataset {len(shards.train)} JPEGs in {written['train']['shards']} shards {size}x{size}"
+            shards_fmt = BatchFormat(device, shards.mean, shards.std, runtime.channels_last, runtime.input_dtype)
+            if "shards-torch" in shard_backends:
+                add(
+                    shards_label,
+                    "shards-torch",
+                    f"tar members read by offset, torchvision decode in DataLoader({workers} workers), batched augment",
+                    create_loader(
+                        shards, "train", shards_fmt, batch_size, True, augmentation, backend="torch", workers=workers
+                    ),
+                    shards,
+                )
+            if "shards-dali" in shard_backends and dali_available():
+                where = "mixed (GPU) decode" if device.type == "cuda" else "CPU pipeline"
+                add(
+                    shards_label,
+                    "shards-dali",
+                    f"DALI webdataset reader, {where}, {workers} threads",
+                    create_loader(
+                        shards, "train", shards_fmt, batch_size, True, augmentation, backend="dali", workers=workers
+                    ),
+                    shards,
+                )
+            elif "shards-dali" in shard_backends:
+                log("shards-dali: DALI not installed (pip install nvidia-dali-cuda130); skipped")
+
     for row in rows:
-        baseline = next((r for r in rows if r.data == row.data and r.backend in ("baseline", "folder-baseline")), None)
+        baseline = next(
+            (r for r in rows if r.data == row.data and r.backend in ("baseline", "folder-baseline", "shards-torch")),
+            None,
+        )
         row.ratio = row.img_per_s / baseline.img_per_s if baseline else None
     return rows
 

@@ -26,6 +26,7 @@ from transfer_core.datasets import (
     DataUnavailableError,
     FileSplit,
     PreparedData,
+    create_dataset_reader,
     file_hashes,
     first_undecodable,
 )
@@ -210,7 +211,11 @@ class Runner:
         """DALI decodes an image whose body is corrupt with warnings (the cell then trains on what came out),
         where the torchvision backend fails on it: under DALI every file of an image folder is decoded once
         here, before anything runs (``bad_files: skip`` has done so at load already)."""
-        if self.runtime.data_backend != "dali" or getattr(spec.options, "bad_files", None) != "error":
+        if (
+            self.runtime.data_backend != "dali"
+            or not create_dataset_reader(spec.dataset).screens_bad_files
+            or spec.options.bad_files != "error"
+        ):
             return
         if spec.content_key() in screened:
             return

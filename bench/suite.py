@@ -151,6 +151,12 @@ class DatasetSpec:
     # or chooses on them), so adding one re-evaluates nothing else
     shifts: tuple = ()
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether the prepared data will have a validation split: the dataset's own, or a share carved out."""
+        official = create_dataset_reader(self.dataset).has_official_val(self.options) and self.selection.official_val
+        return official or self.selection.val_fraction > 0
+
     def content_key(self) -> str:
         """The hash of ``describe()``: how prepared datasets are looked up. Computed once per spec (specs do
         not change once parsed): a large suite looks its data up thousands of times."""
@@ -164,6 +170,8 @@ class DatasetSpec:
         selection = dataclasses.asdict(self.selection)
         if not test_split:
             del selection["test_per_class"]
+        if not create_dataset_reader(self.dataset).has_official_val(self.options):
+            del selection["official_val"]  # nothing to choose between
         options = dataclasses.asdict(self.options)
         if not located:
             for name in create_dataset_reader(self.dataset).location_options:
@@ -314,7 +322,7 @@ class Cell:
 
 # --- parsing --------------------------------------------------------------------------------
 
-_SELECTION_KEYS = {"classes", "per_class", "examples", "test_per_class", "val_fraction"}
+_SELECTION_KEYS = {"classes", "per_class", "examples", "test_per_class", "val_fraction", "official_val"}
 _REGIME_KEYS = ("per_class", "examples")  # a target may list several values of one: a data-size sweep
 _RECIPE_KEYS = set(_fields(TrainRecipe))
 _TOP_KEYS = {
@@ -347,6 +355,16 @@ def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str]
     if "dataset" not in mapping:
         raise SuiteError(f"{where}.dataset: missing; known datasets: {', '.join(DATASETS.names())}")
     name = mapping["dataset"]
+    if isinstance(name, str) and ":" in name:  # ``hf:beans``: the reader ``hf``, its naming option ``beans``
+        name, given = name.split(":", 1)
+        if name in DATASETS and create_dataset_reader(name).named_by and given:
+            mapping = {**mapping, "dataset": name, create_dataset_reader(name).named_by: given}
+        else:
+            named = [f"{n}:NAME" for n in DATASETS.names() if create_dataset_reader(n).named_by]
+            raise SuiteError(
+                f"{where}.dataset: {mapping['dataset']!r} is not a dataset; datasets named after a colon: "
+                f"{', '.join(named)}"
+            )
     if not isinstance(name, str) or name not in DATASETS:
         raise SuiteError(f"{where}.dataset: unknown dataset {name!r}; known: {', '.join(DATASETS.names())}")
     reader = create_dataset_reader(name)
@@ -385,6 +403,8 @@ def _dataset_spec(raw: Any, where: str, data: DataSettings, extra_keys: set[str]
         raise SuiteError(f"{where}.augment.random_resized_crop: only for image folders; {name} uses crop_padding")
     # datasets read from a path (image folders, npz files) are named after it
     named = Path(options.path).stem if getattr(options, "path", "") else name
+    if reader.named_by and getattr(options, reader.named_by):
+        named = f"{name}:{getattr(options, reader.named_by)}"
     label = mapping.get("name") or _default_label(named, selection.classes)
     if not isinstance(label, str):
         raise SuiteError(f"{where}.name: expected a string, got {label!r}")
@@ -663,7 +683,7 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
         for where, target in placed:
             cls = STRATEGIES.get(strategy.name)
             chooses = cls.chooses_on_validation(strategy.options) or strategy.searched or (tunes and cls.trains)
-            if chooses and target.selection.val_fraction == 0:
+            if chooses and not target.has_validation:
                 raise SuiteError(
                     f"{where}.val_fraction: {strategy.name} chooses on validation data, and 0 leaves none; "
                     "give the target a share above 0 (the default is 0.1)"
@@ -677,7 +697,7 @@ def parse_suite(raw: Any, path: str = "<suite>") -> Suite:
     tuning = _tuning(_mapping(top.get("tuning"), "tuning"), strategies + ingredients)
     strategies = [_tuned(spec, tuning, train) for spec in strategies]
     for where, target in placed if tuning.refit else ():
-        if target.selection.val_fraction == 0:
+        if not target.has_validation:
             raise SuiteError(
                 f"{where}.val_fraction: tuning.refit retrains the chosen settings on train + validation, and 0 "
                 "leaves no validation to choose on; give the target a share above 0 (the default is 0.1)"
@@ -814,8 +834,8 @@ def data_root(suite: Optional[Suite], override: Optional[str] = None) -> Path:
     return Path(override or os.environ.get("BENCH_DATA_ROOT") or (suite.data.root if suite else DataSettings.root))
 
 
-def check_data(suite: Suite, root: Path) -> None:
-    """Fails fast, before anything runs, if a dataset is missing and cannot be downloaded."""
+def data_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
+    """Every dataset a suite reads, with where the suite names it: sources', targets' and shifts'."""
     specs = [
         (f"source[{i}]" if len(suite.sources) > 1 else "source", s.data) for i, s in enumerate(suite.sources) if s.data
     ]
@@ -826,7 +846,12 @@ def check_data(suite: Suite, root: Path) -> None:
         for shift in t.shifts
         if isinstance(shift, DatasetShift)
     ]
-    for where, spec in specs:
+    return specs
+
+
+def check_data(suite: Suite, root: Path) -> None:
+    """Fails fast, before anything runs, if a dataset is missing and cannot be downloaded."""
+    for where, spec in data_specs(suite):
         try:
             create_dataset_reader(spec.dataset).check(root, spec.options, suite.data.download)
         except DataUnavailableError as e:

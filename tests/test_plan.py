@@ -97,6 +97,10 @@ EXPECTED = {
     # other algorithms, other numbers: every artifact; a time limit stops work, it changes none
     "runtime.deterministic": ALL,
     "runtime.cell_timeout_s": NOTHING,
+    # digits publish no validation split: nothing to choose between, so no key reads it (tests/test_torchvision_sets.py
+    # checks that a set with one uses it)
+    "source.official_val": NOTHING,
+    "targets[0].official_val": NOTHING,
 }
 for field in _fields(Digits.Options) | _fields(Selection) | _fields(Augmentation) | {"resolution": int}:
     if field in ("seed", "test_per_class", "random_resized_crop"):  # the data seed; above; image folders only

@@ -80,7 +80,7 @@ def test_alpha_mix_alone_builds_the_ingredients_its_options_name(finetune, built
         (lambda s: s["train"].update(lr=-1), "train.lr: -1.0 is outside (0, inf]"),
         (
             lambda s: s["targets"][0].update(dataset="imagenet"),
-            "targets[0].dataset: unknown dataset 'imagenet'; known: cifar10, cifar100",
+            "targets[0].dataset: unknown dataset 'imagenet'; known: caltech101, cifar10, cifar100",
         ),
         (lambda s: s.update(backbones=["resnet9000"]), "backbones[0]: unknown backbone 'resnet9000'"),
         (

@@ -17,8 +17,9 @@ from .common import (
 
 NAME, ORDER = "datapath", 40
 HELP = "benchmark the data path: images/s of each backend against a torchvision DataLoader"
-# baseline / device: the array dataset; folder-baseline / torch / dali: the same images as a JPEG folder
-BACKENDS = ("baseline", "device", "folder-baseline", "torch", "dali")
+# baseline / device: the array dataset; folder-baseline / torch / dali: the same images as a JPEG folder;
+# shards-torch / shards-dali: the same images as WebDataset shards of JPEGs (the ratio is to shards-torch)
+BACKENDS = ("baseline", "device", "folder-baseline", "torch", "dali", "shards-torch", "shards-dali")
 
 
 def add_arguments(parser) -> None:

@@ -69,7 +69,6 @@ def suite_runtime(suite, device_override, cuda_available=None, shard=None):
 
 
 def run(args) -> int:
-    from .. import report as report_mod
     from ..suite import load_suite
 
     suite = load_suite(args.suite)
@@ -77,6 +76,8 @@ def run(args) -> int:
         if args.dry_run:
             return dry_run(runner, cells, all_cells)
         summary = runner.run(cells, all_cells)
+    from .. import report as report_mod  # seconds of imports (statistics, plots): not for a dry run
+
     if not runner.shard.is_main:
         return 1 if summary.failed else 0
     out_dir = runner.store.directory

@@ -3,19 +3,20 @@
 Backends, chosen by the kind of data and the runtime's ``data_backend``:
 - array datasets (CIFAR, npz, digits): the whole uint8 split lives on the device; shuffling, crops,
   flips, cutout, resize and normalisation are batched tensor ops there (``arrays.py``), no workers;
-- image folders with ``dali``: an NVIDIA DALI pipeline decodes and normalises (``dali.py``);
-- image folders with ``torch``: torchvision decoding in DataLoader workers, the fallback (``folders.py``).
+- encoded images (image files; bytes in containers: Hugging Face tables, WebDataset shards) with ``dali``: an
+  NVIDIA DALI pipeline decodes and normalises (``dali.py``);
+- encoded images with ``torch``: torchvision decoding in DataLoader workers, the fallback (``folders.py``).
 Every loader yields ``(images, labels)`` on the device: images (B, C, H, W) normalised, in the format's
 dtype and memory layout; labels int64. Training loaders drop the last partial batch; evaluation keeps it.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Protocol
+from typing import Callable, Iterator, Optional, Protocol
 
 import torch
 
-from ..datasets import ArraySplit, PreparedData, Split
+from ..datasets import PreparedData, Split
 from ..distributed import WHOLE, Shard
 from .arrays import DeviceArrayLoader, DeviceBatches, EpochBatches
 from .augment import Augmentation
@@ -48,8 +49,10 @@ __all__ = [
     "DeviceArrayLoader",
     "DeviceBatches",
     "EpochBatches",
+    "LOADERS",
     "Loader",
     "create_loader",
+    "register_loader",
     "dali_available",
     "resolve_data_backend",
 ]
@@ -68,6 +71,39 @@ def resolve_data_backend(name: str) -> str:
     return name
 
 
+LoaderFactory = Callable[..., Loader]
+# (split kind, backend) -> a loader of that kind of split; backend None: one loader for every backend
+LOADERS: dict[tuple[str, Optional[str]], LoaderFactory] = {}
+
+
+def register_loader(kind: str, backend: Optional[str] = None):
+    """Registers a loader for a split ``kind`` (``Split.kind``) under a data backend (None: any backend). The
+    factory takes ``(split, fmt, batch_size, train, augmentation, seed, resolution, workers, shard)``."""
+
+    def add(factory: LoaderFactory) -> LoaderFactory:
+        LOADERS[(kind, backend)] = factory
+        return factory
+
+    return add
+
+
+@register_loader("arrays")
+def _device_arrays(split, fmt, batch_size, train, augmentation, seed, resolution, workers, shard):
+    return DeviceArrayLoader(split, fmt, batch_size, train, augmentation, seed, resolution, shard)
+
+
+@register_loader("encoded", "dali")
+@register_loader("files", "dali")
+def _dali_files(split, fmt, batch_size, train, augmentation, seed, resolution, workers, shard):
+    return DaliFolderLoader(split, fmt, batch_size, train, augmentation, resolution, seed, workers, shard)
+
+
+@register_loader("encoded", "torch")
+@register_loader("files", "torch")
+def _torch_files(split, fmt, batch_size, train, augmentation, seed, resolution, workers, shard):
+    return TorchFolderLoader(split, fmt, batch_size, train, augmentation, resolution, seed, workers, shard)
+
+
 def create_loader(
     data: PreparedData,
     split: str,
@@ -83,17 +119,21 @@ def create_loader(
     """The one entry to the data path: a loader of device batches for ``data``'s train/val/test split.
 
     ``backend`` (``torch`` or ``dali``, already resolved) and ``workers`` (DataLoader workers or DALI
-    threads) matter only for image folders; array datasets always stay on the device. ``shard`` is this
-    process's rank under torchrun, passed explicitly (never inferred from an initialised process group):
-    ``batch_size`` stays the global batch and each rank gets its part (see ``EpochBatches``).
+    threads) matter only for splits whose loaders differ by backend (image files); array datasets always stay
+    on the device. ``shard`` is this process's rank under torchrun, passed explicitly (never inferred from an
+    initialised process group): ``batch_size`` stays the global batch and each rank gets its part (see
+    ``EpochBatches``).
     """
     chosen: Optional[Split] = getattr(data, split)
     if chosen is None:
         raise ValueError(f"{data.name} has no {split} split")
-    if isinstance(chosen, ArraySplit):
-        return DeviceArrayLoader(chosen, fmt, batch_size, train, augmentation, seed, data.resolution, shard)
-    if data.resolution is None:
-        raise ValueError(f"{data.name}: image folders need a resolution (the size images are resized and cropped to)")
-    if backend == "dali":
-        return DaliFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers, shard)
-    return TorchFolderLoader(chosen, fmt, batch_size, train, augmentation, data.resolution, seed, workers, shard)
+    if chosen.needs_resolution and data.resolution is None:
+        raise ValueError(f"{data.name}: image files need a resolution (the size images are resized and cropped to)")
+    factory = LOADERS.get((chosen.kind, backend)) or LOADERS.get((chosen.kind, None))
+    if factory is None:
+        backends = sorted(b or "any" for k, b in LOADERS if k == chosen.kind)
+        raise ValueError(
+            f"{data.name}: no loader reads {chosen.kind} splits with data backend {backend!r}"
+            + (f" (there are: {', '.join(backends)})" if backends else "")
+        )
+    return factory(chosen, fmt, batch_size, train, augmentation, seed, data.resolution, workers, shard)

@@ -8,16 +8,27 @@ from __future__ import annotations
 import importlib.util
 from typing import Iterator
 
+import numpy as np
 import torch
 
-from ..datasets import FileSplit
+from ..datasets import EncodedImages
+from ..datasets.webdataset import whole_shards
 from ..distributed import WHOLE, Shard
 from .arrays import EpochBatches, seeded_generator
 from .augment import Augmentation, augment_normalised
 from .folders import locate_bad_images
 from .format import BatchFormat, finish
 
-READER_NAME = "files"
+READER_NAME = "reader"
+SHARD_IMAGE_EXTENSIONS = "jpg;jpeg;png;webp"  # a WebDataset sample's image, by its member's extension
+LABEL_TEXT_BYTES = 20  # a WebDataset sample's ``.cls`` member: its label as decimal text, padded to this length
+
+
+def _labels(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) int64 labels from what the reader gave: numbers, or (WebDataset) ``.cls`` text padded with spaces."""
+    if labels.dtype != torch.uint8:
+        return labels.view(-1).long()
+    return torch.tensor([int(bytes(row).decode()) for row in labels.cpu().tolist()], dtype=torch.int64)
 
 
 def dali_available() -> bool:
@@ -40,7 +51,7 @@ class DaliFolderLoader(EpochBatches):
 
     def __init__(
         self,
-        split: FileSplit,
+        split: EncodedImages,
         fmt: BatchFormat,
         batch_size: int,
         train: bool,
@@ -61,6 +72,59 @@ class DaliFolderLoader(EpochBatches):
             paths, labels = [paths[i] for i in order], [labels[i] for i in order]
         return paths, labels
 
+    def _order(self) -> list[list[int]]:
+        """The images this rank reads this epoch, batch by batch (for splits fed by ``external_source``): in
+        training, its slice of each shuffled global batch; in evaluation, its part of the split, in order."""
+        if not self.train:
+            scored = list(range(self.scored.start, self.scored.stop))
+            return [scored[i : i + self.batch_size] for i in range(0, len(scored), self.batch_size)]
+        shuffled = torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(self.epoch_seed))
+        return [
+            shuffled[self.batch_bounds(step)][self.shard.part(self.batch_size)].tolist() for step in range(len(self))
+        ]
+
+    def _read(self, fn, types, seed: int, batch_size: int):
+        """The pipeline's first node, by the kind of split: (encoded images, labels). Files: DALI's file reader.
+        Whole WebDataset shards in their own order and labels: DALI's webdataset reader. Any other encoded
+        split (a selection of shards, a Hugging Face table): this process reads the bytes, batch by batch, and
+        hands them to ``external_source``."""
+        train = self.train
+        sharding = dict(shard_id=self.shard.rank, num_shards=self.shard.world, pad_last_batch=not train, seed=seed)
+        if self.split.kind == "files":
+            files, file_labels = self._files()
+            return fn.readers.file(
+                files=files, labels=file_labels, name=READER_NAME, random_shuffle=train, **sharding
+            ), True
+        whole = whole_shards(self.split)
+        if whole is not None:
+            tars, indexes = whole
+            encoded, text = fn.readers.webdataset(
+                paths=tars,
+                index_paths=indexes,
+                ext=[SHARD_IMAGE_EXTENSIONS, "cls"],
+                name=READER_NAME,
+                random_shuffle=train,
+                initial_fill=1024,
+                missing_component_behavior="error",
+                **sharding,
+            )
+            return (encoded, fn.pad(text, shape=[LABEL_TEXT_BYTES], fill_value=32)), True  # padded with spaces
+        order, split = self._order(), self.split
+
+        def batches(info):  # DALI asks for batch ``info.iteration``; StopIteration ends the epoch
+            if info.iteration >= len(order):
+                raise StopIteration
+            chosen = order[info.iteration]
+            return (
+                [np.frombuffer(split.read(i), dtype=np.uint8) for i in chosen],
+                [np.array([split.labels[i]], dtype=np.int64) for i in chosen],
+            )
+
+        encoded, labels = fn.external_source(
+            source=batches, num_outputs=2, batch=True, batch_info=True, dtype=[types.UINT8, types.INT64]
+        )
+        return (encoded, labels), False
+
     def _pipeline(self, seed: int):
         from nvidia.dali import fn, pipeline_def, types
 
@@ -72,21 +136,11 @@ class DaliFolderLoader(EpochBatches):
         )
         size, aug, train = self.resolution, self.augmentation, self.train
         mean, std = self.fmt.stats(255.0)
-        files, file_labels = self._files()
         batch_size = self.batch_size // self.shard.world if train else self.batch_size
 
         @pipeline_def(batch_size=batch_size, num_threads=self.threads, device_id=device_id, seed=seed)
         def pipeline():
-            encoded, labels = fn.readers.file(
-                files=files,
-                labels=file_labels,
-                name=READER_NAME,
-                random_shuffle=train,
-                shard_id=self.shard.rank,
-                num_shards=self.shard.world,
-                pad_last_batch=not train,
-                seed=seed,
-            )
+            (encoded, labels), self.has_reader = self._read(fn, types, seed, batch_size)
             images = fn.decoders.image(encoded, device="mixed" if on_cuda else "cpu", output_type=types.RGB)
             if train and aug.random_resized_crop > 0:
                 images = fn.random_resized_crop(images, size=(size, size), random_area=(aug.random_resized_crop, 1.0))
@@ -114,7 +168,7 @@ class DaliFolderLoader(EpochBatches):
         batches = DALIGenericIterator(
             [pipe],
             ["images", "labels"],
-            reader_name=READER_NAME,
+            reader_name=READER_NAME if self.has_reader else None,
             auto_reset=False,
             last_batch_policy=LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL,
         )
@@ -134,11 +188,11 @@ class DaliFolderLoader(EpochBatches):
                     )
                 yield (
                     finish(images, self.fmt, self.augmentation if self.train else None, generator, shard=self.shard),
-                    labels.view(-1).long().to(self.fmt.device),
+                    _labels(labels).to(self.fmt.device),
                 )
         except RuntimeError as e:
             if "decoders" not in str(e) and "decode" not in str(e).lower():
                 raise
-            raise locate_bad_images(self.split.paths) from None
+            raise locate_bad_images(self.split) from None
         finally:
             del batches, pipe

@@ -8,40 +8,42 @@ results do not depend on the number of workers or on which worker decodes it.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 from tqdm import tqdm
 
-from ..datasets import BadImageError, FileSplit, decode_error
+from ..datasets import BadImageError, EncodedImages, decode_error
 from ..distributed import WHOLE, Shard
 from .arrays import EpochBatches, seeded_generator
 from .augment import Augmentation, augment_pixels
 from .format import BatchFormat, PixelNormaliser
 
 
-def locate_bad_images(paths: Sequence[str]) -> BadImageError:
-    """After a decoder failed somewhere in ``paths`` without saying where: finds the files that do not
+def locate_bad_images(split: EncodedImages) -> BadImageError:
+    """After a decoder failed somewhere in ``split`` without saying where: finds the images that do not
     decode, so the error names them."""
     bad = []
-    for path in tqdm(paths, desc="finding the file that failed to decode", unit="file", leave=False, disable=None):
-        reason = decode_error(path)
+    for i in tqdm(
+        range(len(split)), desc="finding the image that failed to decode", unit="image", leave=False, disable=None
+    ):
+        reason = decode_error(split.open(i))
         if reason is not None:
-            bad.append(f"{path} ({reason})")
+            bad.append(f"{split.item_name(i)} ({reason})")
     if not bad:
         return BadImageError(
-            "an image failed to decode, yet every file decodes with PIL; rerun with data_backend: torch"
+            "an image failed to decode, yet every image decodes with PIL; rerun with data_backend: torch"
         )
     shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-    return BadImageError(
-        f"cannot decode {len(bad)} image file(s): {shown}. Remove them or set bad_files: skip on the dataset"
-    )
+    fix = " or set bad_files: skip on the dataset" if split.kind == "files" else ""
+    return BadImageError(f"cannot decode {len(bad)} image(s): {shown}. Remove them{fix}")
 
 
 class _DecodedFiles(torch.utils.data.Dataset):
-    """One file -> uint8 HWC at resolution x resolution, in a worker process."""
+    """One encoded image (a file, or bytes in a container) -> uint8 HWC at resolution x resolution, in a
+    worker process."""
 
-    def __init__(self, split: FileSplit, resolution: int, random_resized_crop: float):
+    def __init__(self, split: EncodedImages, resolution: int, random_resized_crop: float):
         from torchvision import transforms
 
         self.split = split
@@ -58,15 +60,15 @@ class _DecodedFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
-        path = self.split.paths[i]
         try:
-            with Image.open(path) as image, torch.random.fork_rng(devices=[], enabled=self.random):
+            with Image.open(self.split.open(i)) as image, torch.random.fork_rng(devices=[], enabled=self.random):
                 if self.random:  # torchvision draws crops from the global CPU generator: seed it for this file
                     torch.default_generator.manual_seed(self.epoch_seed * 1_000_003 + i)
                 image = self.transform(image.convert("RGB"))
         except Exception as e:
+            fix = " or set bad_files: skip on the dataset" if self.split.kind == "files" else ""
             raise BadImageError(
-                f"cannot decode image {path} ({type(e).__name__}: {e}). Remove it or set bad_files: skip on the dataset"
+                f"cannot decode image {self.split.item_name(i)} ({type(e).__name__}: {e}). Remove it{fix}"
             ) from None
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
         return pixels.view(image.height, image.width, 3), int(self.split.labels[i])
@@ -75,7 +77,7 @@ class _DecodedFiles(torch.utils.data.Dataset):
 class TorchFolderLoader(EpochBatches):
     def __init__(
         self,
-        split: FileSplit,
+        split: EncodedImages,
         fmt: BatchFormat,
         batch_size: int,
         train: bool,

@@ -3,9 +3,13 @@
 A registered dataset only knows how to find and read its files (``load``) and how to say what is
 missing (``check``); everything else -- class selection, per-class limits, the validation split,
 normalisation statistics and fingerprints -- is done once, in ``prepare.py``, for all of them.
-``base.py`` holds the split types and the reader base; one module per reader; ``export.py`` writes
-prepared data back out. A new dataset is one module here, imported below.
+``base.py`` holds the split protocol, its two kinds (arrays, files) and the reader base; one module per reader;
+``export.py`` writes prepared data back out. A new dataset is one module here: importing the package imports
+every module in it (``discover``), as strategies and estimators are found.
 """
+
+import importlib
+import pkgutil
 
 from .base import (
     DATASETS,
@@ -13,7 +17,10 @@ from .base import (
     BadImageError,
     DatasetReader,
     DataUnavailableError,
+    EncodedImages,
+    EncodedSplit,
     FileSplit,
+    ImageContainer,
     RawDataset,
     Split,
     concatenated,
@@ -40,6 +47,15 @@ from .prepare import (
     resolve_class_ids,
 )
 
+
+def discover() -> None:
+    """Imports each module of this package (a reader module registers its dataset when imported)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+discover()
+
 __all__ = [
     "DATASETS",
     "IMAGE_SUFFIXES",
@@ -48,6 +64,9 @@ __all__ = [
     "Cifar10",
     "Cifar100",
     "DataUnavailableError",
+    "EncodedImages",
+    "EncodedSplit",
+    "ImageContainer",
     "DatasetReader",
     "Digits",
     "FileSplit",
@@ -67,6 +86,7 @@ __all__ = [
     "read_cifar_pickle",
     "resolve_class_ids",
     "concatenated",
+    "discover",
     "stratified_split",
     "write_cifar_subset",
     "write_image_folder",

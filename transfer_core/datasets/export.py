@@ -45,11 +45,9 @@ def write_image_folder(
     counts = {}
     for split_name in ("train", "test"):
         split = getattr(data, split_name)
-        if not isinstance(split, ArraySplit):
-            raise ValueError(f"{data.name} is not an array dataset")
         for name in data.class_names:
             (folder / split_name / name).mkdir(parents=True, exist_ok=True)
-        images = split.images.numpy()
+        images = split.pixels(data.resolution).numpy()  # image files: decoded at the dataset's resolution
         for i, label in enumerate(split.labels.tolist()):
             pixels = images[i][..., 0] if images.shape[-1] == 1 else images[i]
             options = {"quality": quality} if image_format in ("jpg", "jpeg") else {}

@@ -115,6 +115,7 @@ class ImageFolder(DatasetReader):
             check_range("test_fraction", self.test_fraction, 0, 1, low_open=True, high_open=True)
 
     array_backed = False
+    screens_bad_files = True
 
     def _folder(self, root: Path, options) -> Path:
         path = Path(options.path)

@@ -4,25 +4,16 @@ normalisation statistics and fingerprints, done once for all of them."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
 import torch
 
 from ..checks import check_range
-from .base import (
-    ArraySplit,
-    BadImageError,
-    DataUnavailableError,
-    FileSplit,
-    Split,
-    create_dataset_reader,
-    stratified_split,
-)
-from .file_hashes import content_hashes
+from .base import DataUnavailableError, Split, create_dataset_reader, stratified_split
+
+_STATISTICS_IMAGES = 256  # image files decoded for a split's mean and std
 
 
 @dataclass(frozen=True)
@@ -34,6 +25,8 @@ class Selection:
     examples: Optional[int] = None  # train images kept in all, drawn at random (VTAB-1k style), after per_class
     test_per_class: Optional[int] = None  # test images kept per class
     val_fraction: float = 0.0  # share of each class's train images carved out for validation
+    # a dataset's own validation split is used where it has one; False joins it to train and carves val_fraction
+    official_val: bool = True
     seed: int = 0  # the data seed: the same subsets for every training seed
 
     def __post_init__(self):
@@ -60,10 +53,27 @@ class PreparedData:
     resolution: Optional[int] = None  # the side the model sees; None = the arrays' own size
     skipped_files: tuple[str, ...] = ()
     train_fingerprint: str = ""  # of the train and validation splits: all that training reads
+    validation: str = "none"  # where the validation split came from: official, carved (val_fraction) or none
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def manifest(self) -> dict:
+        """What the data was made of, for a record: where it was read, its fingerprints, where its validation
+        split came from, and per split its kind, size and files (a folder and its bytes; each Arrow file or tar
+        shard with its size and hash), so two results can be checked to have read the same data."""
+        if "_manifest" in self.__dict__:  # listed once: a folder's bytes are a stat of every file
+            return self.__dict__["_manifest"]
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        self.__dict__["_manifest"] = {
+            "location": self.location,
+            "fingerprint": self.fingerprint,
+            "train_fingerprint": self.train_fingerprint,
+            "validation": self.validation,
+            "splits": {name: split.manifest() for name, split in splits.items() if split is not None},
+        }
+        return self.__dict__["_manifest"]
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val) if self.val is not None else 0, "test": len(self.test)}
@@ -74,10 +84,7 @@ def _select_classes(split: Split, class_ids: list[int]) -> Split:
     selected = split.select(keep.nonzero().flatten())
     remap = torch.full((int(split.labels.max()) + 1,), -1, dtype=torch.int64)
     remap[torch.tensor(class_ids)] = torch.arange(len(class_ids))
-    relabelled = remap[selected.labels]
-    if isinstance(selected, ArraySplit):
-        return ArraySplit(selected.images, relabelled)
-    return FileSplit(selected.paths, relabelled)
+    return selected.relabelled(remap[selected.labels])
 
 
 def _limit_per_class(split: Split, limit: Optional[int], seed: int) -> Split:
@@ -115,36 +122,17 @@ def resolve_class_ids(classes, class_names: tuple[str, ...], dataset: str) -> li
 
 def channel_stats(split: Split) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in 0-1 units, over the train split (a fixed sample of files for folders)."""
-    if isinstance(split, ArraySplit):
-        pixels = split.images.reshape(-1, split.images.shape[-1]).double() / 255
-    else:
-        from PIL import Image
-
-        def decoded(path: str) -> torch.Tensor:
-            try:
-                with Image.open(path) as image:
-                    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)) / 255
-            except Exception as e:
-                raise BadImageError(
-                    f"{path}: cannot decode ({type(e).__name__}: {e}). Remove it or set bad_files: skip on the dataset"
-                ) from None
-
-        pixels = torch.cat([decoded(p) for p in split.paths[:: max(1, len(split) // 256)]])
+    pixels = split.sample_pixels(_STATISTICS_IMAGES)
     std = pixels.std(0).clamp_min(1e-3)  # a constant channel must not divide by zero
     return tuple(round(v, 4) for v in pixels.mean(0).tolist()), tuple(round(v, 4) for v in std.tolist())
 
 
 def fingerprints(*splits: Split) -> list[str]:
-    """Short content hashes (array bytes, or each file's name and content hash for folders) of the first
-    split, the first two, ... and all of them: each prefix's hash in one pass."""
+    """Short content hashes of the first split, the first two, ... and all of them: each prefix's hash in one
+    pass."""
     digest, found = hashlib.sha256(), []
     for split in splits:
-        if isinstance(split, ArraySplit):
-            digest.update(split.images.contiguous().numpy().tobytes())
-        else:
-            for p, sha in zip(split.paths, content_hashes(split.paths)):
-                digest.update(f"{os.path.basename(p)}:{sha};".encode())
-        digest.update(split.labels.numpy().tobytes())
+        split.update_digest(digest)
         found.append(digest.copy().hexdigest()[:16])
     return found
 
@@ -160,19 +148,22 @@ def prepare_dataset(
 ) -> PreparedData:
     """Reads a registered dataset and applies the selection: the one way any dataset becomes train/val/test."""
     raw = create_dataset_reader(name).load(root, options, download)
-    train, test, names = raw.train, raw.test, raw.class_names
+    train, official_val, test, names = raw.train, raw.val, raw.test, raw.class_names
+    if official_val is not None and not selection.official_val:
+        train, official_val = train.concatenated(official_val), None
     if selection.classes is not None:
         ids = resolve_class_ids(selection.classes, names, name)
         train, test = _select_classes(train, ids), _select_classes(test, ids)
+        official_val = _select_classes(official_val, ids) if official_val is not None else None
         names = tuple(names[i] for i in ids)
     train = _limit_per_class(train, selection.per_class, selection.seed)
     train = _limit_total(train, selection.examples, selection.seed)
     test = _limit_per_class(test, selection.test_per_class, selection.seed)
-    val = None
-    if selection.val_fraction > 0:
+    val, validation = official_val, "official" if official_val is not None else "none"
+    if official_val is None and selection.val_fraction > 0:
         train_idx, val_idx = stratified_split(train.labels, selection.val_fraction, selection.seed)
         if len(val_idx) > 0:  # too few images per class to carve any out: no validation split, not an empty one
-            train, val = train.select(train_idx), train.select(val_idx)
+            train, val, validation = train.select(train_idx), train.select(val_idx), "carved"
     mean, std = channel_stats(train)
     splits = [s for s in (train, val, test) if s is not None]
     hashes = fingerprints(*splits)
@@ -190,4 +181,5 @@ def prepare_dataset(
         resolution,
         raw.skipped_files,
         train_fingerprint=hashes[-2],
+        validation=validation,
     )

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import torch
 
-from ..datasets import ArraySplit, DataUnavailableError, FileSplit, PreparedData, Split
+from ..datasets import DataUnavailableError, PreparedData, Split
 
 
 def corrupted_side(data: PreparedData):
     """The side a test split is corrupted at: arrays at their own size (a resize to the resolution comes after,
     in the data path), image files as evaluation decodes them, at the resolution."""
-    if isinstance(data.test, ArraySplit):
-        return min(data.test.images.shape[1:3])
-    return data.resolution
+    if data.test.needs_resolution:
+        return data.resolution
+    return min(data.test.pixels(None).shape[1:3])
 
 
 def _plain(name: str) -> str:
@@ -33,7 +33,4 @@ def relabelled(split: Split, names: tuple[str, ...], target_names: tuple[str, ..
             f"{', '.join(target_names[:5])}{', ...' if len(target_names) > 5 else ''})"
         )
     mapping = torch.tensor([index[_plain(name)] for name in names], dtype=torch.int64)
-    labels = mapping[split.labels]
-    if isinstance(split, ArraySplit):
-        return ArraySplit(split.images, labels)
-    return FileSplit(split.paths, labels)
+    return split.relabelled(mapping[split.labels])
