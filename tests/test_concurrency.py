@@ -13,14 +13,14 @@ from collections import Counter
 import yaml
 from conftest import REPO, tiny_suite
 
-BUILT = re.compile(r"^\[\d+\] (source|fitted|evaluation) (.+) \([0-9a-f]{12}\)$", re.MULTILINE)
+BUILT = re.compile(r"^\[\d+\] (source|fitted|evaluation|estimate) (.+) \([0-9a-f]{12}\)$", re.MULTILINE)
 
 
-def start(suite_path, out, log_path):
+def start(suite_path, out, log_path, command="run"):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # a thread each: two runs of two threads on two cores spend their time contending for them
     return subprocess.Popen(
-        [sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(out), "--threads", "1"],
+        [sys.executable, "-m", "bench", command, str(suite_path), "--out", str(out), "--threads", "1"],
         cwd=suite_path.parent,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -124,3 +124,53 @@ def test_runs_killed_at_random_moments_lose_and_double_nothing(tmp_path):
     assert final.wait(timeout=600) == 0, (tmp_path / "final.log").read_text()[-3000:]
     check()
     assert len(records_per_cell(out)) == 4 * (3 + 3)  # 3 strategies and 3 alphas, 4 seeds
+
+
+ZOO_SOURCES = [
+    {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 6, "name": "five"},
+    {"dataset": "digits", "classes": [0, 1, 2], "per_class": 30, "epochs": 6, "name": "three"},
+]
+
+
+def estimates_per_record(out):
+    lines = (out / "estimates.jsonl").read_text().splitlines()
+    return Counter((r["cell_id"], r["estimator"]) for r in map(json.loads, lines))
+
+
+def test_two_rank_runs_at_once_estimate_each_source_once_and_record_each_estimate_once(tmp_path):
+    raw = tiny_suite(source=ZOO_SOURCES, seeds=[0, 1], estimators=["logme", "leep", "knn"])
+    suite = tmp_path / "zoo.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    runs = [start(suite, tmp_path / "out", tmp_path / f"rank{i}.log", command="rank") for i in range(2)]
+    assert [run.wait(timeout=600) for run in runs] == [0, 0], (tmp_path / "rank0.log").read_text()[-2000:]
+    names = built(tmp_path / "rank0.log", tmp_path / "rank1.log")
+    assert Counter(kind for kind, _ in names) == {"source": 4, "estimate": 4}  # 2 sources x 2 seeds, once each
+    assert len(set(names)) == len(names), f"built twice: {[n for n, c in Counter(names).items() if c > 1]}"
+    counts = estimates_per_record(tmp_path / "out")
+    assert len(counts) == 4 * 3 and set(counts.values()) == {1}  # (source, seed) x estimator, once each
+
+
+def test_rank_runs_killed_at_random_moments_lose_and_double_no_estimate(tmp_path):
+    import random
+
+    raw = tiny_suite(source=ZOO_SOURCES, seeds=[0, 1, 2], estimators=["logme", "hscore", "knn"])
+    suite = tmp_path / "zoo.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    out, rng = tmp_path / "out", random.Random(1)
+    for trial in range(3):
+        log = tmp_path / f"trial{trial}.log"
+        run = start(suite, out, log, command="rank")
+        deadline = time.time() + 120
+        while "] " not in log.read_text() and run.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.0))  # a source training, its features, an estimate, a record being written
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        if (out / "estimates.jsonl").is_file():
+            assert max(estimates_per_record(out).values()) == 1
+    final = start(suite, out, tmp_path / "final.log", command="rank")
+    assert final.wait(timeout=600) == 0, (tmp_path / "final.log").read_text()[-3000:]
+    counts = estimates_per_record(out)
+    assert len(counts) == 2 * 3 * 3 and set(counts.values()) == {1}
+    records = [json.loads(line) for line in (out / "estimates.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "ok" for r in records)

@@ -83,6 +83,11 @@ def test_a_parquet_dataset_is_read_by_path_with_its_splits_columns_and_class_nam
     assert data.train.labels.tolist() == [0, 1, 2, 0, 1, 2]
     for split, theirs in (("train", "train"), ("val", "validation"), ("test", "test")):
         assert torch.equal(getattr(data, split).pixels(8), torch.from_numpy(written[theirs])), split
+    for backend in ("torch", "dali") if dali_available() else ("torch",):  # DALI decodes what external_source hands it
+        fmt = BatchFormat(torch.device("cpu"), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        loader = create_loader(data, "val", fmt, 4, False, Augmentation(), backend=backend, workers=1)
+        decoded = torch.cat([x for x, _ in loader]).permute(0, 2, 3, 1) * 255
+        torch.testing.assert_close(decoded, torch.from_numpy(written["validation"]).float(), atol=1e-3, rtol=0)
     manifest = data.manifest()["splits"]["train"]["containers"][0]
     assert manifest["format"] == "arrow" and manifest["column"] == "picture" and manifest["rows"] == 6
 

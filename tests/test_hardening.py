@@ -239,6 +239,39 @@ def test_a_full_disk_during_a_run_is_one_line_and_a_rerun_resumes(tmp_path, caps
     assert all(r["status"] == "ok" for r in records)
 
 
+def test_a_full_disk_while_recording_estimates_is_one_line_and_a_rerun_records_them(tmp_path, capsys, monkeypatch):
+    raw = tiny_suite(
+        source=[
+            {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 1, "name": "five"},
+            {"dataset": "digits", "classes": [0, 1, 2], "per_class": 20, "epochs": 1, "name": "three"},
+        ],
+        estimators=["logme", "knn"],
+    )
+    suite = write_suite(tmp_path / "s.yaml", raw)
+    out = tmp_path / "out"
+    real_append = ResultsStore.append
+
+    def estimates_disk_full(self, records):
+        if self.path.name == "estimates.jsonl":
+            raise OSError(errno.ENOSPC, f"cannot append to {self.path}: No space left on device")
+        return real_append(self, records)
+
+    monkeypatch.setattr(ResultsStore, "append", estimates_disk_full)
+    assert main(["rank", str(suite), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("bench: error: cannot append to")
+    assert not (out / "estimates.jsonl").exists()
+    monkeypatch.undo()
+    assert main(["rank", str(suite), "--out", str(out)]) == 0
+    lines = (out / "estimates.jsonl").read_text().splitlines()
+    assert sorted((r["source"], r["estimator"]) for r in map(json.loads, lines)) == [
+        ("five", "knn"),
+        ("five", "logme"),
+        ("three", "knn"),
+        ("three", "logme"),
+    ]
+
+
 # --- time limits -----------------------------------------------------------------------------------------
 
 

@@ -192,3 +192,42 @@ def test_the_published_transfer_suites_plan_against_miniatures_of_every_dataset(
     result = bench("run", "suite.yaml", "--dry-run", "--data-root", str(root), "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{cells} of {cells} cells to run" in result.stdout + result.stderr
+
+
+def test_fetch_downloads_a_missing_set_with_torchvision_and_a_failed_download_is_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    """torchvision's own download (here: writing the miniature, as no network is reachable) is what ``bench
+    fetch`` calls for a set not on disk; a set already there is left alone, and a download that fails is one
+    line naming the set."""
+    import torchvision.datasets as tvd
+
+    from bench.cli import main
+
+    downloads = []
+
+    def download(self):  # as torchvision's: nothing to do when the files are there (each split asks)
+        if self._check_integrity():
+            return
+        downloads.append(self.root)
+        mini.flowers102(Path(self.root))
+
+    monkeypatch.setattr(tvd.Flowers102, "download", download)
+    monkeypatch.setattr(tvd.Flowers102, "_check_integrity", lambda self: Path(self.root, "flowers-102").exists())
+    suite = tiny_suite(targets=[{"dataset": "flowers102", "resolution": 16}])
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    root = tmp_path / "data"
+    assert main(["fetch", str(tmp_path / "suite.yaml"), "--data-root", str(root)]) == 0
+    assert downloads == [str(root)] and "flowers102: fetched" in capsys.readouterr().out
+    check_data(parse_suite(suite, Path("s.yaml")), root)  # on disk now: the run's check passes
+
+    assert main(["fetch", str(tmp_path / "suite.yaml"), "--data-root", str(root)]) == 0
+    assert downloads == [str(root)] and "flowers102: already here" in capsys.readouterr().out
+
+    def unreachable(self):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(tvd.Flowers102, "download", unreachable)
+    assert main(["fetch", str(tmp_path / "suite.yaml"), "--data-root", str(tmp_path / "elsewhere")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "targets[0] (flowers102): flowers102: download failed (<urlopen error" in error and "\n" not in error
