@@ -346,7 +346,7 @@ def run_benchmark(
                 add(
                     shards_label,
                     "shards-dali",
-                    f"DALI webdataset reader, {where}, {workers} threads",
+                    f"DALI {where} fed by external_source (bytes read by offset), {workers} threads",
                     create_loader(
                         shards, "train", shards_fmt, batch_size, True, augmentation, backend="dali", workers=workers
                     ),

@@ -51,7 +51,7 @@ def fabricate(folder: Path, images: int, shards: int, classes: int = 100) -> Non
                     "label": rng.integers(0, classes, per_shard),
                 }
             )
-    write_index(folder, index_arrays(paths, entries))
+    write_index(folder, index_arrays(folder, paths, entries))
 
 
 def main() -> int:

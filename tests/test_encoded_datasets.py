@@ -239,6 +239,66 @@ def test_broken_shards_are_one_line_errors_naming_the_shard(shards):
         shard_data(folder, val_shards="val-*.tar")
 
 
+def test_a_copy_of_the_shards_elsewhere_is_the_same_data_and_a_broken_index_is_built_again(shards, tmp_path):
+    import shutil
+
+    folder, _ = shards
+    expected = shard_data(folder).fingerprint
+    copy = tmp_path / "copied"
+    shutil.copytree(folder, copy)  # new modification times: indexed again, the same data
+    os.utime(copy / "train-000000.tar", ns=(1, 1))
+    assert shard_data(copy).fingerprint == expected
+    (copy / INDEX_FILE).write_bytes(b"cut short")
+    assert shard_data(copy).fingerprint == expected
+    assert dict(np.load(copy / INDEX_FILE))["shards"].tolist() == sorted(p.name for p in copy.glob("*.tar"))
+
+
+def test_shards_in_subfolders_upper_case_extensions_and_a_stale_dali_index(tmp_path):
+    """Patterns may reach into subfolders (shards are named by their path in the folder); ``0001.JPG`` is an
+    image to the index and to DALI alike; a DALI ``.idx`` older than its shard is not trusted."""
+    import io
+
+    from PIL import Image
+
+    folder = tmp_path / "nested"
+    for split in ("train", "test"):
+        (folder / split).mkdir(parents=True)
+        with tarfile.open(folder / split / "000000.tar", "w") as tar:
+            for i in range(4):
+                buffer = io.BytesIO()
+                Image.fromarray(arrays(i, 1)[0]).save(buffer, format="PNG")
+                for name, payload in ((f"{i:04d}.PNG", buffer.getvalue()), (f"{i:04d}.cls", str(i % 2).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+        (folder / split / "000000.idx").write_text("v1.2 1\npng 0 1 stale.png\n")
+        os.utime(folder / split / "000000.idx", ns=(1, 1))  # written before the shard: stale
+    data = shard_data(folder, train_shards="train/*.tar", test_shards="test/*.tar")
+    assert data.sizes() == {"train": 4, "val": 0, "test": 4} and data.test.labels.tolist() == [0, 1, 0, 1]
+    assert [c.name for c in data.train.containers] == ["train/000000.tar"]
+    assert whole_shards(data.test)[1] == []  # the stale .idx left out: DALI reads the tar itself
+    for backend in ("torch", "dali") if dali_available() else ("torch",):
+        fmt = BatchFormat(torch.device("cpu"), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        loader = create_loader(data, "test", fmt, 4, False, Augmentation(), backend=backend, workers=1)
+        decoded = torch.cat([x for x, _ in loader]).permute(0, 2, 3, 1) * 255
+        expected = np.stack([arrays(i, 1)[0] for i in range(4)])
+        torch.testing.assert_close(decoded, torch.from_numpy(expected).float(), atol=1e-3, rtol=0)
+
+
+def test_a_class_selection_missing_from_a_split_and_a_negative_label(shards):
+    folder, _ = shards
+    data = shard_data(folder, Selection(classes=[0, 2], test_per_class=None))
+    assert sorted(set(data.train.labels.tolist())) == [0, 1]
+    with tarfile.open(folder / "test-000000.tar", "a") as tar:
+        import io
+
+        info = tarfile.TarInfo("99999999.cls")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"-1"))
+    with pytest.raises(DataUnavailableError, match=r"99999999.cls is '-1', not a class number"):
+        shard_data(folder)
+
+
 def test_a_shard_folder_that_cannot_be_written_is_indexed_in_memory(shards, monkeypatch):
     import transfer_core.datasets.webdataset as webdataset
 
@@ -257,8 +317,8 @@ def test_a_shard_folder_that_cannot_be_written_is_indexed_in_memory(shards, monk
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("selected", [False, True], ids=["whole-shards", "selected"])
 def test_evaluation_reads_every_image_once_in_order_and_training_is_seeded(shards, backend, selected):
-    """Whole shards go through DALI's webdataset reader on the DALI backend; a selection of them (or any split
-    on the torch backend) is read by offset."""
+    """In evaluation whole shards go through DALI's webdataset reader on the DALI backend; a selection of them,
+    training (shuffled whole, as on every backend) and any split on the torch backend are read by offset."""
     folder, prepared = shards
     selection = Selection(classes=[0, 2]) if selected else Selection()
     data = shard_data(folder, selection)

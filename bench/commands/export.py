@@ -66,8 +66,9 @@ def run(args) -> int:
         written = write_shards(data, out, images_per_shard=args.images_per_shard)
         size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
         counts = ", ".join(f"{split} {w['samples']} images in {w['shards']} shards" for split, w in written.items())
+        val = ", val_shards: val-*.tar" if "val" in written else ""  # the dataset's validation split, kept apart
         print(
-            f"wrote {counts} to {out} ({size:.1f} MiB), with its index; read it with dataset: webdataset, path: {out}"
+            f"wrote {counts} to {out} ({size:.1f} MiB) with its index; read it as dataset: webdataset, path: {out}{val}"
         )
         return 0
     if args.format == "cifar":

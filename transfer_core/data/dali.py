@@ -85,9 +85,10 @@ class DaliFolderLoader(EpochBatches):
 
     def _read(self, fn, types, seed: int, batch_size: int):
         """The pipeline's first node, by the kind of split: (encoded images, labels). Files: DALI's file reader.
-        Whole WebDataset shards in their own order and labels: DALI's webdataset reader. Any other encoded
-        split (a selection of shards, a Hugging Face table): this process reads the bytes, batch by batch, and
-        hands them to ``external_source``."""
+        Evaluation of whole WebDataset shards in their own order and labels: DALI's webdataset reader. Any other
+        encoded split (training, which shuffles the whole split as every backend does, where the webdataset
+        reader only shuffles within a buffer of shards read in order; a selection of shards; a Hugging Face
+        table): this process reads the bytes, batch by batch, and hands them to ``external_source``."""
         train = self.train
         sharding = dict(shard_id=self.shard.rank, num_shards=self.shard.world, pad_last_batch=not train, seed=seed)
         if self.split.kind == "files":
@@ -95,7 +96,7 @@ class DaliFolderLoader(EpochBatches):
             return fn.readers.file(
                 files=files, labels=file_labels, name=READER_NAME, random_shuffle=train, **sharding
             ), True
-        whole = whole_shards(self.split)
+        whole = None if train else whole_shards(self.split)
         if whole is not None:
             tars, indexes = whole
             encoded, text = fn.readers.webdataset(
@@ -103,8 +104,7 @@ class DaliFolderLoader(EpochBatches):
                 index_paths=indexes,
                 ext=[SHARD_IMAGE_EXTENSIONS, "cls"],
                 name=READER_NAME,
-                random_shuffle=train,
-                initial_fill=1024,
+                case_sensitive_extensions=False,  # as the index reads them: 0001.JPG is an image
                 missing_component_behavior="error",
                 **sharding,
             )
@@ -163,6 +163,8 @@ class DaliFolderLoader(EpochBatches):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
+        if len(self) == 0:  # nothing for this rank (fewer images than ranks): DALI would refuse an empty epoch
+            return
         pipe = self._pipeline(seed=(self.epoch_seed + 7919 * self.shard.rank) % 2**31)  # ranks augment independently
         pipe.build()
         batches = DALIGenericIterator(

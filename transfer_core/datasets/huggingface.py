@@ -76,7 +76,9 @@ def _offline_datasets():
         import datasets
     except ImportError:
         raise DataUnavailableError("Hugging Face datasets need the datasets package: pip install datasets") from None
-    datasets.config.HF_HUB_OFFLINE = True
+    import huggingface_hub.constants
+
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()  # "using the cached version" on every offline load
     return datasets
@@ -122,6 +124,9 @@ class HuggingFace(DatasetReader):
         label_column: str = ""  # "": the ClassLabel column, else one named label or labels
 
         def __post_init__(self):
+            for name in ("train_split", "test_split"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: the name of the dataset's split is needed (e.g. {name[:-6]})")
             if bool(self.source) == bool(self.path):
                 raise ValueError(
                     "source: give one of dataset: hf:NAME (a Hub dataset in the local cache) or path: (a folder of "
@@ -214,8 +219,10 @@ def fetch_hub_dataset(options) -> None:
     """Downloads a Hub dataset into the local cache (``bench fetch``; needs internet)."""
     os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "0"
     import datasets
+    import huggingface_hub.constants
 
-    datasets.config.HF_HUB_OFFLINE = False
+    # both libraries read the variables once, when imported (a check before may have imported them offline)
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = False
     try:
         datasets.load_dataset(options.source, options.config or None)
     except Exception as e:

@@ -82,7 +82,9 @@ class PreparedData:
 def _select_classes(split: Split, class_ids: list[int]) -> Split:
     keep = torch.isin(split.labels, torch.tensor(class_ids))
     selected = split.select(keep.nonzero().flatten())
-    remap = torch.full((int(split.labels.max()) + 1,), -1, dtype=torch.int64)
+    # sized by the classes asked for and those present: a split may lack the highest class asked for, or be empty
+    highest = max(class_ids + ([int(split.labels.max())] if len(split) else []))
+    remap = torch.full((highest + 1,), -1, dtype=torch.int64)
     remap[torch.tensor(class_ids)] = torch.arange(len(class_ids))
     return selected.relabelled(remap[selected.labels])
 

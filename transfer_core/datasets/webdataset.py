@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -31,22 +32,33 @@ INDEX_FILE = "wds-index.npz"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 LABEL_EXTENSION = "cls"
 CLASSES_FILE = "classes.txt"  # optional: one class name per line, in label order
+INDEX_ARRAYS = {"shards", "shard_bytes", "shard_mtime_ns", "shard", "key", "offset", "size", "label"}
 _read_indexes: dict[tuple, dict[str, np.ndarray]] = {}  # the last index read, by its file's version
 
 
 class TarShard:
     """One shard's images: a container read by row (seek to the image's offset, read its size)."""
 
-    def __init__(self, path: str, keys: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, labels: np.ndarray):
-        self.path, self.keys, self.offsets, self.sizes, self.labels = path, keys, offsets, sizes, labels
+    def __init__(
+        self, path: str, name: str, keys: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, labels: np.ndarray
+    ):
+        self.path, self.name, self.keys, self.offsets, self.sizes, self.labels = (
+            path,
+            name,
+            keys,
+            offsets,
+            sizes,
+            labels,
+        )
         stat = os.stat(path)
         self.bytes, self.mtime_ns = stat.st_size, stat.st_mtime_ns
         entries = hashlib.sha256()
         for array in (offsets, sizes, labels):
             entries.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
         self.index_sha256 = entries.hexdigest()
-        # by its name, size and modification time, and what the index says is in it: no image is read
-        self.identity = f"{os.path.basename(path)}:{self.bytes}:{self.mtime_ns}:{self.index_sha256}"
+        # by its name in the folder, its size and what the index says is in it: no image is read, and a copy of
+        # the folder elsewhere (new modification times) is the same data
+        self.identity = f"{name}:{self.bytes}:{self.index_sha256}"
         self._file, self._pid = None, None
 
     def __len__(self) -> int:
@@ -65,14 +77,15 @@ class TarShard:
         return f"{self.path}:{self.keys[row]}"
 
     def dali_index(self) -> Optional[str]:
-        """DALI's index of this shard (``<shard>.idx``), where one was written."""
-        path = str(Path(self.path).with_suffix(".idx"))
-        return path if os.path.exists(path) else None
+        """DALI's index of this shard (``<shard>.idx``), where one was written after the shard was (an older one
+        would send DALI to offsets of a shard that is no longer there)."""
+        path = Path(self.path).with_suffix(".idx")
+        return str(path) if path.exists() and path.stat().st_mtime_ns >= self.mtime_ns else None
 
     def manifest(self) -> dict:
         return {
             "format": "webdataset",
-            "file": os.path.basename(self.path),
+            "file": self.name,
             "bytes": self.bytes,
             "mtime_ns": self.mtime_ns,
             "samples": len(self),
@@ -111,14 +124,13 @@ def scan_shard(path: Path) -> dict[str, np.ndarray]:
                     samples[key] = {}
                     order.append(key)
                 extension = extension.lower()
-                if extension in IMAGE_EXTENSIONS:
+                if extension in IMAGE_EXTENSIONS and "image" not in samples[key]:  # the first, as DALI takes it
                     samples[key]["image"] = (member.offset_data, member.size)
                 elif extension == LABEL_EXTENSION:
                     text = tar.extractfile(member).read().decode(errors="replace").strip()
-                    try:
-                        samples[key]["label"] = int(text)
-                    except ValueError:
-                        raise DataUnavailableError(f"{path}: {member.name} is {text!r}, not a class number") from None
+                    if not text.isdigit():
+                        raise DataUnavailableError(f"{path}: {member.name} is {text!r}, not a class number (0, 1, ...)")
+                    samples[key]["label"] = int(text)
     except (tarfile.TarError, OSError) as e:
         raise DataUnavailableError(f"{path}: not a readable tar file ({type(e).__name__}: {e})") from None
     incomplete = [key for key in order if set(samples[key]) != {"image", "label"}]
@@ -135,13 +147,16 @@ def scan_shard(path: Path) -> dict[str, np.ndarray]:
     }
 
 
-def index_arrays(shards: list[Path], entries: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """A folder's index of ``shards``, from their ``entries`` (``scan_shard``'s, or an exporter's), by shard name."""
-    order = sorted(range(len(shards)), key=lambda i: shards[i].name)
-    shards, entries = [shards[i] for i in order], [entries[i] for i in order]
-    stats = [os.stat(s) for s in shards]
+def index_arrays(
+    folder: Path, shards: list[Path], entries: list[dict[str, np.ndarray]], stats: Optional[list] = None
+) -> dict[str, np.ndarray]:
+    """A folder's index of ``shards``, from their ``entries`` (``scan_shard``'s, or an exporter's), by the shards'
+    paths in the folder; ``stats``: their ``os.stat`` taken before they were read (default: now)."""
+    stats = stats or [os.stat(s) for s in shards]
+    order = sorted(range(len(shards)), key=lambda i: _name(folder, shards[i]))
+    shards, entries, stats = [shards[i] for i in order], [entries[i] for i in order], [stats[i] for i in order]
     arrays = {
-        "shards": np.array([s.name for s in shards]),
+        "shards": np.array([_name(folder, s) for s in shards]),
         "shard_bytes": np.array([s.st_size for s in stats], dtype=np.int64),
         "shard_mtime_ns": np.array([s.st_mtime_ns for s in stats], dtype=np.int64),
         "shard": np.concatenate([np.full(len(e["offset"]), i, dtype=np.int32) for i, e in enumerate(entries)]),
@@ -161,31 +176,49 @@ def write_index(folder: Path, index: dict[str, np.ndarray]) -> None:
         raise
 
 
-def _index(folder: Path, shards: list[Path]) -> dict[str, np.ndarray]:
-    """The folder's index, for at least ``shards``: read from ``wds-index.npz`` when it is current, else built by
-    reading every shard (once, with a progress bar) and saved where the folder is writable."""
-    path = folder / INDEX_FILE
-    if path.exists():
+def _name(folder: Path, shard: Path) -> str:
+    return shard.relative_to(folder).as_posix()
+
+
+def _stored_index(path: Path) -> Optional[dict[str, np.ndarray]]:
+    """The index in ``path``, read once per version of the file; None where it is missing or unreadable (a copy
+    cut short, another format): it is then built again."""
+    try:
         stat = os.stat(path)
         version = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if version not in _read_indexes:  # a suite reads one folder for many datasets: its index once
             with np.load(path) as stored:
-                _read_indexes.clear()
-                _read_indexes[version] = {name: stored[name] for name in stored.files}
-        index = _read_indexes[version]
+                index = {name: stored[name] for name in stored.files}
+            missing = {"shards", "shard_bytes", "shard_mtime_ns", "shard", "key", "offset", "size", "label"} - set(
+                index
+            )
+            if missing:
+                return None
+            _read_indexes.clear()
+            _read_indexes[version] = index
+        return _read_indexes[version]
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _index(folder: Path, shards: list[Path]) -> dict[str, np.ndarray]:
+    """The folder's index of ``shards``: read from ``wds-index.npz`` when it records each of them at its current
+    size and modification time, else built by reading them (once, with a progress bar) and saved where the folder
+    is writable."""
+    index = _stored_index(folder / INDEX_FILE)
+    stats = [os.stat(s) for s in shards]  # before reading them: a shard rewritten meanwhile is read again next time
+    if index is not None:
         recorded = {
             name: (size, mtime)
             for name, size, mtime in zip(index["shards"].tolist(), index["shard_bytes"], index["shard_mtime_ns"])
         }
-        current = {s.name: (os.stat(s).st_size, os.stat(s).st_mtime_ns) for s in shards}
-        if all(recorded.get(name) == version for name, version in current.items()):
+        if all(recorded.get(_name(folder, s)) == (st.st_size, st.st_mtime_ns) for s, st in zip(shards, stats)):
             return index
     from filelock import FileLock
     from tqdm import tqdm
 
-    everything = sorted(folder.glob("*.tar"))
-    entries = [scan_shard(s) for s in tqdm(everything, desc=f"indexing {folder}", unit="shard", disable=None)]
-    index = index_arrays(everything, entries)
+    entries = [scan_shard(s) for s in tqdm(shards, desc=f"indexing {folder}", unit="shard", disable=None)]
+    index = index_arrays(folder, shards, entries, stats)
     try:
         with FileLock(str(folder / f".{INDEX_FILE}.lock"), timeout=60):
             write_index(folder, index)
@@ -197,14 +230,20 @@ def _index(folder: Path, shards: list[Path]) -> dict[str, np.ndarray]:
 def shard_split(folder: Path, shards: list[Path], index: dict[str, np.ndarray]) -> EncodedSplit:
     """The split made of ``shards`` (every sample of each, in the index's order)."""
     number = {name: i for i, name in enumerate(index["shards"].tolist())}
+    names = [_name(folder, shard) for shard in shards]
     order = np.argsort(index["shard"], kind="stable")  # the samples, grouped by shard (each in its tar order)
     starts = np.searchsorted(index["shard"][order], np.arange(len(number) + 1))
     containers, labels = [], []
-    for shard in shards:
-        chosen = order[starts[number[shard.name]] : starts[number[shard.name] + 1]]
+    for shard, name in zip(shards, names):
+        chosen = order[starts[number[name]] : starts[number[name] + 1]]
         containers.append(
             TarShard(
-                str(shard), index["key"][chosen], index["offset"][chosen], index["size"][chosen], index["label"][chosen]
+                str(shard),
+                name,
+                index["key"][chosen],
+                index["offset"][chosen],
+                index["size"][chosen],
+                index["label"][chosen],
             )
         )
         labels.append(index["label"][chosen])
@@ -234,6 +273,9 @@ class WebDataset(DatasetReader):
         def __post_init__(self):
             if not self.path:
                 raise ValueError("path: the folder of WebDataset shards (.tar) is needed")
+            for name in ("train_shards", "test_shards"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: a pattern of shard files is needed (e.g. {name[:-7]}-*.tar)")
 
     def has_official_val(self, options) -> bool:
         return bool(options.val_shards)
@@ -242,6 +284,8 @@ class WebDataset(DatasetReader):
         folder = Path(options.path)
         if not folder.is_dir():
             raise DataUnavailableError(f"{folder}: no such folder of WebDataset shards")
+        if not os.access(folder, os.R_OK | os.X_OK):
+            raise DataUnavailableError(f"{folder}: cannot be read (permission denied)")
         patterns = {"train": options.train_shards, "val": options.val_shards, "test": options.test_shards}
         found = {split: sorted(folder.glob(pattern)) for split, pattern in patterns.items() if pattern}
         empty = [f"{split} ({patterns[split]})" for split, shards in found.items() if not shards]
@@ -255,9 +299,12 @@ class WebDataset(DatasetReader):
     def load(self, root: Path, options, download: bool) -> RawDataset:
         folder = Path(options.path)
         found = self._shards(options)
-        index = _index(folder, [s for shards in found.values() for s in shards])
+        index = _index(folder, sorted({s for shards in found.values() for s in shards}))
         splits = {name: shard_split(folder, shards, index) for name, shards in found.items()}
-        classes = int(max(int(s.labels.max()) for s in splits.values() if len(s))) + 1
+        empty = [name for name, split in splits.items() if not len(split)]
+        if empty:
+            raise DataUnavailableError(f"{folder}: the shards of {', '.join(empty)} hold no samples")
+        classes = max(int(s.labels.max()) for s in splits.values()) + 1
         names = tuple(str(i) for i in range(classes))
         if (folder / CLASSES_FILE).exists():
             listed = tuple(line.strip() for line in (folder / CLASSES_FILE).read_text().splitlines() if line.strip())
@@ -322,7 +369,7 @@ def write_shards(
             )
             shards += 1
         written[split_name] = {"shards": shards, "samples": len(split)}
-    write_index(folder, index_arrays(shard_paths, entries))
+    write_index(folder, index_arrays(folder, shard_paths, entries))
     (folder / CLASSES_FILE).write_text("\n".join(data.class_names) + "\n")
     return written
 
