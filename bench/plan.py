@@ -298,9 +298,11 @@ def build_plan(
     runtime: Runtime,
     prepared: Callable[[DatasetSpec], PreparedData],
     cpus_per_task: int = 1,
+    weights_sha256: Optional[Callable] = None,
 ) -> Plan:
     """The artifacts ``cells`` need. ``prepared`` gives a dataset's prepared data, whose content hashes are
-    part of every key that reads it, so changed files are never mistaken for the old ones."""
+    part of every key that reads it, so changed files are never mistaken for the old ones; ``weights_sha256`` a
+    pretrained source's file hash (default: the file's; a dry run before ``bench fetch`` marks it unfetched)."""
 
     memo: dict[tuple, object] = {}  # keyed by the ids of specs and cells, which all live while the plan is built
 
@@ -343,7 +345,8 @@ def build_plan(
     def new_source_model(cell: Cell) -> Artifact:
         source = cell.source
         if source.pretrained:  # loaded, not trained: the same for every seed; the file's content in the key
-            weights = {**source.pretrained.describe(), "sha256": sha256(weights_file(source.pretrained))}
+            digest = (weights_sha256 or (lambda spec: sha256(weights_file(spec))))(source.pretrained)
+            weights = {**source.pretrained.describe(), "sha256": digest}
             # "head": the file's classifier is kept with the body (estimators read the source's predictions)
             settings = {"pretrained": weights, "channels": prepared(cell.target).channels, "head": "kept"}
             # loading is light, but a GPU runtime needs a GPU where it runs (Ray hides GPUs from a task without one)

@@ -32,7 +32,7 @@ from transfer_core.datasets import (
 )
 from transfer_core.distributed import barrier, broadcast, same_on_all_ranks
 from transfer_core.files import write_file
-from transfer_core.pretrained import WeightsUnavailableError, check_weights, weights_file
+from transfer_core.pretrained import WeightsUnavailableError, check_weights, sha256, weights_file
 from transfer_core.shifts import corrupted_side
 from transfer_core.shifts.corruptions import MIN_SIDE
 
@@ -111,6 +111,9 @@ class _NoLock:
         pass
 
 
+UNFETCHED = "not fetched yet"  # a dry run's stand-in for the hash of pretrained weights not on this machine
+
+
 class Runner:
     def __init__(
         self,
@@ -145,6 +148,9 @@ class Runner:
         )
         self._data: dict[str, PreparedData] = {}  # shared with the local executor's builder
         self._checked_weights: set = set()  # (pretrained source, channels) whose file was read and fits its model
+        # a dry run plans without the weights not fetched yet (their sources' keys are then provisional)
+        self.planning_only = False
+        self.unfetched: dict[str, str] = {}  # pretrained source label -> why its weights are not here
 
     # --- data and plan ----------------------------------------------------------------------------
 
@@ -245,12 +251,17 @@ class Runner:
         try:
             path = weights_file(spec)
         except WeightsUnavailableError as e:
-            raise SuiteError(f"{self.suite.path}: source {spec.label}: {e}") from None
+            if not self.planning_only or spec.library == "checkpoint":
+                raise SuiteError(f"{self.suite.path}: source {spec.label}: {e}") from None
+            self.unfetched[spec.label] = str(e)
+            path = None
         if spec.library != "checkpoint" and target.channels != 3:
             raise SuiteError(
                 f"{self.suite.path}: source {spec.label} takes 3-channel images, target {target.name} has "
                 f"{target.channels}-channel ones"
             )
+        if path is None:
+            return
         try:  # read now and compared with the model by name and shape, so a mismatch stops nothing midway
             check_weights(spec, path, target.channels)
         except (WeightsUnavailableError, ValueError) as e:
@@ -261,7 +272,12 @@ class Runner:
         """The graph of every artifact ``cells`` need. It reads all their data (the keys hold its fingerprints)."""
         self.prepare_data(cells)
         plan = build_plan(
-            self.suite, cells, self.runtime, lambda spec: self._data[spec.content_key()], self.executor.threads()
+            self.suite,
+            cells,
+            self.runtime,
+            lambda spec: self._data[spec.content_key()],
+            self.executor.threads(),
+            self._weights_sha256,
         )
         if not same_on_all_ranks(sorted(plan.artifacts), self.shard):
             raise SuiteError(
@@ -470,9 +486,16 @@ class Runner:
 
     # --- the dry run ------------------------------------------------------------------------------
 
+    def _weights_sha256(self, spec) -> str:
+        if spec.label in self.unfetched:
+            return UNFETCHED
+        return sha256(weights_file(spec))
+
     def describe(self, cells: list[Cell], all_cells: Optional[list[Cell]] = None) -> tuple[list[list], int]:
         """The graph ``cells`` need, one row per artifact: kind, name, key, its dependencies' keys, state, needs.
-        An artifact is only "to build" if a cell still to run needs it."""
+        An artifact is only "to build" if a cell still to run needs it. Pretrained weights not fetched yet do not
+        stop it: their sources are "weights to fetch", and the keys that depend on them provisional."""
+        self.planning_only = True
         plan = self.plan(all_cells or cells)
         todo = self.pending(plan, cells)
         needed = {a.key for a in plan.closure(e.key for _, e in todo)}
@@ -484,6 +507,8 @@ class Runner:
         for artifact in plan.closure(recorded):
             if isinstance(artifact, RECORDED):
                 state = "to run" if artifact.key in needed else "done"
+            elif artifact.settings.get("pretrained", {}).get("sha256") == UNFETCHED:
+                state = "weights to fetch"
             elif self.cache.has(artifact.cache_folder, artifact.key):
                 state = "cached"
             else:

@@ -172,26 +172,36 @@ def test_a_suite_trains_on_flowers102_from_the_command_line_with_the_official_sp
     assert target["num_classes"] == 3
 
 
-@pytest.mark.parametrize("suite_name, cells", [("transfer12", 10 * 2 * 3), ("vtab1k", 9 * 2 * 3)])
-def test_the_published_transfer_suites_plan_against_miniatures_of_every_dataset(tmp_path, suite_name, cells):
-    """The suites' targets as written, read from miniatures of each set's real files; the ImageNet sources (whose
-    weights cannot be downloaded here) replaced by a checkpoint this test saves, so the dry run reads every
-    dataset, fingerprints it and plans every cell."""
-    from transfer_core.backbones import create_backbone
-
+@pytest.mark.parametrize(
+    "suite_name, cells, sources",
+    [("transfer12", 2 * 10 * 2 * 3, 2), ("vtab1k", 2 * 9 * 2 * 3, 2), ("zoo-pretrained", 8 * 3 * 2 * 3, 8)],
+)
+def test_the_published_gpu_suites_plan_against_miniatures_of_every_dataset(tmp_path, suite_name, cells, sources):
+    """The suites as written, their data read from miniatures of each set's real files: the dry run reads every
+    dataset, fingerprints it and plans every cell. The ImageNet weights cannot be downloaded here: the dry run
+    plans without them and names them."""
     root = tmp_path / "data"
     for name in ("food101", "sun397", "fgvc_aircraft", "stanford_cars", "cifar100", "flowers102", "dtd"):
         getattr(mini, name)(root)
     for name in ("oxford_pets", "caltech101", "svhn", "eurosat", "pcam"):
         getattr(mini, name)(root)
     write_cifar10(root, n_train_batches=1, per_batch=40, n_test=10)
-    torch.save(create_backbone("resnet8", 10, 3).state_dict(), tmp_path / "model.pt")
-    raw = yaml.safe_load((Path(__file__).parents[1] / "suites" / f"{suite_name}.yaml").read_text())
-    raw["source"] = {"checkpoint": str(tmp_path / "model.pt"), "backbone": "resnet8"}
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(raw))
-    result = bench("run", "suite.yaml", "--dry-run", "--data-root", str(root), "--out", "out", cwd=tmp_path)
+    suite = Path(__file__).parents[1] / "suites" / f"{suite_name}.yaml"
+    result = bench("run", str(suite), "--dry-run", "--data-root", str(root), "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{cells} of {cells} cells to run" in result.stdout + result.stderr
+    assert f"{cells} of {cells} cells to run" in result.stdout
+    assert f"{sources} pretrained sources' weights are not on this machine" in result.stdout
+    assert result.stdout.count("| weights to fetch |") == sources
+    assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+def test_a_run_that_is_not_dry_needs_the_weights(tmp_path):
+    write_cifar10(tmp_path, n_train_batches=1, per_batch=40, n_test=10)
+    mini.cifar100(tmp_path)
+    suite = Path(__file__).parents[1] / "suites" / "pretrained.yaml"
+    result = bench("run", str(suite), "--data-root", str(tmp_path), "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and "are not on this machine" in result.stderr and "bench fetch" in result.stderr
+    assert "\n" not in result.stderr.strip()
 
 
 def test_fetch_downloads_a_missing_set_with_torchvision_and_a_failed_download_is_one_line(

@@ -193,4 +193,10 @@ def dry_run(runner, cells, all_cells) -> int:
             + (f", {estimates} transferability estimates" if estimates else "")
             + "; nothing was trained or written (dry run)"
         )
+        if runner.unfetched:
+            print(
+                f"{len(runner.unfetched)} pretrained sources' weights are not on this machine "
+                f"({', '.join(runner.unfetched)}): `python -m bench fetch SUITE` fetches them; until then the keys "
+                "of what they build are provisional"
+            )
     return 0
