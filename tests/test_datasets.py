@@ -138,3 +138,61 @@ def test_digits_read_from_the_wheel_are_scikit_learns_digits():
     pixels, labels = _digits_file()
     assert np.array_equal(bunch.images.reshape(len(bunch.images), -1), pixels)
     assert np.array_equal(bunch.target, labels.astype(int))
+
+
+def _write_every_dataset(root: Path) -> dict[str, dict]:
+    """A miniature of every registered dataset under ``root``: name -> the options that read it."""
+    import torchvision_miniatures as mini
+    from test_encoded_datasets import write_parquet
+
+    from transfer_core.datasets import write_image_folder
+    from transfer_core.datasets.webdataset import write_shards
+
+    write_cifar10(root)
+    for name in ("cifar100", "flowers102", "dtd", "oxford_pets", "svhn", "gtsrb", "eurosat", "caltech101", "pcam"):
+        getattr(mini, name)(root)
+    for name in ("food101", "sun397", "fgvc_aircraft", "stanford_cars", "country211", "stl10"):
+        getattr(mini, name)(root)
+    rng = np.random.default_rng(0)
+    np.savez(root / "arrays.npz", x=rng.integers(0, 256, (60, 8, 8, 3), dtype=np.uint8), y=np.arange(60) % 3)
+    digits = prepare_dataset("digits", Digits.Options(), Selection(classes=[0, 1, 2], per_class=12), root, False)
+    write_image_folder(digits, root / "folder", image_format="png")
+    write_shards(digits, root / "shards", images_per_shard=10, image_format="png")
+    write_parquet(root / "parquet")
+    return {
+        "npz": {"path": str(root / "arrays.npz")},
+        "image_folder": {"path": str(root / "folder")},
+        "webdataset": {"path": str(root / "shards")},
+        "hf": {"path": str(root / "parquet")},
+        "dtd": {"partition": 1},
+    }
+
+
+def test_every_datasets_train_validation_and_test_splits_share_no_image(tmp_path, monkeypatch):
+    """For each registered reader (a new one without a miniature here fails this test): whatever the selection,
+    train, validation (official or carved) and test never hold the same image -- by file or container row for
+    encoded images, by content for arrays (every miniature's images are distinct)."""
+    import datasets as hf_datasets
+
+    from transfer_core.datasets import DATASETS, create_dataset_reader
+
+    monkeypatch.setattr(hf_datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    options = _write_every_dataset(tmp_path)
+
+    def identities(split) -> list:
+        if split.kind == "arrays":
+            return [bytes(image.numpy()) for image in split.images]
+        return [split.item_name(i) for i in range(len(split))]
+
+    for name in DATASETS.names():
+        reader = create_dataset_reader(name)
+        for official_val in (True, False):
+            selection = Selection(val_fraction=0.3, official_val=official_val, seed=3)
+            data = prepare_dataset(
+                name, reader.Options(**options.get(name, {})), selection, tmp_path, False, resolution=8
+            )
+            splits = {"train": identities(data.train), "val": identities(data.val), "test": identities(data.test)}
+            assert all(len(ids) == len(set(ids)) > 0 for ids in splits.values()), (name, official_val)
+            for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+                shared = set(splits[first]) & set(splits[second])
+                assert not shared, f"{name}: {first} and {second} share {len(shared)} images"

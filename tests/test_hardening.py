@@ -328,6 +328,18 @@ def test_deterministic_runs_give_bitwise_identical_metrics_and_are_recorded(tmp_
             metrics.append([(r["cell_id"], r["alpha"], r["metrics"]) for r in records])
             assert all(r["provenance"]["runtime"]["deterministic"] is True for r in records)
         assert metrics[0] == metrics[1]
+        # and not only the scores: every model the two runs trained, weight for weight
+        from transfer_core.cache import ModelCache
+
+        models = [
+            sorted(p.relative_to(tmp_path / f"cache-{run}") for p in (tmp_path / f"cache-{run}").rglob("*.pt"))
+            for run in ("a", "b")
+        ]
+        assert models[0] == models[1] and len(models[0]) >= 4
+        for model in models[0]:
+            weights = [ModelCache(tmp_path / f"cache-{run}").load(model.parent.name, model.stem)[0] for run in "ab"]
+            assert weights[0].keys() == weights[1].keys()
+            assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0]), model
         assert torch.are_deterministic_algorithms_enabled()
         # deterministic algorithms are other algorithms: other keys than the default's
         plain = Runner(

@@ -99,16 +99,39 @@ def test_finetune_and_probe_keep_the_source_body_and_size_the_head(source_model,
     assert not torch.equal(finetuned.body.stem[0].weight, source_model.body.stem[0].weight)
 
 
-def test_linear_probe_folded_head_matches_the_standardised_fit(source_model, target):
-    """The standardisation folded into the head must leave predictions on raw features unchanged."""
-    probe = Fits(source_model, target).fitted("linear_probe").model
-    features, labels = predict(
-        probe.body, TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT).loader("train", train=False), RUNTIME
-    )
-    logits = probe.head(features)
-    assert logits.shape == (len(labels), target.num_classes)
-    accuracy = (logits.argmax(1) == labels).float().mean().item()
-    assert accuracy > 0.5  # a trained probe, not an untouched random head (chance is 0.2)
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_linear_probe_folded_head_matches_the_standardised_fit(source_model, target, solver, monkeypatch):
+    """The standardisation folded into the head leaves predictions unchanged: the folded head on raw features
+    gives the logits the head fitted on standardised features gave, for both solvers."""
+    from transfer_core.strategies import linear_probe
+
+    fitted_heads = []  # the head as the solver left it, before the fold rewrites it in place
+    real_lbfgs, real_train = linear_probe.LinearProbe._fit_lbfgs, linear_probe.train
+
+    def lbfgs(self, head, *args, **kwargs):
+        result = real_lbfgs(self, head, *args, **kwargs)
+        fitted_heads.append(copy.deepcopy(head))
+        return result
+
+    def sgd(head, *args, **kwargs):
+        result = real_train(head, *args, **kwargs)
+        fitted_heads.append(copy.deepcopy(head))
+        return result
+
+    monkeypatch.setattr(linear_probe.LinearProbe, "_fit_lbfgs", lbfgs)
+    monkeypatch.setattr(linear_probe, "train", sgd)
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+    options = STRATEGIES.get("linear_probe").Options(solver=solver)
+    probe = STRATEGIES.get("linear_probe")(options, RECIPE).fit(task, copy.deepcopy(source_model), {}).model
+    (standardised_head,) = fitted_heads
+    features, labels = predict(probe.body, task.loader("train", train=False), RUNTIME)
+    mean, std = features.mean(0), features.std(0)
+    std = std.clamp_min(1e-2 * std.mean().item() + 1e-12)  # the probe's floor on barely varying features
+    with torch.no_grad():
+        expected = standardised_head((features - mean) / std)
+        folded = probe.head(features)
+    torch.testing.assert_close(folded, expected, atol=1e-4, rtol=1e-4)
+    assert (folded.argmax(1) == labels).float().mean().item() > 0.5  # a trained probe (chance is 0.2)
 
 
 @pytest.mark.parametrize("space", ["weights", "logits", "probs"])
