@@ -135,8 +135,10 @@ def test_a_hub_dataset_is_read_from_the_local_cache_offline_and_a_missing_one_na
     assert hf(source="tiny/pets").class_names == CLASSES
 
     missing = parse_suite(tiny_suite(targets=[{"dataset": "hf:tiny/absent", "resolution": 8}]), Path("s.yaml"))
-    with pytest.raises(SuiteError, match=r"hf:tiny/absent: cannot be read offline .*bench fetch SUITE") as raised:
+    with pytest.raises(SuiteError, match=r"hf:tiny/absent: cannot be read offline .*bench fetch SUITE"):
         check_data(missing, tmp_path)
+    with pytest.raises(DataUnavailableError) as raised:  # one line where it is made, before SuiteError joins lines
+        create_dataset_reader("hf").check(tmp_path, missing.targets[0].options, download=False)
     assert "\n" not in str(raised.value)
 
 

@@ -240,4 +240,6 @@ def test_fetch_downloads_a_missing_set_with_torchvision_and_a_failed_download_is
     monkeypatch.setattr(tvd.Flowers102, "download", unreachable)
     assert main(["fetch", str(tmp_path / "suite.yaml"), "--data-root", str(tmp_path / "elsewhere")]) == 2
     error = capsys.readouterr().err.strip()
-    assert "targets[0] (flowers102): flowers102: download failed (<urlopen error" in error and "\n" not in error
+    assert (
+        error.startswith("bench: error: ") and "targets[0] (flowers102): flowers102: download failed (<urlopen" in error
+    )
