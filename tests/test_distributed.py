@@ -89,3 +89,35 @@ def test_two_gloo_ranks_train_a_cell_like_one_process(tmp_path):
         )
     for folder in ("one", "two"):  # one model file per artifact, written by one process
         assert len(list((tmp_path / folder / "cache").glob("*/*.pt"))) == 1 + 4  # alpha-mix's LP-FT is one
+
+
+def _ranks_weights(tmp_path, env) -> list[str]:
+    out = tmp_path / "weights"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            str(REPO / "tests" / "ddp_ranks.py"),
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [(out / f"rank{k}.txt").read_text() for k in range(2)]
+
+
+def test_the_ranks_hold_the_same_weights_after_training_together(tmp_path):
+    """Gradients are averaged over the ranks: after every step both hold the same parameters, bit for bit. With the
+    averaging switched off (the model left unwrapped), each rank fits its own half of the
+    data and the weights part: the check can tell."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+    together = _ranks_weights(tmp_path / "together", env)
+    assert together[0] == together[1]
+    apart = _ranks_weights(tmp_path / "apart", {**env, "DDP_RANKS_NO_SYNC": "1"})
+    assert apart[0] != apart[1]
