@@ -4,6 +4,7 @@ import csv
 import html
 import io
 import math
+from html.parser import HTMLParser
 
 import pytest
 from scipy import stats
@@ -309,6 +310,45 @@ def searched(seed, lr, top1, selected):
 SEARCH = [searched(s, lr, 40.0 + s + (2 if lr == 0.1 else 0), lr == 0.1) for s in (0, 1, 2) for lr in (0.01, 0.1)]
 
 
+class _Tables(HTMLParser):
+    """The tables of a page, parsed (rows of cell texts, the header row first), and whether every element that
+    must be closed is closed in order."""
+
+    VOID = {"meta", "br", "img", "hr", "input", "link", "col", "path", "circle", "rect", "line", "polyline", "use"}
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.open, self.misnested, self.cell = [], [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.open.append(tag)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_startendtag(self, tag, attrs):
+        pass  # <x/>: nothing to close
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.open or self.open[-1] != tag:
+            self.misnested.append((tag, list(self.open[-3:])))
+        else:
+            self.open.pop()
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[-1][-1].append(" ".join(self.cell.split()))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
 def test_every_format_renders_every_table(tmp_path):
     """One list of tables: the grid points' table is in the markdown, LaTeX, CSV and HTML alike, with every
     column its declaration lists."""
@@ -324,6 +364,12 @@ def test_every_format_renders_every_table(tmp_path):
         for header in table.headers:
             assert header in markdown and html.escape(header) in page and latex_escape(header) in latex
     assert "## Grid points" in markdown and "<h2>Grid points</h2>" in page
+    parsed = _Tables()
+    parsed.feed(page)
+    assert not parsed.misnested and parsed.open == [], (parsed.misnested[:3], parsed.open)  # well formed
+    assert [table[0] for table in parsed.tables] == [list(table.headers) for table in TABLES]
+    for table in parsed.tables:  # every row as wide as its header
+        assert len(table) > 1 and {len(row) for row in table} == {len(table[0])}
     grid_csv = list(csv.DictReader(io.StringIO((tmp_path / "grid_points.csv").read_text())))
     assert [(g["grid_point"], g["selected_seeds"], g["seeds"]) for g in grid_csv] == [
         ("lr=0.01", "0", "3"),
