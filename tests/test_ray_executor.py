@@ -132,6 +132,39 @@ def test_a_worker_killed_mid_task_is_retried_and_every_cell_recorded_once(tmp_pa
     assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))
 
 
+def test_a_worker_killed_with_no_retries_left_fails_its_cells_in_one_line_and_the_suite_goes_on(tmp_path):
+    """The real Ray path for exhausted retries: ``--max-retries 0`` and the source task's worker killed once; the
+    cells built from that source fail with the reason, scratch (which needs no source) still runs."""
+    raw = tiny_suite(strategies={"linear_probe": {"epochs": 2}, "scratch": {"epochs": 1}})
+    raw["source"]["epochs"] = 60
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "tiny.yaml", "--out", "out", "--executor", "ray", "--max-retries", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed, deadline = None, time.time() + 180
+    while killed is None and time.time() < deadline and process.poll() is None:
+        listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+        workers = [int(line.split()[0]) for line in listing.splitlines() if "ray::source digits[0-4]" in line]
+        if workers:
+            time.sleep(1.0)
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+        time.sleep(0.1)
+    stdout, stderr = process.communicate(timeout=600)
+    assert killed is not None, f"never saw the source task's worker: {stderr[-2000:]}"
+    assert process.returncode == 1, stderr[-3000:]  # some cells failed; the others ran
+    records = {r["strategy"]: r for r in map(json.loads, (tmp_path / "out" / "records.jsonl").read_text().splitlines())}
+    assert records["scratch"]["status"] == "ok"
+    assert records["linear_probe"]["status"] == "error"
+    assert "the task's worker was lost 1 time(s)" in records["linear_probe"]["error"]
+
+
 def test_a_cache_that_is_not_shared_storage_is_named_with_each_nodes_problem(tmp_path):
     reply = tmp_path / "reply"
     reply.write_text("token")
