@@ -38,13 +38,18 @@ BASE = {
         }
     ],
     "backbones": ["resnet8"],
+    # every registered strategy (a new one is walked as it is, with its defaults); these with a setting of their
+    # own, so both a strategy's own value and the suite's train: value are walked
     "strategies": {
-        "scratch": {"epochs": 2},
-        "linear_probe": {"epochs": 3},
-        "full_finetune": {"lr": 0.05},
-        "lp_ft": {"epochs": 2},
-        "l2_sp": {"momentum": 0.8},
-        "alpha_mix": {"alphas": [0, 0.5, 1]},
+        name: {
+            "scratch": {"epochs": 2},
+            "linear_probe": {"epochs": 3},
+            "full_finetune": {"lr": 0.05},
+            "lp_ft": {"epochs": 2},
+            "l2_sp": {"momentum": 0.8},
+            "alpha_mix": {"alphas": [0, 0.5, 1]},
+        }.get(name, {})
+        for name in STRATEGIES.names()
     },
     "train": {"batch_size": 16, "lr": 0.1},
     "runtime": {"device": "cpu", "amp": "bf16", "eval_batch_size": 64},
@@ -112,6 +117,9 @@ EXPECTED["source.test_per_class"] = SOURCE  # the source model's own test score 
 for name in TRAINING_STRATEGIES:
     for field in _fields(STRATEGIES.get(name).Options):  # a training strategy's options are its fit's
         EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
+for name in set(STRATEGIES.names()) - set(TRAINING_STRATEGIES):
+    for field in _fields(STRATEGIES.get(name).Options):  # one that trains nothing: its evaluation's (alpha-mix's)
+        EXPECTED.setdefault(f"strategies.{name}.{field}", {f"evaluation:{name}"})
 
 
 def reads(name: str, field: str) -> bool:
@@ -254,7 +262,7 @@ def dependants_closure(roles: set[str], deps: dict[str, list[str]]) -> set[str]:
 
 def test_the_graph_has_the_dependencies_the_strategies_declare(tmp_path):
     _, deps = roles_and_keys(BASE, tmp_path)
-    assert deps == {
+    shipped = {
         "source": [],
         "fitted:scratch": [],
         "evaluation:scratch": ["fitted:scratch"],
@@ -269,6 +277,7 @@ def test_the_graph_has_the_dependencies_the_strategies_declare(tmp_path):
         "evaluation:lp_ft": ["fitted:linear_probe", "fitted:lp_ft", "source"],
         "evaluation:alpha_mix": ["fitted:linear_probe", "fitted:lp_ft", "source"],
     }
+    assert {role: needs for role, needs in deps.items() if role in shipped} == shipped  # a plugin's are its own
 
 
 def test_every_setting_changes_exactly_the_keys_it_bears_on(tmp_path):
