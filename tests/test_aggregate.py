@@ -27,6 +27,7 @@ def test_iqm_and_probability_of_improvement_on_known_answers():
     assert probability_of_improvement(x, y) == pytest.approx(0.4375)
 
 
+@pytest.mark.slow
 def test_aggregates_rank_a_strategy_better_on_every_run_first():
     table = {}
     for target, shift in (("b1", 0.0), ("b2", 10.0)):
@@ -53,6 +54,7 @@ def test_too_little_to_aggregate_gives_nothing():
     assert aggregate(rows(two_seeds)) is None
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_scores_across_tasks_in_markdown_html_and_plots(tmp_path):
     from test_report import record
 
@@ -80,6 +82,7 @@ def test_the_report_shows_the_scores_across_tasks_in_markdown_html_and_plots(tmp
     assert html.count("<svg") == 3  # accuracy against compute, the profiles, the mean ranks
 
 
+@pytest.mark.slow
 def test_two_strategies_get_ranks_but_no_critical_difference():
     two = {
         (t, s): v for t in ("b1", "b2") for s, v in (("scratch", [1.0, 2.0, 3.0]), ("full_finetune", [2.0, 3.5, 4.0]))

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import REPO, tiny_suite
 
@@ -16,6 +17,7 @@ def bench(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_run_resume_and_report(tmp_path):
     suite = tmp_path / "tiny.yaml"
     suite.write_text(yaml.safe_dump(tiny_suite(seeds=[0, 1])))
@@ -47,6 +49,7 @@ def test_run_resume_and_report(tmp_path):
     assert csv.returncode == 0 and len(csv.stdout.strip().splitlines()) == 1 + 4
 
 
+@pytest.mark.slow
 def test_missing_data_fails_fast_with_one_line_and_writes_nothing(tmp_path):
     suite = tmp_path / "cifar.yaml"
     raw = tiny_suite(
@@ -62,6 +65,7 @@ def test_missing_data_fails_fast_with_one_line_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_cell_makes_the_run_exit_1_and_is_recorded(tmp_path):
     suite = tmp_path / "diverges.yaml"
     suite.write_text(yaml.safe_dump(tiny_suite(strategies={"scratch": {"epochs": 1, "lr": 1.0e12}})))
@@ -72,6 +76,7 @@ def test_a_failed_cell_makes_the_run_exit_1_and_is_recorded(tmp_path):
     assert record["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_the_image_folder_example_suite(tmp_path):
     """suites/folder.yaml as its header says to run it: export two PNG folders, then run (shortened)."""
     for classes, name in (("0,1,2,3,4", "digits-0to4"), ("5,6,7,8,9", "digits-5to9")):

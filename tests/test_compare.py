@@ -205,6 +205,7 @@ def bench_compare(tmp_path, new, fail):
     )
 
 
+@pytest.mark.slow
 def test_the_ci_recipe_catches_injected_regressions(tmp_path):
     run_suite(tmp_path, "baseline")
     run_suite(tmp_path, "clean")

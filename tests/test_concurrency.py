@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 
+import pytest
 import yaml
 from conftest import REPO, tiny_suite
 
@@ -39,6 +40,7 @@ def records_per_cell(out):
     )
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_build_each_artifact_once_and_record_each_cell_once(tmp_path):
     raw = tiny_suite(seeds=[0, 1])
     raw["source"]["epochs"] = 8
@@ -54,6 +56,7 @@ def test_two_runs_at_once_build_each_artifact_once_and_record_each_cell_once(tmp
     assert len(counts) == 2 * (3 + 3) and set(counts.values()) == {1}
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_building_leaves_a_claim_the_next_run_takes_over(tmp_path):
     raw = tiny_suite(strategies={"linear_probe": {"epochs": 2}, "scratch": {"epochs": 1}})
     raw["source"]["epochs"] = 80  # seconds of training, so the kill lands mid-build
@@ -93,6 +96,7 @@ def test_a_run_killed_while_building_leaves_a_claim_the_next_run_takes_over(tmp_
     assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_runs_killed_at_random_moments_lose_and_double_nothing(tmp_path):
     """SIGKILL at seeded random moments, several times over: after each kill every model in the cache is whole
     (its recorded hash matches, or it is absent) and no cell has two records; a last run finishes the suite
@@ -143,6 +147,7 @@ def estimates_per_record(out):
     return Counter((r["cell_id"], r["estimator"]) for r in map(json.loads, lines))
 
 
+@pytest.mark.slow
 def test_two_rank_runs_at_once_estimate_each_source_once_and_record_each_estimate_once(tmp_path):
     raw = tiny_suite(source=ZOO_SOURCES, seeds=[0, 1], estimators=["logme", "leep", "knn"])
     suite = tmp_path / "zoo.yaml"
@@ -156,6 +161,7 @@ def test_two_rank_runs_at_once_estimate_each_source_once_and_record_each_estimat
     assert len(counts) == 4 * 3 and set(counts.values()) == {1}  # (source, seed) x estimator, once each
 
 
+@pytest.mark.slow
 def test_rank_runs_killed_at_random_moments_lose_and_double_no_estimate(tmp_path):
     import random
 

@@ -204,6 +204,7 @@ def nearest_template_top1(images: torch.Tensor, labels: torch.Tensor, templates:
 FLOOR = 25.0  # top-1 (%) within 15 points of chance (10%) on the fixture
 
 
+@pytest.mark.slow
 def test_accuracy_of_a_fixed_model_falls_with_severity():
     """On CIFAR-10-C's constants, severities 1, 3 and 5 in turn cost a fixed model accuracy (within a point and a
     half of sampling noise, until it is near chance), and severity 5 costs it some. Elastic is the exception, as

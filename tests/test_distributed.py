@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -39,6 +40,7 @@ def records(folder):
     }
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_a_cell_like_one_process(tmp_path):
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(SUITE))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -112,6 +114,7 @@ def _ranks_weights(tmp_path, env) -> list[str]:
     return [(out / f"rank{k}.txt").read_text() for k in range(2)]
 
 
+@pytest.mark.slow
 def test_the_ranks_hold_the_same_weights_after_training_together(tmp_path):
     """Gradients are averaged over the ranks: after every step both hold the same parameters, bit for bit. With the
     averaging switched off (the model left unwrapped), each rank fits its own half of the

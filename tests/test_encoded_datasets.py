@@ -344,6 +344,7 @@ def test_evaluation_reads_every_image_once_in_order_and_training_is_seeded(shard
     assert torch.equal(first[0][0], epoch(0)[0][0]) and not torch.equal(first[0][0], epoch(1)[0][0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("classes", ["all", "0,2"], ids=["whole-shards", "selected"])
 def test_two_torchrun_ranks_read_disjoint_parts_and_together_every_test_image_once(shards, tmp_path, backend, classes):
@@ -384,6 +385,7 @@ def test_two_torchrun_ranks_read_disjoint_parts_and_together_every_test_image_on
     assert len(set(train[0]) & set(train[1])) == 0  # an epoch's images split between the ranks
 
 
+@pytest.mark.slow
 def test_export_to_webdataset_from_the_command_line_and_a_suite_trains_on_the_shards(tmp_path):
     result = bench(
         "export",

@@ -152,6 +152,7 @@ def records_files(draw):
     return b"\n".join(lines) + draw(st.sampled_from([b"", b"\n"]))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(records_files(), records_files())
 def test_generated_records_through_report_and_compare(tmp_path_factory, capsys, base, new):

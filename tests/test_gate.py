@@ -174,6 +174,7 @@ def test_bitwise_differences_name_the_cell_and_metric():
 # --- the command, side by side ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gate_fails_a_commit_that_lowers_top1_naming_the_metric(gate_repo):
     commit_change(gate_repo, LOWER_TOP1, "lower top-1")
     # --out relative to the working folder, as CI passes it: both revisions must still write there
@@ -188,6 +189,7 @@ def test_gate_fails_a_commit_that_lowers_top1_naming_the_metric(gate_repo):
     assert "❌ regression" in summary and "differ" in summary
 
 
+@pytest.mark.slow
 def test_gate_fails_a_commit_that_slows_the_train_step(gate_repo):
     commit_change(gate_repo, SLOW_STEP, "slow train step")
     code, gate, stderr = bench_ci(
@@ -211,6 +213,7 @@ def test_gate_fails_a_commit_that_slows_the_train_step(gate_repo):
     assert "FAIL speed: train_step" in stderr
 
 
+@pytest.mark.slow
 def test_gate_passes_a_harmless_commit_on_a_machine_unlike_the_committed_baseline(gate_repo):
     # a committed baseline from another machine sits in the repository; the side-by-side gate never reads it
     commit_change(gate_repo, HARMLESS, "comment")

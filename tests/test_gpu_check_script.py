@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 
+import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu_smoke(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(REPO)}
     result = subprocess.run(
@@ -34,6 +36,7 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert executors["cells"] == 1 and executors["local_wall_s"] > 0 and executors["ray_wall_s"] > 0
 
 
+@pytest.mark.slow
 def test_datapath_refuses_a_dataset_smaller_than_one_batch(tmp_path):
     result = subprocess.run(
         [

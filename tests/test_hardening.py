@@ -275,6 +275,7 @@ def test_a_full_disk_while_recording_estimates_is_one_line_and_a_rerun_records_t
 # --- time limits -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_cell_past_its_time_limit_ends_as_timeout_the_suite_goes_on_and_a_rerun_retries_it(tmp_path, monkeypatch):
     import transfer_core.strategies.base as base
 

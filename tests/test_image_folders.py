@@ -142,6 +142,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])  # a valid header and a cut-off body
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_truncated_image_is_named_when_decoding_fails(cifar_folder, backend):
     root, arrays = cifar_folder
@@ -165,6 +166,7 @@ def test_backend_resolution(monkeypatch):
         resolve_data_backend("dali")
 
 
+@pytest.mark.slow
 def test_the_fallback_runs_a_folder_suite_with_dali_uninstalled(cifar_folder, tmp_path):
     """A process where ``import nvidia.dali`` fails, as when it is not installed: auto picks torch."""
     root, _ = cifar_folder
@@ -214,6 +216,7 @@ def planned_keys(raw: dict, root: Path, cache: Path) -> set[str]:
     return set(runner.plan(expand_cells(suite)).artifacts)
 
 
+@pytest.mark.slow
 def test_an_image_edited_in_place_changes_the_keys_and_a_moved_folder_does_not(cifar_folder, monkeypatch):
     import os
     import shutil

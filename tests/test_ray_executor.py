@@ -56,6 +56,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_quick_suite_on_ray_gives_the_local_executors_cells_and_numbers(tmp_path, local_ray):
     suite = load_suite(str(REPO / "suites" / "quick.yaml"))
     # one thread per artifact in both: float sums in the same order, so CPU results can be bitwise equal
@@ -67,6 +68,7 @@ def test_quick_suite_on_ray_gives_the_local_executors_cells_and_numbers(tmp_path
     assert {r["config_hash"] for r in on_ray} == {r["config_hash"] for r in local}
 
 
+@pytest.mark.slow
 def test_a_pretrained_source_is_loaded_on_the_driver_so_no_node_needs_its_file(tmp_path, local_ray):
     import torch
 
@@ -82,6 +84,7 @@ def test_a_pretrained_source_is_loaded_on_the_driver_so_no_node_needs_its_file(t
     assert any(m.startswith("  source checkpoint:lab (pretrained): loaded ") for m in messages)  # the driver's log
 
 
+@pytest.mark.slow
 def test_a_two_node_cluster_runs_a_suite(tmp_path):
     from ray.cluster_utils import Cluster
 
@@ -98,6 +101,7 @@ def test_a_two_node_cluster_runs_a_suite(tmp_path):
         cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_task_is_retried_and_every_cell_recorded_once(tmp_path):
     raw = tiny_suite(strategies={"linear_probe": {"epochs": 2}, "scratch": {"epochs": 1}})
     raw["source"]["epochs"] = 60  # seconds of training, so the kill lands mid-task
@@ -132,6 +136,7 @@ def test_a_worker_killed_mid_task_is_retried_and_every_cell_recorded_once(tmp_pa
     assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_with_no_retries_left_fails_its_cells_in_one_line_and_the_suite_goes_on(tmp_path):
     """The real Ray path for exhausted retries: ``--max-retries 0`` and the source task's worker killed once; the
     cells built from that source fail with the reason, scratch (which needs no source) still runs."""
@@ -192,6 +197,7 @@ def test_a_cache_that_is_not_shared_storage_is_named_with_each_nodes_problem(tmp
     assert shared_folder_problems(tmp_path, {"10.0.0.5": answers["10.0.0.5"]}, "1", data_root=tmp_path / "none") == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stuck", [False, True])
 def test_a_task_past_its_time_limit_ends_as_timeout_and_the_suite_goes_on(tmp_path, stuck):
     """Its worker's own alarm ends it; a worker that cannot run its alarm (here: stopped, as if stuck in

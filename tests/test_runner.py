@@ -52,6 +52,7 @@ def test_records_hold_identity_metrics_compute_and_provenance(tmp_path):
     assert alphas == [0, 0.5, 1]
 
 
+@pytest.mark.slow
 def test_compiling_is_in_no_row_and_the_report_charges_each_graph_once(tmp_path):
     import dataclasses
 

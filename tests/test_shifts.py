@@ -120,6 +120,7 @@ def test_shifts_change_no_key_but_their_own(data_root, tmp_path):
         assert len(e.grid) == (3 if cell.strategy.name == "scratch" else 0)
 
 
+@pytest.mark.slow
 def test_a_shifted_dataset_with_other_class_names_is_refused_before_training(data_root, tmp_path):
     raw = shifted_suite(data_root, [{"dataset": "cifar10", "classes": [0, 5], "name": "planes-and-dogs"}])
     path = tmp_path / "bad.yaml"
@@ -131,6 +132,7 @@ def test_a_shifted_dataset_with_other_class_names_is_refused_before_training(dat
     assert "Traceback" not in result.stderr and not (tmp_path / "out" / "records.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_run_scores_every_model_on_every_shift_and_the_report_shows_it(data_root, tmp_path):
     """End to end: two corruptions and a dataset shift that is the target's own test split with its classes in
     the opposite order (so its labels must be mapped back by name: its top-1 must equal the in-distribution
@@ -278,6 +280,7 @@ def test_effective_robustness_is_the_gap_above_the_baselines_logit_fit():
     assert lp_ft.delta_mca.mean == pytest.approx(sum(expected) / 3)
 
 
+@pytest.mark.slow
 def test_corruptions_on_images_too_small_are_refused_before_training(tmp_path):
     from conftest import tiny_suite
 
@@ -291,6 +294,7 @@ def test_corruptions_on_images_too_small_are_refused_before_training(tmp_path):
     assert not (tmp_path / "out" / "records.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_shift_evaluations_on_ray_give_the_local_executors_records(data_root, tmp_path):
     """Corrupted splits and shift evaluations built in Ray workers: the same records, number for number, as in
     one process (one thread per artifact in both, so float sums run in the same order)."""

@@ -152,6 +152,7 @@ def test_a_strategy_that_chooses_on_validation_accepts_a_dataset_with_an_officia
         )
 
 
+@pytest.mark.slow
 def test_a_suite_trains_on_flowers102_from_the_command_line_with_the_official_splits(tmp_path):
     expected = mini.flowers102(tmp_path / "data", per_split=6)
     write_cifar10(tmp_path / "data", n_train_batches=1, per_batch=100, n_test=10)
@@ -176,6 +177,7 @@ def test_a_suite_trains_on_flowers102_from_the_command_line_with_the_official_sp
     "suite_name, cells, sources",
     [("transfer12", 2 * 10 * 2 * 3, 2), ("vtab1k", 2 * 9 * 2 * 3, 2), ("zoo-pretrained", 8 * 3 * 2 * 3, 8)],
 )
+@pytest.mark.slow
 def test_the_published_gpu_suites_plan_against_miniatures_of_every_dataset(tmp_path, suite_name, cells, sources):
     """The suites as written, their data read from miniatures of each set's real files: the dry run reads every
     dataset, fingerprints it and plans every cell. The ImageNet weights cannot be downloaded here: the dry run
@@ -195,6 +197,7 @@ def test_the_published_gpu_suites_plan_against_miniatures_of_every_dataset(tmp_p
     assert not (tmp_path / "out" / "records.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_run_that_is_not_dry_needs_the_weights(tmp_path):
     write_cifar10(tmp_path, n_train_batches=1, per_batch=40, n_test=10)
     mini.cifar100(tmp_path)

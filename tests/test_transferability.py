@@ -37,6 +37,7 @@ def estimates(out) -> list[dict]:
     return [json.loads(line) for line in (out / ESTIMATE_RECORDS).read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_bench_rank_scores_every_source_for_every_target_and_fine_tunes_nothing(tmp_path):
     suite = tmp_path / "zoo.yaml"
     suite.write_text(yaml.safe_dump(zoo_suite(seeds=[0, 1])))
@@ -66,6 +67,7 @@ def test_bench_rank_scores_every_source_for_every_target_and_fine_tunes_nothing(
     assert len(keys) == 8  # 4 estimates, each keyed anew
 
 
+@pytest.mark.slow
 def test_the_report_checks_each_estimators_ranking_against_the_measured_one_in_every_format(tmp_path):
     suite = tmp_path / "zoo.yaml"
     suite.write_text(yaml.safe_dump(zoo_suite()))
@@ -152,6 +154,7 @@ def test_the_bootstrap_computes_each_distinct_resample_once_and_gives_what_every
     np.testing.assert_allclose(np.array(fast), np.array(slow), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_source_whose_file_has_no_classifier_is_scored_by_the_feature_estimators_only_once_for_all_seeds(tmp_path):
     from transfer_core.backbones import create_backbone
 
@@ -200,6 +203,7 @@ def test_estimator_mistakes_in_a_suite_are_one_line_errors(estimators, message):
     assert str(info.value).startswith(message)
 
 
+@pytest.mark.slow
 def test_estimates_on_ray_give_the_local_executors_records(tmp_path):
     ray = pytest.importorskip("ray")  # CI installs it and fails without it (.ci/run)
     from bench.executors import ExecutorOptions, create_executor
