@@ -15,17 +15,17 @@ The artifacts, each built once and then reused by everything that depends on it:
 - an **estimate** per source model and target (``estimators:``): the suite's transferability estimators on one
   forward pass of the target's training images through the source model, recorded, nothing fine-tuned.
 
-An artifact's key hashes its own resolved settings, its dependencies' keys and ``CODE_SALT`` (in
-``transfer_core/__init__.py``), so a change anywhere upstream changes the key of exactly the artifacts
-that depend on it. A setting enters a key only where it bears on that artifact's numbers: the data's
-content (its fingerprint), selection, augmentation and resolution; the recipe; the precision, compile
-mode, memory layout and device type; the data backend only for image folders; the evaluation batch size
-only for evaluations (it sets the BatchNorm re-estimation batches); the major.minor release of each library
-whose code computes its numbers (``library_versions``: torch always, timm or torchvision for their models,
-DALI where it decodes). Names, descriptions and paths enter none. Nor does the execution environment,
-which each record's provenance holds instead: the machine, the number of threads (it reorders float sums)
-and of data workers (results do not depend on them). The number of torchrun ranks is in the keys of what
-trains under it, whose BatchNorm statistics each rank takes over its own part of a batch
+An artifact's key hashes its own resolved settings, among them the versions of exactly the code it runs
+(``code``: ``transfer_core/versions.py``), and its dependencies' keys, so a change anywhere upstream changes
+the key of exactly the artifacts that depend on it. A setting enters a key only where it bears on that
+artifact's numbers: the data's content (its fingerprint), selection, augmentation and resolution; the recipe;
+the precision, compile mode, memory layout and device type; the data backend only for image folders; the
+evaluation batch size only for evaluations (it sets the BatchNorm re-estimation batches); the major.minor
+release of each library whose code computes its numbers (``library_versions``: torch always, timm or
+torchvision for their models, DALI where it decodes). Names, descriptions and paths enter none. Nor does the
+execution environment, which each record's provenance holds instead: the machine, the number of threads (it
+reorders float sums) and of data workers (results do not depend on them). The number of torchrun ranks is in
+the keys of what trains under it, whose BatchNorm statistics each rank takes over its own part of a batch
 (``transfer_core/distributed.py``).
 """
 
@@ -40,16 +40,15 @@ from typing import Callable, ClassVar, Iterable, Optional
 
 import torch
 
-from transfer_core import CODE_SALT
 from transfer_core.backbones import backbone_library
 from transfer_core.cache import content_key
 from transfer_core.datasets import PreparedData, create_dataset_reader, fingerprints
 from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
 from transfer_core.shifts import corrupted_side
-from transfer_core.shifts.corruptions import VERSION as CORRUPTIONS_VERSION
 from transfer_core.shifts.corruptions import constants_for
 from transfer_core.strategies import STRATEGIES
+from transfer_core.versions import code_versions
 
 from .estimates import ESTIMATE_RECORDS, Estimate, estimates_of
 from .records import point_label
@@ -224,9 +223,7 @@ class Plan:
         return ordered
 
     def _add(self, cls, settings: dict, deps: tuple[str, ...], **fields) -> Artifact:
-        key = content_key(
-            {"settings": settings, "deps": deps, "code_salt": CODE_SALT, "libraries": library_versions(settings)}
-        )
+        key = content_key({"settings": settings, "deps": deps, "libraries": library_versions(settings)})
         if key not in self.artifacts:
             self.artifacts[key] = cls(key=key, deps=deps, settings=settings, **fields)
         return self.artifacts[key]
@@ -328,6 +325,16 @@ def build_plan(
     def runtime_settings(spec: DatasetSpec, evaluates: bool) -> dict:
         return once(("runtime", id(spec), evaluates), lambda: key_runtime(runtime, [spec], evaluates))
 
+    def code(parts: list[str], datasets: list[DatasetSpec], backbone: Optional[str], **components) -> dict:
+        """The versions of the code an artifact runs, reading ``datasets`` through the data path."""
+        return code_versions(
+            parts,
+            datasets=[d.dataset for d in datasets],
+            data_backend=runtime.data_backend,
+            backbone=backbone,
+            **components,
+        )
+
     plan = Plan()
     on_gpu = runtime.device.type == "cuda"
 
@@ -348,7 +355,12 @@ def build_plan(
             digest = (weights_sha256 or (lambda spec: sha256(weights_file(spec))))(source.pretrained)
             weights = {**source.pretrained.describe(), "sha256": digest}
             # "head": the file's classifier is kept with the body (estimators read the source's predictions)
-            settings = {"pretrained": weights, "channels": prepared(cell.target).channels, "head": "kept"}
+            settings = {
+                "pretrained": weights,
+                "channels": prepared(cell.target).channels,
+                "head": "kept",
+                "code": code_versions(["pretrained"], backbone=cell.backbone),
+            }
             # loading is light, but a GPU runtime needs a GPU where it runs (Ray hides GPUs from a task without one)
             return plan._add(
                 SourceArtifact,
@@ -366,6 +378,7 @@ def build_plan(
             "backbone": cell.backbone,
             "seed": cell.seed,
             "runtime": runtime_settings(source.data, False),
+            "code": code(["training"], [source.data], cell.backbone),
         }
         return plan._add(
             SourceArtifact,
@@ -396,6 +409,8 @@ def build_plan(
             "backbone": cell.backbone,
             "seed": cell.seed,
             "runtime": runtime_settings(cell.target, False),
+            # a fit trains, and scores on validation where it chooses there (the probe's L2 strength)
+            "code": code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[spec.name]),
         }
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
         origin = f"{cell.source.label}->" if suite.uses_source(spec.name) else ""
@@ -437,6 +452,7 @@ def build_plan(
             "grid": [point for point, _ in points],
             "target": data(cell.target, test_split=False),
             "runtime": runtime_settings(cell.target, True),
+            "code": code(["training", "evaluation"], [cell.target], cell.backbone),
         }
         origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
         return plan._add(
@@ -468,6 +484,7 @@ def build_plan(
             "backbone": cell.backbone,
             "seed": cell.seed,
             "runtime": runtime_settings(cell.target, False),
+            "code": code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[strategy]),
         }
         deps = (chosen.key,) + ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
         origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
@@ -511,8 +528,9 @@ def build_plan(
             "severity": shift.severity,
             "seed": shift.seed,
             "constants": constants_for(split["side"], shift.constants),  # auto resolved: the table is the content
-            "version": CORRUPTIONS_VERSION,
             "test_split": split,
+            # the split's pixels as its reader gives them, without a loader
+            "code": code_versions(["corruptions"], datasets=[cell.target.dataset]),
         }
         return plan._add(
             CorruptionArtifact,
@@ -532,6 +550,8 @@ def build_plan(
             if not create_dataset_reader(shift.data.dataset).array_backed:  # DALI and torchvision decode differently
                 described["data_backend"] = runtime.data_backend
         shift_settings = {**settings, "shift": described, "grid_scored": [point for point, _ in grid]}
+        if corrupted is None:  # the shift's dataset is read too
+            shift_settings["code"] = {**settings["code"], **code([], [shift.data], None)}
         shift_deps = tuple(d for d in deps if d not in {key for _, key in evaluation.grid} - {k for _, k in grid})
         shift_deps += (corrupted.key,) if corrupted is not None else ()
         return plan._add(
@@ -563,6 +583,7 @@ def build_plan(
             "backbone": cell.backbone,
             "seed": cell.seed,
             "runtime": runtime_settings(cell.target, True),
+            "code": code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[cell.strategy.name]),
         }
         deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values()) + tuple(key for _, key in grid)
         config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in plan.closure(deps)}
@@ -594,6 +615,10 @@ def build_plan(
             "target": data(estimate.target, test_split=False),
             "backbone": estimate.backbone,
             "runtime": runtime_settings(estimate.target, True),
+            # one forward pass (the training loop's ``predict``), then every estimator
+            "code": code(
+                ["training"], [estimate.target], estimate.backbone, estimators=[e.name for e in suite.estimators]
+            ),
         }  # no seed: nothing in an estimate is random, so seeds that share the source model and data share it
         artifact = plan._add(
             EstimatorArtifact,

@@ -171,30 +171,36 @@ def test_a_worker_killed_with_no_retries_left_fails_its_cells_in_one_line_and_th
 
 
 def test_a_cache_that_is_not_shared_storage_is_named_with_each_nodes_problem(tmp_path):
+    HERE = {"strategy/lp_ft": 1, "training": 1}
     reply = tmp_path / "reply"
     reply.write_text("token")
     answers = {
-        "10.0.0.1": {"read": True, "wrote": str(reply), "code_salt": "1", "data_root": True},
+        "10.0.0.1": {"read": True, "wrote": str(reply), "code_versions": HERE, "data_root": True},
         "10.0.0.2": {
             "read": None,
             "wrote": None,
-            "code_salt": "1",
+            "code_versions": HERE,
             "error": "FileNotFoundError: no such file",
             "data_root": True,
         },
-        "10.0.0.3": {"read": True, "wrote": str(tmp_path / "elsewhere"), "code_salt": "1", "data_root": True},
-        "10.0.0.4": {"read": True, "wrote": str(reply), "code_salt": "0", "data_root": True},
-        "10.0.0.5": {"read": True, "wrote": str(reply), "code_salt": "1", "data_root": False},
+        "10.0.0.3": {"read": True, "wrote": str(tmp_path / "elsewhere"), "code_versions": HERE, "data_root": True},
+        "10.0.0.4": {
+            "read": True,
+            "wrote": str(reply),
+            "code_versions": {**HERE, "strategy/lp_ft": 2},
+            "data_root": True,
+        },
+        "10.0.0.5": {"read": True, "wrote": str(reply), "code_versions": HERE, "data_root": False},
     }
-    problems = shared_folder_problems(tmp_path, answers, "1", data_root=tmp_path)
+    problems = shared_folder_problems(tmp_path, answers, HERE, data_root=tmp_path)
     assert problems == [
         "node 10.0.0.2 cannot read the cache (FileNotFoundError: no such file)",
         "node 10.0.0.3 writes to the cache where this machine does not see it",
-        "node 10.0.0.4 runs other code (code salt 0, here 1); install the same version on every node",
+        "node 10.0.0.4 runs other code (other versions of strategy/lp_ft); install the same version on every node",
         f"node 10.0.0.5 does not see the data root {tmp_path}",
     ]
     # a data root this machine does not have either (digits need none) is nobody's problem
-    assert shared_folder_problems(tmp_path, {"10.0.0.5": answers["10.0.0.5"]}, "1", data_root=tmp_path / "none") == []
+    assert shared_folder_problems(tmp_path, {"10.0.0.5": answers["10.0.0.5"]}, HERE, data_root=tmp_path / "none") == []
 
 
 @pytest.mark.slow

@@ -125,6 +125,7 @@ def test_changing_a_setting_reruns_only_the_cells_it_affects(tmp_path):
 
 class AlwaysFails(Strategy):
     name = "always_fails_for_tests"
+    version = 1
 
     def fit(self, task, source, ingredients):
         raise RuntimeError("boom")

@@ -253,6 +253,30 @@ def test_freeze_stages_keeps_the_stem_and_its_batchnorm(source_model, target):
         FullFinetune(FullFinetune.Options(freeze_stages=9), RECIPE).fit(task, copy.deepcopy(source_model), {})
 
 
+def test_which_parameters_train_and_which_statistics_update_are_separate_choices(source_model, target):
+    """A bias-only fine-tune (BitFit-like) through ``finetune``: the weights it does not train stay, and the
+    BatchNorm statistics update or not as the strategy says, whatever trains."""
+    from transfer_core.strategies.base import FinetuneOptions, finetune
+
+    task = TargetTask(target, "resnet8", 0, RUNTIME, NO_AUGMENT)
+    biases = lambda name: name.endswith(".bias") or name.startswith("head.")  # noqa: E731
+    for frozen_statistics in ((), None):
+        model = copy.deepcopy(source_model)
+        finetune(model, task, RECIPE, FinetuneOptions(), "bitfit", trains=biases, frozen_statistics=frozen_statistics)
+        assert torch.equal(model.body.stem[0].weight, source_model.body.stem[0].weight)
+        assert not torch.equal(model.body.stem[1].bias, source_model.body.stem[1].bias)
+        moved = not torch.equal(model.body.stem[1].running_mean, source_model.body.stem[1].running_mean)
+        assert moved  # nothing frozen whole (no freeze_stages): every BatchNorm layer follows the target
+    stem_norm = "body.stem.1"
+    model = copy.deepcopy(source_model)
+    finetune(model, task, RECIPE, FinetuneOptions(), "bitfit", trains=biases, frozen_statistics={stem_norm})
+    assert torch.equal(model.body.stem[1].running_mean, source_model.body.stem[1].running_mean)
+    assert not torch.equal(model.body.stem[1].bias, source_model.body.stem[1].bias)  # its shift still trains
+    assert not torch.equal(model.body.stages[1].bn1.running_mean, source_model.body.stages[1].bn1.running_mean)
+    with pytest.raises(ValueError, match="'body.stem.0', which is not a BatchNorm layer"):
+        finetune(copy.deepcopy(source_model), task, RECIPE, FinetuneOptions(), "x", frozen_statistics={"body.stem.0"})
+
+
 def test_backbone_lr_scale_slows_the_body_only(source_model, target):
     from transfer_core.strategies.full_finetune import FullFinetune
 

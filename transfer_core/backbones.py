@@ -31,9 +31,13 @@ class Classifier(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes).to(self.head.weight.device)
 
 
-# A body builder takes the input channel count and returns (body, feature width).
+# A body builder takes the input channel count and returns (body, feature width), and carries ``version``: the
+# version of the definition it builds, in the key of everything made with it (``transfer_core/versions.py``).
 BodyBuilder = Callable[[int], tuple[nn.Module, int]]
-BACKBONES: Registry[BodyBuilder] = Registry("backbone")
+BACKBONES: Registry[BodyBuilder] = Registry("backbone", versioned=True)
+# The version of how a timm or torchvision model becomes a body and head here (its classifier removed, its
+# pooling kept): the library's own release is in the key besides (``bench/plan.py``'s ``library_versions``).
+EXTERNAL_BODY_VERSION = 1
 
 
 class BasicBlock(nn.Module):
@@ -56,6 +60,8 @@ class BasicBlock(nn.Module):
 
 class CifarResNetBody(nn.Module):
     """ResNet for small images: a 3x3 stride-1 stem and no max-pool, so 32x32 inputs keep their detail."""
+
+    version = 1  # raise it in any change to the definition or its initialisation (every registered ResNet)
 
     def __init__(self, blocks_per_stage: list[int], widths: list[int], in_chans: int):
         super().__init__()
@@ -91,6 +97,7 @@ def _cifar_resnet(blocks: list[int], widths: list[int]) -> BodyBuilder:
     def build(in_chans: int) -> tuple[nn.Module, int]:
         return CifarResNetBody(blocks, widths, in_chans), widths[-1]
 
+    build.version = CifarResNetBody.version
     return build
 
 
@@ -185,6 +192,11 @@ def _external_library(name: str) -> tuple[str, str]:
 def backbone_library(name: str) -> Optional[str]:
     """The library whose code defines the backbone: None for the ones registered here, "timm" or "torchvision"."""
     return None if name in BACKBONES else _external_library(name)[0]
+
+
+def backbone_version(name: str) -> int:
+    """The version of the code that defines backbone ``name`` here."""
+    return BACKBONES.get(name).version if name in BACKBONES else EXTERNAL_BODY_VERSION
 
 
 def check_backbone(name: str) -> None:

@@ -29,6 +29,10 @@ from torch import nn
 
 from .files import file_sha256
 
+# The version of how a weights file becomes a source model (key mapping, the kept head): in the key of every
+# pretrained source. Raise it in any change that loads a file differently.
+VERSION = 1
+
 LIBRARIES = ("timm", "torchvision")
 
 

@@ -15,14 +15,23 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, versioned: bool = False):
+        """``versioned``: its entries compute numbers, so each must carry an int ``version``, which enters the
+        key of everything made with it (``transfer_core/versions.py``)."""
         self.kind = kind
+        self.versioned = versioned
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(entry: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            version = getattr(entry, "version", None)
+            if self.versioned and (not isinstance(version, int) or isinstance(version, bool)):
+                raise TypeError(
+                    f"{self.kind} {name!r} declares no version: give it `version = 1`, and raise it in any "
+                    "change that moves its numbers"
+                )
             self._entries[name] = entry
             return entry
 

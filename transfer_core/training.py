@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Callable, Collection, Iterable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,11 @@ from .compiling import CompileCosts, CompileDecision, compile_entry, graph_signa
 from .data import Loader
 from .distributed import WHOLE, gather_cat, mean_over_ranks
 from .runtime import Runtime
+
+# The version of this module's numbers (training, prediction, BatchNorm re-estimation, the optimiser and its
+# schedule): in the key of everything that trains or predicts (``transfer_core/versions.py``). Raise it in any
+# change that moves a number here.
+VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -120,16 +125,26 @@ def _optimizer(model: torch.nn.Module, recipe: TrainRecipe, body_lr_scale: float
     )
 
 
-def _freeze_frozen_batchnorm(model: torch.nn.Module) -> None:
-    """A BatchNorm whose scale and shift are frozen belongs to a frozen part of the model: it keeps its
-    running statistics too (evaluation mode), as a partially fine-tuned network's frozen stages do."""
-    for module in model.modules():
-        if (
-            isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
-            and module.affine
-            and not module.weight.requires_grad
-        ):
-            module.eval()
+def batchnorm_layers(model: torch.nn.Module, parameters: Iterable[str]) -> set[str]:
+    """The names of the BatchNorm layers of ``model`` whose scale or shift is among ``parameters`` (names as
+    ``model.named_parameters`` gives them): e.g. the BatchNorm layers of a frozen stage."""
+    parameters = set(parameters)
+    return {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+        and any(f"{name}.{own}" in parameters for own, _ in module.named_parameters(recurse=False))
+    }
+
+
+def _keep_statistics(model: torch.nn.Module, layers: Collection[str]) -> None:
+    """Puts the BatchNorm ``layers`` in evaluation mode: they normalise with their running statistics and do not
+    update them, while the rest of the model trains."""
+    modules = dict(model.named_modules())
+    for name in layers:
+        if not isinstance(modules.get(name), torch.nn.modules.batchnorm._BatchNorm):
+            raise ValueError(f"frozen_statistics names {name!r}, which is not a BatchNorm layer of the model")
+        modules[name].eval()
 
 
 def count_flops_per_image(model: torch.nn.Module, inputs: torch.Tensor, backward: bool, runtime: Runtime) -> float:
@@ -174,9 +189,14 @@ def train(
     desc: str = "train",
     body_lr_scale: float = 1.0,
     penalty: Optional[Callable[[], torch.Tensor]] = None,
+    frozen_statistics: Collection[str] = (),
 ) -> TrainStats:
     """Trains the parameters of ``model`` that require grad. ``loader`` yields device batches; when it is
     this rank's shard of the training data (under torchrun), the ranks train one model together.
+    What a fit trains is two separate choices its caller makes: which parameters require grad, and which
+    BatchNorm layers keep their running statistics (``frozen_statistics``, by module name: they run in
+    evaluation mode; every other BatchNorm layer updates its statistics, whether its scale and shift train
+    or not).
     ``body_lr_scale`` multiplies the learning rate of parameters under ``body.``; ``penalty()``, when given,
     is added to every step's loss (a regulariser on the weights, computed outside any compiled graph)."""
     shard = getattr(loader, "shard", WHOLE)
@@ -201,7 +221,7 @@ def train(
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp == "fp16")
     stats = TrainStats()
     model.train()
-    _freeze_frozen_batchnorm(model)
+    _keep_statistics(model, frozen_statistics)
     progress = tqdm(
         total=total_steps, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None
     )  # None: off when not a terminal

@@ -46,11 +46,11 @@ def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome
 
 def probe_shared_folder(folder: str, token: str, data_root: str) -> dict:
     """Run on each node: can it read the driver's token in ``folder``, and write one back? Does it see the data?"""
-    from transfer_core import CODE_SALT
+    from transfer_core.versions import every_version
 
     answer = {
         "host": socket.gethostname(),
-        "code_salt": CODE_SALT,
+        "code_versions": every_version(),
         "read": None,
         "wrote": None,
         "data_root": Path(data_root).is_dir(),
@@ -65,7 +65,7 @@ def probe_shared_folder(folder: str, token: str, data_root: str) -> dict:
     return answer
 
 
-def shared_folder_problems(folder: Path, answers: dict[str, dict], code_salt: str, data_root: Path) -> list[str]:
+def shared_folder_problems(folder: Path, answers: dict[str, dict], code_versions: dict, data_root: Path) -> list[str]:
     """What the nodes' answers to ``probe_shared_folder`` say is wrong, one phrase per node."""
     problems = []
     for node, answer in answers.items():
@@ -75,9 +75,11 @@ def shared_folder_problems(folder: Path, answers: dict[str, dict], code_salt: st
             problems.append(f"node {node} cannot read the cache ({answer.get('error') or 'it sees other files there'})")
         elif not answer["wrote"] or not Path(answer["wrote"]).is_file():
             problems.append(f"node {node} writes to the cache where this machine does not see it")
-        elif answer["code_salt"] != code_salt:
+        elif answer["code_versions"] != code_versions:
+            differing = sorted(set(answer["code_versions"].items()) ^ set(code_versions.items()))
+            components = sorted({component for component, _ in differing})
             problems.append(
-                f"node {node} runs other code (code salt {answer['code_salt']}, here {code_salt}); "
+                f"node {node} runs other code (other versions of {', '.join(components)}); "
                 "install the same version on every node"
             )
     return problems
@@ -145,7 +147,7 @@ class RayExecutor(Executor):
         runs this code, and sees the data root if this machine has one."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from transfer_core import CODE_SALT
+        from transfer_core.versions import every_version
 
         ray, cache_dir = self._ray, env.cache_dir
         token = uuid.uuid4().hex
@@ -166,7 +168,7 @@ class RayExecutor(Executor):
             }
             ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=300)
             answers = {nodes[refs[ref]]: ray.get(ref) for ref in ready}
-            problems = shared_folder_problems(cache_dir, answers, CODE_SALT, env.data_root)
+            problems = shared_folder_problems(cache_dir, answers, every_version(), env.data_root)
             problems += [f"node {nodes[refs[ref]]} did not answer within 300 s" for ref in late]
         except ray.exceptions.RayError as e:  # a node that cannot even run the probe (another version, say)
             problems = [

@@ -3,7 +3,7 @@
 ``bench ci --base REF`` checks REF out into a temporary git worktree and, for both revisions on this
 machine, in this job:
   1. runs the CI suite (head's suite file for both) from an empty model cache of its own, so neither
-     revision can reuse the other's models even when a change forgets to bump ``CODE_SALT``;
+     revision can reuse the other's models even when a change moves numbers without raising a version;
   2. times the gated benchmarks (``worker.py``) in interleaved rounds, base and head in turn (the order
      swapped every round), so that whatever slows the machine meanwhile slows both;
 and judges head against base (``verdicts.py``: the tests used are stated in the summary). The head is

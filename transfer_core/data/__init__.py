@@ -18,6 +18,7 @@ import torch
 
 from ..datasets import PreparedData, Split
 from ..distributed import WHOLE, Shard
+from . import arrays, augment, dali, folders, format
 from .arrays import DeviceArrayLoader, DeviceBatches, EpochBatches
 from .augment import Augmentation
 from .dali import DaliFolderLoader, dali_available
@@ -52,6 +53,7 @@ __all__ = [
     "LOADERS",
     "Loader",
     "create_loader",
+    "data_path_versions",
     "register_loader",
     "dali_available",
     "resolve_data_backend",
@@ -137,3 +139,15 @@ def create_loader(
             + (f" (there are: {', '.join(backends)})" if backends else "")
         )
     return factory(chosen, fmt, batch_size, train, augmentation, seed, data.resolution, workers, shard)
+
+
+def data_path_versions(array_backed: bool, backend: str) -> dict[str, int]:
+    """The versions of the data-path code that reads a dataset (``transfer_core/versions.py``): its loader's
+    module (arrays stay on the device whatever the backend; encoded images go through DALI or torchvision) and
+    the augmentation and batch format every loader shares."""
+    loader = arrays if array_backed else (dali if backend == "dali" else folders)
+    return {
+        f"data/{loader.__name__.rsplit('.', 1)[-1]}": loader.VERSION,
+        "data/augment": augment.VERSION,
+        "data/format": format.VERSION,
+    }

@@ -12,6 +12,10 @@ from ..distributed import WHOLE, Shard
 from .augment import Augmentation, crop_flip_gather, pad_nhwc, random_flips, random_offsets
 from .format import BatchFormat, PixelNormaliser
 
+# The version of on-device array batches: shuffling, per-rank parts, augmentation order: in the key of whatever reads
+# data through this module (``transfer_core/versions.py``). Raise it in any change to the batches it yields.
+VERSION = 1
+
 
 def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)

@@ -17,6 +17,10 @@ import torch.nn.functional as F
 from ..checks import check_range
 from ..distributed import WHOLE, Shard
 
+# The version of crops, flips, cutout and resizing as batched tensor ops: in the key of whatever reads
+# data through this module (``transfer_core/versions.py``). Raise it in any change to the batches it yields.
+VERSION = 1
+
 
 @dataclass(frozen=True)
 class Augmentation:

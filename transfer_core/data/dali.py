@@ -19,6 +19,10 @@ from .augment import Augmentation, augment_normalised
 from .folders import locate_bad_images
 from .format import BatchFormat, finish
 
+# The version of the DALI pipelines: decoding, resizing, crops and flips: in the key of whatever reads
+# data through this module (``transfer_core/versions.py``). Raise it in any change to the batches it yields.
+VERSION = 1
+
 READER_NAME = "reader"
 SHARD_IMAGE_EXTENSIONS = "jpg;jpeg;png;webp"  # a WebDataset sample's image, by its member's extension
 LABEL_TEXT_BYTES = 20  # a WebDataset sample's ``.cls`` member: its label as decimal text, padded to this length

@@ -19,6 +19,10 @@ from .arrays import EpochBatches, seeded_generator
 from .augment import Augmentation, augment_pixels
 from .format import BatchFormat, PixelNormaliser
 
+# The version of torchvision decoding of encoded images and their augmentation: in the key of whatever reads
+# data through this module (``transfer_core/versions.py``). Raise it in any change to the batches it yields.
+VERSION = 1
+
 
 def locate_bad_images(split: EncodedImages) -> BadImageError:
     """After a decoder failed somewhere in ``split`` without saying where: finds the images that do not

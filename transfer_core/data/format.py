@@ -10,6 +10,10 @@ import torch
 from ..distributed import WHOLE, Shard
 from .augment import Augmentation, cutout, resize
 
+# The version of normalisation, dtype and memory layout of every batch: in the key of whatever reads
+# data through this module (``transfer_core/versions.py``). Raise it in any change to the batches it yields.
+VERSION = 1
+
 
 @dataclass(frozen=True)
 class BatchFormat:

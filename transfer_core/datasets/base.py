@@ -258,6 +258,9 @@ class DatasetReader:
 
     # how its training images are augmented unless a suite says otherwise: changes to Augmentation's defaults
     augmentation_defaults: dict = {}
+    # the version of what it reads (which images, which labels, which split): in the key of everything made
+    # from its data; raise it in any change that changes them
+    version: ClassVar[int]
     # what the harness asks of a reader, as class attributes (never read from its options):
     array_backed: ClassVar[bool] = True  # False for readers of image files, which need a resolution to decode to
     screens_bad_files: ClassVar[bool] = False  # its Options has ``bad_files: error | skip`` (undecodable files)
@@ -279,7 +282,7 @@ class DatasetReader:
         raise NotImplementedError
 
 
-DATASETS: Registry[type[DatasetReader]] = Registry("dataset")
+DATASETS: Registry[type[DatasetReader]] = Registry("dataset", versioned=True)
 
 
 def create_dataset_reader(name: str) -> DatasetReader:

@@ -68,6 +68,7 @@ def _cifar_arrays(batches: list[dict], label_key: str, path: Path) -> ArraySplit
 
 
 class _Cifar(DatasetReader):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     folder: str
     torchvision_class: str
 

@@ -40,6 +40,8 @@ def _digits_file() -> tuple[np.ndarray, np.ndarray]:
 class Digits(DatasetReader):
     """scikit-learn's 8x8 handwritten digits (1,797 images, grey levels 0-16), split into train/test here."""
 
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
+
     @dataclass
     class Options:
         test_fraction: float = 0.3  # share of each class held out as the test set (fixed split)

@@ -108,6 +108,8 @@ def _column(features, declared: str, kind: str, where: str) -> str:
 class HuggingFace(DatasetReader):
     """A Hugging Face dataset read offline, its images decoded by the data path."""
 
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
+
     array_backed = False
     named_by: ClassVar[str] = "source"
     location_options = ("path",)

@@ -101,6 +101,8 @@ class ImageFolder(DatasetReader):
     """JPEG/PNG files, one folder per class: ``path/train/<class>/`` and ``path/test/<class>/``, or
     ``path/<class>/`` with a held-out test share. Needs the dataset's ``resolution``."""
 
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
+
     location_options = ("path",)
 
     @dataclass

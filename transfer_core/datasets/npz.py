@@ -26,6 +26,8 @@ class NpzArrays(DatasetReader):
     ``x`` is uint8 NHWC (or NHW for one channel); ``y`` integer class ids.
     """
 
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
+
     location_options = ("path",)
 
     @dataclass

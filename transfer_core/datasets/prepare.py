@@ -14,6 +14,9 @@ from ..checks import check_range
 from .base import DataUnavailableError, Split, create_dataset_reader, stratified_split
 
 _STATISTICS_IMAGES = 256  # image files decoded for a split's mean and std
+# The version of the selection (classes, limits, carved validation, normalisation statistics): in the key of
+# everything made from any dataset. Raise it in any change that selects or normalises differently.
+VERSION = 1
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,8 @@ def _paths_and_labels(dataset) -> tuple[list[str], list[int]]:
 class TorchvisionReader(DatasetReader):
     """A dataset of ``SETS``; one subclass per entry is registered under its name."""
 
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
+
     spec: TorchvisionSet
 
     @dataclass

@@ -260,6 +260,8 @@ def shard_split(folder: Path, shards: list[Path], index: dict[str, np.ndarray]) 
 class WebDataset(DatasetReader):
     """WebDataset tar shards, indexed once, read and decoded batch by batch by the data path."""
 
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
+
     array_backed = False
     location_options = ("path",)
 

@@ -28,6 +28,7 @@ class EstimatorInputs:
 
 class Estimator:
     name: ClassVar[str]
+    version: ClassVar[int]  # raise it in any change that moves its score: it is in the key of its estimates
     reads_source_head: ClassVar[bool] = False  # LEEP and NCE score the source's predictions, not its features
     paper: ClassVar[str] = ""
     reference: ClassVar[str] = ""  # the code the implementation's test compares with, at a commit
@@ -54,7 +55,7 @@ class Estimator:
         }
 
 
-ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
+ESTIMATORS: Registry[type[Estimator]] = Registry("estimator", versioned=True)
 
 
 def register_estimator(name: str):

@@ -12,6 +12,7 @@ from .base import Estimator, EstimatorInputs, register_estimator
 
 @register_estimator("centroid")
 class NearestCentroid(Estimator):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     paper = "nearest class mean on frozen features (Mensink et al. 2013; prototypes in Snell et al. 2017)"
     reference = "scikit-learn NearestCentroid() with LeaveOneOut"
     features = "scaled to unit length per image, then Euclidean distance to class means: any width compares"

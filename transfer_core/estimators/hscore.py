@@ -16,6 +16,7 @@ from .base import Estimator, EstimatorInputs, register_estimator
 
 @register_estimator("hscore")
 class HScore(Estimator):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     paper = "Bao et al. 2019, H-score (ICIP); shrinkage of Ibrahim et al. 2022 (NeurIPS)"
     reference = (
         "thuml/Transfer-Learning-Library@c4aa59e tllib/ranking/hscore.py regularized_h_score (h_score without "

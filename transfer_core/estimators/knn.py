@@ -16,6 +16,7 @@ _QUERIES_PER_BLOCK = 2048  # rows of the similarity matrix held at once
 
 @register_estimator("knn")
 class KNN(Estimator):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     paper = "k-NN accuracy on frozen features (e.g. Wu et al. 2018; Caron et al. 2021's DINO evaluation)"
     reference = "scikit-learn KNeighborsClassifier(metric='cosine', algorithm='brute') with LeaveOneOut"
     features = "scaled to unit length per image (cosine similarity): any width compares"

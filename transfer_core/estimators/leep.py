@@ -11,6 +11,7 @@ from .base import Estimator, EstimatorInputs, one_hot, register_estimator
 
 @register_estimator("leep")
 class LEEP(Estimator):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     reads_source_head = True
     paper = "Nguyen et al. 2020, LEEP (ICML)"
     reference = "thuml/LogME@56551ca LEEP.py (the LEEP paper published no code)"

@@ -11,6 +11,7 @@ from .base import Estimator, EstimatorInputs, one_hot, register_estimator
 
 @register_estimator("logme")
 class LogME(Estimator):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     paper = "You et al. 2021, LogME (ICML); fixed-point iteration of arXiv 2110.10545"
     reference = "thuml/LogME@56551ca LogME.py LogME._fit_fixed_point"
     features = "raw: the evidence depends on their scale, and D enters the prior term (D/2 log alpha)"

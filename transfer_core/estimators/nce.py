@@ -11,6 +11,7 @@ from .base import Estimator, EstimatorInputs, register_estimator
 
 @register_estimator("nce")
 class NCE(Estimator):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     reads_source_head = True
     paper = "Tran et al. 2019, Transferability and Hardness of Supervised Classification Tasks (ICCV)"
     reference = "thuml/LogME@56551ca NCE.py (the NCE paper published no code)"

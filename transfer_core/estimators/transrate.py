@@ -17,6 +17,7 @@ from .base import Estimator, EstimatorInputs, register_estimator
 
 @register_estimator("transrate")
 class TransRate(Estimator):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     paper = "Huang et al. 2022, Frustratingly Easy Transferability Estimation (ICML)"
     reference = "Long-Kai/TransRate@247d41a pre_transrate + process_transrate_logs (defaults, eps 1e-4)"
     features = "centred and scaled to unit length per image; rates divided by the feature rank"

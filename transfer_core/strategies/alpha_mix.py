@@ -51,6 +51,7 @@ def interpolate_weights(model_0: torch.nn.Module, model_1: torch.nn.Module, alph
 
 @register_strategy("alpha_mix")
 class AlphaMix(Strategy):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     table_order = 50
     plot_marker = "D"
     trains = False  # it combines the two fitted models; its compute is theirs plus its own search

@@ -19,7 +19,7 @@ import base64
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar, Collection, Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,12 @@ from ..data import Augmentation
 from ..datasets import PreparedData
 from ..registry import Registry
 from ..runtime import Runtime
-from ..training import TrainRecipe, TrainStats, count_flops_per_image, predict, top_k_pct, train
+from ..training import TrainRecipe, TrainStats, batchnorm_layers, count_flops_per_image, predict, top_k_pct, train
+
+# The version of the evaluation every strategy shares (``TargetTask``: its logits, metrics, calibration and
+# per-image results): in the key of whatever scores a model on the target. Raise it in any change that moves
+# a metric.
+EVALUATION_VERSION = 1
 
 
 @dataclass
@@ -123,6 +128,9 @@ class Strategy:
     its own training defaults, which win over the suite's ``train`` section (its own section wins over them)."""
 
     name: ClassVar[str]
+    # the version of its fit and evaluation, in the key of each of its models and records: raise it in any
+    # change to the strategy that moves a number (registering a strategy without one is an error)
+    version: ClassVar[int]
     uses_source: ClassVar[bool] = True  # fit starts from the source model
     trains: ClassVar[bool] = True  # fits a model of its own (false: combines its ingredients' models)
     ingredients: ClassVar[tuple[str, ...]] = ()  # other strategies whose fitted models this one takes
@@ -216,9 +224,17 @@ def finetune(
     options: FinetuneOptions,
     desc: str,
     penalty: Optional[Callable[[], torch.Tensor]] = None,
+    trains: Callable[[str], bool] = lambda name: True,
+    frozen_statistics: Optional[Collection[str]] = None,
 ) -> TrainStats:
-    """Trains every weight of ``model`` but those of its first ``options.freeze_stages`` body parts."""
-    frozen: set[str] = set()
+    """Fine-tunes ``model``, two choices made explicit:
+    - which parameters train: those ``trains`` accepts (by name: ``body.…``, ``head.…``; default every one),
+      less those of the first ``options.freeze_stages`` body parts; the others are frozen;
+    - which BatchNorm layers keep their running statistics: ``frozen_statistics`` (module names), by default
+      those of the frozen stages (a partially fine-tuned network's frozen stages are frozen whole). A strategy
+      that trains only some parameters (biases, say) and wants the statistics to follow the target passes ``()``.
+    """
+    frozen_stages: set[str] = set()
     if options.freeze_stages:  # only then must the body's stages be known: any backbone fine-tunes whole
         groups = stage_groups(model.body)
         if options.freeze_stages > len(groups):
@@ -226,10 +242,11 @@ def finetune(
                 f"freeze_stages: {options.freeze_stages}, but backbone {task.backbone} has {len(groups)} parts "
                 "(its stem and stages)"
             )
-        frozen = {name for group in groups[: options.freeze_stages] for name in group}
-    for name, parameter in model.body.named_parameters():
-        parameter.requires_grad_(name not in frozen)
-    model.head.requires_grad_(True)
+        frozen_stages = {f"body.{name}" for group in groups[: options.freeze_stages] for name in group}
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(trains(name) and name not in frozen_stages)
+    if frozen_statistics is None:
+        frozen_statistics = batchnorm_layers(model, frozen_stages)
     return train(
         model,
         task.loader("train", train=True, batch_size=recipe.batch_size),
@@ -238,10 +255,11 @@ def finetune(
         desc=desc,
         body_lr_scale=options.backbone_lr_scale,
         penalty=penalty,
+        frozen_statistics=frozen_statistics,
     )
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", versioned=True)
 
 
 register_strategy = STRATEGIES.register_class

@@ -8,6 +8,7 @@ from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, regis
 
 @register_strategy("full_finetune")
 class FullFinetune(Strategy):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     table_order = 20
     # Kornblith, Shlens and Le 2019 tune fine-tuning's learning rate over 1e-4..0.1 and weight decay over
     # 1e-6..1e-3, both on log scales

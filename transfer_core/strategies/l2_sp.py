@@ -18,6 +18,7 @@ from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, regis
 
 @register_strategy("l2_sp")
 class L2SP(Strategy):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     table_order = 40
     plot_marker = "P"
     recipe_defaults = {"weight_decay": 0.0}

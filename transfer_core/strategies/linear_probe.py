@@ -31,6 +31,7 @@ from .base import Fitted, Strategy, TargetTask, register_strategy
 
 @register_strategy("linear_probe")
 class LinearProbe(Strategy):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     table_order = 10
     plot_marker = "s"
     # a linear head on fixed features: more epochs are cheap, and smoothing only blurs a convex fit; these win

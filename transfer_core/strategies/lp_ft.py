@@ -16,6 +16,7 @@ from .base import FinetuneOptions, Fitted, Strategy, TargetTask, finetune, regis
 
 @register_strategy("lp_ft")
 class LinearProbeThenFinetune(Strategy):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     table_order = 30
     plot_marker = "v"
     uses_source = False  # it starts from the fitted linear probe, which holds the source body

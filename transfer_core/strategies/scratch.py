@@ -6,6 +6,7 @@ from .base import Fitted, Strategy, TargetTask, register_strategy
 
 @register_strategy("scratch")
 class Scratch(Strategy):
+    version = 1  # raise it in any change that moves its numbers (transfer_core/versions.py)
     baseline = True  # the paired Δ of every other row is against training from scratch
     table_order = 0
     # fine-tuning's ranges (Kornblith et al. 2019) with the learning rate one decade higher, to 1.0: training
