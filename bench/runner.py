@@ -38,7 +38,7 @@ from transfer_core.shifts.corruptions import MIN_SIDE
 
 from .build import BuildEnv, Builder, Outcome
 from .estimates import ESTIMATE_RECORDS, estimate_problem, estimates_of
-from .executors import Executor, ExecutorOptions, create_executor
+from .executors import Executor, create_executor
 from .plan import RECORDED, Artifact, EstimatorArtifact, EvaluationArtifact, Plan, ShiftEvaluationArtifact, build_plan
 from .records import SHIFT_RECORDS, ResultsStore, candidate
 from .shifts import DatasetShift
@@ -133,7 +133,7 @@ class Runner:
         self.suite, self.root, self.runtime, self.force, self.command = suite, root, runtime, force, command
         self.shard = runtime.shard
         self.log = log if self.shard.is_main else (lambda m: None)  # under torchrun rank 0 speaks for all
-        self.executor = executor or create_executor("local", ExecutorOptions(), self.log)
+        self.executor = executor or create_executor("local", self.log)
         self._owns_executor = executor is None
         self.store = ResultsStore(out_dir)
         self.stores = {

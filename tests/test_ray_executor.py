@@ -15,8 +15,8 @@ import pytest
 import yaml
 from conftest import REPO, tiny_suite
 
-from bench.executors import ExecutorOptions, create_executor
-from bench.executors.ray_tasks import shared_folder_problems
+from bench.executors import create_executor
+from bench.executors.remote import shared_folder_problems
 from bench.runner import Runner
 from bench.suite import expand_cells, load_suite, parse_suite
 from transfer_core.runtime import resolve_runtime
@@ -27,7 +27,7 @@ ray = pytest.importorskip("ray")  # CI installs the [ray] extra and fails withou
 def run(suite, tmp_path: Path, executor: str, threads=None, address=None):
     """Runs every cell of ``suite`` in this process's driver; the records, and what the runner logged."""
     messages = []
-    executor = create_executor(executor, ExecutorOptions(threads=threads, ray_address=address), messages.append)
+    executor = create_executor(executor, messages.append, threads=threads, address=address)
     runtime = resolve_runtime(
         "cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=executor.cuda_available()
     )
@@ -51,7 +51,7 @@ def metrics(records):
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never another run's
     yield
     ray.shutdown()
 

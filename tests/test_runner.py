@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_suite
 
 from bench.build import Builder, Outcome
-from bench.executors import Executor, ExecutorOptions
+from bench.executors import Executor
 from bench.records import ResultsStore
 from bench.runner import Runner
 from bench.suite import expand_cells, parse_suite
@@ -235,7 +235,7 @@ def test_a_cell_whose_worker_was_lost_is_recorded_with_the_reason(tmp_path):
         tmp_path / "cache",
         resolve_runtime("cpu"),
         log=lambda m: None,
-        executor=LosesEvaluations(ExecutorOptions(), lambda m: None),
+        executor=LosesEvaluations(Executor.Options(), lambda m: None),
     )
     summary = runner.run(expand_cells(suite))
     assert summary.ran == 2 and len(summary.failed) == 2

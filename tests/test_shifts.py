@@ -299,13 +299,13 @@ def test_shift_evaluations_on_ray_give_the_local_executors_records(data_root, tm
     """Corrupted splits and shift evaluations built in Ray workers: the same records, number for number, as in
     one process (one thread per artifact in both, so float sums run in the same order)."""
     ray = pytest.importorskip("ray")  # CI installs it and fails without it (.ci/run)
-    from bench.executors import ExecutorOptions, create_executor
+    from bench.executors import create_executor
     from bench.records import SHIFT_RECORDS, ResultsStore
 
     suite = parse_suite(shifted_suite(data_root, [{"corruptions": ["contrast", "frost"], "severities": [5]}]))
 
     def shift_records(executor_name: str, folder) -> dict:
-        executor = create_executor(executor_name, ExecutorOptions(threads=1), lambda m: None)
+        executor = create_executor(executor_name, lambda m: None, threads=1)
         runtime = resolve_runtime("cpu", cuda_available=executor.cuda_available())
         runner = Runner(
             suite, suite.data.root, folder / "out", folder / "cache", runtime, log=lambda m: None, executor=executor
@@ -326,7 +326,7 @@ def test_shift_evaluations_on_ray_give_the_local_executors_records(data_root, tm
         }
 
     local = shift_records("local", tmp_path / "local")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never another run's
     try:
         on_ray = shift_records("ray", tmp_path / "ray")
     finally:

@@ -206,12 +206,12 @@ def test_estimator_mistakes_in_a_suite_are_one_line_errors(estimators, message):
 @pytest.mark.slow
 def test_estimates_on_ray_give_the_local_executors_records(tmp_path):
     ray = pytest.importorskip("ray")  # CI installs it and fails without it (.ci/run)
-    from bench.executors import ExecutorOptions, create_executor
+    from bench.executors import create_executor
 
     suite = parse_suite(zoo_suite(estimators=["logme", "leep", "nce", "hscore", "transrate", "knn"]))
 
     def scores(executor_name: str, folder) -> dict:
-        executor = create_executor(executor_name, ExecutorOptions(threads=1), lambda m: None)
+        executor = create_executor(executor_name, lambda m: None, threads=1)
         runtime = resolve_runtime("cpu", cuda_available=executor.cuda_available())
         runner = Runner(
             suite, tmp_path, folder / "out", folder / "cache", runtime, log=lambda m: None, executor=executor
@@ -224,7 +224,7 @@ def test_estimates_on_ray_give_the_local_executors_records(tmp_path):
         return {(r["cell_id"], r["estimator"]): (r["status"], r["score"]) for r in estimates(folder / "out")}
 
     local = scores("local", tmp_path / "local")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # never another run's
     try:
         on_ray = scores("ray", tmp_path / "ray")
     finally:

@@ -35,10 +35,8 @@ def add_runner_arguments(parser) -> None:
     parser.add_argument(
         "--executor",
         default="local",
-        help="local: in this process (default); ray: Ray tasks on this machine's GPUs and cores, or a cluster's",
-    )
-    parser.add_argument(
-        "--ray-address", help="with --executor ray: join this cluster (auto or HOST:PORT) instead of starting one here"
+        help="local: in this process (default); ray: Ray tasks on this machine's GPUs and cores, or a cluster's; "
+        "submitit: SLURM jobs (or local processes)",
     )
     parser.add_argument(
         "--threads",
@@ -52,12 +50,43 @@ def add_runner_arguments(parser) -> None:
         help="end a training or evaluation running longer with status timeout; the suite goes on and a rerun "
         "retries it (overrides runtime.cell_timeout_s)",
     )
-    parser.add_argument(
-        "--max-retries",
-        type=int,
-        default=2,
-        help="with --executor ray: restarts of a task whose worker died (default 2)",
-    )
+    add_executor_arguments(parser)
+
+
+def add_executor_arguments(parser) -> None:
+    """Each executor's own arguments, in a group of its own (``Executor.add_arguments``); which executor owns
+    which is kept on the parser, so that one given without its executor is refused."""
+    from ..executors import EXECUTORS
+
+    owners = {}
+    for name in EXECUTORS.names():
+        group = parser.add_argument_group(f"with --executor {name}")
+        EXECUTORS.get(name).add_arguments(group)
+        owners.update({action.dest: (name, action.option_strings[0]) for action in group._group_actions})
+    parser.set_defaults(executor_arguments=owners)
+
+
+def chosen_executor_options(args) -> dict:
+    """The chosen executor's options from the command line, checked: an unknown executor, a bad value or an
+    argument of another executor is a one-line error."""
+    from transfer_core.registry import UnknownNameError
+
+    from ..executors import executor_options
+
+    options = {"threads": args.threads}
+    for dest, (owner, flag) in args.executor_arguments.items():
+        value = getattr(args, dest)
+        if owner == args.executor:
+            options[dest] = value
+        elif value is not None:
+            raise SuiteError(f"{flag} needs --executor {owner}")
+    try:
+        executor_options(args.executor, **options)
+    except UnknownNameError as e:
+        raise SuiteError(f"--executor: {e}") from None
+    except ValueError as e:
+        raise SuiteError(str(e)) from None
+    return options
 
 
 def suite_runtime(suite, device_override, cuda_available=None, shard=None):
@@ -113,20 +142,14 @@ def suite_runner(args, suite):
     cells = expand_cells(suite, args.filter)
     if not cells:
         raise SuiteError(f"--filter {args.filter!r} matches none of the {len(all_cells)} cells")
-    if args.threads is not None and args.threads < 1:
-        raise SuiteError(f"--threads: expected a positive number, got {args.threads}")
-    if args.max_retries < 0:
-        raise SuiteError(f"--max-retries: expected 0 or more, got {args.max_retries}")
-    if args.ray_address and args.executor != "ray":
-        raise SuiteError("--ray-address needs --executor ray")
+    options = chosen_executor_options(args)
     if args.cell_timeout is not None and not args.cell_timeout > 0:
         raise SuiteError(f"--cell-timeout: expected seconds above 0, got {args.cell_timeout:g}")
 
     # imports torch: after the cheap checks, so mistakes are reported fast
     from transfer_core import distributed
-    from transfer_core.registry import UnknownNameError
 
-    from ..executors import ExecutorOptions, create_executor
+    from ..executors import create_executor
     from ..runner import Runner
 
     shard = distributed.launched_shard()
@@ -142,12 +165,7 @@ def suite_runner(args, suite):
         distributed.init_process_group(
             "cuda" if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()) else "cpu"
         )
-    try:
-        executor = create_executor(
-            args.executor, ExecutorOptions(args.threads, args.ray_address, args.max_retries), log
-        )
-    except UnknownNameError as e:
-        raise SuiteError(f"--executor: {e}") from None
+    executor = create_executor(args.executor, log, **options)
     try:
         runtime = suite_runtime(suite, args.device, executor.cuda_available(), shard)
         out_dir = Path(args.out) if args.out else Path("results") / suite.name

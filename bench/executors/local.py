@@ -3,18 +3,22 @@ by all ranks together)."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
+from .base import Executor, register_executor
 
-from ..build import BuildEnv, Builder, Outcome
-from ..plan import Artifact
-from . import Executor, register_executor
+if TYPE_CHECKING:
+    from ..build import BuildEnv, Outcome
+    from ..plan import Artifact
 
 
 @register_executor("local")
 class LocalExecutor(Executor):
     def start(self, env: BuildEnv, data: dict) -> None:
+        import torch
+
+        from ..build import Builder
+
         self._saved_threads = torch.get_num_threads()
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
@@ -22,6 +26,8 @@ class LocalExecutor(Executor):
         self._finished: list[tuple[str, Outcome]] = []
 
     def threads(self) -> int:
+        import torch
+
         return self.options.threads or torch.get_num_threads()
 
     def has_room(self, artifact: Artifact) -> bool:
@@ -36,4 +42,6 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         if hasattr(self, "_saved_threads"):
+            import torch
+
             torch.set_num_threads(self._saved_threads)

@@ -13,76 +13,18 @@ appear under a model's name.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import sys
-import time
-import uuid
-from pathlib import Path
-from typing import Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
-import torch
+from ..errors import SuiteError
+from .base import Executor, register_executor
 
-from ..build import BuildEnv, Builder, Outcome
-from ..plan import Artifact, SourceArtifact
-from ..suite import SuiteError
-from . import Executor, register_executor
-
-KILL_GRACE_S = 30.0  # past its time limit, a task that has not ended itself has its worker killed
-
-_BUILDERS: dict[BuildEnv, Builder] = {}  # per worker process: its datasets stay loaded between tasks
-
-
-def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
-    import torch
-
-    torch.set_num_threads(max(1, int(artifact.needs.cpus)))
-    env.runtime.apply_backend_flags()
-    if env not in _BUILDERS:
-        _BUILDERS[env] = Builder(env, log=lambda m: print(m, file=sys.stderr, flush=True))
-    return _BUILDERS[env].build(artifact, inputs)
-
-
-def probe_shared_folder(folder: str, token: str, data_root: str) -> dict:
-    """Run on each node: can it read the driver's token in ``folder``, and write one back? Does it see the data?"""
-    from transfer_core.versions import every_version
-
-    answer = {
-        "host": socket.gethostname(),
-        "code_versions": every_version(),
-        "read": None,
-        "wrote": None,
-        "data_root": Path(data_root).is_dir(),
-    }
-    try:
-        answer["read"] = (Path(folder) / f".probe-{token}").read_text() == token
-        reply = Path(folder) / f".probe-{token}-{uuid.uuid4().hex}"
-        reply.write_text(token)
-        answer["wrote"] = str(reply)
-    except OSError as e:
-        answer["error"] = f"{type(e).__name__}: {e}"
-    return answer
-
-
-def shared_folder_problems(folder: Path, answers: dict[str, dict], code_versions: dict, data_root: Path) -> list[str]:
-    """What the nodes' answers to ``probe_shared_folder`` say is wrong, one phrase per node."""
-    problems = []
-    for node, answer in answers.items():
-        if data_root.is_dir() and not answer["data_root"]:
-            problems.append(f"node {node} does not see the data root {data_root}")
-        if answer.get("error") or not answer["read"]:
-            problems.append(f"node {node} cannot read the cache ({answer.get('error') or 'it sees other files there'})")
-        elif not answer["wrote"] or not Path(answer["wrote"]).is_file():
-            problems.append(f"node {node} writes to the cache where this machine does not see it")
-        elif answer["code_versions"] != code_versions:
-            differing = sorted(set(answer["code_versions"].items()) ^ set(code_versions.items()))
-            components = sorted({component for component, _ in differing})
-            problems.append(
-                f"node {node} runs other code (other versions of {', '.join(components)}); "
-                "install the same version on every node"
-            )
-    return problems
+if TYPE_CHECKING:
+    from ..build import BuildEnv, Outcome
+    from ..plan import Artifact
 
 
 def _check_reachable(address: Optional[str]) -> None:
@@ -103,6 +45,27 @@ def _check_reachable(address: Optional[str]) -> None:
 
 @register_executor("ray")
 class RayExecutor(Executor):
+    @dataclass(frozen=True)
+    class Options(Executor.Options):
+        address: Optional[str] = None  # None: start a Ray instance on this machine; "auto" or HOST:PORT: join a cluster
+        max_retries: int = 2  # how often a task whose worker died is started again
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.max_retries < 0:
+                raise ValueError(f"--max-retries: expected 0 or more, got {self.max_retries}")
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        group.add_argument(
+            "--ray-address",
+            dest="address",
+            help="join this Ray cluster (auto or HOST:PORT) instead of starting one here",
+        )
+        group.add_argument(
+            "--max-retries", type=int, dest="max_retries", help="restarts of a task whose worker died (default 2)"
+        )
+
     def __init__(self, options, log):
         super().__init__(options, log)
         try:
@@ -116,25 +79,28 @@ class RayExecutor(Executor):
             os.environ.setdefault(
                 "RAY_COLOR_PREFIX", "1" if sys.stderr.isatty() else "0"
             )  # no escape codes in log files
-            _check_reachable(options.ray_address)
+            _check_reachable(options.address)
             try:
-                ray.init(address=options.ray_address, include_dashboard=False, logging_level="ERROR")
+                # "local": a Ray instance of this run's own, even where another run has one on this machine (which
+                # Ray would otherwise join, and lose when that run ends)
+                ray.init(address=options.address or "local", include_dashboard=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise SuiteError(
-                    f"--ray-address {options.ray_address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})"
+                    f"--ray-address {options.address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})"
                 ) from None
         self._running: dict = {}  # object ref -> the artifact it builds
-        self._deadlines: dict = {}  # object ref -> when its worker is killed (with a time limit)
         self._done: list = []  # (key, outcome) of artifacts built on the driver, not yet handed back
 
     def cuda_available(self) -> bool:
         return self._ray.cluster_resources().get("GPU", 0) > 0
 
     def start(self, env: BuildEnv, data: dict) -> None:
-        # workers may start in another folder; the driver has prepared (and downloaded) every dataset already
-        self._env = dataclasses.replace(env, data_root=env.data_root.resolve(), download=False)
+        from .remote import Deadlines, build_in_worker, check_shared_storage, worker_env
+
+        self._env = worker_env(env)
         self._task = self._ray.remote(build_in_worker)
-        self._check_shared_storage(self._env)
+        self._deadlines = Deadlines(env.time_limit_s)
+        check_shared_storage(self._env, self._ask_every_node, "Ray node")
         resources = self._ray.cluster_resources()
         self._cluster = (resources.get("CPU", 0), resources.get("GPU", 0))
         self.log(
@@ -142,48 +108,33 @@ class RayExecutor(Executor):
             f"{self._cluster[1]:g} GPUs; model cache {env.cache_dir}"
         )
 
-    def _check_shared_storage(self, env: BuildEnv) -> None:
-        """Fails in one line unless every node reads what this machine writes to the cache, and the reverse,
-        runs this code, and sees the data root if this machine has one."""
+    def _ask_every_node(self, folder: str, token: str, data_root: str) -> tuple[dict[str, dict], list[str]]:
+        """``probe_shared_folder`` run on each live node, pinned there."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from transfer_core.versions import every_version
+        from .remote import probe_shared_folder
 
-        ray, cache_dir = self._ray, env.cache_dir
-        token = uuid.uuid4().hex
+        ray = self._ray
         remote_probe = ray.remote(probe_shared_folder)
+        nodes = {
+            node["NodeID"]: f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})"
+            for node in ray.nodes()
+            if node["Alive"]
+        }
+        refs = {
+            remote_probe.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+            ).remote(folder, token, data_root): node_id
+            for node_id in nodes
+        }
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            (cache_dir / f".probe-{token}").write_text(token)
-            nodes = {
-                node["NodeID"]: f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})"
-                for node in ray.nodes()
-                if node["Alive"]
-            }
-            refs = {
-                remote_probe.options(
-                    num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
-                ).remote(str(cache_dir), token, str(env.data_root)): node_id
-                for node_id in nodes
-            }
             ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=300)
-            answers = {nodes[refs[ref]]: ray.get(ref) for ref in ready}
-            problems = shared_folder_problems(cache_dir, answers, every_version(), env.data_root)
-            problems += [f"node {nodes[refs[ref]]} did not answer within 300 s" for ref in late]
+            return {nodes[refs[ref]]: ray.get(ref) for ref in ready}, [nodes[refs[ref]] for ref in late]
         except ray.exceptions.RayError as e:  # a node that cannot even run the probe (another version, say)
-            problems = [
-                f"a node could not run the check ({str(e).strip().splitlines()[-1]}); "
-                "install the same version on every node"
-            ]
-        except OSError as e:
-            raise SuiteError(f"--cache-dir {cache_dir}: cannot write there ({e.strerror})") from None
-        finally:
-            for stale in cache_dir.glob(f".probe-{token}*"):
-                stale.unlink(missing_ok=True)
-        if problems:
             raise SuiteError(
-                f"every Ray node must read and write --cache-dir {cache_dir} and read the data: {'; '.join(problems)}"
-            )
+                f"a Ray node could not run the cache check ({str(e).strip().splitlines()[-1]}); "
+                "install the same version on every node"
+            ) from None
 
     def has_room(self, artifact: Artifact) -> bool:
         """Room in the cluster's CPUs and GPUs beside what is in flight. Ray would queue more, but tasks
@@ -195,13 +146,10 @@ class RayExecutor(Executor):
         return cpus <= self._cluster[0] and gpus <= self._cluster[1]
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
-        if isinstance(artifact, SourceArtifact) and artifact.source.pretrained:
-            # published weights are loaded, not trained, and the run found them on this machine before it
-            # started: loaded here (on the CPU) into the shared cache, so no node needs the weights file
-            cpu = dataclasses.replace(
-                self._env, runtime=dataclasses.replace(self._env.runtime, device=torch.device("cpu"))
-            )
-            self._done.append((artifact.key, Builder(cpu, log=self.log).build(artifact, inputs)))
+        from .remote import build_on_driver, builds_on_driver
+
+        if builds_on_driver(artifact):
+            self._done.append((artifact.key, build_on_driver(self._env, artifact, inputs, self.log)))
             return
         ref = self._task.options(
             num_cpus=artifact.needs.cpus,
@@ -210,40 +158,26 @@ class RayExecutor(Executor):
             name=artifact.name,
         ).remote(self._env, artifact, inputs)
         self._running[ref] = artifact
-        if self._env.time_limit_s:
-            # the worker's own alarm ends a task on time; this catches one stuck in native code, which no alarm reaches
-            self._deadlines[ref] = time.monotonic() + self._env.time_limit_s + KILL_GRACE_S
+        self._deadlines.started(ref)
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
+        from ..build import Outcome
+
         if self._done:
             finished, self._done = self._done, []
             return finished
         if not self._running:
             return []
         ray = self._ray
-        if self._deadlines:  # wake up for the first deadline
-            first = max(0.0, min(self._deadlines.values()) - time.monotonic())
-            timeout = first if timeout is None else min(timeout, first)
-        ready, _ = ray.wait(list(self._running), num_returns=1, timeout=timeout)
+        ready, _ = ray.wait(list(self._running), num_returns=1, timeout=self._deadlines.wait_at_most(timeout))
         if ready:  # and whatever else is done already
             ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
         finished = []
-        now = time.monotonic()
-        for ref, deadline in list(self._deadlines.items()):
-            if ref not in ready and now >= deadline:
-                ray.cancel(ref, force=True)  # kills its worker: whatever it is stuck in, it stops
-                del self._deadlines[ref]
-                finished.append(
-                    (
-                        self._running.pop(ref).key,
-                        Outcome(
-                            "timeout",
-                            f"ran past runtime.cell_timeout_s ({self._env.time_limit_s:g} s); its worker was killed",
-                        ),
-                    )
-                )
+        for ref in self._deadlines.expired(set(ready)):
+            ray.cancel(ref, force=True)  # kills its worker: whatever it is stuck in, it stops
+            finished.append((self._running.pop(ref).key, self._deadlines.outcome()))
         for ref in ready:
-            self._deadlines.pop(ref, None)
+            self._deadlines.ended(ref)
             key = self._running.pop(ref).key
             try:
                 outcome = ray.get(ref)
@@ -262,6 +196,7 @@ class RayExecutor(Executor):
         for ref in self._running:
             self._ray.cancel(ref, force=True)
         self._running.clear()
-        self._deadlines.clear()
+        if hasattr(self, "_deadlines"):
+            self._deadlines.clear()
         if self._started_here and self._ray.is_initialized():
             self._ray.shutdown()

@@ -1,0 +1,95 @@
+"""The executor seam: executors declare their own options and arguments, and a third executor (submitit, run
+here with its local cluster: one process per job) builds the local executor's numbers."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import tiny_suite
+from test_ray_executor import metrics, run
+
+from bench.executors import EXECUTORS, Executor, create_executor
+from bench.suite import parse_suite
+
+pytest.importorskip("submitit")  # CI installs it with the [test] extra and fails without it (.ci/run)
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_suite(strategies={"scratch": {"epochs": 1}})))
+    return path
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+        (["--max-jobs", "2"], "--max-jobs needs --executor submitit"),
+        (["--executor", "ray", "--max-retries", "-1"], "--max-retries: expected 0 or more, got -1"),
+        (["--executor", "submitit", "--max-jobs", "0"], "--max-jobs: expected a positive number, got 0"),
+        (["--executor", "submitit", "--submitit-cluster", "pbs"], "--submitit-cluster: expected slurm or local"),
+        (["--executor", "nowhere"], "--executor: unknown executor 'nowhere'"),
+        (["--threads", "0"], "--threads: expected a positive number, got 0"),
+    ],
+)
+def test_an_executors_argument_is_checked_in_one_line_before_anything_runs(suite_file, arguments, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(suite_file), "--dry-run", *arguments],
+        cwd=suite_file.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bench: error: {message}"), done.stderr
+
+
+def test_every_executor_declares_options_the_command_line_can_set():
+    """Each registered executor's arguments set fields of its own Options, and nothing else."""
+    import argparse
+
+    for name in EXECUTORS.names():
+        cls = EXECUTORS.get(name)
+        assert issubclass(cls.Options, Executor.Options), name
+        group = argparse.ArgumentParser().add_argument_group(name)
+        cls.add_arguments(group)
+        fields = {f for f in cls.Options.__dataclass_fields__}
+        assert {action.dest for action in group._group_actions} <= fields, name
+        assert all(action.default is None for action in group._group_actions), name
+    with pytest.raises(ValueError, match="executor local has no option address"):
+        create_executor("local", print, address="auto")
+
+
+@pytest.mark.slow
+def test_submitit_jobs_give_the_local_executors_cells_and_numbers(tmp_path):
+    raw = tiny_suite(strategies={"scratch": {"epochs": 1}, "linear_probe": {"epochs": 2}})
+    suite = parse_suite(raw)
+    local, _ = run(suite, tmp_path / "local", "local", threads=1)
+    as_jobs, messages = run_submitit(suite, tmp_path / "jobs")
+    assert any("submitit: local jobs, at most 2 at once" in m for m in messages)
+    assert len(as_jobs) == len(local) == 2
+    assert metrics(as_jobs) == metrics(local)
+    logs = list((tmp_path / "jobs" / "cache" / "submitit").glob("*_log.out"))
+    assert len(logs) >= 4  # the cache check, the source, two fits and two evaluations ran as jobs
+
+
+def run_submitit(suite, tmp_path):
+    from bench.runner import Runner
+    from bench.suite import expand_cells
+    from transfer_core.runtime import resolve_runtime
+
+    messages = []
+    executor = create_executor("submitit", messages.append, cluster="local", max_jobs=2)
+    runtime = resolve_runtime("cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=False)
+    runner = Runner(
+        suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=messages.append, executor=executor
+    )
+    try:
+        summary = runner.run(expand_cells(suite))
+    finally:
+        executor.close()
+    assert not summary.failed, messages
+    return runner.store.read(), messages
