@@ -173,7 +173,7 @@ def compare(
     """Matches records by identity (cell id, candidate: α or grid point) and config hash; judges each threshold
     on the mean over the seeds both runs have (or on every cell with ``per_seed``). Unmatched and failed cells
     are listed one by one. ``match_config=False`` compares a cell whatever its key: two revisions of the code
-    run side by side (the key holds the code salt, which a revision may change)."""
+    run side by side (the key holds the code's versions, which a revision may change)."""
     base_devices, new_devices = _devices(base_records), _devices(new_records)
     if base_devices and new_devices and base_devices != new_devices and not allow_device_mismatch:
         raise CompareError(

@@ -1,7 +1,7 @@
 """The results contract's numbers: every metric and compute figure a record carries, declared once with its
 direction, unit and meaning. ``bench compare`` takes directions from here, every record stores them, the
-README's field table is this list (``python -m bench list fields`` prints it; a test checks the README
-holds it), and a test checks that a run writes no number missing from it. A new figure is one line here.
+field table of ``docs/results.md`` is this list (``python -m bench list fields`` prints it; a test checks
+the page holds it), and a test checks that a run writes no number missing from it. A new figure is one line here.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ DIRECTIONS = {f.name: f.direction for f in FIELDS if f.direction is not None}
 
 
 def markdown_table() -> str:
-    """The README's table of metrics and compute fields."""
+    """The table of metrics and compute fields in ``docs/results.md``."""
     lines = ["| field | better | unit | meaning |", "| --- | --- | --- | --- |"]
     for f in FIELDS:
         lines.append(f"| `{f.column}` | {f.direction or '–'} | {f.unit or '–'} | {f.meaning} |")

@@ -3,7 +3,7 @@ trials, drawn from its search space, each a fitted model chosen among on the tar
 
 A search space maps a setting (a recipe key or an option of the strategy) to a list of values (a choice)
 or to ``{log: [low, high]}`` / ``{uniform: [low, high]}`` (a range). Each strategy declares its default
-space (``Strategy.search_space``, from the literature; the README names the papers), and
+space (``Strategy.search_space``, from the literature; ``docs/strategies.md`` names the papers), and
 ``tuning.space.NAME`` replaces it setting by setting. ``search: random`` draws ``trials`` distinct
 points by Latin hypercube sampling (scipy's ``qmc.LatinHypercube``): each setting's range, cut into
 ``trials`` equal parts (on a log scale for ``log``), gets one point in each part, so a budget of three
@@ -48,8 +48,10 @@ class Range:
 @dataclass(frozen=True)
 class Tuning:
     trials: int = 0  # per strategy that trains; 0: no search (refit alone may still be asked)
+    # random: Latin hypercube sampling of each range, seeded by ``seed`` and the strategy's name; grid: the
+    # product of the space's lists, which must have exactly ``trials`` points
     search: Literal["random", "grid"] = "random"
-    seed: int = 0
+    seed: int = 0  # seeds the random search
     refit: bool = False  # retrain the selected point on train + validation before the test evaluation
     space: dict = field(default_factory=dict)  # strategy -> {setting: values or range}, over the defaults
 

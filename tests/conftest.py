@@ -74,3 +74,57 @@ def tiny_suite(**overrides) -> dict:
     }
     suite.update(overrides)
     return suite
+
+
+def make_runner(tmp_path: Path, suite, runtime=None, data_root=None, **kwargs):
+    """(runner, cells) of ``suite`` (a raw mapping or a parsed Suite) writing records to ``tmp_path/out`` and
+    models to ``tmp_path/cache``; data from ``data_root`` (default ``tmp_path/data``), on the CPU by default."""
+    from bench.runner import Runner
+    from bench.suite import expand_cells, parse_suite
+    from transfer_core.runtime import resolve_runtime
+
+    suite = parse_suite(suite) if isinstance(suite, dict) else suite
+    runner = Runner(
+        suite,
+        Path(data_root) if data_root is not None else tmp_path / "data",
+        tmp_path / "out",
+        tmp_path / "cache",
+        runtime or resolve_runtime("cpu"),
+        log=kwargs.pop("log", lambda m: None),
+        **kwargs,
+    )
+    return runner, expand_cells(suite)
+
+
+def run_suite(tmp_path: Path, suite, **kwargs):
+    """(runner, records) of every cell of ``suite`` run by ``make_runner``'s runner, none failed."""
+    runner, cells = make_runner(tmp_path, suite, **kwargs)
+    summary = runner.run(cells)
+    assert not summary.failed, summary.failed
+    return runner, runner.store.read()
+
+
+def plan_of(tmp_path: Path, suite, **kwargs):
+    """The plan of every cell of ``suite``: nothing built."""
+    runner, cells = make_runner(tmp_path, suite, **kwargs)
+    return runner.plan(cells)
+
+
+def run_with_executor(folder: Path, suite, executor_name: str, data_root=None, estimates_only=False, **options):
+    """(runner, summary, log lines) of ``suite`` run through executor ``executor_name`` (with ``options``), on the
+    CPU, none failed; the executor is closed after."""
+    from bench.executors import create_executor
+    from transfer_core.runtime import resolve_runtime
+
+    messages = []
+    executor = create_executor(executor_name, messages.append, **options)
+    runtime = resolve_runtime(
+        "cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=executor.cuda_available()
+    )
+    runner, cells = make_runner(folder, suite, runtime, data_root, log=messages.append, executor=executor)
+    try:
+        summary = runner.run(cells, estimates_only=estimates_only)
+    finally:
+        executor.close()
+    assert not summary.failed, messages
+    return runner, summary, messages

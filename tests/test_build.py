@@ -5,21 +5,16 @@ from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 import torch
+from conftest import make_runner as shared_runner
 from conftest import tiny_suite
 
 from bench.build import Builder
-from bench.runner import Runner
-from bench.suite import expand_cells, parse_suite
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies.linear_probe import LinearProbe
 
 
-def make_runner(tmp_path: Path, raw: dict) -> tuple[Runner, list]:
-    suite = parse_suite(raw)
-    runtime = resolve_runtime("cpu", eval_batch_size=64)
-    return Runner(suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None), expand_cells(
-        suite
-    )
+def make_runner(tmp_path: Path, raw: dict):
+    return shared_runner(tmp_path, raw, resolve_runtime("cpu", eval_batch_size=64), data_root=tmp_path)
 
 
 def test_a_cached_model_loads_exactly_as_its_fit_returned_it(tmp_path, monkeypatch):

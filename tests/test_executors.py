@@ -68,28 +68,9 @@ def test_submitit_jobs_give_the_local_executors_cells_and_numbers(tmp_path):
     raw = tiny_suite(strategies={"scratch": {"epochs": 1}, "linear_probe": {"epochs": 2}})
     suite = parse_suite(raw)
     local, _ = run(suite, tmp_path / "local", "local", threads=1)
-    as_jobs, messages = run_submitit(suite, tmp_path / "jobs")
+    as_jobs, messages = run(suite, tmp_path / "jobs", "submitit", cluster="local", max_jobs=2)
     assert any("submitit: local jobs, at most 2 at once" in m for m in messages)
     assert len(as_jobs) == len(local) == 2
     assert metrics(as_jobs) == metrics(local)
     logs = list((tmp_path / "jobs" / "cache" / "submitit").glob("*_log.out"))
     assert len(logs) >= 4  # the cache check, the source, two fits and two evaluations ran as jobs
-
-
-def run_submitit(suite, tmp_path):
-    from bench.runner import Runner
-    from bench.suite import expand_cells
-    from transfer_core.runtime import resolve_runtime
-
-    messages = []
-    executor = create_executor("submitit", messages.append, cluster="local", max_jobs=2)
-    runtime = resolve_runtime("cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=False)
-    runner = Runner(
-        suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=messages.append, executor=executor
-    )
-    try:
-        summary = runner.run(expand_cells(suite))
-    finally:
-        executor.close()
-    assert not summary.failed, messages
-    return runner.store.read(), messages

@@ -1,5 +1,5 @@
 """The results contract: every number a record carries is declared once in ``bench/fields.py``, with the
-direction ``bench compare`` gates by, and the README's field table is that list."""
+direction ``bench compare`` gates by, and docs/results.md's field table is that list."""
 
 from conftest import REPO
 
@@ -7,8 +7,8 @@ from bench.fields import BY_NAME, DIRECTIONS, FIELDS, markdown_table
 
 
 def test_the_readme_holds_the_declared_fields_table():
-    assert markdown_table() in (REPO / "README.md").read_text(encoding="utf-8"), (
-        "README.md's metrics and compute table differs from bench/fields.py: paste `python -m bench list fields`"
+    assert markdown_table() in (REPO / "docs" / "results.md").read_text(encoding="utf-8"), (
+        "docs/results.md's metrics and compute table differs from bench/fields.py: paste `python -m bench list fields`"
     )
 
 

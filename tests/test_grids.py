@@ -3,7 +3,7 @@
 import copy
 
 import pytest
-from conftest import tiny_suite
+from conftest import plan_of, run_suite, tiny_suite
 
 from bench.build import Builder
 from bench.compare import compare, parse_thresholds
@@ -22,22 +22,7 @@ def grid_suite(**strategies) -> dict:
     return tiny_suite(strategies=strategies or {"full_finetune": {"epochs": 2, "lr": LR_GRID}})
 
 
-def run(tmp_path, raw: dict) -> tuple[Runner, list[dict]]:
-    suite = parse_suite(raw)
-    runner = Runner(
-        suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None
-    )
-    summary = runner.run(expand_cells(suite))
-    assert not summary.failed
-    return runner, runner.store.read()
-
-
-def plan_of(tmp_path, raw: dict):
-    suite = parse_suite(raw)
-    runner = Runner(
-        suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None
-    )
-    return runner.plan(expand_cells(suite))
+run = run_suite
 
 
 # --- parsing ---------------------------------------------------------------------------------------

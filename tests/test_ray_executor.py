@@ -13,32 +13,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, tiny_suite
+from conftest import REPO, run_with_executor, tiny_suite
 
-from bench.executors import create_executor
 from bench.executors.remote import shared_folder_problems
-from bench.runner import Runner
-from bench.suite import expand_cells, load_suite, parse_suite
-from transfer_core.runtime import resolve_runtime
+from bench.suite import load_suite, parse_suite
 
 ray = pytest.importorskip("ray")  # CI installs the [ray] extra and fails without it (.ci/run)
 
 
-def run(suite, tmp_path: Path, executor: str, threads=None, address=None):
+def run(suite, tmp_path: Path, executor: str, **options):
     """Runs every cell of ``suite`` in this process's driver; the records, and what the runner logged."""
-    messages = []
-    executor = create_executor(executor, messages.append, threads=threads, address=address)
-    runtime = resolve_runtime(
-        "cpu", eval_batch_size=suite.runtime.eval_batch_size, cuda_available=executor.cuda_available()
-    )
-    runner = Runner(
-        suite, tmp_path, tmp_path / "out", tmp_path / "cache", runtime, log=messages.append, executor=executor
-    )
-    try:
-        summary = runner.run(expand_cells(suite))
-    finally:
-        executor.close()
-    assert not summary.failed, messages
+    runner, _, messages = run_with_executor(tmp_path, suite, executor, data_root=tmp_path, **options)
     return runner.store.read(), messages
 
 

@@ -1,10 +1,9 @@
 """Runner behaviour: records, resume, failures that do not stop the suite."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import tiny_suite
+from conftest import make_runner, tiny_suite
 
 from bench.build import Builder, Outcome
 from bench.executors import Executor
@@ -13,20 +12,6 @@ from bench.runner import Runner
 from bench.suite import expand_cells, parse_suite
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, Strategy
-
-
-def make_runner(tmp_path: Path, raw: dict, runtime=None, **kwargs) -> tuple[Runner, list]:
-    suite = parse_suite(raw)
-    runner = Runner(
-        suite,
-        tmp_path / "data",
-        tmp_path / "out",
-        tmp_path / "cache",
-        runtime or resolve_runtime("cpu"),
-        log=lambda m: None,
-        **kwargs,
-    )
-    return runner, expand_cells(suite)
 
 
 def test_records_hold_identity_metrics_compute_and_provenance(tmp_path):

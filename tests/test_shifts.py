@@ -6,13 +6,12 @@ import json
 
 import pytest
 import yaml
-from conftest import write_cifar10
+from conftest import plan_of as shared_plan_of
+from conftest import run_with_executor, write_cifar10
 from test_cli_end_to_end import bench
 
-from bench.runner import Runner
 from bench.shifts import CorruptionShift, DatasetShift
 from bench.suite import SuiteError, expand_cells, parse_suite
-from transfer_core.runtime import resolve_runtime
 
 CLASSES = ["dog", "frog", "horse", "ship", "truck"]  # cifar10 classes 5-9, in that order
 
@@ -45,11 +44,7 @@ def data_root(tmp_path):
 
 
 def plan_of(raw: dict, tmp_path):
-    suite = parse_suite(raw)
-    runner = Runner(
-        suite, suite.data.root, tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None
-    )
-    return runner.plan(expand_cells(suite))
+    return shared_plan_of(tmp_path, raw, data_root=raw["data"]["root"])
 
 
 def test_suite_shifts_parse_into_one_shift_per_corruption_and_severity(data_root):
@@ -299,22 +294,13 @@ def test_shift_evaluations_on_ray_give_the_local_executors_records(data_root, tm
     """Corrupted splits and shift evaluations built in Ray workers: the same records, number for number, as in
     one process (one thread per artifact in both, so float sums run in the same order)."""
     ray = pytest.importorskip("ray")  # CI installs it and fails without it (.ci/run)
-    from bench.executors import create_executor
     from bench.records import SHIFT_RECORDS, ResultsStore
 
     suite = parse_suite(shifted_suite(data_root, [{"corruptions": ["contrast", "frost"], "severities": [5]}]))
 
     def shift_records(executor_name: str, folder) -> dict:
-        executor = create_executor(executor_name, lambda m: None, threads=1)
-        runtime = resolve_runtime("cpu", cuda_available=executor.cuda_available())
-        runner = Runner(
-            suite, suite.data.root, folder / "out", folder / "cache", runtime, log=lambda m: None, executor=executor
-        )
-        try:
-            summary = runner.run(expand_cells(suite))
-        finally:
-            executor.close()
-        assert not summary.failed and summary.shifted == 6
+        _, summary, _ = run_with_executor(folder, suite, executor_name, data_root=suite.data.root, threads=1)
+        assert summary.shifted == 6
         found = ResultsStore(folder / "out", SHIFT_RECORDS).read()
         return {
             (r["cell_id"], r["shift"]["label"], r["alpha"], json.dumps(r["grid_point"])): (

@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_suite
+from conftest import run_with_executor, tiny_suite
 from test_cli_end_to_end import bench
 
 from bench.estimates import ESTIMATE_RECORDS
-from bench.runner import Runner
-from bench.suite import SuiteError, expand_cells, parse_suite
+from bench.suite import SuiteError, parse_suite
 from bench.tables import Row
 from bench.transferability import agreement
-from transfer_core.runtime import resolve_runtime
 
 SOURCES = [
     {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 2, "name": "five"},
@@ -206,21 +204,12 @@ def test_estimator_mistakes_in_a_suite_are_one_line_errors(estimators, message):
 @pytest.mark.slow
 def test_estimates_on_ray_give_the_local_executors_records(tmp_path):
     ray = pytest.importorskip("ray")  # CI installs it and fails without it (.ci/run)
-    from bench.executors import create_executor
 
     suite = parse_suite(zoo_suite(estimators=["logme", "leep", "nce", "hscore", "transrate", "knn"]))
 
     def scores(executor_name: str, folder) -> dict:
-        executor = create_executor(executor_name, lambda m: None, threads=1)
-        runtime = resolve_runtime("cpu", cuda_available=executor.cuda_available())
-        runner = Runner(
-            suite, tmp_path, folder / "out", folder / "cache", runtime, log=lambda m: None, executor=executor
-        )
-        try:
-            summary = runner.run(expand_cells(suite), estimates_only=True)
-        finally:
-            executor.close()
-        assert not summary.failed and summary.estimated == 2
+        _, summary, _ = run_with_executor(folder, suite, executor_name, tmp_path, estimates_only=True, threads=1)
+        assert summary.estimated == 2
         return {(r["cell_id"], r["estimator"]): (r["status"], r["score"]) for r in estimates(folder / "out")}
 
     local = scores("local", tmp_path / "local")

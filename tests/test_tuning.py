@@ -4,12 +4,11 @@ refit (the chosen settings retrained on train + validation before the test evalu
 import math
 
 import pytest
-from conftest import tiny_suite
+from conftest import run_suite, tiny_suite
 
 from bench.records import latest_records
 from bench.report import grid_table, summarise_rows
-from bench.runner import Runner
-from bench.suite import SuiteError, expand_cells, parse_suite
+from bench.suite import SuiteError, parse_suite
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES
 
@@ -96,12 +95,7 @@ def test_refit_needs_a_validation_split():
 
 
 def run(tmp_path, raw: dict) -> list[dict]:
-    suite = parse_suite(raw)
-    runner = Runner(
-        suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=lambda m: None
-    )
-    assert not runner.run(expand_cells(suite)).failed
-    return runner.store.read()
+    return run_suite(tmp_path, raw)[1]
 
 
 def test_refit_retrains_the_chosen_trial_on_train_and_validation_and_is_the_row(tmp_path, monkeypatch):

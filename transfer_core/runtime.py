@@ -41,6 +41,7 @@ class RuntimeSettings:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = cuda when available
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto = bf16 on CUDA and on CPUs with native bf16
     compile: Literal["auto", "on", "off"] = "auto"  # auto = on for CUDA; on CPU, a training that repays it
+    # torch.compile's mode
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     cudnn_benchmark: bool = True  # CUDA: cuDNN picks the fastest convolution algorithm per shape, once
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CUDA and on CPU
@@ -211,8 +212,8 @@ def use_inductor_cache(folder: Path) -> None:
 
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles), as PyTorch's own CPU feature
-    probe (cpuinfo) reports it: there bf16 autocast trained ResNet-8 1.73x faster than fp32 (README,
-    Runtime); elsewhere there is no native bf16 arithmetic to gain from, so ``amp: auto`` stays fp32."""
+    probe (cpuinfo) reports it: there bf16 autocast trained ResNet-8 1.73x faster than fp32
+    (``docs/runtime.md``); elsewhere there is no native bf16 arithmetic to gain from, so ``amp: auto`` stays fp32."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 

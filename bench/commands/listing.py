@@ -1,5 +1,5 @@
 """``bench list``: the datasets, backbones, strategies and estimators known, with their options; ``bench list fields``:
-the metrics and compute fields a record carries (``bench/fields.py``), as the README's table."""
+the metrics and compute fields a record carries (``bench/fields.py``), as ``docs/results.md``'s table."""
 
 import dataclasses
 

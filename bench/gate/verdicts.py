@@ -14,7 +14,7 @@ the drift as noise). A benchmark is ``slower`` when both hold:
 (rounds resampled, seeded, so a verdict is reproducible from its samples).
 
 Accuracy. ``bench.compare`` judges the thresholds on head against base, matched by cell and candidate
-(not by configuration key: the code salt is part of it and a revision may change it). On one machine
+(not by configuration key: it holds the code's versions, which a revision may change). On one machine
 the CPU path is deterministic, so the two revisions are expected to agree bitwise; every metric that
 does not is listed, and a drop beyond the threshold fails.
 """

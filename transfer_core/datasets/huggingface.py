@@ -119,9 +119,9 @@ class HuggingFace(DatasetReader):
         source: str = ""  # a Hub dataset's name (``hf:NAME``), read from the local Hugging Face cache
         path: str = ""  # or a folder of parquet / arrow files (split by file name), or a save_to_disk folder
         config: str = ""  # the dataset's configuration (subset), where it has several
-        train_split: str = "train"
+        train_split: str = "train"  # the split trained on
         val_split: str = ""  # the dataset's own validation split ("validation"), used instead of val_fraction
-        test_split: str = "test"
+        test_split: str = "test"  # the split tested on
         image_column: str = ""  # "": the column of type Image
         label_column: str = ""  # "": the ClassLabel column, else one named label or labels
 

@@ -268,9 +268,9 @@ class WebDataset(DatasetReader):
     @dataclass
     class Options:
         path: str = ""  # the folder of shards
-        train_shards: str = "train-*.tar"
+        train_shards: str = "train-*.tar"  # the training shards: a file pattern in ``path``
         val_shards: str = ""  # e.g. val-*.tar: the dataset's own validation split, used instead of val_fraction
-        test_shards: str = "test-*.tar"
+        test_shards: str = "test-*.tar"  # the test shards: a file pattern in ``path``
 
         def __post_init__(self):
             if not self.path:

@@ -26,7 +26,7 @@ class HScore(Estimator):
 
     @dataclass(frozen=True)
     class Options:
-        shrinkage: bool = True
+        shrinkage: bool = True  # Ledoit-Wolf shrinkage of the covariance (Ibrahim et al. 2022); false: the original
 
     def score(self, inputs: EstimatorInputs) -> float:
         f = inputs.features - inputs.features.mean(axis=0)

@@ -23,7 +23,7 @@ class KNN(Estimator):
 
     @dataclass(frozen=True)
     class Options:
-        k: int = 10
+        k: int = 10  # neighbours that vote
 
         def __post_init__(self):
             check_range("k", self.k, 1, None)

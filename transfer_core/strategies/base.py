@@ -140,7 +140,7 @@ class Strategy:
     gpu_share: ClassVar[float] = 1.0  # share of a GPU a scheduler gives its fit (evaluations take less)
     selects_on_validation: ClassVar[bool] = False  # chooses among candidates on the target's validation split
     # what a suite's ``tuning:`` searches by default (bench/tuning.py): setting -> list of values, or
-    # {"log": [low, high]} / {"uniform": [low, high]}; the README names the paper each follows
+    # {"log": [low, high]} / {"uniform": [low, high]}; docs/strategies.md names the paper each follows
     search_space: ClassVar[dict] = {}
     # how results show it: every record carries these (``display``), so a report needs no registry to order rows
     baseline: ClassVar[bool] = False  # the reference the other rows' paired Δ is measured against
