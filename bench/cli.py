@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import discover
-from .errors import BenchError
+from bench.commands import discover
+from bench.errors import BenchError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.provenance import provenance  # noqa: E402
+from bench.pipeline.provenance import provenance  # noqa: E402
 
 STRATEGIES = ["scratch", "linear_probe", "full_finetune", "lp_ft", "l2_sp"]
 

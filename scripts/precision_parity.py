@@ -63,8 +63,8 @@ def paired_rows(out: Path, arms: list[str]) -> list[dict]:
     from scipy import stats
 
     sys.path.insert(0, str(ROOT))
-    from bench import results
-    from bench.stats import summarise
+    from bench.results import frame as results
+    from bench.results.stats import summarise
 
     def top1(arm: str):
         df = results.load(arm_folder(out, arm))
@@ -178,7 +178,7 @@ def main() -> int:
     import torch
 
     from bench.commands.common import script_command_line, write_measurement
-    from bench.provenance import provenance
+    from bench.pipeline.provenance import provenance
 
     payload = {"suite": args.suite, "arms": ARMS, "rows": rows, "provenance": provenance(torch.device("cpu"))}
     write_measurement(

@@ -84,7 +84,7 @@ def main() -> int:
     )
     print(text)
     from bench.commands.common import script_command_line, write_measurement
-    from bench.provenance import provenance
+    from bench.pipeline.provenance import provenance
 
     payload = {
         "amp": runtime.amp,

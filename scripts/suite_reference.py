@@ -1,6 +1,6 @@
 """Writes docs/suite.md, the suite reference, from the suite schema's dataclasses.
 
-Every key a suite may hold is read by ``bench/suite.py`` into a field of a dataclass (the recipe, the runtime,
+Every key a suite may hold is read by ``bench/pipeline/suite.py`` into a field of a dataclass (the recipe, the runtime,
 a strategy's or a dataset's ``Options``...). This script lists each key with its type, its default and its
 description: the comment on the field's line in the source, or on the comment lines right above it. So a key
 is documented where it is declared, and a field added without a comment, or without running this script, fails
@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 OUTPUT = ROOT / "docs" / "suite.md"
 
 # The schema, imported by module path: when a module moves, only these imports change.
-from bench import shifts as shift_schema  # noqa: E402
-from bench import suite as schema  # noqa: E402  (DataSettings, DatasetSpec and the parser's key sets)
-from bench.tuning import Tuning  # noqa: E402
+from bench.pipeline import shifts as shift_schema  # noqa: E402
+from bench.pipeline import suite as schema  # noqa: E402  (DataSettings, DatasetSpec and the parser's key sets)
+from bench.pipeline.tuning import Tuning  # noqa: E402
 from transfer_core.data.augment import Augmentation  # noqa: E402
 from transfer_core.datasets import DATASETS, DatasetReader  # noqa: E402
 from transfer_core.datasets.prepare import Selection  # noqa: E402

@@ -138,7 +138,7 @@ def main() -> int:
     import torch
 
     from bench.commands.common import script_command_line, write_measurement
-    from bench.provenance import provenance
+    from bench.pipeline.provenance import provenance
 
     payload = {"header": header, "rows": rows, "provenance": provenance(torch.device("cpu"))}
     write_measurement(args, "threads", payload, "Threads on CPU", f"{header}\n\n{text}", script_command_line())

@@ -79,8 +79,8 @@ def tiny_suite(**overrides) -> dict:
 def make_runner(tmp_path: Path, suite, runtime=None, data_root=None, **kwargs):
     """(runner, cells) of ``suite`` (a raw mapping or a parsed Suite) writing records to ``tmp_path/out`` and
     models to ``tmp_path/cache``; data from ``data_root`` (default ``tmp_path/data``), on the CPU by default."""
-    from bench.runner import Runner
-    from bench.suite import expand_cells, parse_suite
+    from bench.pipeline.runner import Runner
+    from bench.pipeline.suite import expand_cells, parse_suite
     from transfer_core.runtime import resolve_runtime
 
     suite = parse_suite(suite) if isinstance(suite, dict) else suite
@@ -113,7 +113,7 @@ def plan_of(tmp_path: Path, suite, **kwargs):
 def run_with_executor(folder: Path, suite, executor_name: str, data_root=None, estimates_only=False, **options):
     """(runner, summary, log lines) of ``suite`` run through executor ``executor_name`` (with ``options``), on the
     CPU, none failed; the executor is closed after."""
-    from bench.executors import create_executor
+    from bench.pipeline.executors import create_executor
     from transfer_core.runtime import resolve_runtime
 
     messages = []

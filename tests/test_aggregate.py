@@ -4,8 +4,8 @@ numbers whose answers are known."""
 import numpy as np
 import pytest
 
-from bench.aggregate import aggregate, iqm, performance_profile, probability_of_improvement
-from bench.tables import Row
+from bench.results.aggregate import aggregate, iqm, performance_profile, probability_of_improvement
+from bench.results.tables import Row
 
 
 def rows(table: dict) -> list[Row]:
@@ -58,8 +58,8 @@ def test_too_little_to_aggregate_gives_nothing():
 def test_the_report_shows_the_scores_across_tasks_in_markdown_html_and_plots(tmp_path):
     from test_report import record
 
-    from bench.records import ResultsStore
-    from bench.report import load_results, write_reports
+    from bench.results.records import ResultsStore
+    from bench.results.report import load_results, write_reports
 
     store = ResultsStore(tmp_path)
     base = {"scratch": 30.0, "linear_probe": 35.0, "full_finetune": 40.0}
@@ -90,7 +90,7 @@ def test_two_strategies_get_ranks_but_no_critical_difference():
     found = aggregate(rows(two))  # autorank tests two strategies by Wilcoxon: no Friedman, nothing to draw
     assert found.mean_rank["full_finetune"] < found.mean_rank["scratch"]
     assert found.critical_difference is None and found.ranking is None
-    from bench.plots import critical_difference
-    from bench.report import aggregate_lines
+    from bench.results.plots import critical_difference
+    from bench.results.report import aggregate_lines
 
     assert critical_difference(found) is None and "Friedman" not in " ".join(aggregate_lines(found))

@@ -8,7 +8,7 @@ import torch
 from conftest import make_runner as shared_runner
 from conftest import tiny_suite
 
-from bench.build import Builder
+from bench.pipeline.build import Builder
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies.linear_probe import LinearProbe
 

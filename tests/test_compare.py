@@ -14,10 +14,10 @@ import yaml
 from conftest import REPO, tiny_suite
 
 from bench.cli import main
-from bench.compare import CompareError, compare, parse_thresholds, render_summary
-from bench.fields import DIRECTIONS
-from bench.records import ResultsStore
-from bench.stats import correct_bits
+from bench.results.compare import CompareError, compare, parse_thresholds, render_summary
+from bench.results.fields import DIRECTIONS
+from bench.results.records import ResultsStore
+from bench.results.stats import correct_bits
 
 
 def record(seed=0, strategy="scratch", status="ok", config_hash=None, device="cpu-x", **values):

@@ -112,14 +112,6 @@ def test_the_readme_has_a_line_for_every_command():
     assert len([m for m in commands if m]) >= 12 and not missing, f"README.md's commands table lacks {missing}"
 
 
-def test_the_results_manual_holds_the_declared_fields_table():
-    from bench.fields import markdown_table
-
-    assert markdown_table() in (REPO / "docs" / "results.md").read_text(encoding="utf-8"), (
-        "docs/results.md's metrics and compute table differs from bench/fields.py: paste `python -m bench list fields`"
-    )
-
-
 def test_the_manual_names_no_code_salt():
     """Keys hold per-component versions (transfer_core/versions.py); there is no global salt to bump."""
     for page in PAGES:

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, tiny_suite
 from test_cli_end_to_end import bench
 
-from bench.suite import SuiteError, check_data, parse_suite
+from bench.pipeline.suite import SuiteError, check_data, parse_suite
 from transfer_core.data import Augmentation, BatchFormat, create_loader, dali_available
 from transfer_core.datasets import (
     DataUnavailableError,

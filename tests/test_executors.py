@@ -9,8 +9,8 @@ import yaml
 from conftest import tiny_suite
 from test_ray_executor import metrics, run
 
-from bench.executors import EXECUTORS, Executor, create_executor
-from bench.suite import parse_suite
+from bench.pipeline.executors import EXECUTORS, Executor, create_executor
+from bench.pipeline.suite import parse_suite
 
 pytest.importorskip("submitit")  # CI installs it with the [test] extra and fails without it (.ci/run)
 

@@ -1,14 +1,15 @@
-"""The results contract: every number a record carries is declared once in ``bench/fields.py``, with the
+"""The results contract: every number a record carries is declared once in ``bench/results/fields.py``, with the
 direction ``bench compare`` gates by, and docs/results.md's field table is that list."""
 
 from conftest import REPO
 
-from bench.fields import BY_NAME, DIRECTIONS, FIELDS, markdown_table
+from bench.results.fields import BY_NAME, DIRECTIONS, FIELDS, markdown_table
 
 
-def test_the_readme_holds_the_declared_fields_table():
+def test_the_results_manual_holds_the_declared_fields_table():
     assert markdown_table() in (REPO / "docs" / "results.md").read_text(encoding="utf-8"), (
-        "docs/results.md's metrics and compute table differs from bench/fields.py: paste `python -m bench list fields`"
+        "docs/results.md's metrics and compute table differs from bench/results/fields.py: "
+        "paste `python -m bench list fields`"
     )
 
 
@@ -30,6 +31,6 @@ def test_a_run_writes_no_number_the_contract_lacks(tmp_path):
     for record in records:
         for section in ("metrics", "compute"):
             undeclared = {name for name in record[section] if BY_NAME.get(name, None) is None}
-            assert not undeclared, f"{section} fields missing from bench/fields.py: {sorted(undeclared)}"
+            assert not undeclared, f"{section} fields missing from bench/results/fields.py: {sorted(undeclared)}"
             assert all(BY_NAME[name].section == section for name in record[section])
         assert record["directions"] == DIRECTIONS

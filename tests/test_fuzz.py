@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.cli import main
-from bench.compare import CompareError, parse_thresholds
-from bench.suite import SuiteError, parse_suite
+from bench.pipeline.suite import SuiteError, parse_suite
+from bench.results.compare import CompareError, parse_thresholds
 
 # no example database written into the repository; every run draws afresh from its seed
 FUZZ = settings(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gate.verdicts import bitwise_differences, judge_speed
+from bench.measure.gate.verdicts import bitwise_differences, judge_speed
 
 REPO = Path(__file__).resolve().parents[1]
 

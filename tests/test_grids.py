@@ -5,13 +5,13 @@ import copy
 import pytest
 from conftest import plan_of, run_suite, tiny_suite
 
-from bench.build import Builder
-from bench.compare import compare, parse_thresholds
-from bench.plan import FittedArtifact, SelectionArtifact
-from bench.records import candidate, latest_records
-from bench.report import grid_table, summarise_rows
-from bench.runner import Runner
-from bench.suite import SuiteError, expand_cells, parse_suite
+from bench.pipeline.build import Builder
+from bench.pipeline.plan import FittedArtifact, SelectionArtifact
+from bench.pipeline.runner import Runner
+from bench.pipeline.suite import SuiteError, expand_cells, parse_suite
+from bench.results.compare import compare, parse_thresholds
+from bench.results.records import candidate, latest_records
+from bench.results.report import grid_table, summarise_rows
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, TargetTask
 
@@ -198,13 +198,13 @@ def test_a_strategy_built_from_a_grid_takes_the_selected_point_and_pays_for_the_
 
 def test_a_rerun_of_a_grid_trains_nothing(tmp_path, monkeypatch):
     runner, records = run(tmp_path, grid_suite())
-    import bench.build
+    import bench.pipeline.build
     import transfer_core.strategies.base as base
 
     def no_training(*args, **kwargs):
         raise AssertionError("a rerun must not train")
 
-    for module in (bench.build, base):
+    for module in (bench.pipeline.build, base):
         monkeypatch.setattr(module, "train", no_training)
     again = Runner(
         runner.suite,

@@ -14,9 +14,9 @@ import yaml
 from conftest import tiny_suite, write_cifar10
 
 from bench.cli import main
-from bench.records import ResultsStore
-from bench.runner import Runner
-from bench.suite import expand_cells, parse_suite
+from bench.pipeline.runner import Runner
+from bench.pipeline.suite import expand_cells, parse_suite
+from bench.results.records import ResultsStore
 from transfer_core.runtime import resolve_runtime
 
 
@@ -358,7 +358,7 @@ def test_deterministic_runs_give_bitwise_identical_metrics_and_are_recorded(tmp_
 
 
 def test_names_from_a_records_file_are_escaped_in_every_format(tmp_path):
-    from bench.report import load_results, write_reports
+    from bench.results.report import load_results, write_reports
 
     folder = tmp_path / "run"
     folder.mkdir()
@@ -378,7 +378,7 @@ def test_names_from_a_records_file_are_escaped_in_every_format(tmp_path):
 
 
 def test_links_planted_in_a_results_folder_are_never_written_through(tmp_path, capsys):
-    from bench.report import load_results, write_reports
+    from bench.results.report import load_results, write_reports
 
     folder = tmp_path / "run"
     folder.mkdir()

@@ -207,8 +207,8 @@ def folder_suite(path: str) -> dict:
 
 
 def planned_keys(raw: dict, root: Path, cache: Path) -> set[str]:
-    from bench.runner import Runner
-    from bench.suite import expand_cells, parse_suite
+    from bench.pipeline.runner import Runner
+    from bench.pipeline.suite import expand_cells, parse_suite
     from transfer_core.runtime import resolve_runtime
 
     suite = parse_suite(raw)

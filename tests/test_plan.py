@@ -12,8 +12,8 @@ import typing
 import pytest
 import torch
 
-from bench.runner import Runner
-from bench.suite import SuiteError, _fields, expand_cells, parse_suite
+from bench.pipeline.runner import Runner
+from bench.pipeline.suite import SuiteError, _fields, expand_cells, parse_suite
 from transfer_core.data import Augmentation
 from transfer_core.datasets import Digits, Selection
 from transfer_core.runtime import RuntimeSettings, resolve_runtime
@@ -364,7 +364,7 @@ def test_ranks_enter_the_keys_of_what_trains_under_them(tmp_path):
 
 
 def test_library_releases_enter_the_keys_of_what_their_code_computes(tmp_path, monkeypatch):
-    import bench.plan
+    import bench.pipeline.plan
 
     base, _ = roles_and_keys(BASE, tmp_path)
     monkeypatch.setattr(torch, "__version__", "2.14.9")  # a patch release: the same models
@@ -374,7 +374,7 @@ def test_library_releases_enter_the_keys_of_what_their_code_computes(tmp_path, m
     assert all(moved[role] != base[role] for role in ALL)
     monkeypatch.undo()
     # timm's release enters the keys of artifacts whose backbone timm defines, and of no other
-    installed = bench.plan._installed
+    installed = bench.pipeline.plan._installed
 
     def other_timm(prefix):
         return "99.0.0" if prefix == "timm" else installed(prefix)
@@ -384,6 +384,6 @@ def test_library_releases_enter_the_keys_of_what_their_code_computes(tmp_path, m
         parse_suite(two), tmp_path / "data", tmp_path / "out", tmp_path / "cache", resolve_runtime("cpu"), log=print
     ).plan(expand_cells(parse_suite(two)))
     before = {a.name: a.key for a in plan().artifacts.values()}
-    monkeypatch.setattr(bench.plan, "_installed", other_timm)
+    monkeypatch.setattr(bench.pipeline.plan, "_installed", other_timm)
     after = {a.name: a.key for a in plan().artifacts.values()}
     assert {name for name in before if before[name] != after[name]} == {n for n in before if "timm:resnet18" in n}

@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_suite
 
 from bench.cli import main
-from bench.suite import SuiteError, expand_cells, parse_suite
+from bench.pipeline.suite import SuiteError, expand_cells, parse_suite
 from transfer_core.backbones import create_backbone
 from transfer_core.pretrained import (
     PretrainedSpec,

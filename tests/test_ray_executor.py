@@ -15,8 +15,8 @@ import pytest
 import yaml
 from conftest import REPO, run_with_executor, tiny_suite
 
-from bench.executors.remote import shared_folder_problems
-from bench.suite import load_suite, parse_suite
+from bench.pipeline.executors.remote import shared_folder_problems
+from bench.pipeline.suite import load_suite, parse_suite
 
 ray = pytest.importorskip("ray")  # CI installs the [ray] extra and fails without it (.ci/run)
 

@@ -9,12 +9,12 @@ from html.parser import HTMLParser
 import pytest
 from scipy import stats
 
-from bench.plots import pareto_frontier
-from bench.records import ResultsStore
-from bench.report import ReportError, load_results, paired_table, render, summarise_rows, write_reports
-from bench.results import ResultsError
-from bench.stats import holm_paired_tests, paired_difference, summarise, t_quantile
-from bench.tables import RESULTS, latex_escape, render_csv, render_latex, render_markdown, render_page
+from bench.results.frame import ResultsError
+from bench.results.plots import pareto_frontier
+from bench.results.records import ResultsStore
+from bench.results.report import ReportError, load_results, paired_table, render, summarise_rows, write_reports
+from bench.results.stats import holm_paired_tests, paired_difference, summarise, t_quantile
+from bench.results.tables import RESULTS, latex_escape, render_csv, render_latex, render_markdown, render_page
 
 
 def record(strategy, seed, top1, status="ok", alpha=None, selected=True, val=50.0, target="b", img_per_s=1000.0):
@@ -238,7 +238,7 @@ def test_missing_results_folder_is_a_clear_error(tmp_path):
 
 
 def test_index_lists_suites_and_datapath_runs_with_how_they_were_made(tmp_path):
-    from bench.index import build_index
+    from bench.results.index import build_index
 
     ResultsStore(tmp_path / "mysuite").append(RECORDS)
     ResultsStore(tmp_path / "mysuite").write_plan("mysuite", [])
@@ -256,7 +256,7 @@ def test_index_lists_suites_and_datapath_runs_with_how_they_were_made(tmp_path):
 
 
 def test_the_regime_plot_draws_one_line_per_strategy_over_sizes(tmp_path):
-    from bench.plots import regime_curve, write_plots
+    from bench.results.plots import regime_curve, write_plots
 
     def at(strategy, per_class, seed, top1):
         r = record(strategy, seed, top1, target=f"b ({per_class}/class)")
@@ -282,7 +282,7 @@ def test_the_regime_plot_draws_one_line_per_strategy_over_sizes(tmp_path):
 
 
 def test_compilation_is_charged_once_per_graph_and_process_to_no_row():
-    from bench.report import compile_line
+    from bench.results.report import compile_line
 
     first = {"graph": "g1", "compile_s": 30.0, "first_in_process": True, "id": "h:1:1"}
     reused = {"graph": "g1", "compile_s": 0.1, "first_in_process": False, "id": "h:1:2"}
@@ -352,7 +352,7 @@ class _Tables(HTMLParser):
 def test_every_format_renders_every_table(tmp_path):
     """One list of tables: the grid points' table is in the markdown, LaTeX, CSV and HTML alike, with every
     column its declaration lists."""
-    from bench.tables import GRID_POINTS, TABLES
+    from bench.results.tables import GRID_POINTS, TABLES
 
     ResultsStore(tmp_path).append(RECORDS + SEARCH)
     write_reports(load_results(tmp_path), "Results: s")

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from test_report import RECORDS, SEARCH, record
 
-from bench.records import ResultsStore
-from bench.report import load_results, write_reports
-from bench.tables import TABLES
+from bench.results.records import ResultsStore
+from bench.results.report import load_results, write_reports
+from bench.results.tables import TABLES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium (apt-get install chromium)")

@@ -1,4 +1,4 @@
-"""Results as a pandas DataFrame (``bench.results.load``): what a notebook user gets, and that the report's
+"""Results as a pandas DataFrame (``bench.results.frame.load``): what a notebook user gets, and that the report's
 numbers are the frame's."""
 
 import csv
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
-from bench.report import load_results, summarise_rows
-from bench.tables import render_csv
+from bench.results import frame as results
+from bench.results.report import load_results, summarise_rows
+from bench.results.tables import render_csv
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "cifar-cpu"
 

@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import pytest
 from conftest import make_runner, tiny_suite
 
-from bench.build import Builder, Outcome
-from bench.executors import Executor
-from bench.records import ResultsStore
-from bench.runner import Runner
-from bench.suite import expand_cells, parse_suite
+from bench.pipeline.build import Builder, Outcome
+from bench.pipeline.executors import Executor
+from bench.pipeline.runner import Runner
+from bench.pipeline.suite import expand_cells, parse_suite
+from bench.results.records import ResultsStore
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, Strategy
 
@@ -43,7 +43,7 @@ def test_compiling_is_in_no_row_and_the_report_charges_each_graph_once(tmp_path)
 
     import torch
 
-    from bench.report import compile_line
+    from bench.results.report import compile_line
 
     def eager_backend(graph_module, example_inputs):  # compiles nothing, costs nothing: only the accounting is tested
         return graph_module.forward
@@ -75,13 +75,13 @@ def test_a_rerun_trains_nothing_and_force_reruns(tmp_path, monkeypatch):
 
     import sys
 
-    import bench.build
+    import bench.pipeline.build
 
     # every module that calls the training loop: the builder and each strategy module that imports it
     strategy_modules = [
         m for name, m in sys.modules.items() if name.startswith("transfer_core.strategies.") and hasattr(m, "train")
     ]
-    for module in [bench.build, *strategy_modules]:
+    for module in [bench.pipeline.build, *strategy_modules]:
         monkeypatch.setattr(module, "train", no_training)
     again, cells = make_runner(tmp_path, tiny_suite())
     summary = again.run(cells)
@@ -142,7 +142,7 @@ def test_divergence_is_its_own_status(tmp_path):
 def test_the_data_backend_enters_the_hash_only_for_image_folders(tmp_path):
     import dataclasses
 
-    from bench.plan import build_plan
+    from bench.pipeline.plan import build_plan
 
     def hashes(raw, backend):
         suite = parse_suite(raw)
@@ -174,7 +174,7 @@ def test_scratch_under_two_sources_is_trained_once_and_recorded_for_each(tmp_pat
     assert sorted(r["source"] for r in scratch) == ["digits[0-2]", "digits[0-4]"]
     assert len({r["config_hash"] for r in scratch}) == 1 and scratch[0]["metrics"] == scratch[1]["metrics"]
     assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 1 + 2  # scratch once, a probe per source
-    from bench.report import load_results, summarise_rows
+    from bench.results.report import load_results, summarise_rows
 
     rows = summarise_rows(load_results(tmp_path / "out").records)
     assert sorted((r.source, r.strategy) for r in rows if r.strategy == "scratch") == [

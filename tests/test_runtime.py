@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from bench.build import measured_peaks, utilisation
-from bench.plan import key_runtime
+from bench.pipeline.build import measured_peaks, utilisation
+from bench.pipeline.plan import key_runtime
 from transfer_core.backbones import create_backbone
 from transfer_core.data import DeviceBatches
 from transfer_core.runtime import Runtime, Timer, measured_peak_tflops, native_cpu_bf16, resolve_runtime

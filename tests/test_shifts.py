@@ -10,8 +10,8 @@ from conftest import plan_of as shared_plan_of
 from conftest import run_with_executor, write_cifar10
 from test_cli_end_to_end import bench
 
-from bench.shifts import CorruptionShift, DatasetShift
-from bench.suite import SuiteError, expand_cells, parse_suite
+from bench.pipeline.shifts import CorruptionShift, DatasetShift
+from bench.pipeline.suite import SuiteError, expand_cells, parse_suite
 
 CLASSES = ["dog", "frog", "horse", "ship", "truck"]  # cifar10 classes 5-9, in that order
 
@@ -145,7 +145,7 @@ def test_run_scores_every_model_on_every_shift_and_the_report_shows_it(data_root
     cells = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     shifted = [json.loads(line) for line in (out / "shifts.jsonl").read_text().splitlines()]
     assert all(r["status"] == "ok" for r in cells + shifted)
-    from bench.fields import BY_NAME
+    from bench.results.fields import BY_NAME
 
     for r in shifted:  # the results contract covers shift records too
         assert all(BY_NAME[name].section == section for section in ("metrics", "compute") for name in r[section])
@@ -241,8 +241,8 @@ def _records(strategy, seed, id_top1, ood_top1, key, grid_point=None, selected=T
 def test_effective_robustness_is_the_gap_above_the_baselines_logit_fit():
     """Baseline models on an exact logit-linear line (logit OOD = 0.5 logit ID - 1), a row 3 points above it on
     every seed: effective robustness +3.00 with no spread; mCA averages the corruptions; Δ mCA is paired."""
-    from bench.records import strategy_info
-    from bench.robustness import MCA, robustness
+    from bench.results.records import strategy_info
+    from bench.results.robustness import MCA, robustness
 
     def on_line(id_top1):
         import math
@@ -294,7 +294,7 @@ def test_shift_evaluations_on_ray_give_the_local_executors_records(data_root, tm
     """Corrupted splits and shift evaluations built in Ray workers: the same records, number for number, as in
     one process (one thread per artifact in both, so float sums run in the same order)."""
     ray = pytest.importorskip("ray")  # CI installs it and fails without it (.ci/run)
-    from bench.records import SHIFT_RECORDS, ResultsStore
+    from bench.results.records import SHIFT_RECORDS, ResultsStore
 
     suite = parse_suite(shifted_suite(data_root, [{"corruptions": ["contrast", "frost"], "severities": [5]}]))
 

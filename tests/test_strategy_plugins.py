@@ -8,10 +8,10 @@ import pytest
 from conftest import tiny_suite
 
 import transfer_core.strategies as strategies
-from bench.records import strategy_info
-from bench.report import summarise_rows
-from bench.runner import Runner
-from bench.suite import expand_cells, parse_suite
+from bench.pipeline.runner import Runner
+from bench.pipeline.suite import expand_cells, parse_suite
+from bench.results.records import strategy_info
+from bench.results.report import summarise_rows
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES, register_strategy
 from transfer_core.strategies.scratch import Scratch

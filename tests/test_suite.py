@@ -5,7 +5,7 @@ import yaml
 from conftest import REPO, tiny_suite
 
 from bench.cli import main
-from bench.suite import SuiteError, check_data, expand_cells, load_suite, parse_suite
+from bench.pipeline.suite import SuiteError, check_data, expand_cells, load_suite, parse_suite
 
 
 def error_of(raw) -> str:
@@ -265,7 +265,7 @@ def test_smaller_sizes_of_a_sweep_keep_a_subset_of_the_larger_ones_images():
 
 
 def test_resampling_per_seed_draws_each_seeds_subsets_validation_and_test_images(tmp_path):
-    from bench.build import BuildEnv, Builder
+    from bench.pipeline.build import BuildEnv, Builder
     from transfer_core.runtime import resolve_runtime
 
     def prepared(resample: str) -> dict:

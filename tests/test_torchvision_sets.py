@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_suite, write_cifar10
 from test_cli_end_to_end import bench
 
-from bench.suite import SuiteError, check_data, parse_suite
+from bench.pipeline.suite import SuiteError, check_data, parse_suite
 from transfer_core.datasets import DATASETS, DataUnavailableError, Selection, create_dataset_reader, prepare_dataset
 
 

@@ -11,10 +11,10 @@ import yaml
 from conftest import run_with_executor, tiny_suite
 from test_cli_end_to_end import bench
 
-from bench.estimates import ESTIMATE_RECORDS
-from bench.suite import SuiteError, parse_suite
-from bench.tables import Row
-from bench.transferability import agreement
+from bench.pipeline.estimates import ESTIMATE_RECORDS
+from bench.pipeline.suite import SuiteError, parse_suite
+from bench.results.tables import Row
+from bench.results.transferability import agreement
 
 SOURCES = [
     {"dataset": "digits", "classes": [0, 1, 2, 3, 4], "per_class": 30, "epochs": 2, "name": "five"},
@@ -141,7 +141,7 @@ def test_agreement_measures_the_ranking_and_what_trusting_it_costs():
 
 
 def test_the_bootstrap_computes_each_distinct_resample_once_and_gives_what_every_draw_would():
-    from bench.transferability import BOOTSTRAP_DRAWS, _bootstrap, _statistics
+    from bench.results.transferability import BOOTSTRAP_DRAWS, _bootstrap, _statistics
 
     generator = np.random.default_rng(3)
     scores, accuracy = generator.normal(size=(6, 4)), generator.normal(70, 5, size=(6, 4))

@@ -6,9 +6,9 @@ import math
 import pytest
 from conftest import run_suite, tiny_suite
 
-from bench.records import latest_records
-from bench.report import grid_table, summarise_rows
-from bench.suite import SuiteError, parse_suite
+from bench.pipeline.suite import SuiteError, parse_suite
+from bench.results.records import latest_records
+from bench.results.report import grid_table, summarise_rows
 from transfer_core.runtime import resolve_runtime
 from transfer_core.strategies import STRATEGIES
 

@@ -116,8 +116,8 @@ def test_raising_one_version_changes_the_keys_of_exactly_what_ran_it(tmp_path, m
 
 def test_a_record_names_the_versions_of_the_code_behind_it(tmp_path):
     """The versions are in each artifact's settings, so a record's config says which code made it."""
-    from bench.runner import Runner
-    from bench.suite import expand_cells, parse_suite
+    from bench.pipeline.runner import Runner
+    from bench.pipeline.suite import expand_cells, parse_suite
     from transfer_core.runtime import resolve_runtime
 
     suite = parse_suite(BASE)

@@ -36,7 +36,7 @@ class Classifier(nn.Module):
 BodyBuilder = Callable[[int], tuple[nn.Module, int]]
 BACKBONES: Registry[BodyBuilder] = Registry("backbone", versioned=True)
 # The version of how a timm or torchvision model becomes a body and head here (its classifier removed, its
-# pooling kept): the library's own release is in the key besides (``bench/plan.py``'s ``library_versions``).
+# pooling kept): the library's own release is in the key besides (``bench/pipeline/plan.py``'s ``library_versions``).
 EXTERNAL_BODY_VERSION = 1
 
 

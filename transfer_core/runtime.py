@@ -166,7 +166,8 @@ class Runtime:
         )
 
     def describe(self) -> dict:
-        """Every switch, for provenance. Artifact keys take the subset that bears on each artifact (bench/plan.py)."""
+        """Every switch, for provenance. Artifact keys take the subset that bears on each artifact
+        (bench/pipeline/plan.py)."""
         described = {
             "device": str(self.device),
             "amp": self.amp,
@@ -253,7 +254,7 @@ def measured_peak_tflops(device_str: str, precision: str = "bf16") -> Optional[f
     matmuls timed with CUDA events; CPU: 1024² matmuls on every torch thread, perf_counter, the best of 5
     rounds of 5 (a shared machine's slow round is not the hardware's rate; 1024² reaches the rate of 2048²
     and 4096² on 2 Zen 4 cores, and rounds of a tenth of a second keep the clock's and the scheduler's noise
-    out). Half a second to a second, once per process, outside any cell's time limit (``bench/build.py``)."""
+    out). Half a second to a second, once per process, outside any cell's time limit (``bench/pipeline/build.py``)."""
     device, dtype = torch.device(device_str), PEAK_DTYPES[precision]
     size, repeats, rounds = (8192, 20, 1) if device.type == "cuda" else (1024, 5, 5)
     a = torch.randn(size, size, device=device, dtype=dtype)

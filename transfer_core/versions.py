@@ -9,7 +9,7 @@ Every component whose code computes numbers carries an integer version beside th
   the data path (``data/*.py``'s ``VERSION``), loading pretrained weights (``pretrained.VERSION``) and the
   corruptions (``shifts.corruptions.VERSION``).
 
-``code_versions`` gives the versions of exactly the code one artifact runs; the plan (``bench/plan.py``) puts
+``code_versions`` gives the versions of exactly the code one artifact runs; the plan (``bench/pipeline/plan.py``) puts
 them in its key. Raising one component's version rebuilds what ran that component, and what is built on it,
 and nothing else. A change that moves a component's numbers without raising its version is caught by
 ``tests/test_versions.py``: it runs each component on tiny fixed inputs and compares the result with the

@@ -1,6 +1,6 @@
-"""``bench ci``: the regression gate, base and head side by side (``bench/gate``)."""
+"""``bench ci``: the regression gate, base and head side by side (``bench/measure/gate``)."""
 
-from .common import add_data_root
+from bench.commands.common import add_data_root
 
 NAME, ORDER = "ci", 65
 HELP = (
@@ -72,6 +72,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..gate.run import cmd_ci
+    from bench.measure.gate.run import cmd_ci
 
     return cmd_ci(args)

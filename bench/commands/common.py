@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ..errors import SuiteError
+from bench.errors import SuiteError
 
 
 def add_data_root(parser, help: str = "folder with the datasets (overrides BENCH_DATA_ROOT and data.root)") -> None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..text import publish_summary
+from bench.text import publish_summary
 
 NAME, ORDER = "compare", 60
 HELP = "compare two results folders; exit 1 on a regression beyond the thresholds"
@@ -28,7 +28,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .. import compare
+    from bench.results import compare
 
     thresholds = compare.parse_thresholds(args.fail)
     comparison = compare.compare(

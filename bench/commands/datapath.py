@@ -4,8 +4,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ..errors import SuiteError
-from .common import (
+from bench.commands.common import (
     add_data_root,
     add_device,
     add_measurement_outputs,
@@ -14,6 +13,7 @@ from .common import (
     resolve_runtime,
     write_measurement,
 )
+from bench.errors import SuiteError
 
 NAME, ORDER = "datapath", 40
 HELP = "benchmark the data path: images/s of each backend against a torchvision DataLoader"
@@ -74,12 +74,11 @@ def _augmentation(args, default):
 
 
 def run(args) -> int:
+    from bench.measure import datapath
+    from bench.pipeline.provenance import device_name, provenance
+    from bench.pipeline.suite import data_root
     from transfer_core.data.augment import Augmentation
     from transfer_core.datasets import DataUnavailableError, create_dataset_reader
-
-    from .. import datapath
-    from ..provenance import device_name, provenance
-    from ..suite import data_root
 
     require_array_dataset(args.dataset, "--dataset: ", " (pass --folder to measure an image folder of your own)")
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

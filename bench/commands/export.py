@@ -3,8 +3,8 @@ layout, or any dataset as WebDataset shards."""
 
 from pathlib import Path
 
-from ..errors import SuiteError
-from .common import add_data_root, require_array_dataset
+from bench.commands.common import add_data_root, require_array_dataset
+from bench.errors import SuiteError
 
 NAME, ORDER = "export", 50
 HELP = (
@@ -33,14 +33,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from bench.pipeline.suite import data_root
     from transfer_core.datasets import (
         DataUnavailableError,
         Selection,
         prepare_dataset,
         write_image_folder,
     )
-
-    from ..suite import data_root
 
     name, options = _dataset(args)
     if args.format != "webdataset":

@@ -2,8 +2,8 @@
 checksums; Hugging Face Hub datasets, into the local cache) and the weights of its pretrained sources -- so
 that runs afterwards need no network."""
 
-from ..errors import SuiteError
-from .common import add_data_root
+from bench.commands.common import add_data_root
+from bench.errors import SuiteError
 
 NAME, ORDER = "fetch", 80
 HELP = "download a suite's datasets and the weights of its pretrained sources (run it while online)"
@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..suite import data_root, load_suite
+    from bench.pipeline.suite import data_root, load_suite
 
     suite = load_suite(args.suite)
     fetch_data(args.suite, suite, data_root(suite, args.data_root))
@@ -25,9 +25,8 @@ def run(args) -> int:
 
 def fetch_data(name: str, suite, root) -> None:
     """Downloads each dataset the suite reads that is not on disk yet (each once, whatever its selection)."""
+    from bench.pipeline.suite import data_specs
     from transfer_core.datasets import DataUnavailableError, create_dataset_reader
-
-    from ..suite import data_specs
 
     seen = set()
     for where, spec in data_specs(suite):

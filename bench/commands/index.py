@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..errors import SuiteError
+from bench.errors import SuiteError
 
 NAME, ORDER = "index", 90
 HELP = "write RESULTS/README.md: every published result, its hardware, date, commit and command"
@@ -13,9 +13,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from bench.results.index import build_index
     from transfer_core.files import write_file
-
-    from ..index import build_index
 
     root = Path(args.root)
     if not root.is_dir():

@@ -1,5 +1,5 @@
 """``bench list``: the datasets, backbones, strategies and estimators known, with their options; ``bench list fields``:
-the metrics and compute fields a record carries (``bench/fields.py``), as ``docs/results.md``'s table."""
+the metrics and compute fields a record carries (``bench/results/fields.py``), as ``docs/results.md``'s table."""
 
 import dataclasses
 
@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.what == "fields":
-        from bench.fields import markdown_table
+        from bench.results.fields import markdown_table
 
         print(markdown_table())
         return 0

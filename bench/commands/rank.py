@@ -4,9 +4,9 @@ the suite's ``estimators:`` (or ``--estimators``) say which scores."""
 
 import dataclasses
 
-from ..errors import SuiteError
-from .common import log
-from .run import add_runner_arguments, suite_runner
+from bench.commands.common import log
+from bench.commands.run import add_runner_arguments, suite_runner
+from bench.errors import SuiteError
 
 NAME, ORDER = "rank", 15
 HELP = "rank each target's sources by transferability estimators, without fine-tuning anything"
@@ -22,10 +22,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..estimates import parse_estimators
-    from ..suite import _build, load_suite
-    from ..tables import render_csv, render_markdown
-    from ..transferability import rank_rows, rank_table, read_estimates
+    from bench.pipeline.estimates import parse_estimators
+    from bench.pipeline.suite import _build, load_suite
+    from bench.results.tables import render_csv, render_markdown
+    from bench.results.transferability import rank_rows, rank_table, read_estimates
 
     suite = load_suite(args.suite)
     if args.estimators:

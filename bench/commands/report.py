@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from ..errors import SuiteError
+from bench.errors import SuiteError
 
 NAME, ORDER = "report", 30
 HELP = "print the results table of a results folder; write every format and the plots"
@@ -26,7 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .. import report as report_mod
+    from bench.results import report as report_mod
 
     results = report_mod.load_results(Path(args.results_dir))
     rows = report_mod.summarise_rows(results.records, results.plan)
@@ -37,7 +37,7 @@ def run(args) -> int:
             raise SuiteError("--paired: expected two strategies, e.g. --paired full_finetune,scratch")
         print(report_mod.paired_table(results, a.strip(), b.strip()))
     elif args.format == "html":
-        from .. import plots
+        from bench.results import plots
 
         analyses = report_mod.analyse(results)
         figures = plots.figures(results.records, analyses.rows, None, analyses.shifted, analyses.agreeing)
@@ -47,7 +47,7 @@ def run(args) -> int:
     else:
         print(report_mod.render_rows(rows, args.format), end="" if args.format != "markdown" else "\n")
     if args.plot:
-        from .. import plots
+        from bench.results import plots
 
         fig = plots.accuracy_vs_compute(rows)
         if fig is None:

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import SuiteError
-from .common import add_data_root, add_device, command_line, log, resolve_runtime
+from bench.commands.common import add_data_root, add_device, command_line, log, resolve_runtime
+from bench.errors import SuiteError
 
 NAME, ORDER = "run", 10
 HELP = "run a suite (resumes by default) and print its results table"
@@ -56,7 +56,7 @@ def add_runner_arguments(parser) -> None:
 def add_executor_arguments(parser) -> None:
     """Each executor's own arguments, in a group of its own (``Executor.add_arguments``); which executor owns
     which is kept on the parser, so that one given without its executor is refused."""
-    from ..executors import EXECUTORS
+    from bench.pipeline.executors import EXECUTORS
 
     owners = {}
     for name in EXECUTORS.names():
@@ -69,9 +69,8 @@ def add_executor_arguments(parser) -> None:
 def chosen_executor_options(args) -> dict:
     """The chosen executor's options from the command line, checked: an unknown executor, a bad value or an
     argument of another executor is a one-line error."""
+    from bench.pipeline.executors import executor_options
     from transfer_core.registry import UnknownNameError
-
-    from ..executors import executor_options
 
     options = {"threads": args.threads}
     for dest, (owner, flag) in args.executor_arguments.items():
@@ -98,14 +97,14 @@ def suite_runtime(suite, device_override, cuda_available=None, shard=None):
 
 
 def run(args) -> int:
-    from ..suite import load_suite
+    from bench.pipeline.suite import load_suite
 
     suite = load_suite(args.suite)
     with suite_runner(args, suite) as (runner, cells, all_cells):
         if args.dry_run:
             return dry_run(runner, cells, all_cells)
         summary = runner.run(cells, all_cells)
-    from .. import report as report_mod  # seconds of imports (statistics, plots): not for a dry run
+    from bench.results import report as report_mod  # seconds of imports (statistics, plots): not for a dry run
 
     if not runner.shard.is_main:
         return 1 if summary.failed else 0
@@ -134,7 +133,7 @@ def run(args) -> int:
 def suite_runner(args, suite):
     """(runner, cells, all cells) for the suite and the arguments of ``add_runner_arguments``, checked in one
     line each before anything heavy is imported; the executor is closed (and torchrun's group left) after."""
-    from ..suite import check_data, data_root, expand_cells
+    from bench.pipeline.suite import check_data, data_root, expand_cells
 
     root = data_root(suite, args.data_root)
     check_data(suite, root)
@@ -147,10 +146,9 @@ def suite_runner(args, suite):
         raise SuiteError(f"--cell-timeout: expected seconds above 0, got {args.cell_timeout:g}")
 
     # imports torch: after the cheap checks, so mistakes are reported fast
+    from bench.pipeline.executors import create_executor
+    from bench.pipeline.runner import Runner
     from transfer_core import distributed
-
-    from ..executors import create_executor
-    from ..runner import Runner
 
     shard = distributed.launched_shard()
     if shard.world > 1:  # under torchrun: the ranks build each artifact together, in this process each

@@ -3,8 +3,7 @@ one, and the eager/bf16/compile matrix."""
 
 import dataclasses
 
-from ..errors import SuiteError
-from .common import (
+from bench.commands.common import (
     add_data_root,
     add_device,
     add_measurement_outputs,
@@ -12,6 +11,7 @@ from .common import (
     resolve_runtime,
     write_measurement,
 )
+from bench.errors import SuiteError
 
 NAME, ORDER = "throughput", 70
 HELP = "the harness's train step against a bare loop; cached against naive linear probe; a precision/compile matrix"
@@ -57,9 +57,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .. import throughput as tp
-    from ..provenance import device_name, provenance
-    from ..suite import data_root
+    from bench.measure import throughput as tp
+    from bench.pipeline.provenance import device_name, provenance
+    from bench.pipeline.suite import data_root
 
     runtime = resolve_runtime(args.device, amp=args.amp, compile=args.compile, input_dtype="auto")
     # steady-state steps: where compile is on, compiled from the first step (compile: auto on CPU compiles only

@@ -1,6 +1,6 @@
 """``bench validate SUITE``: checks a suite and that its data is there, running nothing."""
 
-from .common import add_data_root
+from bench.commands.common import add_data_root
 
 NAME, ORDER = "validate", 20
 HELP = "check a suite and its data without running anything"
@@ -12,7 +12,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..suite import check_data, data_root, expand_cells, load_suite
+    from bench.pipeline.suite import check_data, data_root, expand_cells, load_suite
 
     suite = load_suite(args.suite)
     check_data(suite, data_root(suite, args.data_root))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import write_cifar10
 
-from bench.datapath import baseline_array_loader, baseline_folder_loader
+from bench.measure.datapath import baseline_array_loader, baseline_folder_loader
 from transfer_core.backbones import create_backbone
 from transfer_core.data import Augmentation, BatchFormat, create_loader, dali_available
 from transfer_core.datasets import Cifar10, ImageFolder, Selection, prepare_dataset, write_image_folder

@@ -4,7 +4,7 @@ An estimator is one class in one file, registered by name. It receives what one 
 training images through the source model gives (``EstimatorInputs``) and returns one number, higher meaning
 "this source should transfer better". It describes itself: the paper, the reference code its test is checked
 against (with the commit), what it reads, and how it treats the features' scale and width, which decides
-whether it can rank backbones of different widths. The plan (``bench/plan.py``) makes the forward pass and
+whether it can rank backbones of different widths. The plan (``bench/pipeline/plan.py``) makes the forward pass and
 every estimator the suite lists one artifact per source, target, backbone and seed.
 """
 

@@ -10,7 +10,7 @@ arguments and never calls back into whatever runs it:
   ingredients', recursively. A strategy that trains is evaluated on its own model; one that does not
   (alpha-mix) on its ingredients'. The evaluation's training cost is the sum over all of them, each
   counted once (LP-FT's includes its linear probe; alpha-mix's the probe once, not twice).
-The plan (``bench/plan.py``) makes each fit and each evaluation an artifact with a content key.
+The plan (``bench/pipeline/plan.py``) makes each fit and each evaluation an artifact with a content key.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class Strategy:
     recipe_defaults: ClassVar[dict] = {}
     gpu_share: ClassVar[float] = 1.0  # share of a GPU a scheduler gives its fit (evaluations take less)
     selects_on_validation: ClassVar[bool] = False  # chooses among candidates on the target's validation split
-    # what a suite's ``tuning:`` searches by default (bench/tuning.py): setting -> list of values, or
+    # what a suite's ``tuning:`` searches by default (bench/pipeline/tuning.py): setting -> list of values, or
     # {"log": [low, high]} / {"uniform": [low, high]}; docs/strategies.md names the paper each follows
     search_space: ClassVar[dict] = {}
     # how results show it: every record carries these (``display``), so a report needs no registry to order rows

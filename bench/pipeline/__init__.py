@@ -1,0 +1,1 @@
+"""The pipeline: a suite becomes a plan of artifacts, built by an executor, recorded by the runner."""

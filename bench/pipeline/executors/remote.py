@@ -1,0 +1,165 @@
+"""What every executor that builds artifacts away from the driver needs, written once: worker processes
+building with one ``Builder`` each, the check that the model cache is storage every node shares, pretrained
+sources built on the driver, and time limits on tasks past which a task's worker is killed."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Hashable, Optional
+
+from bench.errors import SuiteError
+from bench.pipeline.build import BuildEnv, Builder, Outcome
+from bench.pipeline.plan import Artifact, SourceArtifact
+
+KILL_GRACE_S = 30.0  # past its time limit, a task that has not ended itself has its worker killed
+
+_BUILDERS: dict[BuildEnv, Builder] = {}  # per worker process: its datasets stay loaded between tasks
+
+
+def worker_env(env: BuildEnv) -> BuildEnv:
+    """The build environment a worker gets: workers may start in another folder, and the driver has prepared
+    (and downloaded) every dataset already."""
+    return dataclasses.replace(env, data_root=env.data_root.resolve(), download=False)
+
+
+def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
+    """Builds one artifact in a worker process, with the threads it was given."""
+    import torch
+
+    torch.set_num_threads(max(1, int(artifact.needs.cpus)))
+    env.runtime.apply_backend_flags()
+    if env not in _BUILDERS:
+        _BUILDERS[env] = Builder(env, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return _BUILDERS[env].build(artifact, inputs)
+
+
+def builds_on_driver(artifact: Artifact) -> bool:
+    """Published weights are loaded, not trained, and the run found them on this machine before it started:
+    they are loaded on the driver (on the CPU) into the shared cache, so no node needs the weights file."""
+    return isinstance(artifact, SourceArtifact) and artifact.source.pretrained is not None
+
+
+def build_on_driver(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome], log) -> Outcome:
+    import torch
+
+    cpu = dataclasses.replace(env, runtime=dataclasses.replace(env.runtime, device=torch.device("cpu")))
+    return Builder(cpu, log=log).build(artifact, inputs)
+
+
+# --- the shared cache -----------------------------------------------------------------------------------
+
+
+def probe_shared_folder(folder: str, token: str, data_root: str) -> dict:
+    """Run on each node: can it read the driver's token in ``folder``, and write one back? Does it see the
+    data? Which code does it run?"""
+    from transfer_core.versions import every_version
+
+    answer = {
+        "host": socket.gethostname(),
+        "code_versions": every_version(),
+        "read": None,
+        "wrote": None,
+        "data_root": Path(data_root).is_dir(),
+    }
+    try:
+        answer["read"] = (Path(folder) / f".probe-{token}").read_text() == token
+        reply = Path(folder) / f".probe-{token}-{uuid.uuid4().hex}"
+        reply.write_text(token)
+        answer["wrote"] = str(reply)
+    except OSError as e:
+        answer["error"] = f"{type(e).__name__}: {e}"
+    return answer
+
+
+def shared_folder_problems(folder: Path, answers: dict[str, dict], code_versions: dict, data_root: Path) -> list[str]:
+    """What the nodes' answers to ``probe_shared_folder`` say is wrong, one phrase per node."""
+    problems = []
+    for node, answer in answers.items():
+        if data_root.is_dir() and not answer["data_root"]:
+            problems.append(f"node {node} does not see the data root {data_root}")
+        if answer.get("error") or not answer["read"]:
+            problems.append(f"node {node} cannot read the cache ({answer.get('error') or 'it sees other files there'})")
+        elif not answer["wrote"] or not Path(answer["wrote"]).is_file():
+            problems.append(f"node {node} writes to the cache where this machine does not see it")
+        elif answer["code_versions"] != code_versions:
+            differing = sorted(set(answer["code_versions"].items()) ^ set(code_versions.items()))
+            components = sorted({component for component, _ in differing})
+            problems.append(
+                f"node {node} runs other code (other versions of {', '.join(components)}); "
+                "install the same version on every node"
+            )
+    return problems
+
+
+# each node's answer to probe_shared_folder(folder, token, data_root), by node name, and the nodes that did not
+# answer in time; an engine's error (a node that cannot run the probe at all) as an exception
+AskEveryNode = Callable[[str, str, str], tuple[dict[str, dict], list[str]]]
+
+
+def check_shared_storage(env: BuildEnv, ask_every_node: AskEveryNode, where: str) -> None:
+    """Fails in one line unless every node reads what this machine writes to the cache, and the reverse, runs
+    this code, and sees the data root if this machine has one. ``where`` names the nodes (e.g. "Ray node")."""
+    from transfer_core.versions import every_version
+
+    cache_dir = env.cache_dir
+    token = uuid.uuid4().hex
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        (cache_dir / f".probe-{token}").write_text(token)
+        answers, late = ask_every_node(str(cache_dir), token, str(env.data_root))
+        problems = shared_folder_problems(cache_dir, answers, every_version(), env.data_root)
+        problems += [f"node {node} did not answer in time" for node in late]
+    except OSError as e:
+        raise SuiteError(f"--cache-dir {cache_dir}: cannot write there ({e.strerror})") from None
+    finally:
+        for stale in cache_dir.glob(f".probe-{token}*"):
+            stale.unlink(missing_ok=True)
+    if problems:
+        raise SuiteError(
+            f"every {where} must read and write --cache-dir {cache_dir} and read the data: {'; '.join(problems)}"
+        )
+
+
+# --- time limits ----------------------------------------------------------------------------------------
+
+
+class Deadlines:
+    """When each running task's worker is killed, under a time limit. A worker's own alarm ends a task on time
+    (``bench/pipeline/build.py``); this catches one stuck in native code, which no alarm reaches."""
+
+    def __init__(self, time_limit_s: Optional[float]):
+        self.time_limit_s = time_limit_s
+        self._at: dict[Hashable, float] = {}
+
+    def started(self, task: Hashable) -> None:
+        if self.time_limit_s:
+            self._at[task] = time.monotonic() + self.time_limit_s + KILL_GRACE_S
+
+    def ended(self, task: Hashable) -> None:
+        self._at.pop(task, None)
+
+    def wait_at_most(self, timeout: Optional[float]) -> Optional[float]:
+        """``timeout`` shortened to wake up for the first deadline."""
+        if not self._at:
+            return timeout
+        first = max(0.0, min(self._at.values()) - time.monotonic())
+        return first if timeout is None else min(timeout, first)
+
+    def expired(self, finished: set) -> list[Hashable]:
+        """The tasks past their deadline that have not finished, forgotten here: their workers are to be killed."""
+        now = time.monotonic()
+        late = [task for task, at in self._at.items() if task not in finished and now >= at]
+        for task in late:
+            del self._at[task]
+        return late
+
+    def outcome(self) -> Outcome:
+        return Outcome("timeout", f"ran past runtime.cell_timeout_s ({self.time_limit_s:g} s); its worker was killed")
+
+    def clear(self) -> None:
+        self._at.clear()

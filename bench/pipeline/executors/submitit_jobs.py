@@ -1,0 +1,172 @@
+"""The submitit executor: every artifact a job of a SLURM cluster (or, with ``--submitit-cluster local``, a
+process on this machine), submitted and watched through submitit.
+
+A job asks for its artifact's CPUs, and for one GPU when the artifact needs any share of one (SLURM hands out
+whole GPUs). The driver keeps at most ``--max-jobs`` jobs in the queue, so a cell's evaluation is submitted
+before the next cell's training, as the plan orders them. Jobs hand models to one another through the model
+cache, so ``--cache-dir`` must be storage the cluster's nodes read and write (checked at start by a job);
+outcomes come back to the driver, the only writer of records. submitit keeps each job's pickled task and its
+logs in ``--submitit-folder`` (default: ``submitit`` under the model cache).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from bench.errors import SuiteError
+from bench.pipeline.executors.base import Executor, register_executor
+
+if TYPE_CHECKING:
+    from bench.pipeline.build import BuildEnv, Outcome
+    from bench.pipeline.plan import Artifact
+
+POLL_S = 0.5  # how often the jobs' states are read while waiting (submitit reads SLURM's at most every few s)
+PROBE_TIMEOUT_S = 900.0  # the shared-cache check waits this long for its job to be scheduled and to answer
+
+
+@register_executor("submitit")
+class SubmititExecutor(Executor):
+    @dataclass(frozen=True)
+    class Options(Executor.Options):
+        cluster: Optional[str] = None  # "slurm" or "local"; None: SLURM where sbatch is found, else local
+        partition: Optional[str] = None  # the SLURM partition jobs go to (None: the cluster's default)
+        max_jobs: int = 8  # jobs queued or running at once
+        folder: Optional[str] = None  # submitit's folder of pickled tasks and job logs (None: <cache>/submitit)
+        gpus: bool = False  # SLURM jobs ask for a GPU when an artifact needs one (the driver may have none)
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.cluster not in (None, "slurm", "local"):
+                raise ValueError(f"--submitit-cluster: expected slurm or local, got {self.cluster}")
+            if self.max_jobs < 1:
+                raise ValueError(f"--max-jobs: expected a positive number, got {self.max_jobs}")
+
+    @classmethod
+    def add_arguments(cls, group) -> None:
+        group.add_argument(
+            "--submitit-cluster", dest="cluster", help="slurm or local (default: slurm where sbatch is found)"
+        )
+        group.add_argument("--slurm-partition", dest="partition", help="the SLURM partition jobs go to")
+        group.add_argument("--max-jobs", type=int, dest="max_jobs", help="jobs queued or running at once (default 8)")
+        group.add_argument(
+            "--submitit-folder", dest="folder", help="job logs and pickled tasks (default <cache>/submitit)"
+        )
+        group.add_argument(
+            "--slurm-gpus",
+            action="store_const",
+            const=True,
+            dest="gpus",
+            help="the cluster's nodes have GPUs: jobs that train or evaluate ask for one",
+        )
+
+    def __init__(self, options, log):
+        super().__init__(options, log)
+        try:
+            import submitit
+        except ModuleNotFoundError:
+            raise SuiteError("--executor submitit needs submitit: pip install 'transfer-bench[slurm]'") from None
+        self._submitit = submitit
+        self._running: dict = {}  # job -> the artifact it builds
+        self._done: list = []  # (key, outcome) of artifacts built on the driver, not yet handed back
+
+    def cuda_available(self) -> bool:
+        if self.options.gpus:
+            return True
+        import torch
+
+        return torch.cuda.is_available() and self._cluster_name() == "local"
+
+    def _cluster_name(self) -> str:
+        return self.options.cluster or self._submitit.AutoExecutor.which()
+
+    def start(self, env: BuildEnv, data: dict) -> None:
+        from bench.pipeline.executors.remote import Deadlines, check_shared_storage, worker_env
+
+        self._env = worker_env(env)
+        self._deadlines = Deadlines(env.time_limit_s)
+        folder = Path(self.options.folder) if self.options.folder else env.cache_dir / "submitit"
+        self._jobs = self._submitit.AutoExecutor(folder=folder, cluster=self._cluster_name())
+        if self.options.partition:
+            self._jobs.update_parameters(slurm_partition=self.options.partition)
+        check_shared_storage(self._env, self._ask_a_node, "SLURM node")
+        self.log(f"submitit: {self._cluster_name()} jobs, at most {self.options.max_jobs} at once; logs in {folder}")
+
+    def _ask_a_node(self, folder: str, token: str, data_root: str) -> tuple[dict[str, dict], list[str]]:
+        """``probe_shared_folder`` run as a job (SLURM places it where it places the others)."""
+        from bench.pipeline.executors.remote import probe_shared_folder
+
+        self._jobs.update_parameters(name="cache check", cpus_per_task=1, timeout_min=10)
+        job = self._jobs.submit(probe_shared_folder, folder, token, data_root)
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while not job.done() and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        if not job.done():
+            job.cancel(check=False)
+            return {}, [f"the check's job {job.job_id} (not run within {PROBE_TIMEOUT_S:g} s)"]
+        try:
+            answer = job.result()
+        except Exception as e:  # a node that cannot even run it (another environment, say)
+            raise SuiteError(f"the cache check's job {job.job_id} failed: {str(e).strip().splitlines()[-1]}") from None
+        return {answer["host"]: answer}, []
+
+    def has_room(self, artifact: Artifact) -> bool:
+        return len(self._running) < self.options.max_jobs
+
+    def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
+        from bench.pipeline.executors.remote import build_in_worker, build_on_driver, builds_on_driver
+
+        if builds_on_driver(artifact):
+            self._done.append((artifact.key, build_on_driver(self._env, artifact, inputs, self.log)))
+            return
+        limit_s = self._env.time_limit_s
+        self._jobs.update_parameters(
+            name=artifact.name,
+            cpus_per_task=int(artifact.needs.cpus),
+            gpus_per_node=math.ceil(artifact.needs.gpus) if self.options.gpus else 0,
+            # SLURM's own limit, past the worker's alarm and the driver's kill: the last resort
+            timeout_min=math.ceil(2 * limit_s / 60) if limit_s else 24 * 60,
+        )
+        job = self._jobs.submit(build_in_worker, self._env, artifact, inputs)
+        self._running[job] = artifact
+        self._deadlines.started(job)
+
+    def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
+        from bench.pipeline.build import Outcome
+
+        if self._done:
+            finished, self._done = self._done, []
+            return finished
+        if not self._running:
+            return []
+        waited_until = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ready = {job for job in self._running if job.done()}
+            late = self._deadlines.expired(ready)
+            if ready or late or (waited_until is not None and time.monotonic() >= waited_until):
+                break
+            time.sleep(POLL_S)
+        finished = []
+        for job in late:
+            job.cancel(check=False)  # scancel: whatever it is stuck in, it stops
+            finished.append((self._running.pop(job).key, self._deadlines.outcome()))
+        for job in ready:
+            self._deadlines.ended(job)
+            key = self._running.pop(job).key
+            try:
+                outcome = job.result()
+            except Exception as e:  # the job died (killed, out of memory, preempted): the builder never answered
+                detail = str(e).strip().splitlines()
+                outcome = Outcome(
+                    "error", f"job {job.job_id} ended without a result ({detail[-1] if detail else 'no detail'})"
+                )
+            finished.append((key, outcome))
+        return finished
+
+    def close(self) -> None:
+        for job in self._running:
+            job.cancel(check=False)
+        self._running.clear()
