@@ -1,6 +1,6 @@
 """Writes docs/suite.md, the suite reference, from the suite schema's dataclasses.
 
-Every key a suite may hold is read by ``bench/pipeline/suite.py`` into a field of a dataclass (the recipe, the runtime,
+Every key a suite may hold is read by ``bench/pipeline/suite/`` into a field of a dataclass (the recipe, the runtime,
 a strategy's or a dataset's ``Options``...). This script lists each key with its type, its default and its
 description: the comment on the field's line in the source, or on the comment lines right above it. So a key
 is documented where it is declared, and a field added without a comment, or without running this script, fails
@@ -33,7 +33,8 @@ OUTPUT = ROOT / "docs" / "suite.md"
 
 # The schema, imported by module path: when a module moves, only these imports change.
 from bench.pipeline import shifts as shift_schema  # noqa: E402
-from bench.pipeline import suite as schema  # noqa: E402  (DataSettings, DatasetSpec and the parser's key sets)
+from bench.pipeline.suite import schema  # noqa: E402  (DataSettings, DatasetSpec)
+from bench.pipeline.suite import sections as suite_keys  # noqa: E402  (the parser's key sets)
 from bench.pipeline.tuning import Tuning  # noqa: E402
 from transfer_core.data.augment import Augmentation  # noqa: E402
 from transfer_core.datasets import DATASETS, DatasetReader  # noqa: E402
@@ -279,7 +280,7 @@ def datasets_section() -> str:
             row[1:3] = ["mapping", "the dataset's"]
     out.append(_table(["key", "type", "default", "description"], rows))
     out.append("\n### Selection\n\nWhich classes and images of the dataset are used, and how much validation.\n\n")
-    out.append(field_table(Selection, only=schema._SELECTION_KEYS))
+    out.append(field_table(Selection, only=suite_keys.SELECTION_KEYS))
     out.append("\n### `augment:`\n\nTraining only; a mapping of these keys, each defaulting to the dataset's own.\n\n")
     out.append(field_table(Augmentation))
     changed = [
@@ -319,7 +320,7 @@ def datasets_section() -> str:
 
 
 def pretrained_section() -> str:
-    allowed = schema._PRETRAINED_KEYS | schema._CHECKPOINT_KEYS
+    allowed = suite_keys.PRETRAINED_KEYS | suite_keys.CHECKPOINT_KEYS
     rows = keyed_rows(PRETRAINED_KEYS, allowed, PretrainedSpec)
     for row in rows:
         if row[0] in ("`pretrained`", "`checkpoint`"):
@@ -404,7 +405,7 @@ def shifts_section() -> str:
 
 
 def generated() -> str:
-    missing = schema._TOP_KEYS ^ set(TOP_LEVEL)
+    missing = suite_keys.TOP_KEYS ^ set(TOP_LEVEL)
     if missing:
         raise SystemExit(
             f"suite_reference: top-level keys {sorted(missing)} differ from the parser's; update TOP_LEVEL"

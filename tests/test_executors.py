@@ -1,14 +1,12 @@
 """The executor seam: executors declare their own options and arguments, and a third executor (submitit, run
 here with its local cluster: one process per job) builds the local executor's numbers."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 from conftest import tiny_suite
 from test_ray_executor import metrics, run
 
+from bench.cli import main
 from bench.pipeline.executors import EXECUTORS, Executor, create_executor
 from bench.pipeline.suite import parse_suite
 
@@ -34,17 +32,11 @@ def suite_file(tmp_path):
         (["--threads", "0"], "--threads: expected a positive number, got 0"),
     ],
 )
-def test_an_executors_argument_is_checked_in_one_line_before_anything_runs(suite_file, arguments, message):
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "run", str(suite_file), "--dry-run", *arguments],
-        cwd=suite_file.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"bench: error: {message}"), done.stderr
+def test_an_executors_argument_is_checked_in_one_line_before_anything_runs(suite_file, arguments, message, capsys):
+    assert main(["run", str(suite_file), "--dry-run", "--out", str(suite_file.parent / "out"), *arguments]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bench: error: {message}"), lines
+    assert not (suite_file.parent / "out").exists()
 
 
 def test_every_executor_declares_options_the_command_line_can_set():

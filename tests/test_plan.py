@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from bench.pipeline.runner import Runner
-from bench.pipeline.suite import SuiteError, _fields, expand_cells, parse_suite
+from bench.pipeline.suite import SuiteError, expand_cells, parse_suite
+from bench.pipeline.suite.convert import fields_of
 from transfer_core.data import Augmentation
 from transfer_core.datasets import Digits, Selection
 from transfer_core.runtime import RuntimeSettings, resolve_runtime
@@ -107,18 +108,18 @@ EXPECTED = {
     "source.official_val": NOTHING,
     "targets[0].official_val": NOTHING,
 }
-for field in _fields(Digits.Options) | _fields(Selection) | _fields(Augmentation) | {"resolution": int}:
+for field in fields_of(Digits.Options) | fields_of(Selection) | fields_of(Augmentation) | {"resolution": int}:
     if field in ("seed", "test_per_class", "random_resized_crop"):  # the data seed; above; image folders only
         continue
-    path = f"augment.{field}" if field in _fields(Augmentation) else field
+    path = f"augment.{field}" if field in fields_of(Augmentation) else field
     EXPECTED.setdefault(f"source.{path}", SOURCE)
     EXPECTED.setdefault(f"targets[0].{path}", FITTED)
 EXPECTED["source.test_per_class"] = SOURCE  # the source model's own test score is part of it
 for name in TRAINING_STRATEGIES:
-    for field in _fields(STRATEGIES.get(name).Options):  # a training strategy's options are its fit's
+    for field in fields_of(STRATEGIES.get(name).Options):  # a training strategy's options are its fit's
         EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"}
 for name in set(STRATEGIES.names()) - set(TRAINING_STRATEGIES):
-    for field in _fields(STRATEGIES.get(name).Options):  # one that trains nothing: its evaluation's (alpha-mix's)
+    for field in fields_of(STRATEGIES.get(name).Options):  # one that trains nothing: its evaluation's (alpha-mix's)
         EXPECTED.setdefault(f"strategies.{name}.{field}", {f"evaluation:{name}"})
 
 
@@ -128,7 +129,7 @@ def reads(name: str, field: str) -> bool:
     return name != "linear_probe" or field == "batch_size"
 
 
-for field in _fields(TrainRecipe):
+for field in fields_of(TrainRecipe):
     EXPECTED[f"source.{field}"] = SOURCE
     for name in TRAINING_STRATEGIES:
         EXPECTED[f"strategies.{name}.{field}"] = {f"fitted:{name}"} if reads(name, field) else NOTHING
@@ -155,7 +156,7 @@ def settings_of(raw: dict) -> dict[str, typing.Any]:
 
     for key in ("name", "description"):
         add(key, (), key, str, getattr(suite, key))
-    for field, tp in _fields(type(suite.data)).items():
+    for field, tp in fields_of(type(suite.data)).items():
         add(f"data.{field}", ("data",), field, tp, getattr(suite.data, field))
     add("seeds", (), "seeds", list, list(suite.seeds))
     add("backbones", (), "backbones", list, list(suite.backbones))
@@ -164,24 +165,24 @@ def settings_of(raw: dict) -> dict[str, typing.Any]:
         add(f"{where}.name", container, "name", str, spec.label)
         add(f"{where}.resolution", container, "resolution", typing.Optional[int], spec.resolution)
         for part in (spec.options, spec.selection):
-            for field, tp in _fields(type(part)).items():
+            for field, tp in fields_of(type(part)).items():
                 if field != "seed":  # the data seed is data.seed
                     add(f"{where}.{field}", container, field, tp, getattr(part, field))
-        for field, tp in _fields(Augmentation).items():
+        for field, tp in fields_of(Augmentation).items():
             add(f"{where}.augment.{field}", container + ("augment",), field, tp, getattr(spec.augmentation, field))
-    for field, tp in _fields(TrainRecipe).items():
+    for field, tp in fields_of(TrainRecipe).items():
         add(f"source.{field}", ("source",), field, tp, getattr(suite.sources[0].recipe, field))
         add(f"train.{field}", ("train",), field, tp, raw["train"].get(field, getattr(TrainRecipe(), field)))
     for spec in suite.strategies:
         cls = STRATEGIES.get(spec.name)
-        for field, tp in _fields(cls.Options).items():
+        for field, tp in fields_of(cls.Options).items():
             add(f"strategies.{spec.name}.{field}", ("strategies", spec.name), field, tp, getattr(spec.options, field))
         if cls.trains:
-            for field, tp in _fields(TrainRecipe).items():
+            for field, tp in fields_of(TrainRecipe).items():
                 add(
                     f"strategies.{spec.name}.{field}", ("strategies", spec.name), field, tp, getattr(spec.recipe, field)
                 )
-    for field, tp in _fields(RuntimeSettings).items():
+    for field, tp in fields_of(RuntimeSettings).items():
         add(f"runtime.{field}", ("runtime",), field, tp, getattr(parse_suite(raw).runtime, field))
     return found
 

@@ -23,14 +23,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from bench.pipeline.estimates import parse_estimators
-    from bench.pipeline.suite import _build, load_suite
+    from bench.pipeline.suite import load_suite
+    from bench.pipeline.suite.convert import build_dataclass
     from bench.results.tables import render_csv, render_markdown
     from bench.results.transferability import rank_rows, rank_table, read_estimates
 
     suite = load_suite(args.suite)
     if args.estimators:
         names = [name.strip() for name in args.estimators.split(",") if name.strip()]
-        suite = dataclasses.replace(suite, estimators=parse_estimators(names, "--estimators", _build))
+        suite = dataclasses.replace(suite, estimators=parse_estimators(names, "--estimators", build_dataclass))
     if not suite.estimators:
         raise SuiteError(
             f"{args.suite}: no estimators: list them in the suite (estimators: [logme, leep]) or pass --estimators"
