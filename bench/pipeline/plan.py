@@ -288,138 +288,156 @@ def key_runtime(runtime: Runtime, datasets: Iterable[DatasetSpec], evaluates: bo
     return settings
 
 
-def build_plan(
-    suite: Suite,
-    cells: list[Cell],
-    runtime: Runtime,
-    prepared: Callable[[DatasetSpec], PreparedData],
-    cpus_per_task: int = 1,
-    weights_sha256: Optional[Callable] = None,
-) -> Plan:
-    """The artifacts ``cells`` need. ``prepared`` gives a dataset's prepared data, whose content hashes are
-    part of every key that reads it, so changed files are never mistaken for the old ones; ``weights_sha256`` a
-    pretrained source's file hash (default: the file's; a dry run before ``bench fetch`` marks it unfetched)."""
+class PlanBuilder:
+    """Builds the artifacts of a suite's cells, one method per kind: ``source_model``, ``point_model`` (a fitted
+    model), ``fitted_model`` (a strategy's model: its only point, or the selection among its grid's), ``refit_model``,
+    ``corrupted_split``, ``shift_evaluation``, ``evaluation`` and ``estimate``. Each artifact is made once: a large
+    suite asks for the same one thousands of times, and its specs and cells, which all live while the plan is
+    built, are remembered by identity.
 
-    memo: dict[tuple, object] = {}  # keyed by the ids of specs and cells, which all live while the plan is built
+    ``prepared`` gives a dataset's prepared data, whose content hashes are part of every key that reads it, so
+    changed files are never mistaken for the old ones; ``weights_sha256`` a pretrained source's file hash
+    (default: the file's; a dry run before ``bench fetch`` marks it unfetched)."""
 
-    def once(key: tuple, make: Callable[[], object]):
+    def __init__(
+        self,
+        suite: Suite,
+        runtime: Runtime,
+        prepared: Callable[[DatasetSpec], PreparedData],
+        cpus_per_task: int = 1,
+        weights_sha256: Optional[Callable] = None,
+    ):
+        self.suite, self.runtime, self.prepared = suite, runtime, prepared
+        self.cpus_per_task, self.weights_sha256 = cpus_per_task, weights_sha256
+        self.on_gpu = runtime.device.type == "cuda"
+        self.plan = Plan()
+        self._memo: dict[tuple, object] = {}  # keyed by the ids of specs and cells
+
+    def build(self, cells: list[Cell]) -> Plan:
+        """The artifacts ``cells`` need, in an order where dependencies come first."""
+        sources = {id(c): self.source_model(c) if self.suite.uses_source(c.strategy.name) else None for c in cells}
+        sharing = Counter(s.key for s in sources.values() if s is not None)
+        for cell in cells:
+            self.evaluation(cell, sources[id(cell)], sharing)
+        for estimate in estimates_of(cells) if self.suite.estimators else ():
+            self.estimate(estimate)
+        return self.plan
+
+    def _once(self, key: tuple, make: Callable[[], object]):
         """A large suite asks for the same artifact thousands of times: each is described and hashed once."""
-        if key not in memo:
-            memo[key] = make()
-        return memo[key]
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
-    def data(spec: DatasetSpec, test_split: bool = True) -> dict:
+    def _data(self, spec: DatasetSpec, test_split: bool = True) -> dict:
         """A dataset as a key sees it: a fit reads the train and validation splits only, so the test split
         is not part of a fitted model's key (scoring more test images retrains nothing)."""
 
         def describe() -> dict:
-            found = prepared(spec)
+            found = self.prepared(spec)
             return {
                 **spec.describe(test_split, located=False),  # the fingerprint names the data, not its path
                 "fingerprint": found.fingerprint if test_split else found.train_fingerprint,
             }
 
-        return once(("data", id(spec), test_split), describe)
+        return self._once(("data", id(spec), test_split), describe)
 
-    def runtime_settings(spec: DatasetSpec, evaluates: bool) -> dict:
-        return once(("runtime", id(spec), evaluates), lambda: key_runtime(runtime, [spec], evaluates))
+    def _runtime_settings(self, spec: DatasetSpec, evaluates: bool) -> dict:
+        return self._once(("runtime", id(spec), evaluates), lambda: key_runtime(self.runtime, [spec], evaluates))
 
-    def code(parts: list[str], datasets: list[DatasetSpec], backbone: Optional[str], **components) -> dict:
+    def _code(self, parts: list[str], datasets: list[DatasetSpec], backbone: Optional[str], **components) -> dict:
         """The versions of the code an artifact runs, reading ``datasets`` through the data path."""
         return code_versions(
             parts,
             datasets=[d.dataset for d in datasets],
-            data_backend=runtime.data_backend,
+            data_backend=self.runtime.data_backend,
             backbone=backbone,
             **components,
         )
 
-    plan = Plan()
-    on_gpu = runtime.device.type == "cuda"
-
-    def needs(gpu_share: float, reads: DatasetSpec) -> Needs:
+    def _needs(self, gpu_share: float, reads: DatasetSpec) -> Needs:
         # image folders are decoded by data workers (or DALI threads) beside the training threads
-        loader_cpus = 0 if create_dataset_reader(reads.dataset).array_backed else runtime.workers
-        return Needs(gpu_share if on_gpu else 0.0, cpus_per_task + loader_cpus)
+        loader_cpus = 0 if create_dataset_reader(reads.dataset).array_backed else self.runtime.workers
+        return Needs(gpu_share if self.on_gpu else 0.0, self.cpus_per_task + loader_cpus)
 
-    def source_model(cell: Cell) -> Artifact:
-        return once(
+    def source_model(self, cell: Cell) -> Artifact:
+        return self._once(
             ("source", id(cell.source), id(cell.target) if cell.source.pretrained else None, cell.backbone, cell.seed),
-            lambda: new_source_model(cell),
+            lambda: self._new_source_model(cell),
         )
 
-    def new_source_model(cell: Cell) -> Artifact:
+    def _new_source_model(self, cell: Cell) -> Artifact:
         source = cell.source
         if source.pretrained:  # loaded, not trained: the same for every seed; the file's content in the key
-            digest = (weights_sha256 or (lambda spec: sha256(weights_file(spec))))(source.pretrained)
+            digest = (self.weights_sha256 or (lambda spec: sha256(weights_file(spec))))(source.pretrained)
             weights = {**source.pretrained.describe(), "sha256": digest}
             # "head": the file's classifier is kept with the body (estimators read the source's predictions)
             settings = {
                 "pretrained": weights,
-                "channels": prepared(cell.target).channels,
+                "channels": self.prepared(cell.target).channels,
                 "head": "kept",
                 "code": code_versions(["pretrained"], backbone=cell.backbone),
             }
             # loading is light, but a GPU runtime needs a GPU where it runs (Ray hides GPUs from a task without one)
-            return plan._add(
+            return self.plan._add(
                 SourceArtifact,
                 settings,
                 (),
                 name=f"source {source.label} (pretrained)",
-                needs=Needs(EVALUATION_GPU_SHARE if on_gpu else 0.0, 1),
+                needs=Needs(EVALUATION_GPU_SHARE if self.on_gpu else 0.0, 1),
                 source=source,
                 backbone=cell.backbone,
                 seed=None,
             )
         settings = {
-            "data": data(source.data),
+            "data": self._data(source.data),
             "recipe": dataclasses.asdict(source.recipe),
             "backbone": cell.backbone,
             "seed": cell.seed,
-            "runtime": runtime_settings(source.data, False),
-            "code": code(["training"], [source.data], cell.backbone),
+            "runtime": self._runtime_settings(source.data, False),
+            "code": self._code(["training"], [source.data], cell.backbone),
         }
-        return plan._add(
+        return self.plan._add(
             SourceArtifact,
             settings,
             (),
             name=f"source {source.data.label}/{cell.backbone}/seed{cell.seed}",
-            needs=needs(1.0, source.data),
+            needs=self._needs(1.0, source.data),
             source=source,
             backbone=cell.backbone,
             seed=cell.seed,
         )
 
-    def cell_key(cell: Cell) -> tuple:
+    def _cell_key(self, cell: Cell) -> tuple:
         return id(cell.source), id(cell.target), cell.backbone, cell.seed
 
-    def point_model(spec: StrategySpec, cell: Cell) -> Artifact:
-        return once(("point", id(spec), *cell_key(cell)), lambda: new_point_model(spec, cell))
+    def point_model(self, spec: StrategySpec, cell: Cell) -> Artifact:
+        return self._once(("point", id(spec), *self._cell_key(cell)), lambda: self._new_point_model(spec, cell))
 
-    def new_point_model(spec: StrategySpec, cell: Cell) -> Artifact:
+    def _new_point_model(self, spec: StrategySpec, cell: Cell) -> Artifact:
         """The model of one setting of a strategy (a grid's point, or its only setting)."""
         cls = STRATEGIES.get(spec.name)
-        source = source_model(cell) if cls.uses_source else None
-        ingredients = {name: fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
+        source = self.source_model(cell) if cls.uses_source else None
+        ingredients = {name: self.fitted_model(name, cell) for name in cls.ingredients_of(spec.options)}
         settings = {
             "strategy": spec.name,
-            **once(("key_settings", id(spec)), lambda: cls.key_settings(spec.options, spec.recipe)),
-            "target": data(cell.target, test_split=False),
+            **self._once(("key_settings", id(spec)), lambda: cls.key_settings(spec.options, spec.recipe)),
+            "target": self._data(cell.target, test_split=False),
             "backbone": cell.backbone,
             "seed": cell.seed,
-            "runtime": runtime_settings(cell.target, False),
+            "runtime": self._runtime_settings(cell.target, False),
             # a fit trains, and scores on validation where it chooses there (the probe's L2 strength)
-            "code": code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[spec.name]),
+            "code": self._code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[spec.name]),
         }
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
-        origin = f"{cell.source.label}->" if suite.uses_source(spec.name) else ""
+        origin = f"{cell.source.label}->" if self.suite.uses_source(spec.name) else ""
         point = f"[{point_label(spec.point)}]" if spec.point else ""
-        return plan._add(
+        return self.plan._add(
             FittedArtifact,
             settings,
             deps,
             name=f"{spec.name}{point} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
-            needs=needs(cls.gpu_share, cell.target),
+            needs=self._needs(cls.gpu_share, cell.target),
             strategy=spec,
             target=cell.target,
             backbone=cell.backbone,
@@ -428,38 +446,38 @@ def build_plan(
             ingredient_keys={n: a.key for n, a in ingredients.items()},
         )
 
-    def grid_models(strategy: str, cell: Cell) -> tuple[tuple[dict, str], ...]:
-        spec = suite.strategy(strategy)
+    def grid_models(self, strategy: str, cell: Cell) -> tuple[tuple[dict, str], ...]:
+        spec = self.suite.strategy(strategy)
         if not spec.searched:
             return ()
-        points = once(("points", id(spec)), spec.points)  # the same spec objects for every cell: memoised by id
-        return tuple((point.point, point_model(point, cell).key) for point in points)
+        points = self._once(("points", id(spec)), spec.points)  # the same spec objects for every cell: memoised by id
+        return tuple((point.point, self.point_model(point, cell).key) for point in points)
 
-    def fitted_model(strategy: str, cell: Cell) -> Artifact:
-        return once(("fitted", strategy, *cell_key(cell)), lambda: new_fitted_model(strategy, cell))
+    def fitted_model(self, strategy: str, cell: Cell) -> Artifact:
+        return self._once(("fitted", strategy, *self._cell_key(cell)), lambda: self._new_fitted_model(strategy, cell))
 
-    def new_fitted_model(strategy: str, cell: Cell) -> Artifact:
+    def _new_fitted_model(self, strategy: str, cell: Cell) -> Artifact:
         """The strategy's model in ``cell``: its only one, or the selection among its grid's."""
-        spec = suite.strategy(strategy)
+        spec = self.suite.strategy(strategy)
         if not spec.searched:
-            return point_model(spec, cell)
-        points = grid_models(strategy, cell)
+            return self.point_model(spec, cell)
+        points = self.grid_models(strategy, cell)
         # validation forward passes only, at the evaluation batch size
         settings = {
             "select": "val_top1_pct",
             "strategy": strategy,
             "grid": [point for point, _ in points],
-            "target": data(cell.target, test_split=False),
-            "runtime": runtime_settings(cell.target, True),
-            "code": code(["training", "evaluation"], [cell.target], cell.backbone),
+            "target": self._data(cell.target, test_split=False),
+            "runtime": self._runtime_settings(cell.target, True),
+            "code": self._code(["training", "evaluation"], [cell.target], cell.backbone),
         }
-        origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
-        return plan._add(
+        origin = f"{cell.source.label}->" if self.suite.uses_source(strategy) else ""
+        return self.plan._add(
             SelectionArtifact,
             settings,
             tuple(key for _, key in points),
             name=f"{strategy} {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
-            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            needs=self._needs(EVALUATION_GPU_SHARE, cell.target),
             strategy=spec,
             target=cell.target,
             backbone=cell.backbone,
@@ -467,32 +485,32 @@ def build_plan(
             points=points,
         )
 
-    def refit_model(strategy: str, cell: Cell) -> Artifact:
-        return once(("refit", strategy, *cell_key(cell)), lambda: new_refit_model(strategy, cell))
+    def refit_model(self, strategy: str, cell: Cell) -> Artifact:
+        return self._once(("refit", strategy, *self._cell_key(cell)), lambda: self._new_refit_model(strategy, cell))
 
-    def new_refit_model(strategy: str, cell: Cell) -> Artifact:
+    def _new_refit_model(self, strategy: str, cell: Cell) -> Artifact:
         """The chosen model retrained on train + validation; its ingredients are their own refit models."""
-        spec, cls = suite.strategy(strategy), STRATEGIES.get(strategy)
-        chosen = fitted_model(strategy, cell)
-        source = source_model(cell) if cls.uses_source else None
-        ingredients = {name: refit_model(name, cell) for name in cls.ingredients_of(spec.options)}
+        spec, cls = self.suite.strategy(strategy), STRATEGIES.get(strategy)
+        chosen = self.fitted_model(strategy, cell)
+        source = self.source_model(cell) if cls.uses_source else None
+        ingredients = {name: self.refit_model(name, cell) for name in cls.ingredients_of(spec.options)}
         settings = {
             "refit": "train+val",
             "strategy": strategy,
-            "target": data(cell.target, test_split=False),
+            "target": self._data(cell.target, test_split=False),
             "backbone": cell.backbone,
             "seed": cell.seed,
-            "runtime": runtime_settings(cell.target, False),
-            "code": code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[strategy]),
+            "runtime": self._runtime_settings(cell.target, False),
+            "code": self._code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[strategy]),
         }
         deps = (chosen.key,) + ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
-        origin = f"{cell.source.label}->" if suite.uses_source(strategy) else ""
-        return plan._add(
+        origin = f"{cell.source.label}->" if self.suite.uses_source(strategy) else ""
+        return self.plan._add(
             RefitArtifact,
             settings,
             deps,
             name=f"{strategy} refit {origin}{cell.target.label}/{cell.backbone}/seed{cell.seed}",
-            needs=needs(cls.gpu_share, cell.target),
+            needs=self._needs(cls.gpu_share, cell.target),
             strategy=spec,
             target=cell.target,
             backbone=cell.backbone,
@@ -502,26 +520,26 @@ def build_plan(
             ingredient_keys={n: a.key for n, a in ingredients.items()},
         )
 
-    def cell_models(cell: Cell) -> dict[str, Artifact]:
+    def cell_models(self, cell: Cell) -> dict[str, Artifact]:
         """The models a cell's result is built from. Under refit, a strategy that trains is evaluated on refit
         models; one that does not (alpha-mix) combines the models chosen on validation, as its own choice (alpha)
         is made there."""
-        refit = suite.tuning.refit and STRATEGIES.get(cell.strategy.name).trains
-        made = refit_model if refit else fitted_model
-        return {name: made(name, cell) for name in suite.fitted_models(cell.strategy.name)}
+        refit = self.suite.tuning.refit and STRATEGIES.get(cell.strategy.name).trains
+        made = self.refit_model if refit else self.fitted_model
+        return {name: made(name, cell) for name in self.suite.fitted_models(cell.strategy.name)}
 
-    def test_split(spec: DatasetSpec) -> dict:
+    def test_split_key(self, spec: DatasetSpec) -> dict:
         """The target's test split as a corruption's key sees it: its own content, at the side it is corrupted at."""
 
         def describe() -> dict:
-            found = prepared(spec)
+            found = self.prepared(spec)
             side = corrupted_side(found)
             return {"fingerprint": fingerprints(found.test)[0], "resolution": found.resolution, "side": side}
 
-        return once(("test split", id(spec)), describe)
+        return self._once(("test split", id(spec)), describe)
 
-    def corrupted_split(cell: Cell, shift: CorruptionShift) -> Artifact:
-        split = test_split(cell.target)
+    def corrupted_split(self, cell: Cell, shift: CorruptionShift) -> Artifact:
+        split = self.test_split_key(cell.target)
         settings = {
             "corruption": shift.corruption,
             "severity": shift.severity,
@@ -531,34 +549,35 @@ def build_plan(
             # the split's pixels as its reader gives them, without a loader
             "code": code_versions(["corruptions"], datasets=[cell.target.dataset]),
         }
-        return plan._add(
+        return self.plan._add(
             CorruptionArtifact,
             settings,
             (),
             name=f"{shift.label} of {cell.target.label} test (seed{cell.seed})",
-            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            needs=self._needs(EVALUATION_GPU_SHARE, cell.target),
             target=cell.target,
             shift=shift,
         )
 
-    def shift_evaluation(cell, shift, evaluation, settings: dict, deps: tuple, grid: tuple) -> Artifact:
-        corrupted = corrupted_split(cell, shift) if isinstance(shift, CorruptionShift) else None
+    def shift_evaluation(self, cell, shift, evaluation, settings: dict, deps: tuple, grid: tuple) -> Artifact:
+        """The cell's models scored on one shifted test set: its evaluation's settings with the shift added."""
+        corrupted = self.corrupted_split(cell, shift) if isinstance(shift, CorruptionShift) else None
         described = shift.describe()
         if corrupted is None:  # another dataset: its content, not its path
-            described["data"]["fingerprint"] = prepared(shift.data).fingerprint
+            described["data"]["fingerprint"] = self.prepared(shift.data).fingerprint
             if not create_dataset_reader(shift.data.dataset).array_backed:  # DALI and torchvision decode differently
-                described["data_backend"] = runtime.data_backend
+                described["data_backend"] = self.runtime.data_backend
         shift_settings = {**settings, "shift": described, "grid_scored": [point for point, _ in grid]}
         if corrupted is None:  # the shift's dataset is read too
-            shift_settings["code"] = {**settings["code"], **code([], [shift.data], None)}
+            shift_settings["code"] = {**settings["code"], **self._code([], [shift.data], None)}
         shift_deps = tuple(d for d in deps if d not in {key for _, key in evaluation.grid} - {k for _, k in grid})
         shift_deps += (corrupted.key,) if corrupted is not None else ()
-        return plan._add(
+        return self.plan._add(
             ShiftEvaluationArtifact,
             shift_settings,
             shift_deps,
             name=f"{cell.cell_id} on {shift.label}",
-            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            needs=self._needs(EVALUATION_GPU_SHARE, cell.target),
             cells=[],
             shift=shift,
             evaluation_key=evaluation.key,
@@ -567,32 +586,34 @@ def build_plan(
             corrupted_key=corrupted.key if corrupted is not None else None,
         )
 
-    sources = {id(cell): source_model(cell) if suite.uses_source(cell.strategy.name) else None for cell in cells}
-    sharing = Counter(s.key for s in sources.values() if s is not None)
-    for cell in cells:
-        cls, source = STRATEGIES.get(cell.strategy.name), sources[id(cell)]
-        models = cell_models(cell)
-        grid = grid_models(cell.strategy.name, cell)  # each point is evaluated and recorded, the selected one marked
+    def evaluation(self, cell: Cell, source: Optional[Artifact], sharing: Counter) -> Artifact:
+        """A cell's evaluation, and its shift evaluations: the artifacts that write its records."""
+        cls = STRATEGIES.get(cell.strategy.name)
+        models = self.cell_models(cell)
+        # each point of a grid is evaluated and recorded, the selected one marked
+        grid = self.grid_models(cell.strategy.name, cell)
         settings = {
             "strategy": cell.strategy.name,
             # a strategy that trains uses its options to fit (they are in its fitted model's key); one that
             # does not (alpha-mix) uses them here
             "options": None if cls.trains else cls.key_settings(cell.strategy.options, cell.strategy.recipe)["options"],
-            "target": data(cell.target),
+            "target": self._data(cell.target),
             "backbone": cell.backbone,
             "seed": cell.seed,
-            "runtime": runtime_settings(cell.target, True),
-            "code": code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[cell.strategy.name]),
+            "runtime": self._runtime_settings(cell.target, True),
+            "code": self._code(
+                ["training", "evaluation"], [cell.target], cell.backbone, strategies=[cell.strategy.name]
+            ),
         }
         deps = ((source.key,) if source else ()) + tuple(a.key for a in models.values()) + tuple(key for _, key in grid)
-        config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in plan.closure(deps)}
+        config = {a.name: {"kind": a.kind, "key": a.key, **a.settings} for a in self.plan.closure(deps)}
         config["evaluation"] = {"kind": "evaluation", **settings}
-        evaluation = plan._add(
+        evaluation = self.plan._add(
             EvaluationArtifact,
             settings,
             deps,
             name=cell.cell_id,
-            needs=needs(EVALUATION_GPU_SHARE, cell.target),
+            needs=self._needs(EVALUATION_GPU_SHARE, cell.target),
             cells=[],
             source_key=source.key if source else None,
             model_keys={n: a.key for n, a in models.items()},
@@ -601,37 +622,52 @@ def build_plan(
             config=config,
         )
         evaluation.cells.append(cell)
-        plan.cells.append((cell, evaluation))
+        self.plan.cells.append((cell, evaluation))
         for shift in cell.target.shifts:
-            shifted = shift_evaluation(cell, shift, evaluation, settings, deps, grid if cls.baseline else ())
+            shifted = self.shift_evaluation(cell, shift, evaluation, settings, deps, grid if cls.baseline else ())
             shifted.cells.append(cell)
-            plan.shifted.append((cell, shifted))
-    for estimate in estimates_of(cells) if suite.estimators else ():
-        source = source_model(estimate)
+            self.plan.shifted.append((cell, shifted))
+        return evaluation
+
+    def estimate(self, estimate: Estimate) -> Artifact:
+        """A source's transferability estimates for a target, by every estimator the suite lists."""
+        source = self.source_model(estimate)
         settings = {
-            "estimators": [e.describe() for e in suite.estimators],
+            "estimators": [e.describe() for e in self.suite.estimators],
             "features": "target train split",
-            "target": data(estimate.target, test_split=False),
+            "target": self._data(estimate.target, test_split=False),
             "backbone": estimate.backbone,
-            "runtime": runtime_settings(estimate.target, True),
+            "runtime": self._runtime_settings(estimate.target, True),
             # one forward pass (the training loop's ``predict``), then every estimator
-            "code": code(
-                ["training"], [estimate.target], estimate.backbone, estimators=[e.name for e in suite.estimators]
+            "code": self._code(
+                ["training"], [estimate.target], estimate.backbone, estimators=[e.name for e in self.suite.estimators]
             ),
         }  # no seed: nothing in an estimate is random, so seeds that share the source model and data share it
-        artifact = plan._add(
+        artifact = self.plan._add(
             EstimatorArtifact,
             settings,
             (source.key,),
             name=estimate.cell_id.replace("/estimate/", "/"),
-            needs=needs(EVALUATION_GPU_SHARE, estimate.target),
+            needs=self._needs(EVALUATION_GPU_SHARE, estimate.target),
             cells=[],
-            estimators=suite.estimators,
+            estimators=self.suite.estimators,
             target=estimate.target,
             backbone=estimate.backbone,
             seed=estimate.seed,
             source_key=source.key,
         )
         artifact.cells.append(estimate)  # a pretrained source's estimate is every seed's where the data is one
-        plan.estimates.append((estimate, artifact))
-    return plan
+        self.plan.estimates.append((estimate, artifact))
+        return artifact
+
+
+def build_plan(
+    suite: Suite,
+    cells: list[Cell],
+    runtime: Runtime,
+    prepared: Callable[[DatasetSpec], PreparedData],
+    cpus_per_task: int = 1,
+    weights_sha256: Optional[Callable] = None,
+) -> Plan:
+    """The artifacts ``cells`` need (``PlanBuilder``)."""
+    return PlanBuilder(suite, runtime, prepared, cpus_per_task, weights_sha256).build(cells)
