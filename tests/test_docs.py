@@ -116,3 +116,14 @@ def test_the_manual_names_no_code_salt():
     """Keys hold per-component versions (transfer_core/versions.py); there is no global salt to bump."""
     for page in PAGES:
         assert "CODE_SALT" not in page.read_text(encoding="utf-8"), page.relative_to(REPO)
+
+
+def test_a_module_over_400_lines_says_why_at_its_top():
+    import ast
+
+    long = []
+    for path in sorted([*(REPO / "bench").rglob("*.py"), *(REPO / "transfer_core").rglob("*.py")]):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 400 and "Longer than" not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(str(path.relative_to(REPO)))
+    assert not long, f"split these, or say at their top why they are longer than 400 lines: {long}"

@@ -27,6 +27,10 @@ execution environment, which each record's provenance holds instead: the machine
 reorders float sums) and of data workers (results do not depend on them). The number of torchrun ranks is in
 the keys of what trains under it, whose BatchNorm statistics each rank takes over its own part of a batch
 (``transfer_core/distributed.py``).
+
+Longer than 400 lines on purpose: the kinds of artifact and the builder that makes them (``PlanBuilder``, one
+method per kind) side by side, so that a new kind is a dataclass and a method read together with the keys'
+rule above.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ and one results folder never build the same thing: a run finding an artifact cla
 else meanwhile, or waits for it, and then finds it built. A lock whose holder died is free again (the
 kernel releases it), and the next claimant builds the artifact. Only this process writes records.
 Under torchrun, rank 0 makes every claim and tells the other ranks; all ranks build together.
+
+Longer than 400 lines on purpose: claiming, scheduling, resuming and recording are one loop whose invariants
+(each artifact built once, each record written once, by this process) hold only when read together.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ the latter). A cell whose α chosen on validation changed is listed as "selectio
 the thresholds judge its accuracy). A ``%`` threshold on a metric that is 0 in the baseline and not in
 NEW is an error (no percentage of 0 says how much worse); 0 in both is no change. Reads only the two
 results stores.
+
+Longer than 400 lines on purpose: matching, thresholds, selection changes and the summary are one contract
+with CI, read top to bottom; every verdict it prints is defined here.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ source compute, and throughput. Strategies are ordered, and the baseline found, 
 (carried by its records). Cells that failed or have not run yet are counted in their row; a
 planned group with no result at all still gets a row. Formats: markdown, LaTeX (booktabs), CSV, and
 a self-contained HTML page with the plots inline.
+
+Longer than 400 lines on purpose: the rows, their statistics and the four formats render one table, and the
+notes under it state the rules the rows follow; the plots (``plots.py``), the tables' layout (``tables.py``)
+and the statistics (``stats.py``) live apart.
 """
 
 from __future__ import annotations
