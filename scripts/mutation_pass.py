@@ -53,7 +53,7 @@ MUTANTS = [
         "label_smoothing=recipe.label_smoothing)",
         "label_smoothing=0.0)",
         "label smoothing ignored",
-        ["tests/test_strategies.py", "tests/test_runtime.py", "tests/test_versions.py"],
+        ["tests/test_training_loop.py", "tests/test_strategies.py", "tests/test_versions.py"],
     ),
     (
         "transfer_core/training.py",
@@ -67,14 +67,14 @@ MUTANTS = [
         "        m.momentum = None  # None",
         "        m.momentum = 0.1  # None",
         "BatchNorm re-estimation as a running average",
-        ["tests/test_strategies.py", "tests/test_versions.py"],
+        ["tests/test_training_loop.py", "tests/test_strategies.py", "tests/test_versions.py"],
     ),
     (
         "transfer_core/training.py",
         "    return 100.0 * (top == labels[:, None]).any(dim=1).float().mean().item()",
         "    return 100.0 * (top[:, :1] == labels[:, None]).any(dim=1).float().mean().item()",
         "top-5 scored as top-1",
-        ["tests/test_strategies.py", "tests/test_runner.py", "tests/test_versions.py"],
+        ["tests/test_training_loop.py", "tests/test_strategies.py", "tests/test_versions.py"],
     ),
     (
         "transfer_core/strategies/alpha_mix.py",

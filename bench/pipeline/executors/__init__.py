@@ -5,8 +5,8 @@ of a cluster (``ray``), or as jobs of a SLURM cluster through submitit (``submit
 
 A new executor is one module in this package: a subclass of ``Executor`` (``base.py``) with
 ``@register_executor``, declaring its own ``Options`` and command-line arguments. What every executor that
-builds away from the driver needs (the shared-cache check, building pretrained sources on the driver, time
-limits on tasks) is in ``remote.py``, written once.
+builds away from the driver needs (the shared-cache check, the book of tasks sent away with their time limits,
+pretrained sources built on the driver) is in ``remote.py``, written once.
 """
 
 from __future__ import annotations

@@ -88,19 +88,17 @@ class RayExecutor(Executor):
                 raise SuiteError(
                     f"--ray-address {options.address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})"
                 ) from None
-        self._running: dict = {}  # object ref -> the artifact it builds
-        self._done: list = []  # (key, outcome) of artifacts built on the driver, not yet handed back
+        self._tasks = None  # RemoteTasks, once started
 
     def cuda_available(self) -> bool:
         return self._ray.cluster_resources().get("GPU", 0) > 0
 
     def start(self, env: BuildEnv, data: dict) -> None:
-        from bench.pipeline.executors.remote import Deadlines, build_in_worker, check_shared_storage, worker_env
+        from bench.pipeline.executors.remote import RemoteTasks, build_in_worker, check_shared_storage
 
-        self._env = worker_env(env)
+        self._tasks = RemoteTasks(env, self.log)
         self._task = self._ray.remote(build_in_worker)
-        self._deadlines = Deadlines(env.time_limit_s)
-        check_shared_storage(self._env, self._ask_every_node, "Ray node")
+        check_shared_storage(self._tasks.env, self._ask_every_node, "Ray node")
         resources = self._ray.cluster_resources()
         self._cluster = (resources.get("CPU", 0), resources.get("GPU", 0))
         self.log(
@@ -139,64 +137,54 @@ class RayExecutor(Executor):
     def has_room(self, artifact: Artifact) -> bool:
         """Room in the cluster's CPUs and GPUs beside what is in flight. Ray would queue more, but tasks
         queued early would run in submission order, every cell's training before any cell's evaluation."""
-        if not self._running:
+        running = self._tasks.running.values()
+        if not running:
             return True  # whatever it asks for, Ray places it or says why not
-        cpus = sum(a.needs.cpus for a in self._running.values()) + artifact.needs.cpus
-        gpus = sum(a.needs.gpus for a in self._running.values()) + artifact.needs.gpus
+        cpus = sum(a.needs.cpus for a in running) + artifact.needs.cpus
+        gpus = sum(a.needs.gpus for a in running) + artifact.needs.gpus
         return cpus <= self._cluster[0] and gpus <= self._cluster[1]
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
-        from bench.pipeline.executors.remote import build_on_driver, builds_on_driver
-
-        if builds_on_driver(artifact):
-            self._done.append((artifact.key, build_on_driver(self._env, artifact, inputs, self.log)))
+        if self._tasks.built_on_driver(artifact, inputs):
             return
         ref = self._task.options(
             num_cpus=artifact.needs.cpus,
             num_gpus=artifact.needs.gpus,
             max_retries=self.options.max_retries,
             name=artifact.name,
-        ).remote(self._env, artifact, inputs)
-        self._running[ref] = artifact
-        self._deadlines.started(ref)
+        ).remote(self._tasks.env, artifact, inputs)
+        self._tasks.started(ref, artifact)
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
+        tasks, ray = self._tasks, self._ray
+        finished = tasks.built_here()
+        if finished or not tasks.running:
+            return finished
+        ready, _ = ray.wait(list(tasks.running), num_returns=1, timeout=tasks.wait_at_most(timeout))
+        if ready:  # and whatever else is done already
+            ready, _ = ray.wait(list(tasks.running), num_returns=len(tasks.running), timeout=0)
+        return tasks.collect(ready, tasks.late(set(ready)), self._kill, self._result)
+
+    def _kill(self, ref) -> None:
+        self._ray.cancel(ref, force=True)  # kills its worker
+
+    def _result(self, ref) -> Outcome:
         from bench.pipeline.build import Outcome
 
-        if self._done:
-            finished, self._done = self._done, []
-            return finished
-        if not self._running:
-            return []
         ray = self._ray
-        ready, _ = ray.wait(list(self._running), num_returns=1, timeout=self._deadlines.wait_at_most(timeout))
-        if ready:  # and whatever else is done already
-            ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=0)
-        finished = []
-        for ref in self._deadlines.expired(set(ready)):
-            ray.cancel(ref, force=True)  # kills its worker: whatever it is stuck in, it stops
-            finished.append((self._running.pop(ref).key, self._deadlines.outcome()))
-        for ref in ready:
-            self._deadlines.ended(ref)
-            key = self._running.pop(ref).key
-            try:
-                outcome = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:  # raised past the builder, which turns errors into outcomes
-                outcome = Outcome("error", f"{type(e.cause).__name__}: {e.cause}")
-            except ray.exceptions.RayError as e:  # its worker or node died, more often than it was started again
-                outcome = Outcome(
-                    "error",
-                    f"{type(e).__name__}: the task's worker was lost {self.options.max_retries + 1} "
-                    f"time(s) ({str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})",
-                )
-            finished.append((key, outcome))
-        return finished
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # raised past the builder, which turns errors into outcomes
+            return Outcome("error", f"{type(e.cause).__name__}: {e.cause}")
+        except ray.exceptions.RayError as e:  # its worker or node died, more often than it was started again
+            return Outcome(
+                "error",
+                f"{type(e).__name__}: the task's worker was lost {self.options.max_retries + 1} "
+                f"time(s) ({str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})",
+            )
 
     def close(self) -> None:
-        for ref in self._running:
-            self._ray.cancel(ref, force=True)
-        self._running.clear()
-        if hasattr(self, "_deadlines"):
-            self._deadlines.clear()
+        if self._tasks is not None:
+            self._tasks.close(self._kill)
         if self._started_here and self._ray.is_initialized():
             self._ray.shutdown()

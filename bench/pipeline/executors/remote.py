@@ -125,41 +125,73 @@ def check_shared_storage(env: BuildEnv, ask_every_node: AskEveryNode, where: str
         )
 
 
-# --- time limits ----------------------------------------------------------------------------------------
+# --- the driver's book of tasks ---------------------------------------------------------------------
 
 
-class Deadlines:
-    """When each running task's worker is killed, under a time limit. A worker's own alarm ends a task on time
-    (``bench/pipeline/build.py``); this catches one stuck in native code, which no alarm reaches."""
+class RemoteTasks:
+    """What a driver keeps of the tasks it has sent away: the artifact each builds, when each is killed under a
+    time limit, and the outcomes of artifacts it built itself meanwhile (pretrained sources), not yet handed
+    back. An executor says how to kill a task and how to read its result; the bookkeeping is here, once.
 
-    def __init__(self, time_limit_s: Optional[float]):
-        self.time_limit_s = time_limit_s
-        self._at: dict[Hashable, float] = {}
+    The time limit: a worker's own alarm ends a task on time (``bench/pipeline/build.py``); a task stuck in
+    native code, which no alarm reaches, is killed ``KILL_GRACE_S`` past it."""
 
-    def started(self, task: Hashable) -> None:
+    def __init__(self, env: BuildEnv, log):
+        self.env, self.log = worker_env(env), log
+        self.time_limit_s = env.time_limit_s
+        self.running: dict[Hashable, Artifact] = {}
+        self._deadlines: dict[Hashable, float] = {}
+        self._built_here: list[tuple[str, Outcome]] = []
+
+    def built_on_driver(self, artifact: Artifact, inputs: dict[str, Outcome]) -> bool:
+        """Builds ``artifact`` here, if it is one the driver builds (``builds_on_driver``); whether it did."""
+        if not builds_on_driver(artifact):
+            return False
+        self._built_here.append((artifact.key, build_on_driver(self.env, artifact, inputs, self.log)))
+        return True
+
+    def started(self, task: Hashable, artifact: Artifact) -> None:
+        self.running[task] = artifact
         if self.time_limit_s:
-            self._at[task] = time.monotonic() + self.time_limit_s + KILL_GRACE_S
+            self._deadlines[task] = time.monotonic() + self.time_limit_s + KILL_GRACE_S
 
-    def ended(self, task: Hashable) -> None:
-        self._at.pop(task, None)
+    def built_here(self) -> list[tuple[str, Outcome]]:
+        """The outcomes of what the driver built since the last call."""
+        finished, self._built_here = self._built_here, []
+        return finished
 
     def wait_at_most(self, timeout: Optional[float]) -> Optional[float]:
         """``timeout`` shortened to wake up for the first deadline."""
-        if not self._at:
+        if not self._deadlines:
             return timeout
-        first = max(0.0, min(self._at.values()) - time.monotonic())
+        first = max(0.0, min(self._deadlines.values()) - time.monotonic())
         return first if timeout is None else min(timeout, first)
 
-    def expired(self, finished: set) -> list[Hashable]:
-        """The tasks past their deadline that have not finished, forgotten here: their workers are to be killed."""
+    def late(self, finished: set) -> list[Hashable]:
+        """The tasks past their deadline that have not finished."""
         now = time.monotonic()
-        late = [task for task, at in self._at.items() if task not in finished and now >= at]
-        for task in late:
-            del self._at[task]
-        return late
+        return [task for task, at in self._deadlines.items() if task not in finished and now >= at]
 
-    def outcome(self) -> Outcome:
+    def collect(self, ready, late, kill: Callable, result: Callable) -> list[tuple[str, Outcome]]:
+        """(key, outcome) of the ``ready`` tasks, read by ``result(task)``, and of the ``late`` ones, killed by
+        ``kill(task)``: each forgotten here."""
+        finished = []
+        for task in late:
+            kill(task)  # whatever it is stuck in, it stops
+            finished.append((self._forget(task), self.timed_out()))
+        for task in ready:
+            key = self._forget(task)
+            finished.append((key, result(task)))
+        return finished
+
+    def timed_out(self) -> Outcome:
         return Outcome("timeout", f"ran past runtime.cell_timeout_s ({self.time_limit_s:g} s); its worker was killed")
 
-    def clear(self) -> None:
-        self._at.clear()
+    def close(self, kill: Callable) -> None:
+        for task in list(self.running):
+            kill(task)
+            self._forget(task)
+
+    def _forget(self, task: Hashable) -> str:
+        self._deadlines.pop(task, None)
+        return self.running.pop(task).key

@@ -70,8 +70,7 @@ class SubmititExecutor(Executor):
         except ModuleNotFoundError:
             raise SuiteError("--executor submitit needs submitit: pip install 'transfer-bench[slurm]'") from None
         self._submitit = submitit
-        self._running: dict = {}  # job -> the artifact it builds
-        self._done: list = []  # (key, outcome) of artifacts built on the driver, not yet handed back
+        self._tasks = None  # RemoteTasks, once started
 
     def cuda_available(self) -> bool:
         if self.options.gpus:
@@ -84,15 +83,14 @@ class SubmititExecutor(Executor):
         return self.options.cluster or self._submitit.AutoExecutor.which()
 
     def start(self, env: BuildEnv, data: dict) -> None:
-        from bench.pipeline.executors.remote import Deadlines, check_shared_storage, worker_env
+        from bench.pipeline.executors.remote import RemoteTasks, check_shared_storage
 
-        self._env = worker_env(env)
-        self._deadlines = Deadlines(env.time_limit_s)
+        self._tasks = RemoteTasks(env, self.log)
         folder = Path(self.options.folder) if self.options.folder else env.cache_dir / "submitit"
         self._jobs = self._submitit.AutoExecutor(folder=folder, cluster=self._cluster_name())
         if self.options.partition:
             self._jobs.update_parameters(slurm_partition=self.options.partition)
-        check_shared_storage(self._env, self._ask_a_node, "SLURM node")
+        check_shared_storage(self._tasks.env, self._ask_a_node, "SLURM node")
         self.log(f"submitit: {self._cluster_name()} jobs, at most {self.options.max_jobs} at once; logs in {folder}")
 
     def _ask_a_node(self, folder: str, token: str, data_root: str) -> tuple[dict[str, dict], list[str]]:
@@ -114,15 +112,14 @@ class SubmititExecutor(Executor):
         return {answer["host"]: answer}, []
 
     def has_room(self, artifact: Artifact) -> bool:
-        return len(self._running) < self.options.max_jobs
+        return len(self._tasks.running) < self.options.max_jobs
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
-        from bench.pipeline.executors.remote import build_in_worker, build_on_driver, builds_on_driver
+        from bench.pipeline.executors.remote import build_in_worker
 
-        if builds_on_driver(artifact):
-            self._done.append((artifact.key, build_on_driver(self._env, artifact, inputs, self.log)))
+        if self._tasks.built_on_driver(artifact, inputs):
             return
-        limit_s = self._env.time_limit_s
+        limit_s = self._tasks.time_limit_s
         self._jobs.update_parameters(
             name=artifact.name,
             cpus_per_task=int(artifact.needs.cpus),
@@ -130,43 +127,37 @@ class SubmititExecutor(Executor):
             # SLURM's own limit, past the worker's alarm and the driver's kill: the last resort
             timeout_min=math.ceil(2 * limit_s / 60) if limit_s else 24 * 60,
         )
-        job = self._jobs.submit(build_in_worker, self._env, artifact, inputs)
-        self._running[job] = artifact
-        self._deadlines.started(job)
+        self._tasks.started(self._jobs.submit(build_in_worker, self._tasks.env, artifact, inputs), artifact)
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
+        tasks = self._tasks
+        finished = tasks.built_here()
+        if finished or not tasks.running:
+            return finished
+        waited_until = None if timeout is None else time.monotonic() + timeout
+        while True:  # submitit has no wait-for-any: its jobs' states are polled
+            ready = {job for job in tasks.running if job.done()}
+            late = tasks.late(ready)
+            if ready or late or (waited_until is not None and time.monotonic() >= waited_until):
+                return tasks.collect(ready, late, self._kill, self._result)
+            time.sleep(POLL_S)
+
+    @staticmethod
+    def _kill(job) -> None:
+        job.cancel(check=False)  # scancel
+
+    @staticmethod
+    def _result(job) -> Outcome:
         from bench.pipeline.build import Outcome
 
-        if self._done:
-            finished, self._done = self._done, []
-            return finished
-        if not self._running:
-            return []
-        waited_until = None if timeout is None else time.monotonic() + timeout
-        while True:
-            ready = {job for job in self._running if job.done()}
-            late = self._deadlines.expired(ready)
-            if ready or late or (waited_until is not None and time.monotonic() >= waited_until):
-                break
-            time.sleep(POLL_S)
-        finished = []
-        for job in late:
-            job.cancel(check=False)  # scancel: whatever it is stuck in, it stops
-            finished.append((self._running.pop(job).key, self._deadlines.outcome()))
-        for job in ready:
-            self._deadlines.ended(job)
-            key = self._running.pop(job).key
-            try:
-                outcome = job.result()
-            except Exception as e:  # the job died (killed, out of memory, preempted): the builder never answered
-                detail = str(e).strip().splitlines()
-                outcome = Outcome(
-                    "error", f"job {job.job_id} ended without a result ({detail[-1] if detail else 'no detail'})"
-                )
-            finished.append((key, outcome))
-        return finished
+        try:
+            return job.result()
+        except Exception as e:  # the job died (killed, out of memory, preempted): the builder never answered
+            detail = str(e).strip().splitlines()
+            return Outcome(
+                "error", f"job {job.job_id} ended without a result ({detail[-1] if detail else 'no detail'})"
+            )
 
     def close(self) -> None:
-        for job in self._running:
-            job.cancel(check=False)
-        self._running.clear()
+        if self._tasks is not None:
+            self._tasks.close(self._kill)
