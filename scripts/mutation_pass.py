@@ -120,8 +120,8 @@ MUTANTS = [
     ),
     (
         "bench/pipeline/plan.py",
-        '"code": self._code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[spec.name]),',
-        '"code": self._code(["training", "evaluation"], [cell.target], cell.backbone),',
+        '"code": self._code(["training"], [cell.target], cell.backbone, strategies=[spec.name]),',
+        '"code": self._code(["training"], [cell.target], cell.backbone),',
         "a fit's key lacks its strategy's version",
         ["tests/test_versions.py"],
     ),

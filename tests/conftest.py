@@ -128,3 +128,18 @@ def run_with_executor(folder: Path, suite, executor_name: str, data_root=None, e
         executor.close()
     assert not summary.failed, messages
     return runner, summary, messages
+
+
+def read_records(folder: Path, name: str = "records.jsonl") -> list[dict]:
+    """The records a run wrote to ``folder`` (one JSON object a line), as a reader of the folder sees them."""
+    import json
+
+    return [json.loads(line) for line in (Path(folder) / name).read_text().splitlines()]
+
+
+def cell_numbers(records: list[dict]) -> dict:
+    """What two executors running one suite must agree on, per cell and alpha: status, metrics, selection, images."""
+    return {
+        (r["cell_id"], r["alpha"]): (r["status"], r["metrics"], r["selected"], r["compute"]["target_images"])
+        for r in records
+    }

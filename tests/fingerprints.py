@@ -7,7 +7,13 @@ exactly, floats as a few sums and fixed random projections, which move when any 
 ``tests/test_versions.py`` compares them with ``fingerprints.json``: new numbers under the recorded versions
 mean a component changed what it computes without raising its version (its cached models would be reused).
 
-After raising a version, record them again: ``python tests/fingerprints.py --record``.
+The probes run in fp32, eager, on one thread, so the numbers are bitwise the same from run to run on one kind of
+machine; another kind (another CPU instruction set, another torch release) sums in another order, so the
+fingerprints hold the machine they were recorded on (``host``) and are compared only on its kind.
+
+After raising a version, record them again: ``python tests/fingerprints.py --record``. Recording refuses to
+change a fingerprint whose versions did not change (the failure it would hide is the one the test is for);
+``--force`` records anyway, for a new kind of machine.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import copy
 import json
 import math
+import platform
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,10 +44,13 @@ from transfer_core.strategies import STRATEGIES, TargetTask  # noqa: E402
 from transfer_core.training import TrainRecipe, train  # noqa: E402
 from transfer_core.versions import code_versions  # noqa: E402
 
-RUNTIME = resolve_runtime("cpu", eval_batch_size=64)
+# fp32 and eager whatever the CPU: bf16 autocast (auto on CPUs with native bf16) and compile-when-it-pays (decided
+# from measured step times) would make the numbers depend on the machine and its load
+RUNTIME = resolve_runtime("cpu", amp="off", compile="off", cpu_bf16=False, eval_batch_size=64)
 AUGMENT = Augmentation(crop_padding=2, flip="random")
 NO_AUGMENT = Augmentation(crop_padding=0, flip="none")
-RECIPE = TrainRecipe(epochs=1, lr=0.05, batch_size=16)
+# gentle enough that every strategy learns something in two epochs (a collapsed fit would fingerprint little)
+RECIPE = TrainRecipe(epochs=2, lr=0.02, batch_size=16)
 TRAINED = ["training"]  # what every probe that trains runs besides its own component
 
 
@@ -49,6 +59,15 @@ def summary(*tensors) -> list[float]:
     flat = torch.cat([torch.as_tensor(t).detach().double().flatten() for t in tensors])
     directions = torch.randn(2, flat.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return [float(flat.numel()), float(flat.sum()), float((flat**2).sum()), *map(float, directions @ flat)]
+
+
+def host() -> dict:
+    """The kind of machine fingerprints are comparable on: float sums run in the same order there."""
+    return {
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2]),
+    }
 
 
 def weights(model: torch.nn.Module) -> list[float]:
@@ -106,11 +125,27 @@ def probe_training(ctx: Context):
     return _digits_versions(TRAINED), weights(ctx.source_model())
 
 
+def scored(task: TargetTask, model: torch.nn.Module) -> dict:
+    """What evaluation makes of a model: its metrics, which test images it got right, and its logits."""
+    val, test = task.outputs(model)
+    return {
+        "metrics": sorted(task.metrics_from_logits(val, test).items()),
+        "test_correct": task.test_correct(test)["bits"],
+        "logits": summary(test[0], *([val[0]] if val is not None else [])),
+    }
+
+
 def probe_evaluation(ctx: Context):
+    """Ten classes, so top-5 is computed too; a model trained a little, so the scores are not chance's."""
+    data = prepare_dataset(
+        "digits", Digits.Options(), Selection(per_class=12, val_fraction=0.25, test_per_class=6), ctx.folder, False
+    )
     torch.manual_seed(1)
-    model = RUNTIME.prepare(create_backbone("resnet8", ctx.target.num_classes, 1))
-    metrics = TargetTask(ctx.target, "resnet8", 0, RUNTIME, NO_AUGMENT).evaluate(model)
-    return _digits_versions(TRAINED + ["evaluation"]), {k: v for k, v in sorted(metrics.items())}
+    model = RUNTIME.prepare(create_backbone("resnet8", data.num_classes, 1))
+    train(model, RUNTIME.loader(data, "train", 16, True, NO_AUGMENT, seed=0), RECIPE, RUNTIME)
+    return _digits_versions(TRAINED + ["evaluation"]), scored(
+        TargetTask(data, "resnet8", 0, RUNTIME, NO_AUGMENT), model
+    )
 
 
 def strategy_probe(name: str) -> Callable:
@@ -130,7 +165,7 @@ def strategy_probe(name: str) -> Callable:
         cls = STRATEGIES.get(name)
         fit(name)
         evaluations = cls(cls.Options(), RECIPE).evaluate(task, {n: f for n, f in fitted.items() if f is not None})
-        scores = [sorted((k, v) for k, v in e.metrics.items() if v is not None) for e in evaluations]
+        scores = [{"metrics": sorted(e.metrics.items()), "test_correct": e.test_correct["bits"]} for e in evaluations]
         own = weights(fitted[name].model) if cls.trains else None
         return _digits_versions(TRAINED + ["evaluation"], strategies=sorted(fitted)), {"weights": own, "scores": scores}
 
@@ -235,6 +270,9 @@ def probe_corruptions(ctx: Context):
     }
 
 
+UNAVAILABLE_HERE = {"data/dali": "NVIDIA DALI is not installed"}  # probes that need what a machine may lack
+
+
 def probes() -> dict[str, Callable]:
     """Every probe, by the component it is named for: one per registered strategy, dataset, backbone and
     estimator (a new one is probed without a line here), and the parts that are not registered."""
@@ -251,20 +289,21 @@ def probes() -> dict[str, Callable]:
     return found
 
 
-def run_probes(folder: Path) -> dict[str, dict]:
-    """Every probe's versions and fingerprint, as ``fingerprints.json`` holds them."""
+def run_probes(folder: Path) -> dict:
+    """Every probe's versions and fingerprint, and the machine they were made on, as ``fingerprints.json`` holds
+    them."""
     ctx = Context(folder)
     found = {}
     with one_thread():
         for name, probe in probes().items():
             versions, fingerprint = probe(ctx)
             found[name] = {"versions": versions, "fingerprint": json.loads(json.dumps(fingerprint))}
-    return found
+    return {"host": host(), "probes": found}
 
 
-def differences(recorded, measured, where: str = "", rel: float = 1e-6) -> list[str]:
-    """Where two fingerprints differ: floats beyond ``rel`` (relative to the larger, or 1e-9 absolute), the rest
-    exactly."""
+def differences(recorded, measured, where: str = "", rel: float = 1e-9) -> list[str]:
+    """Where two fingerprints differ: floats beyond ``rel`` (relative to the larger, or 1e-12 absolute: on one
+    kind of machine the probes are bitwise repeatable), the rest exactly."""
     if isinstance(recorded, dict) and isinstance(measured, dict):
         if recorded.keys() != measured.keys():
             return [f"{where}: keys {sorted(recorded)} != {sorted(measured)}"]
@@ -275,7 +314,7 @@ def differences(recorded, measured, where: str = "", rel: float = 1e-6) -> list[
         return [d for i, (a, b) in enumerate(zip(recorded, measured)) for d in differences(a, b, f"{where}[{i}]", rel)]
     if isinstance(recorded, float) or isinstance(measured, float):
         if isinstance(recorded, (int, float)) and isinstance(measured, (int, float)):
-            if math.isclose(recorded, measured, rel_tol=rel, abs_tol=1e-9) or (
+            if math.isclose(recorded, measured, rel_tol=rel, abs_tol=1e-12) or (
                 recorded != recorded and measured != measured
             ):
                 return []
@@ -284,19 +323,41 @@ def differences(recorded, measured, where: str = "", rel: float = 1e-6) -> list[
     return [f"{where}: recorded {recorded!r}, now {measured!r}"]
 
 
+def unjustified_changes(recorded: dict, measured: dict) -> list[str]:
+    """The probes whose fingerprint moved while their versions stayed: what recording would paper over."""
+    if recorded.get("host") != measured["host"]:
+        return []  # another kind of machine: nothing to compare against
+    return [
+        name
+        for name, now in measured["probes"].items()
+        if name in recorded["probes"]
+        and recorded["probes"][name]["versions"] == now["versions"]
+        and differences(recorded["probes"][name]["fingerprint"], now["fingerprint"])
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--record", action="store_true", help=f"write every probe's fingerprint to {RECORDED.name}")
+    parser.add_argument("--force", action="store_true", help="record even fingerprints whose versions did not change")
     args = parser.parse_args()
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
         measured = run_probes(Path(folder))
-    if args.record:
-        RECORDED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
-        print(f"recorded {len(measured)} fingerprints in {RECORDED}")
-    else:
+    if not args.record:
         print(json.dumps(measured, indent=1, sort_keys=True))
+        return 0
+    unjustified = unjustified_changes(json.loads(RECORDED.read_text()), measured) if RECORDED.exists() else []
+    if unjustified and not args.force:
+        print(
+            f"fingerprints: the numbers of {', '.join(unjustified)} moved while their versions did not: raise the "
+            "version of the component that changed, then record (--force records anyway)",
+            file=sys.stderr,
+        )
+        return 1
+    RECORDED.write_text(json.dumps(measured, indent=1, sort_keys=True) + "\n")
+    print(f"recorded {len(measured['probes'])} fingerprints in {RECORDED}")
     return 0
 
 

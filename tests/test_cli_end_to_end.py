@@ -1,13 +1,12 @@
 """The real command line, in a subprocess, on a tiny suite: run, resume, report, and a fast data error."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import REPO, tiny_suite
+from conftest import REPO, read_records, tiny_suite
 
 
 def bench(*args, cwd):
@@ -28,7 +27,7 @@ def test_run_resume_and_report(tmp_path):
     for strategy in ("scratch", "linear_probe", "full_finetune", "alpha_mix (α="):
         assert strategy in table
     assert "digits[0-4] → digits[5-9]" in table and "± " in table  # two seeds: mean ± std
-    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    records = read_records(tmp_path / "out")
     assert len(records) == 2 * (3 + 3) and all(r["status"] == "ok" for r in records)
     assert (tmp_path / "out" / "report.md").read_text().count("digits[0-4] → digits[5-9]") == 4
     assert list((tmp_path / "out" / "cache" / "sources").glob("*.pt"))
@@ -72,7 +71,7 @@ def test_a_failed_cell_makes_the_run_exit_1_and_is_recorded(tmp_path):
     result = bench("run", str(suite), "--out", "out", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "1 failed" in result.stderr and "(+1 failed: diverged)" in result.stdout
-    (record,) = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    (record,) = read_records(tmp_path / "out")
     assert record["status"] == "diverged"
 
 
@@ -92,7 +91,7 @@ def test_the_image_folder_example_suite(tmp_path):
     result = bench("run", str(suite), "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "digits-0to4 → digits-5to9" in result.stdout
-    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    records = read_records(tmp_path / "out")
     assert [r["status"] for r in records] == ["ok", "ok"]
     assert all(r["provenance"]["data"]["target"]["resolution"] == 16 for r in records)
     linear_probe = next(r for r in records if r["strategy"] == "linear_probe")

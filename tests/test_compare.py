@@ -1,7 +1,6 @@
 """bench compare: thresholds that know each metric's direction, verdicts, exit codes, and the CI recipe
 catching regressions injected into the training code."""
 
-import json
 import math
 import os
 import re
@@ -11,7 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_suite
+from conftest import REPO, read_records, tiny_suite
 
 from bench.cli import main
 from bench.results.compare import CompareError, compare, parse_thresholds, render_summary
@@ -228,7 +227,7 @@ def test_the_ci_recipe_catches_injected_regressions(tmp_path):
     lines = slow.stdout.splitlines()
     assert any("target_img_per_s" in line and "regressed" in line for line in lines)
     assert not any("test_top1_pct" in line and "regressed" in line for line in lines)  # only slower, not worse
-    records = [json.loads(line) for line in (tmp_path / "slow" / "records.jsonl").read_text().splitlines()]
+    records = read_records(tmp_path / "slow")
     assert all(r["status"] == "ok" for r in records)
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import yaml
-from conftest import REPO, tiny_suite
+from conftest import REPO, read_records, tiny_suite
 
 BUILT = re.compile(r"^\[\d+\] (source|fitted|evaluation|estimate) (.+) \([0-9a-f]{12}\)$", re.MULTILINE)
 
@@ -35,9 +35,7 @@ def built(*logs):
 
 
 def records_per_cell(out):
-    return Counter(
-        (r["cell_id"], r["alpha"]) for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())
-    )
+    return Counter((r["cell_id"], r["alpha"]) for r in read_records(out))
 
 
 @pytest.mark.slow

@@ -1,14 +1,13 @@
 """One cell on several processes: torchrun with 2 gloo processes on CPU trains what one process trains, on
 the same images, to within a stated tolerance; only rank 0 writes."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, read_records
 
 # digits, all 10 classes (539 test images: one image is 0.19 points). The ranks see exactly the images and
 # augmentations one process sees, step for step; what differs is BatchNorm, whose batch statistics each
@@ -35,9 +34,7 @@ SUITE = {
 
 
 def records(folder):
-    return {
-        (r["strategy"], r["alpha"]): r for r in map(json.loads, (folder / "records.jsonl").read_text().splitlines())
-    }
+    return {(r["strategy"], r["alpha"]): r for r in read_records(folder)}
 
 
 @pytest.mark.slow

@@ -127,3 +127,13 @@ def test_a_module_over_400_lines_says_why_at_its_top():
         if text.count("\n") > 400 and "Longer than" not in (ast.get_docstring(ast.parse(text)) or ""):
             long.append(str(path.relative_to(REPO)))
     assert not long, f"split these, or say at their top why they are longer than 400 lines: {long}"
+
+
+def test_the_modules_that_find_the_checkout_find_it():
+    """The gate runs the head from its checkout and provenance asks git about it: both must name the folder that
+    holds bench/, transfer_core/ and suites/, wherever their modules sit."""
+    from bench.measure.gate.run import HARNESS_ROOT
+    from bench.pipeline.provenance import REPO_DIR
+
+    for root in (HARNESS_ROOT, REPO_DIR):
+        assert all((root / part).is_dir() for part in ("bench", "transfer_core", "suites")), root

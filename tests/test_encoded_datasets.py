@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, tiny_suite
+from conftest import REPO, read_records, tiny_suite
 from test_cli_end_to_end import bench
 
 from bench.pipeline.suite import SuiteError, check_data, parse_suite
@@ -429,7 +429,7 @@ def test_export_to_webdataset_from_the_command_line_and_a_suite_trains_on_the_sh
     out = tmp_path / "out"
     result = bench("run", str(tmp_path / "suite.yaml"), "--out", str(out), "--data-root", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    (record,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    (record,) = read_records(out)
     assert record["status"] == "ok"
     manifest = record["provenance"]["data"]["target"]["manifest"]
     assert manifest["validation"] == "carved"

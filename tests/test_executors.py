@@ -3,14 +3,11 @@ here with its local cluster: one process per job) builds the local executor's nu
 
 import pytest
 import yaml
-from conftest import tiny_suite
-from test_ray_executor import metrics, run
+from conftest import cell_numbers, run_with_executor, tiny_suite
 
 from bench.cli import main
 from bench.pipeline.executors import EXECUTORS, Executor, create_executor
 from bench.pipeline.suite import parse_suite
-
-pytest.importorskip("submitit")  # CI installs it with the [test] extra and fails without it (.ci/run)
 
 
 @pytest.fixture
@@ -57,12 +54,18 @@ def test_every_executor_declares_options_the_command_line_can_set():
 
 @pytest.mark.slow
 def test_submitit_jobs_give_the_local_executors_cells_and_numbers(tmp_path):
+    pytest.importorskip("submitit")  # CI installs it with the [test] extra and fails without it (.ci/run)
     raw = tiny_suite(strategies={"scratch": {"epochs": 1}, "linear_probe": {"epochs": 2}})
     suite = parse_suite(raw)
-    local, _ = run(suite, tmp_path / "local", "local", threads=1)
-    as_jobs, messages = run(suite, tmp_path / "jobs", "submitit", cluster="local", max_jobs=2)
+    local = run_with_executor(tmp_path / "local", suite, "local", data_root=tmp_path, threads=1)[0].store.read()
+    runner, _, messages = run_with_executor(
+        tmp_path / "jobs", suite, "submitit", data_root=tmp_path, cluster="local", max_jobs=2
+    )
+    as_jobs = runner.store.read()
     assert any("submitit: local jobs, at most 2 at once" in m for m in messages)
     assert len(as_jobs) == len(local) == 2
-    assert metrics(as_jobs) == metrics(local)
-    logs = list((tmp_path / "jobs" / "cache" / "submitit").glob("*_log.out"))
+    assert cell_numbers(as_jobs) == cell_numbers(local)
+    folder = next((tmp_path / "jobs" / "cache").glob("submitit-*"))
+    assert folder.stat().st_mode & 0o777 == 0o700  # its pickles are code: the user's alone
+    logs = list(folder.glob("*_log.out"))
     assert len(logs) >= 4  # the cache check, the source, two fits and two evaluations ran as jobs

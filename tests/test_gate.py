@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_records
 
 from bench.measure.gate.verdicts import bitwise_differences, judge_speed
 
@@ -251,7 +252,7 @@ def test_gate_passes_a_harmless_commit_on_a_machine_unlike_the_committed_baselin
     # the fallback against a committed baseline refuses another device, and says what to run instead
     baseline = gate_repo.parent / "baseline"
     shutil.copytree(out / "base", baseline)
-    records = [json.loads(line) for line in (baseline / "records.jsonl").read_text().splitlines()]
+    records = read_records(baseline)
     for record in records:
         record["provenance"]["device_name"] = "Intel(R) Xeon(R) Processor (2 threads)"
     (baseline / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_suite
+from conftest import read_records, tiny_suite
 
 from bench.cli import main
 from bench.pipeline.suite import SuiteError, expand_cells, parse_suite
@@ -18,10 +18,6 @@ from transfer_core.pretrained import (
     sha256,
     weights_file,
 )
-
-
-def records_of(out):
-    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture
@@ -60,7 +56,7 @@ def test_a_checkpoint_source_is_loaded_not_trained_and_keyed_by_its_content(tmp_
     suite_file.write_text(json.dumps(raw))
     out = tmp_path / "out"
     assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 0
-    records = records_of(out)
+    records = read_records(out)
     assert {r["status"] for r in records} == {"ok"} and {r["source"] for r in records} == {"checkpoint:lab-digits"}
     probe = next(r for r in records if r["strategy"] == "linear_probe")
     assert probe["source_model"]["weights"]["sha256"] == sha256(path)
@@ -82,7 +78,7 @@ def test_a_checkpoint_source_is_loaded_not_trained_and_keyed_by_its_content(tmp_
         model.body.stem[0].weight.mul_(0.5)
     torch.save(model.state_dict(), path)
     assert main(["run", str(suite_file), "--out", str(out), "--data-root", str(tmp_path)]) == 0
-    rerun = records_of(out)[len(records) :]
+    rerun = read_records(out)[len(records) :]
     assert sorted(r["strategy"] for r in rerun) == ["full_finetune", "linear_probe"]
 
 

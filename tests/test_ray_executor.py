@@ -1,7 +1,6 @@
 """The Ray executor: the same cells and the same numbers as the local executor, on a local instance and on
 a two-node cluster in one machine, and a worker killed mid-task retried without losing or doubling a record."""
 
-import json
 import os
 import re
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run_with_executor, tiny_suite
+from conftest import REPO, cell_numbers, read_records, run_with_executor, tiny_suite
 
 from bench.pipeline.executors.remote import shared_folder_problems
 from bench.pipeline.suite import load_suite, parse_suite
@@ -25,13 +24,6 @@ def run(suite, tmp_path: Path, executor: str, **options):
     """Runs every cell of ``suite`` in this process's driver; the records, and what the runner logged."""
     runner, _, messages = run_with_executor(tmp_path, suite, executor, data_root=tmp_path, **options)
     return runner.store.read(), messages
-
-
-def metrics(records):
-    return {
-        (r["cell_id"], r["alpha"]): (r["status"], r["metrics"], r["selected"], r["compute"]["target_images"])
-        for r in records
-    }
 
 
 @pytest.fixture
@@ -49,7 +41,7 @@ def test_quick_suite_on_ray_gives_the_local_executors_cells_and_numbers(tmp_path
     on_ray, messages = run(suite, tmp_path / "ray", "ray")
     assert any("ray: 1 node(s), 2 CPUs" in m for m in messages)
     assert len(local) == len(on_ray) == 3 * (5 + 5)  # 5 strategies and 5 alphas, 3 seeds
-    assert metrics(on_ray) == metrics(local)
+    assert cell_numbers(on_ray) == cell_numbers(local)
     assert {r["config_hash"] for r in on_ray} == {r["config_hash"] for r in local}
 
 
@@ -79,7 +71,7 @@ def test_a_two_node_cluster_runs_a_suite(tmp_path):
         ray.init(address=cluster.address, logging_level="ERROR")
         records, messages = run(parse_suite(tiny_suite(seeds=[0, 1])), tmp_path, "ray")
         assert any("ray: 2 node(s), 2 CPUs" in m for m in messages)
-        assert Counter((r["cell_id"], r["alpha"]) for r in records) == {key: 1 for key in metrics(records)}
+        assert Counter((r["cell_id"], r["alpha"]) for r in records) == {key: 1 for key in cell_numbers(records)}
         assert len(records) == 2 * (3 + 3) and all(r["status"] == "ok" for r in records)
     finally:
         ray.shutdown()
@@ -115,7 +107,7 @@ def test_a_worker_killed_mid_task_is_retried_and_every_cell_recorded_once(tmp_pa
     # finished by another worker than the one killed: the task was started again
     finishers = re.findall(r"pid=(\d+)\)\S*\s+source digits\[0-4\]/resnet8/seed0: trained in", stderr)
     assert finishers and int(finishers[-1]) != killed, stderr[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    records = read_records(tmp_path / "out")
     assert sorted(r["strategy"] for r in records) == ["linear_probe", "scratch"]
     assert all(r["status"] == "ok" for r in records)
     assert not list((tmp_path / "out" / "cache").rglob("*.tmp"))
@@ -149,7 +141,7 @@ def test_a_worker_killed_with_no_retries_left_fails_its_cells_in_one_line_and_th
     stdout, stderr = process.communicate(timeout=600)
     assert killed is not None, f"never saw the source task's worker: {stderr[-2000:]}"
     assert process.returncode == 1, stderr[-3000:]  # some cells failed; the others ran
-    records = {r["strategy"]: r for r in map(json.loads, (tmp_path / "out" / "records.jsonl").read_text().splitlines())}
+    records = {r["strategy"]: r for r in read_records(tmp_path / "out")}
     assert records["scratch"]["status"] == "ok"
     assert records["linear_probe"]["status"] == "error"
     assert "the task's worker was lost 1 time(s)" in records["linear_probe"]["error"]
@@ -215,7 +207,7 @@ def test_a_task_past_its_time_limit_ends_as_timeout_and_the_suite_goes_on(tmp_pa
         time.sleep(0.1)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 1, stderr[-3000:]  # cells failed: the run says so
-    records = {r["strategy"]: r for r in map(json.loads, (tmp_path / "out" / "records.jsonl").read_text().splitlines())}
+    records = {r["strategy"]: r for r in read_records(tmp_path / "out")}
     assert records["scratch"]["status"] == "ok"  # the suite went on
     assert records["linear_probe"]["status"] == "timeout"  # its source model ran out of time
     assert "runtime.cell_timeout_s (4 s)" in records["linear_probe"]["error"]

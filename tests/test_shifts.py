@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 from conftest import plan_of as shared_plan_of
-from conftest import run_with_executor, write_cifar10
+from conftest import read_records, run_with_executor, write_cifar10
 from test_cli_end_to_end import bench
 
 from bench.pipeline.shifts import CorruptionShift, DatasetShift
@@ -142,7 +142,7 @@ def test_run_scores_every_model_on_every_shift_and_the_report_shows_it(data_root
     assert first.returncode == 0, first.stderr
     assert "3 cells run, 9 shift evaluations" in first.stderr
     out = tmp_path / "out"
-    cells = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    cells = read_records(out)
     shifted = [json.loads(line) for line in (out / "shifts.jsonl").read_text().splitlines()]
     assert all(r["status"] == "ok" for r in cells + shifted)
     from bench.results.fields import BY_NAME

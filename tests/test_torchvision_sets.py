@@ -3,7 +3,6 @@ official splits (and the official validation split), class names from the datase
 where there is none, a missing dataset as one line naming the files and the fetch command, and a suite that
 trains on one end to end."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import torch
 import torchvision_miniatures as mini
 import yaml
-from conftest import tiny_suite, write_cifar10
+from conftest import read_records, tiny_suite, write_cifar10
 from test_cli_end_to_end import bench
 
 from bench.pipeline.suite import SuiteError, check_data, parse_suite
@@ -166,7 +165,7 @@ def test_a_suite_trains_on_flowers102_from_the_command_line_with_the_official_sp
     out = tmp_path / "out"
     result = bench("run", str(path), "--out", str(out), "--data-root", str(tmp_path / "data"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    records = read_records(out)
     assert {r["status"] for r in records} == {"ok"} and len(records) == 2
     target = records[0]["provenance"]["data"]["target"]
     assert target["sizes"] == {"train": 18, "val": 18, "test": 18} == {k: len(v) for k, v in expected.items()}

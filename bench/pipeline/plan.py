@@ -50,6 +50,7 @@ from bench.pipeline.suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Su
 from bench.results.records import point_label
 from transfer_core.backbones import backbone_library
 from transfer_core.cache import content_key
+from transfer_core.data import folders as data_folders
 from transfer_core.datasets import PreparedData, create_dataset_reader, fingerprints
 from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
@@ -430,8 +431,8 @@ class PlanBuilder:
             "backbone": cell.backbone,
             "seed": cell.seed,
             "runtime": self._runtime_settings(cell.target, False),
-            # a fit trains, and scores on validation where it chooses there (the probe's L2 strength)
-            "code": self._code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[spec.name]),
+            # a fit trains (the probe choosing its L2 strength on validation scores with the training loop's helpers)
+            "code": self._code(["training"], [cell.target], cell.backbone, strategies=[spec.name]),
         }
         deps = ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
         origin = f"{cell.source.label}->" if self.suite.uses_source(spec.name) else ""
@@ -505,7 +506,7 @@ class PlanBuilder:
             "backbone": cell.backbone,
             "seed": cell.seed,
             "runtime": self._runtime_settings(cell.target, False),
-            "code": self._code(["training", "evaluation"], [cell.target], cell.backbone, strategies=[strategy]),
+            "code": self._code(["training"], [cell.target], cell.backbone, strategies=[strategy]),
         }
         deps = (chosen.key,) + ((source.key,) if source else ()) + tuple(a.key for a in ingredients.values())
         origin = f"{cell.source.label}->" if self.suite.uses_source(strategy) else ""
@@ -550,8 +551,9 @@ class PlanBuilder:
             "seed": shift.seed,
             "constants": constants_for(split["side"], shift.constants),  # auto resolved: the table is the content
             "test_split": split,
-            # the split's pixels as its reader gives them, without a loader
-            "code": code_versions(["corruptions"], datasets=[cell.target.dataset]),
+            # the split's pixels as its reader gives them, without a loader (encoded images decoded by
+            # data/folders.py, as evaluation decodes them)
+            "code": self._corruption_code(cell.target),
         }
         return self.plan._add(
             CorruptionArtifact,
@@ -562,6 +564,12 @@ class PlanBuilder:
             target=cell.target,
             shift=shift,
         )
+
+    def _corruption_code(self, target: DatasetSpec) -> dict:
+        versions = code_versions(["corruptions"], datasets=[target.dataset])
+        if not create_dataset_reader(target.dataset).array_backed:
+            versions["data/folders"] = data_folders.VERSION
+        return dict(sorted(versions.items()))
 
     def shift_evaluation(self, cell, shift, evaluation, settings: dict, deps: tuple, grid: tuple) -> Artifact:
         """The cell's models scored on one shifted test set: its evaluation's settings with the shift added."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = Path(__file__).resolve().parents[2]  # the checkout holding bench/pipeline/provenance.py
 
 
 def _git(*args: str) -> str:

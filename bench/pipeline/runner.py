@@ -342,8 +342,8 @@ class Runner:
         if not todo:
             return summary
         check_shared_cache(self.cache.root, self.shard)
-        self.executor.start(self.env, self._data)
         try:
+            self.executor.start(self.env, self._data)  # inside: an executor that fails to start is closed too
             recording: dict[str, list[Cell]] = {}  # evaluation key -> the cells whose records it writes in this run
             for cell, evaluation in todo:
                 recording.setdefault(evaluation.key, []).append(cell)

@@ -143,11 +143,10 @@ def create_loader(
 
 def data_path_versions(array_backed: bool, backend: str) -> dict[str, int]:
     """The versions of the data-path code that reads a dataset (``transfer_core/versions.py``): its loader's
-    module (arrays stay on the device whatever the backend; encoded images go through DALI or torchvision) and
-    the augmentation and batch format every loader shares."""
-    loader = arrays if array_backed else (dali if backend == "dali" else folders)
-    return {
-        f"data/{loader.__name__.rsplit('.', 1)[-1]}": loader.VERSION,
-        "data/augment": augment.VERSION,
-        "data/format": format.VERSION,
-    }
+    module (arrays stay on the device whatever the backend; encoded images go through DALI or torchvision), and
+    what every loader shares: batching, epochs and ranks (``arrays.EpochBatches``), augmentation, batch format."""
+    versions = {"data/arrays": arrays.VERSION, "data/augment": augment.VERSION, "data/format": format.VERSION}
+    if not array_backed:
+        loader = dali if backend == "dali" else folders
+        versions[f"data/{loader.__name__.rsplit('.', 1)[-1]}"] = loader.VERSION
+    return versions

@@ -42,7 +42,7 @@ from bench.results import compare as compare_mod
 from bench.text import publish_summary
 from transfer_core.files import write_file
 
-HARNESS_ROOT = Path(__file__).resolve().parents[2]  # the tree whose code runs: the head
+HARNESS_ROOT = Path(__file__).resolve().parents[3]  # the tree whose code runs (bench/measure/gate/run.py): the head
 
 
 def _log(message: str) -> None:

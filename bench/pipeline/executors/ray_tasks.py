@@ -79,15 +79,20 @@ class RayExecutor(Executor):
             os.environ.setdefault(
                 "RAY_COLOR_PREFIX", "1" if sys.stderr.isatty() else "0"
             )  # no escape codes in log files
-            _check_reachable(options.address)
+            # RAY_ADDRESS (set by `ray job submit` and cluster environments) names the cluster to join as
+            # --ray-address does; without either, "local": a Ray instance of this run's own, even where another run
+            # has one on this machine (which Ray would otherwise join, and lose when that run ends)
+            address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+            _check_reachable(None if address == "local" else address)
             try:
-                # "local": a Ray instance of this run's own, even where another run has one on this machine (which
-                # Ray would otherwise join, and lose when that run ends)
-                ray.init(address=options.address or "local", include_dashboard=False, logging_level="ERROR")
+                ray.init(address=address, include_dashboard=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise SuiteError(
-                    f"--ray-address {options.address}: cannot join a Ray cluster there ({str(e).splitlines()[0]})"
-                ) from None
+                where = (
+                    "cannot start a Ray instance here"
+                    if address == "local"
+                    else f"cannot join a Ray cluster at {address}"
+                )
+                raise SuiteError(f"--executor ray: {where} ({str(e).splitlines()[0]})") from None
         self._tasks = None  # RemoteTasks, once started
 
     def cuda_available(self) -> bool:

@@ -150,10 +150,20 @@ class RemoteTasks:
         self._built_here.append((artifact.key, build_on_driver(self.env, artifact, inputs, self.log)))
         return True
 
-    def started(self, task: Hashable, artifact: Artifact) -> None:
+    def started(self, task: Hashable, artifact: Artifact, clock: bool = True) -> None:
+        """A task sent away; ``clock``: its time limit runs from now (False: from ``clock``, once it runs: a job
+        waiting in a queue is not late)."""
         self.running[task] = artifact
+        if clock:
+            self.clock(task)
+
+    def clock(self, task: Hashable) -> None:
+        """Starts ``task``'s time limit now."""
         if self.time_limit_s:
             self._deadlines[task] = time.monotonic() + self.time_limit_s + KILL_GRACE_S
+
+    def clocked(self, task: Hashable) -> bool:
+        return task in self._deadlines
 
     def built_here(self) -> list[tuple[str, Outcome]]:
         """The outcomes of what the driver built since the last call."""

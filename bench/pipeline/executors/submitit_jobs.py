@@ -1,18 +1,22 @@
 """The submitit executor: every artifact a job of a SLURM cluster (or, with ``--submitit-cluster local``, a
 process on this machine), submitted and watched through submitit.
 
-A job asks for its artifact's CPUs, and for one GPU when the artifact needs any share of one (SLURM hands out
-whole GPUs). The driver keeps at most ``--max-jobs`` jobs in the queue, so a cell's evaluation is submitted
-before the next cell's training, as the plan orders them. Jobs hand models to one another through the model
-cache, so ``--cache-dir`` must be storage the cluster's nodes read and write (checked at start by a job);
-outcomes come back to the driver, the only writer of records. submitit keeps each job's pickled task and its
-logs in ``--submitit-folder`` (default: ``submitit`` under the model cache).
+A job asks for its artifact's CPUs and, where the nodes have GPUs, one GPU when the artifact needs any share of
+one (SLURM hands out whole GPUs; on this machine each job is given the least busy GPU). The driver keeps at most
+``--max-jobs`` jobs in the queue, so a cell's evaluation is submitted before the next cell's training, as the
+plan orders them. Jobs hand models to one another through the model cache, so ``--cache-dir`` must be storage
+the cluster's nodes read and write (checked at start by a job); outcomes come back to the driver, the only
+writer of records. submitit keeps each job's pickled task, its pickled result and its logs in
+``--submitit-folder`` (default: ``submitit-USER`` beside the model cache's models, made private to the user:
+the pickles are code, which no one else may write).
 """
 
 from __future__ import annotations
 
+import getpass
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -35,8 +39,9 @@ class SubmititExecutor(Executor):
         cluster: Optional[str] = None  # "slurm" or "local"; None: SLURM where sbatch is found, else local
         partition: Optional[str] = None  # the SLURM partition jobs go to (None: the cluster's default)
         max_jobs: int = 8  # jobs queued or running at once
-        folder: Optional[str] = None  # submitit's folder of pickled tasks and job logs (None: <cache>/submitit)
+        folder: Optional[str] = None  # submitit's folder of pickled tasks and job logs (None: <cache>/submitit-USER)
         gpus: bool = False  # SLURM jobs ask for a GPU when an artifact needs one (the driver may have none)
+        time_min: Optional[int] = None  # SLURM's time limit of a job (None: twice the cell timeout, else 24 h)
 
         def __post_init__(self):
             super().__post_init__()
@@ -44,6 +49,8 @@ class SubmititExecutor(Executor):
                 raise ValueError(f"--submitit-cluster: expected slurm or local, got {self.cluster}")
             if self.max_jobs < 1:
                 raise ValueError(f"--max-jobs: expected a positive number, got {self.max_jobs}")
+            if self.time_min is not None and self.time_min < 1:
+                raise ValueError(f"--slurm-time-min: expected a positive number of minutes, got {self.time_min}")
 
     @classmethod
     def add_arguments(cls, group) -> None:
@@ -62,6 +69,13 @@ class SubmititExecutor(Executor):
             dest="gpus",
             help="the cluster's nodes have GPUs: jobs that train or evaluate ask for one",
         )
+        group.add_argument(
+            "--slurm-time-min",
+            type=int,
+            dest="time_min",
+            help="a job's SLURM time limit in minutes (default: twice runtime.cell_timeout_s, else 24 h; a partition "
+            "with a lower MaxTime needs it)",
+        )
 
     def __init__(self, options, log):
         super().__init__(options, log)
@@ -73,31 +87,42 @@ class SubmititExecutor(Executor):
         self._tasks = None  # RemoteTasks, once started
 
     def cuda_available(self) -> bool:
-        if self.options.gpus:
-            return True
+        if not self._local():
+            return self.options.gpus  # the nodes' GPUs, which the driver may not have
         import torch
 
-        return torch.cuda.is_available() and self._cluster_name() == "local"
+        return torch.cuda.is_available()
 
-    def _cluster_name(self) -> str:
-        return self.options.cluster or self._submitit.AutoExecutor.which()
+    def _local(self) -> bool:
+        return (self.options.cluster or self._submitit.AutoExecutor.which()) == "local"
 
     def start(self, env: BuildEnv, data: dict) -> None:
+        import torch
+
         from bench.pipeline.executors.remote import RemoteTasks, check_shared_storage
 
         self._tasks = RemoteTasks(env, self.log)
-        folder = Path(self.options.folder) if self.options.folder else env.cache_dir / "submitit"
-        self._jobs = self._submitit.AutoExecutor(folder=folder, cluster=self._cluster_name())
-        if self.options.partition:
-            self._jobs.update_parameters(slurm_partition=self.options.partition)
-        check_shared_storage(self._tasks.env, self._ask_a_node, "SLURM node")
-        self.log(f"submitit: {self._cluster_name()} jobs, at most {self.options.max_jobs} at once; logs in {folder}")
+        folder = Path(self.options.folder) if self.options.folder else env.cache_dir / f"submitit-{getpass.getuser()}"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)  # pickles are code: no one else may write them, nor read the results
+        if self._local():
+            self._jobs = self._submitit.LocalExecutor(folder=folder)  # the one that takes visible_gpus
+            self._gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        else:
+            self._jobs = self._submitit.AutoExecutor(folder=folder, cluster="slurm")
+            if self.options.partition:
+                self._jobs.update_parameters(slurm_partition=self.options.partition)
+            self._gpus = 0
+        self._gpu_of: dict = {}  # local job -> the GPU it was given
+        check_shared_storage(self._tasks.env, self._ask_a_node, "node jobs run on")
+        where = "local" if self._local() else "SLURM"
+        self.log(f"submitit: {where} jobs, at most {self.options.max_jobs} at once; logs in {folder}")
 
     def _ask_a_node(self, folder: str, token: str, data_root: str) -> tuple[dict[str, dict], list[str]]:
         """``probe_shared_folder`` run as a job (SLURM places it where it places the others)."""
         from bench.pipeline.executors.remote import probe_shared_folder
 
-        self._jobs.update_parameters(name="cache check", cpus_per_task=1, timeout_min=10)
+        self._jobs.update_parameters(name="cache check", cpus_per_task=1, timeout_min=10, gpus_per_node=0)
         job = self._jobs.submit(probe_shared_folder, folder, token, data_root)
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         while not job.done() and time.monotonic() < deadline:
@@ -112,7 +137,11 @@ class SubmititExecutor(Executor):
         return {answer["host"]: answer}, []
 
     def has_room(self, artifact: Artifact) -> bool:
-        return len(self._tasks.running) < self.options.max_jobs
+        running = self._tasks.running.values()
+        if len(running) >= self.options.max_jobs:
+            return False
+        # on this machine, jobs share its GPUs as Ray tasks do: shares of one add up to at most one
+        return not self._gpus or not running or sum(a.needs.gpus for a in running) + artifact.needs.gpus <= self._gpus
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
         from bench.pipeline.executors.remote import build_in_worker
@@ -120,14 +149,31 @@ class SubmititExecutor(Executor):
         if self._tasks.built_on_driver(artifact, inputs):
             return
         limit_s = self._tasks.time_limit_s
+        gpu = None
+        if self._local():
+            # the least busy GPU, or none for an artifact that needs none (CUDA_VISIBLE_DEVICES empty)
+            if self._gpus and artifact.needs.gpus:
+                busy = Counter({g: 0.0 for g in range(self._gpus)})
+                for job, used in self._gpu_of.items():
+                    busy[used] += self._tasks.running[job].needs.gpus
+                gpu = min(busy, key=lambda g: (busy[g], g))
+            self._jobs.update_parameters(
+                gpus_per_node=0 if gpu is None else 1, visible_gpus=() if gpu is None else (gpu,)
+            )
+        else:
+            self._jobs.update_parameters(
+                cpus_per_task=int(artifact.needs.cpus),
+                gpus_per_node=math.ceil(artifact.needs.gpus) if self.options.gpus else 0,
+            )
         self._jobs.update_parameters(
             name=artifact.name,
-            cpus_per_task=int(artifact.needs.cpus),
-            gpus_per_node=math.ceil(artifact.needs.gpus) if self.options.gpus else 0,
-            # SLURM's own limit, past the worker's alarm and the driver's kill: the last resort
-            timeout_min=math.ceil(2 * limit_s / 60) if limit_s else 24 * 60,
+            # the job's own limit, past the worker's alarm and the driver's kill: the last resort
+            timeout_min=self.options.time_min or (math.ceil(2 * limit_s / 60) if limit_s else 24 * 60),
         )
-        self._tasks.started(self._jobs.submit(build_in_worker, self._tasks.env, artifact, inputs), artifact)
+        job = self._jobs.submit(build_in_worker, self._tasks.env, artifact, inputs)
+        self._tasks.started(job, artifact, clock=False)  # the clock starts when the job runs, not in the queue
+        if gpu is not None:
+            self._gpu_of[job] = gpu
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
         tasks = self._tasks
@@ -137,8 +183,13 @@ class SubmititExecutor(Executor):
         waited_until = None if timeout is None else time.monotonic() + timeout
         while True:  # submitit has no wait-for-any: its jobs' states are polled
             ready = {job for job in tasks.running if job.done()}
+            for job in tasks.running:
+                if job not in ready and not tasks.clocked(job) and job.state == "RUNNING":
+                    tasks.clock(job)
             late = tasks.late(ready)
             if ready or late or (waited_until is not None and time.monotonic() >= waited_until):
+                for job in ready | set(late):
+                    self._gpu_of.pop(job, None)
                 return tasks.collect(ready, late, self._kill, self._result)
             time.sleep(POLL_S)
 
