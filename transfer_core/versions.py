@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 
 from . import pretrained, training
 from .backbones import BACKBONES, backbone_version
-from .data import data_path_versions
+from .data import data_path_versions, folders
 from .datasets import DATASETS, create_dataset_reader
 from .datasets import prepare as preparation
 from .shifts import corruptions
@@ -50,7 +50,8 @@ def code_versions(
 ) -> dict[str, int]:
     """The versions of the code an artifact runs: ``parts`` of ``PARTS``; the readers of ``datasets`` (by
     registered name) with the selection every dataset goes through, and, when ``data_backend`` is given, the
-    data-path modules that load them under it (None: read without a loader, as a corruption reads its split);
+    data-path modules that load them under it (None: read without a loader, as a corruption reads its split,
+    whose encoded images ``data/folders.py`` decodes);
     the ``backbone``; ``strategies`` and ``estimators`` by name. Sorted by component, so equal code gives
     equal keys."""
     versions = {}
@@ -64,6 +65,8 @@ def code_versions(
         versions["dataset selection"] = preparation.VERSION
         if data_backend is not None:
             versions.update(data_path_versions(reader.array_backed, data_backend))
+        elif not reader.array_backed:  # read without a loader: encoded images decoded by the split's ``pixels``
+            versions["data/folders"] = folders.VERSION
     if backbone is not None:
         versions[f"backbone/{backbone}"] = backbone_version(backbone)
     for name in strategies:

@@ -50,7 +50,6 @@ from bench.pipeline.suite import Cell, DatasetSpec, SourceSpec, StrategySpec, Su
 from bench.results.records import point_label
 from transfer_core.backbones import backbone_library
 from transfer_core.cache import content_key
-from transfer_core.data import folders as data_folders
 from transfer_core.datasets import PreparedData, create_dataset_reader, fingerprints
 from transfer_core.pretrained import sha256, weights_file
 from transfer_core.runtime import Runtime
@@ -551,9 +550,8 @@ class PlanBuilder:
             "seed": shift.seed,
             "constants": constants_for(split["side"], shift.constants),  # auto resolved: the table is the content
             "test_split": split,
-            # the split's pixels as its reader gives them, without a loader (encoded images decoded by
-            # data/folders.py, as evaluation decodes them)
-            "code": self._corruption_code(cell.target),
+            # the split's pixels as its reader gives them, without a loader
+            "code": code_versions(["corruptions"], datasets=[cell.target.dataset]),
         }
         return self.plan._add(
             CorruptionArtifact,
@@ -564,12 +562,6 @@ class PlanBuilder:
             target=cell.target,
             shift=shift,
         )
-
-    def _corruption_code(self, target: DatasetSpec) -> dict:
-        versions = code_versions(["corruptions"], datasets=[target.dataset])
-        if not create_dataset_reader(target.dataset).array_backed:
-            versions["data/folders"] = data_folders.VERSION
-        return dict(sorted(versions.items()))
 
     def shift_evaluation(self, cell, shift, evaluation, settings: dict, deps: tuple, grid: tuple) -> Artifact:
         """The cell's models scored on one shifted test set: its evaluation's settings with the shift added."""
