@@ -3,6 +3,7 @@
 The tiny CIFAR-layout data of ``write_cifar10`` (32 px: corruptions need at least 32 px on a side)."""
 
 import json
+import math
 
 import pytest
 import yaml
@@ -192,6 +193,96 @@ def test_run_scores_every_model_on_every_shift_and_the_report_shows_it(data_root
     assert "| scratch" in report.split("## Out of distribution")[1]  # the rows stand on the shifts still asked for
 
 
+def test_recent_reads_keep_the_latest_within_their_byte_budget():
+    from bench.pipeline.recent import Recent
+
+    loads = []
+
+    def loader(name):
+        return lambda: loads.append(name) or name
+
+    recent = Recent(max_bytes=10)
+    size = {"a": 4, "b": 4, "c": 4, "huge": 11}.get
+    assert [recent.get((n,), loader(n), size) for n in ("a", "b", "a", "c", "a", "b", "huge", "huge")] == [
+        "a",
+        "b",
+        "a",
+        "c",
+        "a",
+        "b",
+        "huge",
+        "huge",
+    ]
+    # "c" pushed out "b" (least recently used, "a" was read since), "b" again pushed out "c"; "huge" never fits
+    assert loads == ["a", "b", "c", "b", "huge", "huge"] and (recent.hits, recent.misses) == (2, 6)
+
+
+def test_a_cells_shift_evaluations_read_each_model_and_corrupted_split_once(data_root, tmp_path, monkeypatch):
+    """Three shifts of three cells: each model a shift evaluation scores, and each corrupted split, is read from
+    the cache once (not once per shift, nor per cell). Read every time instead (no memory kept), the records are
+    the same number for number, and ``shift_eval_s`` still leaves the reading out."""
+    import time
+    from collections import Counter
+
+    from conftest import run_suite
+
+    from bench.pipeline import recent
+    from bench.pipeline.build import Builder
+    from transfer_core.cache import ModelCache
+
+    reads, inside = Counter(), []
+    shift_evaluation, load = Builder._shift_evaluation, ModelCache.load  # every read of the cache is a load
+
+    def counted_shift_evaluation(self, artifact, inputs):
+        inside.append(artifact)
+        try:
+            return shift_evaluation(self, artifact, inputs)
+        finally:
+            inside.pop()
+
+    def counted_load(self, kind, key):
+        reads[(kind, key)] += bool(inside)
+        return load(self, kind, key)
+
+    monkeypatch.setattr(Builder, "_shift_evaluation", counted_shift_evaluation)
+    monkeypatch.setattr(ModelCache, "load", counted_load)
+    raw = shifted_suite(data_root, [{"corruptions": ["contrast"], "severities": [1, 3, 5]}])
+    runner, _ = run_suite(tmp_path, raw, data_root=data_root)
+    shift_file = tmp_path / "out" / "shifts.jsonl"
+    kept = runner.stores["shifts.jsonl"].read()
+    assert len({r["config_hash"] for r in kept}) == 9  # 3 cells x 3 shifts
+    read_in_shifts = {k: n for k, n in reads.items() if n}
+    assert sum(kind == "corrupted" for kind, _ in read_in_shifts) == 3
+    # scratch's 3 trials (its row is one of them), LP-FT's, and α-mix's two ends (the probe, LP-FT's again)
+    assert sum(kind == "models" for kind, _ in read_in_shifts) >= 5
+    assert set(read_in_shifts.values()) == {1}, read_in_shifts
+
+    # again with nothing kept, and a clock that jumps 100 s at every read: the same records, scoring timed alone
+    shift_file.rename(tmp_path / "kept.jsonl")
+    monkeypatch.setattr(recent, "RECENT_BYTES", 0)
+    clock, jumps = time.perf_counter, []
+
+    def jumping_load(self, kind, key):
+        jumps.append(100.0)
+        return load(self, kind, key)
+
+    monkeypatch.setattr(ModelCache, "load", jumping_load)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock() + sum(jumps))
+    runner, _ = run_suite(tmp_path, raw, data_root=data_root)
+    monkeypatch.setattr(time, "perf_counter", clock)
+    again = runner.stores["shifts.jsonl"].read()
+    assert len(jumps) > len(read_in_shifts)  # read once per shift evaluation now
+
+    def numbers(records):
+        return {
+            (r["config_hash"], r["alpha"], json.dumps(r["grid_point"])): (r["metrics"], r["test_correct"])
+            for r in records
+        }
+
+    assert numbers(again) == numbers(kept)
+    assert all(0 < r["compute"]["shift_eval_s"] < 100 for r in again)
+
+
 def test_dataset_shifts_are_resampled_with_the_target(data_root):
     raw = shifted_suite(
         data_root,
@@ -205,8 +296,12 @@ def test_dataset_shifts_are_resampled_with_the_target(data_root):
     assert seeds[0].data.selection.seed != seeds[1].data.selection.seed
 
 
-def _records(strategy, seed, id_top1, ood_top1, key, grid_point=None, selected=True, alpha=None, baseline=False):
-    """An in-distribution record and its two corruption records (their mean is ``ood_top1``)."""
+def _records(
+    strategy, seed, id_top1, ood_top1, key, grid_point=None, selected=True, alpha=None, baseline=False, refit=False
+):
+    """An in-distribution record and its two corruption records (their mean is ``ood_top1``), as the builder
+    writes them: a tuning trial's shift records carry its grid point, a refit or an α's do not."""
+    trial = grid_point is not None and not selected
     cell = f"s->t/resnet8/{strategy}/seed{seed}"
     common = {"cell_id": cell, "source": "s", "target": "t", "backbone": "resnet8", "strategy": strategy, "seed": seed}
     info = {"baseline": baseline, "table_order": 0 if baseline else 10, "plot_marker": "", "ingredients": []}
@@ -218,7 +313,7 @@ def _records(strategy, seed, id_top1, ood_top1, key, grid_point=None, selected=T
         "grid_point": grid_point,
         "selected": selected,
         "metrics": {"test_top1_pct": id_top1},
-        "details": {},
+        "details": {"refit": True} if refit else {},
         "strategy_info": info,
     }
     shifted = [
@@ -228,8 +323,8 @@ def _records(strategy, seed, id_top1, ood_top1, key, grid_point=None, selected=T
             "evaluation_key": key,
             "status": "ok",
             "alpha": alpha,
-            "grid_point": grid_point if not selected else None,
-            "trial": not selected,
+            "grid_point": grid_point if trial else None,
+            "trial": trial,
             "shift": {"label": label, "kind": "corruption", "family": family},
             "metrics": {"test_top1_pct": ood_top1 + offset},
         }
@@ -273,6 +368,57 @@ def test_effective_robustness_is_the_gap_above_the_baselines_logit_fit():
     assert lp_ft.by_seed["noise"][1] == pytest.approx(on_line(51.0) + 1.0)  # its family: that corruption alone
     expected = [on_line(50.0 + s) + 3.0 - on_line(40.0 + s) for s in (0, 1, 2)]
     assert lp_ft.delta_mca.mean == pytest.approx(sum(expected) / 3)
+
+
+def test_effective_robustness_with_a_refit_baseline_and_alpha_mix_rows():
+    """The baseline refit on train + validation after its search: the fit runs through its trials and its refit
+    models (each scored on the shifts), and its row is the refit model. α-mix: every α on the curve, the row
+    at the α chosen on validation (not the best on the shift), and none of its models in the baseline's fit."""
+    from bench.results.records import strategy_info
+    from bench.results.robustness import MCA, robustness
+
+    def on_line(id_top1):  # logit OOD = 0.8 logit ID - 0.5
+        p = id_top1 / 100
+        return 100 / (1 + math.exp(-(0.8 * math.log(p / (1 - p)) - 0.5)))
+
+    ids, shifted = [], []
+    for seed in (0, 1, 2):
+        key = f"scratch{seed}"
+        for i, top1 in enumerate((8.0, 15.0, 30.0)):  # three trials, none of them the row
+            r, s = _records(
+                "scratch", seed, top1 + seed, on_line(top1 + seed), key, {"lr": i}, selected=False, baseline=True
+            )
+            ids += r
+            shifted += s
+        # the refit at the best trial's setting: a fourth model, 2 points above the line
+        r, s = _records(
+            "scratch", seed, 33.0 + seed, on_line(33.0 + seed) + 2.0, key, {"lr": 2}, baseline=True, refit=True
+        )
+        ids += r
+        shifted += s
+        for alpha, top1, above in ((0.0, 40.0, 1.0), (0.5, 48.0, 4.0), (1.0, 45.0, 9.0)):  # validation chose 0.5
+            r, s = _records(
+                "alpha_mix", seed, top1 + seed, on_line(top1 + seed) + above, f"mix{seed}", None, alpha == 0.5, alpha
+            )
+            ids += r
+            shifted += s
+    found = robustness(ids, shifted, strategy_info(ids))
+    fitted = found.fits[("s", "t", "resnet8")][MCA]
+    assert len(fitted.points) == 12  # 3 seeds x (3 trials + the refit), no α-mix model
+    assert sorted(p[0] for p in fitted.points) == sorted(t + s for s in (0, 1, 2) for t in (8.0, 15.0, 30.0, 33.0))
+    scratch, mix = found.rows
+    assert scratch.strategy == "scratch" and mix.strategy == "alpha_mix" and mix.alphas == {0.5}
+    assert scratch.id_by_seed == {s: 33.0 + s for s in (0, 1, 2)}  # the refit model is the row
+    # the fit is pulled toward the refit points (2 above the trials' line): both rows' gap is measured from it
+    for s in (0, 1, 2):
+        assert scratch.effective[MCA][s] == pytest.approx(on_line(33.0 + s) + 2.0 - fitted.predict(33.0 + s))
+        assert mix.effective[MCA][s] == pytest.approx(on_line(48.0 + s) + 4.0 - fitted.predict(48.0 + s))
+    assert 0.5 < scratch.effective_summary(MCA).mean < 2.0  # above the trials, part of it absorbed by the fit
+    assert mix.by_seed[MCA] == {s: pytest.approx(on_line(48.0 + s) + 4.0) for s in (0, 1, 2)}  # not α=1's +9
+    curve = found.alpha_points[("s", "t", "resnet8")]
+    assert sorted(curve) == [0.0, 0.5, 1.0]
+    assert curve[1.0]["in distribution"] == {s: 45.0 + s for s in (0, 1, 2)}
+    assert curve[1.0][MCA][2] == pytest.approx(on_line(47.0) + 9.0)  # the curve still shows α=1 was best there
 
 
 @pytest.mark.slow

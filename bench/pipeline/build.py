@@ -42,6 +42,7 @@ from bench.pipeline.plan import (
     SourceArtifact,
 )
 from bench.pipeline.provenance import provenance
+from bench.pipeline.recent import Recent, model_bytes, tensor_bytes
 from bench.pipeline.shifts import CorruptionShift
 from bench.pipeline.suite import DatasetSpec
 from bench.results.fields import DIRECTIONS
@@ -203,6 +204,9 @@ class Builder:
         self.cache = ModelCache(env.cache_dir)
         file_hashes.use_store(Path(env.cache_dir) / "file-hashes.sqlite")  # image files hashed once per version
         self._data = {} if data is None else data  # prepared datasets by spec key, shared with an in-process driver
+        # what consecutive shift evaluations read, each read once: corrupted splits (in host memory, for the
+        # run) and the models they score (on the device, kept only until an artifact of another kind)
+        self._recent_splits, self._recent_models = Recent(), Recent()
 
     def data(self, spec: DatasetSpec, fingerprint: Optional[str] = None, test_split: bool = True) -> PreparedData:
         """The prepared dataset; with ``fingerprint``, checked to be the content the plan keyed (of every
@@ -238,6 +242,10 @@ class Builder:
     def build(self, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
         """Builds ``artifact`` from its dependencies' outcomes; failures become the outcome's status."""
         started = time.perf_counter()
+        # the shift evaluations' models, kept while a cell's shifts (and the corrupting between them) go on: their
+        # memory is free again before anything else, so that it stays out of any other artifact's peak
+        if not isinstance(artifact, (ShiftEvaluationArtifact, CorruptionArtifact)):
+            self._recent_models.clear()
         reset_peak_memory(self.runtime.device)
         if self.runtime.shard.is_main:  # a worker that prepared data keeps what it hashed for the next one
             file_hashes.flush()
@@ -575,15 +583,21 @@ class Builder:
         shift = artifact.shift
         side = target.resolution or (None if target.test.needs_resolution else target.test.pixels(None).shape[1])
         if isinstance(shift, CorruptionShift):
-            found = self.cache.load(CorruptionArtifact.cache_folder, artifact.corrupted_key)
-            if found is None:
-                raise FileNotFoundError(
-                    f"{self.cache.path(CorruptionArtifact.cache_folder, artifact.corrupted_key)} is missing or "
-                    "unreadable: the model cache must be storage every worker reads"
-                )
-            tensors, meta = found
-            test = ArraySplit(tensors["images"].clone(), tensors["labels"].clone())
-            resolved = {"constants": meta["constants"]}
+
+            def load() -> tuple[ArraySplit, dict]:
+                found = self.cache.load(CorruptionArtifact.cache_folder, artifact.corrupted_key)
+                if found is None:
+                    raise FileNotFoundError(
+                        f"{self.cache.path(CorruptionArtifact.cache_folder, artifact.corrupted_key)} is missing or "
+                        "unreadable: the model cache must be storage every worker reads"
+                    )
+                tensors, meta = found
+                split = ArraySplit(tensors["images"].clone(), tensors["labels"].clone())
+                return split, {"constants": meta["constants"]}
+
+            test, resolved = self._recent_splits.get(
+                ("corrupted", artifact.corrupted_key), load, lambda got: tensor_bytes(got[0].images, got[0].labels)
+            )
         else:
             other = self.data(shift.data, artifact.settings["shift"]["data"]["fingerprint"])
             test = relabelled(getattr(other, shift.split), other.class_names, target.class_names, shift.label)
@@ -603,18 +617,32 @@ class Builder:
         task = TargetTask(shifted, cell.backbone, cell.seed, self.runtime, cell.target.augmentation)
         own = cell.strategy.name
         strategy = STRATEGIES.get(own)(cell.strategy.options, cell.strategy.recipe)
-        models = {name: self._load_fitted(key, target, cell.backbone) for name, key in artifact.model_keys.items()}
+        models = {name: self._scored_model(key, target, cell.backbone) for name, key in artifact.model_keys.items()}
+        evaluations, seconds = self._timed(lambda: strategy.evaluate(task, models))  # the scoring alone
+        for spec, (point, key) in zip(cell.strategy.points(), artifact.grid):  # the baseline's trials, for the fit
+            if inputs[key].ok:
+                trial = {**models, own: self._scored_model(key, target, cell.backbone)}
+                scored, trial_s = self._timed(
+                    lambda: STRATEGIES.get(own)(spec.options, spec.recipe).evaluate(task, trial)
+                )
+                evaluations += [dataclasses.replace(e, grid_point=point, selected=False) for e in scored]
+                seconds += trial_s
+        return self._shift_records(artifact, evaluations, "ok", None, started_at, seconds, resolved)
+
+    def _timed(self, work: Callable[[], list[Evaluation]]) -> tuple[list[Evaluation], float]:
+        """``work()`` and its seconds, the device's queue drained before and after."""
         self.runtime.synchronize()
         started = time.perf_counter()
-        evaluations = strategy.evaluate(task, models)
-        for spec, (point, key) in zip(cell.strategy.points(), artifact.grid):
-            if inputs[key].ok:
-                fitted = self._load_fitted(key, target, cell.backbone)
-                scored = STRATEGIES.get(own)(spec.options, spec.recipe).evaluate(task, {**models, own: fitted})
-                evaluations += [dataclasses.replace(e, grid_point=point, selected=False) for e in scored]
+        done = work()
         self.runtime.synchronize()
-        seconds = time.perf_counter() - started
-        return self._shift_records(artifact, evaluations, "ok", None, started_at, seconds, resolved)
+        return done, time.perf_counter() - started
+
+    def _scored_model(self, key: str, target: PreparedData, backbone: str) -> Fitted:
+        """A fitted model a shift evaluation scores: read once for all of its cell's shifts (scoring only reads it;
+        α-mix mixes copies)."""
+        return self._recent_models.get(
+            ("fitted", key), lambda: self._load_fitted(key, target, backbone), lambda fitted: model_bytes(fitted.model)
+        )
 
     def _shift_records(
         self,

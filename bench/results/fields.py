@@ -141,7 +141,12 @@ FIELDS: tuple[Field, ...] = (
     _compute("source_images", None, "", "images passed through the network in the source's training"),
     _compute("source_compile_s", "lower", "s", "the source training's compiling, apart from its seconds"),
     # shift records (shifts.jsonl): the metrics above on the shifted set, and what scoring it took
-    _compute("shift_eval_s", "lower", "s", "a shift record: scoring every model of its cell on the shifted set"),
+    _compute(
+        "shift_eval_s",
+        "lower",
+        "s",
+        "a shift record: scoring every model of its cell on the shifted set (reading them not timed)",
+    ),
     _compute(
         "shift_models", None, "", "a shift record: the models that scoring covered (each α, the baseline's trials)"
     ),
