@@ -158,7 +158,7 @@ MUTANTS = [
         "_STATISTICS_IMAGES = 256",
         "_STATISTICS_IMAGES = 255",
         "normalisation statistics from one image fewer",
-        ["tests/test_versions.py", "tests/test_image_folders.py"],
+        ["tests/test_versions.py", "tests/test_image_folders.py", "tests/test_datasets.py"],
     ),
 ]
 

@@ -196,3 +196,24 @@ def test_every_datasets_train_validation_and_test_splits_share_no_image(tmp_path
             for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
                 shared = set(splits[first]) & set(splits[second])
                 assert not shared, f"{name}: {first} and {second} share {len(shared)} images"
+
+
+@pytest.mark.parametrize("images, step", [(510, 1), (1024, 4), (300, 1)])
+def test_the_normalisation_statistics_of_image_files_sample_every_nth_of_about_256(tmp_path, images, step):
+    """Image files: the mean and std come from every (N // 256)-th file, about 256 files, so that a large folder
+    is not decoded whole at planning time. Each 1x1 file here holds its own grey level (its index mod 256), so
+    the statistics name exactly the files they were taken from (510 files: all of them, not every second)."""
+    from PIL import Image
+
+    from transfer_core.datasets.base import FileSplit
+    from transfer_core.datasets.prepare import channel_stats
+
+    paths = []
+    for i in range(images):
+        path = tmp_path / f"{i}.png"
+        Image.new("L", (1, 1), i % 256).save(path)
+        paths.append(str(path))
+    mean, std = channel_stats(FileSplit(tuple(paths), torch.zeros(images, dtype=torch.int64)))
+    levels = torch.tensor([i % 256 for i in range(0, images, step)], dtype=torch.float64) / 255
+    assert mean == (round(levels.mean().item(), 4),) * 3
+    assert std == (round(levels.std().item(), 4),) * 3
