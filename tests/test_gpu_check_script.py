@@ -25,9 +25,15 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert all(r["img_per_s"] > 0 and 0 <= r["step"]["data_share_pct"] <= 100 for r in rows)
     assert "Produced by `python -m bench datapath" in (tmp_path / "datapath.md").read_text()
     matrix = json.loads((tmp_path / "runtime_matrix.json").read_text())["matrix"]
-    assert [r["config"] for r in matrix] == ["eager fp32", "fp32 + channels_last", "bf16 + channels_last"]
+    assert [r["config"] for r in matrix] == [
+        "eager fp32",
+        "fp32 + channels_last, system host memory",
+        "fp32 + channels_last",
+        "bf16 + channels_last",
+    ]
+    assert [r["host_memory"] for r in matrix] == ["retain", "system", "retain", "retain"]  # each row its own process
     assert all(r["img_per_s"] > 0 and r["mfu_pct"] > 0 for r in matrix)  # a CPU has a measured peak too
-    assert [r["mfu_precision"] for r in matrix] == ["fp32", "fp32", "bf16"]
+    assert [r["mfu_precision"] for r in matrix] == ["fp32", "fp32", "fp32", "bf16"]
     overhead = json.loads((tmp_path / "harness_overhead.json").read_text())
     assert overhead["step"]["ratio"] > 0 and overhead["probe"]["epochs"] == 3
     assert abs(overhead["probe"]["top1_difference_pp"]) <= 0.5  # the same probe, computed two ways

@@ -103,6 +103,8 @@ EXPECTED = {
     # other algorithms, other numbers: every artifact; a time limit stops work, it changes none
     "runtime.deterministic": ALL,
     "runtime.cell_timeout_s": NOTHING,
+    # where tensors live, never what is computed (tests/test_host_memory.py): no key
+    "runtime.host_memory": NOTHING,
     # digits publish no validation split: nothing to choose between, so no key reads it (tests/test_torchvision_sets.py
     # checks that a set with one uses it)
     "source.official_val": NOTHING,

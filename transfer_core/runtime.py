@@ -24,6 +24,7 @@ import torch
 from .checks import check_range
 from .data import BatchFormat, create_loader, resolve_data_backend
 from .distributed import WHOLE, Shard
+from .host_memory import host_memory_retained, retain_freed_host_memory
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 INPUT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -51,6 +52,9 @@ class RuntimeSettings:
     input_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto = the amp dtype, else float32
     deterministic: bool = False  # deterministic algorithms only, cuDNN benchmarking off: bitwise-reproducible runs
     cell_timeout_s: Optional[float] = None  # a training or evaluation running longer ends with status timeout
+    # retain: freed host memory stays with the process for reuse, instead of being faulted in again every step
+    # (glibc; transfer_core/host_memory.py); system: the C library's own behaviour. Same numbers either way.
+    host_memory: Literal["retain", "system"] = "retain"
 
     def __post_init__(self):
         check_range("eval_batch_size", self.eval_batch_size, 1, None)
@@ -82,6 +86,7 @@ class Runtime:
     # compiled only when its measured eager steps project a time that repays the compilation (compiling.py)
     compile_when: Literal["always", "pays"] = "always"
     compile_cache: Optional[str] = None  # folder for inductor's on-disk cache and measured compile costs
+    host_memory: Literal["retain", "system"] = "retain"  # process-wide: applied by apply_backend_flags
 
     @property
     def compile_always(self) -> bool:
@@ -138,6 +143,8 @@ class Runtime:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.cudnn_benchmark and not self.deterministic
             torch.backends.cudnn.deterministic = self.deterministic
+        if self.host_memory == "retain":
+            retain_freed_host_memory()
 
     def timer(self) -> "Timer":
         return Timer(self.device)
@@ -178,6 +185,8 @@ class Runtime:
             "eval_batch_size": self.eval_batch_size,
             "workers": self.workers,
             "ranks": self.shard.world,
+            # what this process's allocator does, not what was asked: retaining needs glibc, and lasts
+            "host_memory": "retain" if host_memory_retained() else "system",
         }
         # only where they act
         if self.compile:
@@ -334,6 +343,7 @@ def resolve_runtime(
         shard=shard,
         deterministic=settings.deterministic,
         compile_when=compile_when,
+        host_memory=settings.host_memory,
     )
     runtime.apply_backend_flags()
     return runtime

@@ -94,10 +94,12 @@ def run(args) -> int:
         payload["probe"] = tp.probe_cached_vs_naive(runtime, source, target, args.backbone, args.probe_epochs)
         sections.append(tp.probe_table(payload["probe"], args.backbone, what))
     if "matrix" in args.parts:
+        from bench.measure import matrix
+
         rows = []
         for spec in args.matrix:
             backbone, _, resolution = spec.partition("@")
-            rows += tp.runtime_matrix(
+            rows += matrix.runtime_matrix(
                 runtime,
                 backbone,
                 int(resolution or 32),
@@ -108,7 +110,7 @@ def run(args) -> int:
                 repeats=args.repeats,
             )
         payload["matrix"] = rows
-        sections.append(tp.matrix_table(rows))
+        sections.append(matrix.matrix_table(rows))
     text = "\n\n".join(sections)
     print(text)
     write_measurement(args, "throughput", payload, "Throughput", text)

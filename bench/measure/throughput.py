@@ -4,9 +4,7 @@
    hand-written PyTorch loop on the same model, batch size, precision and device, fed one fixed batch.
 2. The linear probe as the harness runs it (features computed once, the head fit on cached features)
    against the naive probe that runs the frozen backbone every epoch, at equal epochs, with top-1.
-3. ``--parts matrix``: train images/s, achieved TFLOP/s and model FLOPs utilisation (against the measured
-   matmul peak of the row's precision) for a backbone under eager fp32, fp32 + channels_last, bf16 +
-   channels_last, and bf16 + channels_last + torch.compile, on CUDA (the GPU check) or on CPU.
+3. ``--parts matrix``: precision, layout and compilation (``bench/measure/matrix.py``).
 Runs alternate between the two sides and the median is reported, so a drifting machine hits both.
 """
 
@@ -15,14 +13,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from bench.text import number
 from transfer_core.backbones import Classifier, create_backbone
 from transfer_core.data import Augmentation, DeviceArrayLoader, DeviceBatches
 from transfer_core.datasets import (
@@ -32,11 +28,10 @@ from transfer_core.datasets import (
     Selection,
     prepare_dataset,
 )
-from transfer_core.runtime import Runtime, measured_peak_tflops, peak_precision
+from transfer_core.runtime import Runtime
 from transfer_core.strategies import STRATEGIES, TargetTask
 from transfer_core.training import (
     TrainRecipe,
-    count_flops_per_image,
     predict,
     top_k_pct,
     train,
@@ -228,81 +223,6 @@ def cifar_transfer(
     return model, target
 
 
-# --- the matrix: precision, layout and compilation, on CUDA and on CPU -------------------------------------
-
-MATRIX = [
-    ("eager fp32", {"amp": "off", "channels_last": False, "compile": False}),
-    ("fp32 + channels_last", {"amp": "off", "channels_last": True, "compile": False}),
-    ("bf16 + channels_last", {"amp": "bf16", "channels_last": True, "compile": False}),
-    ("bf16 + channels_last + compile", {"amp": "bf16", "channels_last": True, "compile": True}),
-]
-REFERENCE_ROW = "fp32 + channels_last"  # the CPU default before bf16 and compile were chosen on CPU
-
-
-def runtime_matrix(
-    runtime: Runtime,
-    backbone: str,
-    resolution: int,
-    batch_size: int,
-    steps: int,
-    log: Callable[[str], None],
-    with_compile: bool = True,
-    repeats: int = 1,
-) -> list[dict]:
-    """Train images/s of every configuration on one fixed batch, the configurations alternating in each of
-    ``repeats`` rounds (a drifting machine hits them all; medians reported), with achieved TFLOP/s and MFU
-    against the measured matmul peak of the row's precision (bf16 or fp32)."""
-    peaks = {p: measured_peak_tflops(str(runtime.device), p) for p in ("bf16", "fp32")}
-    configs = [(name, switches) for name, switches in MATRIX if with_compile or not switches["compile"]]
-    split = synthetic_split(batch_size, resolution)
-    runs: dict[str, list[float]] = {name: [] for name, _ in configs}
-    compile_s: dict[str, float] = {}
-    flops: dict[str, float] = {}
-    for round_ in range(repeats):
-        for name, switches in configs:
-            variant = dataclasses.replace(
-                runtime, **switches, compile_when="always", input_dtype=torch.float32
-            )  # a row compiled is compiled from its first step: the steady state a long training reaches
-            log(f"  {backbone} {resolution}x{resolution}: {name} (round {round_ + 1}/{repeats})")
-            torch.manual_seed(0)
-            model = variant.prepare(create_backbone(backbone, 10, 3))
-            images, labels = next(
-                iter(DeviceArrayLoader(split, variant.batch_format(MEAN, STD), batch_size, False, Augmentation()))
-            )
-            if name not in flops:
-                flops[name] = count_flops_per_image(model, images, backward=True, runtime=variant)
-            started = time.perf_counter()
-            runs[name].append(bare_loop_img_per_s(model, images, labels, steps, variant, warmup=3))
-            compile_s.setdefault(name, time.perf_counter() - started - steps * batch_size / runs[name][-1])
-    rows = []
-    for name, switches in configs:
-        img_per_s = statistics.median(runs[name])
-        achieved = img_per_s * flops[name] / 1e12
-        precision = peak_precision(switches["amp"])
-        rows.append(
-            {
-                "backbone": backbone,
-                "resolution": resolution,
-                "batch_size": batch_size,
-                "config": name,
-                "img_per_s": img_per_s,
-                "img_per_s_runs": runs[name],
-                "tflop_per_s": achieved,
-                "gflops_per_image": flops[name] / 1e9,
-                "mfu_precision": precision,
-                "mfu_pct": 100 * achieved / peaks[precision] if peaks[precision] else None,
-                "peak_bf16_tflop_per_s": peaks["bf16"],
-                "peak_fp32_tflop_per_s": peaks["fp32"],
-                "first_round_warmup_and_compile_s": compile_s[name],
-            }
-        )
-    by_name = {row["config"]: row["img_per_s"] for row in rows}
-    for row in rows:
-        row["vs_eager_fp32"] = row["img_per_s"] / by_name["eager fp32"]
-        row["vs_fp32_channels_last"] = row["img_per_s"] / by_name[REFERENCE_ROW]
-    return rows
-
-
 def step_table(step: dict, backbone: str, batch_size: int, resolution: int) -> str:
     from tabulate import tabulate
 
@@ -347,39 +267,4 @@ def probe_table(probe: dict, backbone: str, what: str) -> str:
         ],
         tablefmt="github",
         disable_numparse=True,
-    )
-
-
-def matrix_table(rows: list[dict]) -> str:
-    from tabulate import tabulate
-
-    first = rows[0] if rows else {}
-    table = tabulate(
-        [
-            [
-                f"{r['backbone']} {r['resolution']}x{r['resolution']}",
-                r["config"],
-                f"{r['img_per_s']:,.0f}",
-                f"{r['vs_eager_fp32']:.2f}x",
-                f"{r['vs_fp32_channels_last']:.2f}x",
-                f"{r['tflop_per_s']:.3f}",
-                f"{number(r['mfu_pct'], '.1f')} ({r['mfu_precision']})",
-            ]
-            for r in rows
-        ],
-        headers=[
-            "model",
-            "configuration",
-            "train images/s",
-            "vs eager fp32",
-            "vs fp32 + channels_last",
-            "TFLOP/s",
-            "MFU (%, against the peak of)",
-        ],
-        tablefmt="github",
-        disable_numparse=True,
-    )
-    return (
-        f"measured matmul peak: bf16 {number(first.get('peak_bf16_tflop_per_s'), '.3f')} TFLOP/s, "
-        f"fp32 {number(first.get('peak_fp32_tflop_per_s'), '.3f')} TFLOP/s\n\n{table}"
     )
