@@ -7,6 +7,8 @@ import subprocess
 import pytest
 from conftest import REPO
 
+from transfer_core.host_memory import retain_freed_host_memory
+
 
 @pytest.mark.slow
 def test_gpu_check_cpu_smoke(tmp_path):
@@ -31,7 +33,8 @@ def test_gpu_check_cpu_smoke(tmp_path):
         "fp32 + channels_last",
         "bf16 + channels_last",
     ]
-    assert [r["host_memory"] for r in matrix] == ["retain", "system", "retain", "retain"]  # each row its own process
+    kept = "retain" if retain_freed_host_memory() else "system"  # what this machine's C library allows
+    assert [r["host_memory"] for r in matrix] == [kept, "system", kept, kept]  # each row in a process of its own
     assert all(r["img_per_s"] > 0 and r["mfu_pct"] > 0 for r in matrix)  # a CPU has a measured peak too
     assert [r["mfu_precision"] for r in matrix] == ["fp32", "fp32", "fp32", "bf16"]
     overhead = json.loads((tmp_path / "harness_overhead.json").read_text())

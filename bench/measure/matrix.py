@@ -18,7 +18,7 @@ from bench.measure.throughput import MEAN, STD, bare_loop_img_per_s, synthetic_s
 from bench.text import number
 from transfer_core.backbones import create_backbone
 from transfer_core.data import Augmentation, DeviceArrayLoader
-from transfer_core.runtime import Runtime, measured_peak_tflops, peak_precision
+from transfer_core.runtime import Runtime, forget_compiled, measured_peak_tflops, peak_precision
 from transfer_core.training import count_flops_per_image
 
 MATRIX = [
@@ -34,6 +34,7 @@ MATRIX = [
 # the CPU default before bf16, compile and retained host memory (transfer_core/host_memory.py) were chosen on CPU
 CPU_REFERENCE_ROW = "fp32 + channels_last, system host memory"
 CUDA_REFERENCE_ROW = "fp32 + channels_last"  # host memory is not what a GPU step waits for: no such row there
+WARMUP_STEPS = 10  # in a fresh process oneDNN builds its kernels, and the heap grows to its size, in the first steps
 
 
 def _matrix_row_run(
@@ -57,15 +58,16 @@ def _matrix_row_run(
     images, labels = next(iter(loader))
     flops = count_flops_per_image(model, images, backward=True, runtime=variant)
     started = time.perf_counter()
-    # a fresh process: oneDNN builds its kernels and the heap grows to its steady size in the first steps
-    img_per_s = bare_loop_img_per_s(model, images, labels, steps, variant, warmup=10)
+    img_per_s = bare_loop_img_per_s(model, images, labels, steps, variant, warmup=WARMUP_STEPS)
+    steady_s = (WARMUP_STEPS + steps) * batch_size / img_per_s  # what the warm-up steps cost at the steady rate
+    forget_compiled()  # rows that share a process (CUDA) must not keep each other's models alive
     return {
         "img_per_s": img_per_s,
         "flops": flops,
-        "warmup_and_compile_s": time.perf_counter() - started - steps * batch_size / img_per_s,
+        "compile_and_first_steps_excess_s": time.perf_counter() - started - steady_s,
         "host_memory": variant.describe()["host_memory"],
-        # measured beside every row: a peak measured once, in a slow minute of a shared machine, would inflate MFU
-        "peak_tflop_per_s": measured_peak_tflops(str(variant.device), peak_precision(variant.amp)),
+        # measured beside every row (uncached): one peak measured in a slow minute of a shared machine inflates MFU
+        "peak_tflop_per_s": measured_peak_tflops.__wrapped__(str(variant.device), peak_precision(variant.amp)),
     }
 
 
@@ -106,7 +108,8 @@ def runtime_matrix(
                 runs[name].append(process.submit(_matrix_row_run, *args).result())
     for name, switches in configs:  # the peak is the best rate the hardware showed in any measurement
         precision = peak_precision(switches["amp"])
-        peaks[precision] = max([peaks[precision] or 0.0] + [run["peak_tflop_per_s"] or 0.0 for run in runs[name]])
+        measured = [peaks[precision]] + [run["peak_tflop_per_s"] for run in runs[name]]
+        peaks[precision] = max((peak for peak in measured if peak is not None), default=None)
     rows = []
     for name, switches in configs:
         img_per_s = statistics.median(run["img_per_s"] for run in runs[name])
@@ -128,7 +131,9 @@ def runtime_matrix(
                 "mfu_pct": 100 * achieved / peaks[precision] if peaks[precision] else None,
                 "peak_bf16_tflop_per_s": peaks["bf16"],
                 "peak_fp32_tflop_per_s": peaks["fp32"],
-                "first_round_warmup_and_compile_s": runs[name][0]["warmup_and_compile_s"],
+                "warmup_steps": WARMUP_STEPS,
+                # the first round's compile and slow first steps: its time beyond warm-up and steps at the steady rate
+                "first_round_compile_and_first_steps_excess_s": runs[name][0]["compile_and_first_steps_excess_s"],
             }
         )
     by_name = {row["config"]: row["img_per_s"] for row in rows}
@@ -138,6 +143,10 @@ def runtime_matrix(
         row["reference_config"] = reference
         row["vs_reference"] = row["img_per_s"] / by_name[reference]
     return rows
+
+
+def _peak(row: dict):
+    return row["peak_bf16_tflop_per_s"] if row["mfu_precision"] == "bf16" else row["peak_fp32_tflop_per_s"]
 
 
 def matrix_table(rows: list[dict]) -> str:
@@ -153,7 +162,7 @@ def matrix_table(rows: list[dict]) -> str:
                 f"{r['vs_eager_fp32']:.2f}x",
                 f"{r['vs_reference']:.2f}x",
                 f"{r['tflop_per_s']:.3f}",
-                f"{number(r['mfu_pct'], '.1f')} ({r['mfu_precision']})",
+                f"{number(r['mfu_pct'], '.1f')} of {number(_peak(r), '.3f')} ({r['mfu_precision']})",
             ]
             for r in rows
         ],
@@ -164,12 +173,11 @@ def matrix_table(rows: list[dict]) -> str:
             "vs eager fp32",
             f"vs {first.get('reference_config', '')}",
             "TFLOP/s",
-            "MFU (%, against the peak of)",
+            "MFU (% of the measured matmul peak, TFLOP/s)",
         ],
         tablefmt="github",
         disable_numparse=True,
     )
     return (
-        f"measured matmul peak: bf16 {number(first.get('peak_bf16_tflop_per_s'), '.3f')} TFLOP/s, "
-        f"fp32 {number(first.get('peak_fp32_tflop_per_s'), '.3f')} TFLOP/s\n\n{table}"
+        "each row's MFU is against the best matmul rate of its precision measured in the run for its model\n\n" + table
     )

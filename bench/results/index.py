@@ -1,7 +1,7 @@
 """``bench index``: ``results/README.md``, the index of every published result, from the results alone.
 
 For each folder with a ``records.jsonl`` (a suite's results) and each JSON written by ``bench datapath``,
-``bench throughput`` or ``scripts/executor_benchmark.py``:
+``bench throughput`` or a script in ``scripts/`` that measures:
 what it is, the hardware, when, at which commit, and the command that produced it.
 """
 
@@ -62,6 +62,8 @@ def _what(data: dict) -> str:
         return (
             f"threads: {len(data.get('rows', []))} configurations of training threads, inter-op threads, data workers"
         )
+    if data["kind"] == "host_memory":
+        return "host memory: page faults and images/s of a train step, system against retained"
     if data["kind"] == "profile":
         return f"profile of a cell ({data['amp']}): " + ", ".join(
             f"{name} {100 * s / data['wall_s']:.0f}%" for name, s in data["regions_s"].items()
@@ -122,7 +124,7 @@ def build_index(root: Path) -> str:
                 kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 continue  # not a measurement (plan.json is not one either)
-            if kind in ("datapath", "throughput", "executors", "load", "parity", "threads", "profile"):
+            if kind in ("datapath", "throughput", "executors", "load", "parity", "threads", "profile", "host_memory"):
                 try:
                     rows.append(measurement_entry(path, root))
                 except (KeyError, TypeError, ValueError, AttributeError) as e:
