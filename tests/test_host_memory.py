@@ -119,7 +119,7 @@ def test_nothing_is_retained_without_glibcs_own_malloc(monkeypatch):
     glibc = _FakeLibc(malloc)
     assert _with_libraries(monkeypatch, glibc) == 1 << 30
     assert sorted(glibc.calls) == [(-3, 1 << 30), (-1, 1 << 30)]
-    # glibc before 2.35 refuses an mmap threshold over 32 MiB: the largest it takes is kept
+    # a glibc that refuses an mmap threshold over 32 MiB (mallopt(3)'s documented limit): the largest it takes
     old = _FakeLibc(malloc, accepts=lambda parameter, value: parameter != -3 or value <= 32 << 20)
     assert _with_libraries(monkeypatch, old) == 32 << 20
     assert _with_libraries(monkeypatch, _FakeLibc(malloc, accepts=lambda parameter, value: False)) == 0

@@ -23,7 +23,7 @@ _M_MMAP_THRESHOLD = -3
 
 # blocks below this come from the heap and are reused; free memory at the heap's top up to this is kept
 RETAINED_BYTES = 1 << 30
-# glibc before 2.35 refuses an mmap threshold over half its largest heap (32 MiB on 64-bit): the fallback
+# mallopt(3) documents 32 MiB as the mmap threshold's upper limit on 64-bit; a glibc that keeps to it: the fallback
 OLD_GLIBC_MMAP_BYTES = 32 << 20
 
 
