@@ -14,6 +14,7 @@ from transfer_core.backbones import create_backbone
 from transfer_core.compiling import (
     COLD_COMPILE_S,
     PROBE_STEPS,
+    WARM_FRACTION,
     WARMUP_STEPS,
     CompileCosts,
     CompileDecision,
@@ -131,6 +132,27 @@ def test_a_training_compiles_once_the_measured_cost_is_repaid_and_keeps_the_comp
     assert again.compile_decision["compiled"] and backend.graphs == graphs  # a new model, the same graphs
 
 
+def test_after_a_cold_compile_the_next_run_expects_the_kernels_on_disk(tmp_path, monkeypatch):
+    # a cold compile measured 20 s: a next run in the same folder expects a tenth of it (inductor's kernels are on
+    # disk), so a training whose projected saving is 3 s compiles there, where 20 s would have kept it eager
+    monkeypatch.setattr(compiling, "projected_saving_s", lambda remaining, step_s, speedup: 3.0)
+    signature = fit(pays_runtime(CountingBackend(), tmp_path), epochs=1).compile_decision["graph"]
+    compiling._IN_PROCESS.clear()
+    (tmp_path / "compile_costs.json").write_text("{}")
+    CompileCosts(tmp_path).remember(signature, 20.0, 1.2, fresh_process=True)
+    compiling._IN_PROCESS.clear()  # a later run
+    decision = fit(pays_runtime(CountingBackend(), tmp_path), epochs=3).compile_decision
+    assert decision["expected_compile_s"] == pytest.approx(20.0 * WARM_FRACTION)
+    assert decision["expected_compile_from"].startswith("cache: a cold compile")
+    assert decision["compiled"] is True
+    # that run's compile is the warm cost now measured: the run after it expects exactly that
+    remembered = json.loads((tmp_path / "compile_costs.json").read_text())[signature]
+    assert remembered["kernels_were_on_disk"] is True
+    assert remembered["compile_s"] == pytest.approx(decision["compile_s"])
+    compiling._IN_PROCESS.clear()
+    assert CompileCosts(tmp_path).expected(signature)[0] == pytest.approx(decision["compile_s"])
+
+
 def compiling_user_cache():
     from transfer_core import runtime
 
@@ -150,8 +172,11 @@ def test_compile_costs_survive_a_torn_file_and_a_read_only_folder(tmp_path):
     costs = CompileCosts(tmp_path)
     (tmp_path / "compile_costs.json").write_text("{not json")
     assert costs.expected("g")[3] == "cold default"
-    costs.remember("g", 2.5, 1.4, fresh_process=True)
+    costs.remember("g", 25.0, 1.4, fresh_process=True)  # the graph's first compile in this folder: cold
     compiling._IN_PROCESS.clear()  # as a later run sees it
+    assert CompileCosts(tmp_path).expected("g")[:3] == (25.0 * WARM_FRACTION, 1.4, 0.0)  # its kernels are on disk
+    costs.remember("g", 2.5, None, fresh_process=True)  # a later run's compile found them: the warm cost
+    compiling._IN_PROCESS.clear()
     assert CompileCosts(tmp_path).expected("g") == (2.5, 1.4, 0.0, "cache")
     costs.remember("g", 0.1, None, fresh_process=False)  # a reuse within one process is not a next run's cost
     compiling._IN_PROCESS.clear()
