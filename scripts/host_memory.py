@@ -11,11 +11,9 @@ counted with ``getrusage`` over the timed steps only, after warm-up steps.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import statistics
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 LOOPS = ("bare loop", "harness loop")
@@ -70,17 +68,17 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
+    from bench.measure.throughput import in_fresh_process
+
     threads = args.threads or torch.get_num_threads()
-    spawn = multiprocessing.get_context("spawn")
     runs: dict[tuple, list[dict]] = {}
     for round_ in range(args.rounds):
         for loop in LOOPS:
             for amp in PRECISIONS:
                 for host_memory in SETTINGS:
                     print(f"round {round_ + 1}/{args.rounds}: {loop}, {amp}, {host_memory}", file=sys.stderr)
-                    with ProcessPoolExecutor(1, mp_context=spawn) as process:
-                        run = process.submit(measure, loop, amp, host_memory, args.steps, args.batch_size, threads)
-                        runs.setdefault((loop, amp, host_memory), []).append(run.result())
+                    run = in_fresh_process(measure, loop, amp, host_memory, args.steps, args.batch_size, threads)
+                    runs.setdefault((loop, amp, host_memory), []).append(run)
     rows = []
     for (loop, amp, host_memory), measured in runs.items():
         rows.append(

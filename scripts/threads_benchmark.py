@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,37 +28,44 @@ ARRAY_CONFIGS = [(2, 2), (2, 1), (1, 1)]  # (intra-op, inter-op)
 FOLDER_CONFIGS = [(2, 2), (2, 1), (1, 1), (1, 2)]  # (training threads, data workers)
 
 
+def _one_configuration(
+    kind: str, backend: str, threads: int, second: int, folder: str, data_root: str, steps: int
+) -> float:
+    """Train images/s of one configuration; run in a process of its own, which sets its thread counts first."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if kind == "arrays":
+        torch.set_num_interop_threads(second)
+    from transfer_core.backbones import create_backbone
+    from transfer_core.data import Augmentation
+    from transfer_core.datasets import Cifar10, ImageFolder, Selection, prepare_dataset
+    from transfer_core.runtime import resolve_runtime
+    from transfer_core.training import TrainRecipe, train
+
+    if kind == "arrays":
+        runtime = resolve_runtime("cpu", compile="off", data_backend="auto", workers=0)
+        data = prepare_dataset("cifar10", Cifar10.Options(), Selection(per_class=300), Path(data_root), False)
+    else:
+        runtime = resolve_runtime("cpu", compile="off", data_backend=backend, workers=second)
+        options = ImageFolder.Options(path=folder)
+        data = prepare_dataset("image_folder", options, Selection(), Path("."), False, resolution=32)
+    loader = runtime.loader(data, "train", 128, True, Augmentation())
+    torch.manual_seed(0)
+    model = runtime.prepare(create_backbone("resnet8", data.num_classes, 3))
+    epochs = max(2, -(-steps // len(loader)))
+    stats = train(model, loader, TrainRecipe(epochs=epochs, batch_size=128, lr=0.05), runtime)
+    return stats.images / stats.train_s
+
+
 def measure(kind: str, backend: str, threads: int, second: int, folder: str, data_root: str, steps: int) -> float:
     """One configuration in a fresh process: train images/s."""
-    code = f"""
-import torch
-torch.set_num_threads({threads})
-{"torch.set_num_interop_threads(" + str(second) + ")" if kind == "arrays" else ""}
-from pathlib import Path
-from transfer_core.backbones import create_backbone
-from transfer_core.data import Augmentation
-from transfer_core.datasets import Cifar10, ImageFolder, Selection, prepare_dataset
-from transfer_core.runtime import resolve_runtime
-from transfer_core.training import TrainRecipe, train
-backend, workers = {backend if kind == "folder" else "auto"!r}, {second if kind == "folder" else 0}
-runtime = resolve_runtime("cpu", compile="off", data_backend=backend, workers=workers)
-if {kind!r} == "arrays":
-    data = prepare_dataset("cifar10", Cifar10.Options(), Selection(per_class=300), Path({data_root!r}), False)
-else:
-    data = prepare_dataset("image_folder", ImageFolder.Options(path={folder!r}), Selection(), Path("."), False,
-                           resolution=32)
-loader = runtime.loader(data, "train", 128, True, Augmentation())
-torch.manual_seed(0)
-model = runtime.prepare(create_backbone("resnet8", data.num_classes, 3))
-epochs = max(2, -(-{steps} // len(loader)))
-stats = train(model, loader, TrainRecipe(epochs=epochs, batch_size=128, lr=0.05), runtime)
-print("IMG_PER_S", stats.images / stats.train_s)
-"""
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("IMG_PER_S"):
-            return float(line.split()[1])
-    raise SystemExit(f"threads_benchmark: {kind}/{backend} {threads}+{second} failed:\n{done.stderr[-2000:]}")
+    from bench.measure.throughput import in_fresh_process
+
+    try:
+        return in_fresh_process(_one_configuration, kind, backend, threads, second, folder, data_root, steps)
+    except Exception as e:
+        raise SystemExit(f"threads_benchmark: {kind}/{backend} {threads}+{second} failed: {e}") from None
 
 
 def main() -> int:

@@ -153,6 +153,17 @@ def test_after_a_cold_compile_the_next_run_expects_the_kernels_on_disk(tmp_path,
     assert CompileCosts(tmp_path).expected(signature)[0] == pytest.approx(decision["compile_s"])
 
 
+def test_a_graph_measured_slower_compiled_stays_eager_and_forgoes_nothing(tmp_path):
+    # a compile measured 0.9x (the harness's L2-SP training of ResNet-8 on 2 cores did): every later training of
+    # the graph stays eager, however cheap the compile, and staying eager adds nothing to what was forgone
+    signature = fit(pays_runtime(CountingBackend(), tmp_path), epochs=1).compile_decision["graph"]
+    compiling._IN_PROCESS.clear()
+    (tmp_path / "compile_costs.json").write_text(json.dumps({signature: {"compile_s": 0.01, "speedup": 0.9}}))
+    decision = fit(pays_runtime(CountingBackend(), tmp_path), epochs=3).compile_decision
+    assert decision["compiled"] is False and decision["projected_saving_s"] < 0
+    assert json.loads((tmp_path / "compile_costs.json").read_text())[signature]["forgone_s"] == 0.0
+
+
 def compiling_user_cache():
     from transfer_core import runtime
 

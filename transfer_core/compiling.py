@@ -168,8 +168,9 @@ class CompileCosts:
             pass
 
     def forgo(self, signature: str, saving_s: float) -> None:
-        """A training of ``signature`` stayed eager, forgoing ``saving_s`` it would have saved compiled."""
-        self._update(signature, forgone_added_s=saving_s)
+        """A training of ``signature`` stayed eager, forgoing ``saving_s`` it would have saved compiled. A graph
+        measured slower compiled projects a negative saving: staying eager lost nothing, so nothing is added."""
+        self._update(signature, forgone_added_s=max(0.0, saving_s))
 
     def remember(self, signature: str, compile_s: float, speedup: Optional[float], fresh_process: bool) -> None:
         """A compile of ``signature`` took ``compile_s``; the compiled steps ran ``speedup`` times the eager ones."""

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from bench.measure.throughput import MEAN, STD, bare_loop_img_per_s, synthetic_split
+from bench.measure.throughput import MEAN, STD, bare_loop_img_per_s, in_fresh_process, synthetic_split
 from bench.text import number
 from transfer_core.backbones import create_backbone
 from transfer_core.data import Augmentation, DeviceArrayLoader
@@ -85,9 +85,6 @@ def runtime_matrix(
     ``repeats`` rounds (a drifting machine hits them all; medians reported), on CPU each round of each row in a
     fresh process, with achieved TFLOP/s and MFU against the matmul peak of the row's precision (bf16 or fp32):
     the best of the rates measured here and beside every row."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     peaks = {p: measured_peak_tflops(str(runtime.device), p) for p in ("bf16", "fp32")}
     on_cuda = runtime.device.type == "cuda"
     configs = [
@@ -100,22 +97,17 @@ def runtime_matrix(
         for name, switches in configs:
             log(f"  {backbone} {resolution}x{resolution}: {name} (round {round_ + 1}/{repeats})")
             args = (runtime, switches, backbone, resolution, batch_size, steps, torch.get_num_threads())
-            if on_cuda:  # in this process: a GPU step does not wait on host memory, and a CUDA context costs seconds
-                runs[name].append(_matrix_row_run(*args))
-                continue
-            spawn = multiprocessing.get_context("spawn")  # a fork would inherit this process's allocator settings
-            with ProcessPoolExecutor(1, mp_context=spawn) as process:
-                runs[name].append(process.submit(_matrix_row_run, *args).result())
-    for name, switches in configs:  # the peak is the best rate the hardware showed in any measurement
-        precision = peak_precision(switches["amp"])
+            # on CUDA in this process: a GPU step does not wait on host memory, and a CUDA context costs seconds
+            runs[name].append(_matrix_row_run(*args) if on_cuda else in_fresh_process(_matrix_row_run, *args))
+    precisions = {name: peak_precision(switches["amp"]) for name, switches in configs}
+    for name, precision in precisions.items():  # the peak is the best rate the hardware showed in any measurement
         measured = [peaks[precision]] + [run["peak_tflop_per_s"] for run in runs[name]]
         peaks[precision] = max((peak for peak in measured if peak is not None), default=None)
     rows = []
-    for name, switches in configs:
+    for name, precision in precisions.items():
         img_per_s = statistics.median(run["img_per_s"] for run in runs[name])
         flops = runs[name][0]["flops"]
         achieved = img_per_s * flops / 1e12
-        precision = peak_precision(switches["amp"])
         rows.append(
             {
                 "backbone": backbone,

@@ -46,6 +46,19 @@ def synthetic_split(n: int, resolution: int, channels: int = 3, classes: int = 1
     return ArraySplit(images, torch.randint(0, classes, (n,), generator=generator))
 
 
+def in_fresh_process(measure: Callable, *args):
+    """``measure(*args)`` in a process spawned for it, and what it returns: a fresh allocator (whether freed host
+    memory is retained is process-wide and cannot be undone), thread pools sized anew (a process's first thread
+    counts stick), oneDNN's kernels built anew, nothing left by earlier measurements. ``measure`` must be a
+    module-level function (spawn pickles it by name)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")  # a fork would inherit this process's allocator and threads
+    with ProcessPoolExecutor(1, mp_context=spawn) as process:
+        return process.submit(measure, *args).result()
+
+
 def _optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 

@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 
@@ -78,6 +78,8 @@ from transfer_core.shifts import relabelled
 from transfer_core.shifts.corruptions import corrupt
 from transfer_core.strategies import STRATEGIES, Evaluation, Fitted, TargetTask
 from transfer_core.training import Diverged, TrainStats, predict, top_k_pct, train
+
+Done = TypeVar("Done")  # what a timed piece of work returns
 
 
 @dataclass(frozen=True)
@@ -436,12 +438,9 @@ class Builder:
                 scored.append({"point": point, "val_top1_pct": None, "key": key, "status": inputs[key].status})
                 continue
             fitted = self._load_fitted(key, target, artifact.backbone)
-            self.runtime.synchronize()
-            started = time.perf_counter()
-            val_top1 = top_k_pct(*task.logits(fitted.model, "val"), 1)
-            self.runtime.synchronize()
+            val_top1, scoring_s = self._timed(lambda: top_k_pct(*task.logits(fitted.model, "val"), 1))
             total += fitted.stats
-            total.selection_s += time.perf_counter() - started
+            total.selection_s += scoring_s
             total.selection_flops += task.forward_flops(fitted.model, "val")
             scored.append({"point": point, "val_top1_pct": val_top1, "key": key, "status": "ok"})
             if best is None or val_top1 > best[0]:
@@ -479,11 +478,7 @@ class Builder:
         chosen_meta = inputs[artifact.chosen_key].meta
         chosen = self._load_fitted(artifact.chosen_key, target, artifact.backbone)
         task = TargetTask(target, artifact.backbone, artifact.seed, self.runtime, artifact.target.augmentation)
-        self.runtime.synchronize()
-        started = time.perf_counter()
-        val_top1 = top_k_pct(*task.logits(chosen.model, "val"), 1)
-        self.runtime.synchronize()
-        scoring_s = time.perf_counter() - started
+        val_top1, scoring_s = self._timed(lambda: top_k_pct(*task.logits(chosen.model, "val"), 1))
         scoring_flops = task.forward_flops(chosen.model, "val")
         del chosen.model
         spec = artifact.strategy
@@ -629,7 +624,7 @@ class Builder:
                 seconds += trial_s
         return self._shift_records(artifact, evaluations, "ok", None, started_at, seconds, resolved)
 
-    def _timed(self, work: Callable[[], list[Evaluation]]) -> tuple[list[Evaluation], float]:
+    def _timed(self, work: Callable[[], Done]) -> tuple[Done, float]:
         """``work()`` and its seconds, the device's queue drained before and after."""
         self.runtime.synchronize()
         started = time.perf_counter()
@@ -715,11 +710,7 @@ class Builder:
         loader = self.runtime.loader(
             target, "train", self.runtime.eval_batch_size, False, artifact.target.augmentation, artifact.seed
         )
-        self.runtime.synchronize()
-        started = time.perf_counter()
-        both, labels = predict(_FeaturesAndLogits(model), loader, self.runtime)
-        self.runtime.synchronize()
-        features_s = time.perf_counter() - started
+        (both, labels), features_s = self._timed(lambda: predict(_FeaturesAndLogits(model), loader, self.runtime))
         features = both[:, : model.num_features].double()
         probabilities = torch.softmax(both[:, model.num_features :].double(), dim=1)
         has_head = meta.get("source_head", True)  # a source trained here has its own; a file may hold none
