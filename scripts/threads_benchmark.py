@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +65,9 @@ def measure(kind: str, backend: str, threads: int, second: int, folder: str, dat
 
     try:
         return in_fresh_process(_one_configuration, kind, backend, threads, second, folder, data_root, steps)
-    except Exception as e:
-        raise SystemExit(f"threads_benchmark: {kind}/{backend} {threads}+{second} failed: {e}") from None
+    except Exception as e:  # the child's traceback travels as the cause
+        failure = "".join(traceback.format_exception(e.__cause__ or e))[-2000:]
+        raise SystemExit(f"threads_benchmark: {kind}/{backend} {threads}+{second} failed:\n{failure}") from None
 
 
 def main() -> int:

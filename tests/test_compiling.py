@@ -164,6 +164,21 @@ def test_a_graph_measured_slower_compiled_stays_eager_and_forgoes_nothing(tmp_pa
     assert json.loads((tmp_path / "compile_costs.json").read_text())[signature]["forgone_s"] == 0.0
 
 
+def test_a_cold_compile_stays_cold_when_another_run_records_the_graph_meanwhile(tmp_path, monkeypatch):
+    # two runs sharing a cache folder compile one graph at once, both cold; the one finishing second finds the
+    # other's cost in the file, but its own kernels did not come from disk: it is recorded as cold all the same
+    monkeypatch.setattr(compiling, "COLD_COMPILE_S", 0.0)
+    decision = CompileDecision(CompileCosts(tmp_path), total_steps=100)
+    assert [decision.after_step(step, lambda: "g") for step in range(1, WARMUP_STEPS + PROBE_STEPS + 1)][-1]
+    CompileCosts(tmp_path).remember("g", 30.0, 1.1, fresh_process=True)  # the other run, done first
+    compiling._IN_PROCESS.pop("g")  # (in its own process)
+    decision.compiled(25.0, 50, 5.0)
+    remembered = json.loads((tmp_path / "compile_costs.json").read_text())["g"]
+    assert remembered["kernels_were_on_disk"] is False and remembered["compile_s"] == 25.0
+    compiling._IN_PROCESS.clear()  # a later run
+    assert CompileCosts(tmp_path).expected("g")[0] == pytest.approx(25.0 * WARM_FRACTION)
+
+
 def compiling_user_cache():
     from transfer_core import runtime
 
@@ -186,12 +201,12 @@ def test_compile_costs_survive_a_torn_file_and_a_read_only_folder(tmp_path):
     costs.remember("g", 25.0, 1.4, fresh_process=True)  # the graph's first compile in this folder: cold
     compiling._IN_PROCESS.clear()  # as a later run sees it
     assert CompileCosts(tmp_path).expected("g")[:3] == (25.0 * WARM_FRACTION, 1.4, 0.0)  # its kernels are on disk
-    costs.remember("g", 2.5, None, fresh_process=True)  # a later run's compile found them: the warm cost
+    costs.remember("g", 1.5, None, fresh_process=True, kernels_were_on_disk=True)  # a later run's: the warm cost
     compiling._IN_PROCESS.clear()
-    assert CompileCosts(tmp_path).expected("g") == (2.5, 1.4, 0.0, "cache")
+    assert CompileCosts(tmp_path).expected("g") == (1.5, 1.4, 0.0, "cache")
     costs.remember("g", 0.1, None, fresh_process=False)  # a reuse within one process is not a next run's cost
     compiling._IN_PROCESS.clear()
-    assert CompileCosts(tmp_path).expected("g") == (2.5, 1.4, 0.0, "cache")
+    assert CompileCosts(tmp_path).expected("g") == (1.5, 1.4, 0.0, "cache")
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("")
     CompileCosts(blocked).remember("g", 1.0, 1.0, True)  # cannot write: the measurement is lost, nothing raised

@@ -4,7 +4,7 @@ import torch
 
 from transfer_core.data import DeviceBatches
 from transfer_core.runtime import resolve_runtime
-from transfer_core.training import TrainRecipe, reestimate_batchnorm, top_k_pct, train
+from transfer_core.training import TrainRecipe, TrainStats, reestimate_batchnorm, top_k_pct, train
 
 RUNTIME = resolve_runtime("cpu")
 
@@ -48,3 +48,16 @@ def test_label_smoothing_changes_what_a_fit_learns():
 
     assert torch.equal(fit(0.0), fit(0.0))  # the fit is deterministic: any difference below is the smoothing's
     assert not torch.allclose(fit(0.0), fit(0.3), atol=1e-4)
+
+
+def test_a_sum_of_trainings_keeps_the_decision_of_the_one_that_compiled():
+    # a grid's record sums its points' stats: the decision it shows is the compiled point's, whose compile it lists
+    eager, compiled, later = ({"compiled": False, "n": 1}, {"compiled": True, "n": 2}, {"compiled": False, "n": 3})
+    total = TrainStats()
+    for decision in (eager, compiled, later):
+        total += TrainStats(compile_decision=decision)
+    assert total.compile_decision is compiled
+    total = TrainStats()
+    for decision in (eager, None, later):
+        total += TrainStats(compile_decision=decision)
+    assert total.compile_decision is later  # none compiled: the last

@@ -52,7 +52,7 @@ COLD_COMPILE_S = 40.0
 ASSUMED_SPEEDUP = 1.05
 # inductor keeps a compiled graph's kernels on disk in the cache folder, so the next fresh process compiles it
 # in a fraction of a cold compile's time: ResNet-8 on 2 Zen 4 cores, 1.7 s against 38 s in a bare loop and 25 s
-# in the harness (0.05-0.07). Until that warm cost is measured, a cold compile's seconds times this are expected
+# in the harness (0.045-0.07). Until that warm cost is measured, a cold compile's seconds times this are expected
 WARM_FRACTION = 0.1
 # measured there: a second model of the same graph in one process finds its compiled code in 0.06-0.08 s;
 # the estimate for a graph this process compiled, until a reuse of it was measured
@@ -172,14 +172,22 @@ class CompileCosts:
         measured slower compiled projects a negative saving: staying eager lost nothing, so nothing is added."""
         self._update(signature, forgone_added_s=max(0.0, saving_s))
 
-    def remember(self, signature: str, compile_s: float, speedup: Optional[float], fresh_process: bool) -> None:
-        """A compile of ``signature`` took ``compile_s``; the compiled steps ran ``speedup`` times the eager ones."""
+    def remember(
+        self,
+        signature: str,
+        compile_s: float,
+        speedup: Optional[float],
+        fresh_process: bool,
+        kernels_were_on_disk: bool = False,
+    ) -> None:
+        """A compile of ``signature`` took ``compile_s``; the compiled steps ran ``speedup`` times the eager ones.
+        ``kernels_were_on_disk``: a compile of the graph had been measured in this folder when this one began (so
+        inductor found its kernels, and this cost is what the next run pays)."""
         # the next training of this graph in this process reuses its compiled code: a reuse's cost, not this one
         _IN_PROCESS[signature] = min(compile_s, REUSE_COMPILE_S) if fresh_process else compile_s
         changes: dict = {"forgone_s": 0.0}
         if fresh_process:  # the cost a next run pays; a reuse inside this process says nothing of it
-            # a compile after an earlier one in this folder found its kernels on disk: its cost is the next one's
-            changes["kernels_were_on_disk"] = "compile_s" in self._entry(signature)
+            changes["kernels_were_on_disk"] = kernels_were_on_disk
             changes["compile_s"] = compile_s
         if speedup is not None:
             changes["speedup"] = speedup
@@ -236,8 +244,11 @@ class CompileDecision:
         if compiled_steps > 0 and compiled_train_s > 0 and self.eager_step_s:
             speedup = self.eager_step_s / (compiled_train_s / compiled_steps)
         fresh = self.signature not in _IN_PROCESS
+        # decided when compiling began, from the costs the decision read: another run sharing the folder may have
+        # recorded its own compile of the graph since, which this one's kernels did not come from
+        on_disk = self.details.get("expected_compile_from", "").startswith("cache")
         self.details.update({"compile_s": compile_s, "measured_speedup": speedup})
-        self.costs.remember(self.signature, compile_s, speedup, fresh_process=fresh)
+        self.costs.remember(self.signature, compile_s, speedup, fresh_process=fresh, kernels_were_on_disk=on_disk)
 
     def failed(self, error: BaseException) -> None:
         """The compile failed (no C++ toolchain, say): the training goes on eager, and this process does not

@@ -80,7 +80,11 @@ class TrainStats:
     def __iadd__(self, other: "TrainStats") -> "TrainStats":
         self.compiled_steps += other.compiled_steps
         self.compiles = self.compiles + other.compiles
-        self.compile_decision = other.compile_decision or self.compile_decision
+        # a sum over several trainings (a grid's points) keeps the decision of one that compiled, if any did:
+        # the one its compiles belong to; else the last
+        compiled_before = bool(self.compile_decision and self.compile_decision.get("compiled"))
+        if other.compile_decision and (other.compile_decision.get("compiled") or not compiled_before):
+            self.compile_decision = other.compile_decision
         self.train_s += other.train_s
         self.compile_s += other.compile_s
         self.images += other.images
