@@ -54,6 +54,10 @@ ASSUMED_SPEEDUP = 1.05
 # in a fraction of a cold compile's time: ResNet-8 on 2 Zen 4 cores, 1.7 s against 38 s in a bare loop and 25 s
 # in the harness (0.045-0.07). Until that warm cost is measured, a cold compile's seconds times this are expected
 WARM_FRACTION = 0.1
+# where an expected compile cost came from (``details["expected_compile_from"]``); the two from the cache folder
+# follow a compile of the graph there, whose kernels inductor keeps on disk
+FROM_THIS_PROCESS, FROM_DEFAULT = "this process", "cold default"
+FROM_CACHE, FROM_CACHE_AFTER_COLD = "cache", "cache: a cold compile x WARM_FRACTION"
 # measured there: a second model of the same graph in one process finds its compiled code in 0.06-0.08 s;
 # the estimate for a graph this process compiled, until a reuse of it was measured
 REUSE_COMPILE_S = 0.1
@@ -136,13 +140,13 @@ class CompileCosts:
 
         speedup, forgone = number("speedup", ASSUMED_SPEEDUP, 1e-9), number("forgone_s", 0.0, 0.0)
         if signature in _IN_PROCESS:
-            return _IN_PROCESS[signature], speedup, forgone, "this process"
+            return _IN_PROCESS[signature], speedup, forgone, FROM_THIS_PROCESS
         if "compile_s" in remembered and number("compile_s", -1.0, 0.0) >= 0:
             measured = number("compile_s", COLD_COMPILE_S, 0.0)
             if remembered.get("kernels_were_on_disk") is False:  # only a cold compile measured: its kernels are now
-                return measured * WARM_FRACTION, speedup, forgone, "cache: a cold compile x WARM_FRACTION"
-            return measured, speedup, forgone, "cache"
-        return COLD_COMPILE_S, speedup, forgone, "cold default"
+                return measured * WARM_FRACTION, speedup, forgone, FROM_CACHE_AFTER_COLD
+            return measured, speedup, forgone, FROM_CACHE
+        return COLD_COMPILE_S, speedup, forgone, FROM_DEFAULT
 
     def _update(self, signature: str, forgone_added_s: float = 0.0, **changes) -> None:
         """Sets ``changes`` and adds ``forgone_added_s`` to the graph's forgone seconds, read and written under
@@ -246,7 +250,7 @@ class CompileDecision:
         fresh = self.signature not in _IN_PROCESS
         # decided when compiling began, from the costs the decision read: another run sharing the folder may have
         # recorded its own compile of the graph since, which this one's kernels did not come from
-        on_disk = self.details.get("expected_compile_from", "").startswith("cache")
+        on_disk = self.details.get("expected_compile_from") in (FROM_CACHE, FROM_CACHE_AFTER_COLD)
         self.details.update({"compile_s": compile_s, "measured_speedup": speedup})
         self.costs.remember(self.signature, compile_s, speedup, fresh_process=fresh, kernels_were_on_disk=on_disk)
 
