@@ -53,7 +53,9 @@ def main() -> int:
     common = (["--data-root", args.data_root] if args.data_root else []) + (
         ["--filter", args.filter] if args.filter else []
     )
-    local_args = common + (["--threads", str(args.local_threads)] if args.local_threads else [])
+    local_args = (
+        common + ["--executor", "local"] + (["--threads", str(args.local_threads)] if args.local_threads else [])
+    )
     ray_args = common + ["--executor", "ray"] + (["--threads", str(args.ray_threads)] if args.ray_threads else [])
     pairs = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -5,7 +5,8 @@
 
 Trains ResNet-8 (batch 128, 32x32, the runtime's CPU default precision, eager) through the harness's own loop
 on CIFAR-10 images, read two ways:
-- arrays on the device (no workers): intra-op threads x inter-op threads;
+- arrays on the device (no workers): intra-op threads x inter-op threads, and two processes of 1 thread
+  training at the same time ("2 at once": their rates summed), as the processes executor builds two artifacts;
 - a JPEG folder written from the same images (``bench export``'s writer), decoded by DALI (if installed) and
   by torchvision's DataLoader: training threads x data workers (DALI threads or DataLoader processes).
 Each configuration runs once per round, the rounds alternate configurations, and the median train
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 ARRAY_CONFIGS = [(2, 2), (2, 1), (1, 1)]  # (intra-op, inter-op)
+TOGETHER = "2 at once"  # two processes of 1 training thread each, training together: their rates summed
 FOLDER_CONFIGS = [(2, 2), (2, 1), (1, 1), (1, 2)]  # (training threads, data workers)
 
 
@@ -70,6 +72,16 @@ def measure(kind: str, backend: str, threads: int, second: int, folder: str, dat
         raise SystemExit(f"threads_benchmark: {kind}/{backend} {threads}+{second} failed:\n{failure}") from None
 
 
+def measure_together(threads: int, data_root: str, steps: int) -> float:
+    """Two fresh processes of ``threads`` training threads each, training at the same time (as two worker
+    processes build two artifacts at once): the sum of their train images/s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pair:
+        rates = [pair.submit(measure, "arrays", "-", threads, 1, "", data_root, steps) for _ in range(2)]
+        return sum(rate.result() for rate in rates)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="../shared/data")
@@ -95,14 +107,17 @@ def main() -> int:
             "cifar10", Cifar10.Options(), Selection(per_class=300, test_per_class=10), Path(data_root), False
         )
         write_image_folder(source, Path(folder), "jpg")
-        configs = [("arrays", "-", t, s) for t, s in ARRAY_CONFIGS]
+        configs = [("arrays", "-", t, s) for t, s in ARRAY_CONFIGS] + [("arrays", TOGETHER, 1, 1)]
         configs += [("folder", b, t, s) for b in backends for t, s in FOLDER_CONFIGS]
         runs = {c: [] for c in configs}
         for round_ in range(args.repeats):
             for config in configs:
                 kind, backend, threads, second = config
                 print(f"round {round_ + 1}/{args.repeats}: {kind} {backend} {threads}+{second}", file=sys.stderr)
-                runs[config].append(measure(kind, backend, threads, second, folder, data_root, args.steps))
+                if backend == TOGETHER:
+                    runs[config].append(measure_together(threads, data_root, args.steps))
+                else:
+                    runs[config].append(measure(kind, backend, threads, second, folder, data_root, args.steps))
     rows = [
         {
             "data": kind,

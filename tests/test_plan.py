@@ -283,6 +283,30 @@ def test_the_graph_has_the_dependencies_the_strategies_declare(tmp_path):
     assert {role: needs for role, needs in deps.items() if role in shipped} == shipped  # a plugin's are its own
 
 
+def test_ready_artifacts_are_offered_records_first_then_what_most_others_wait_on(tmp_path):
+    raw = copy.deepcopy(BASE)
+    raw["seeds"] = [0, 1]
+    raw["strategies"]["l2_sp"]["sp_weight"] = [0.001, 0.01]  # a grid: its selection is quick, as evaluations are
+    suite = parse_suite(raw)
+    runtime = resolve_runtime(suite.runtime, cuda_available=True)
+    runner = Runner(suite, tmp_path / "data", tmp_path / "out", tmp_path / "cache", runtime, log=lambda m: None)
+    plan = runner.plan(expand_cells(suite))
+    closure = plan.closure([e.key for _, e in plan.cells])
+    order = plan.most_awaited_first(closure)
+    assert sorted(a.key for a in order) == sorted(a.key for a in closure)
+    quick = [i for i, a in enumerate(order) if a.kind in ("evaluation", "selection")]
+    assert quick == list(range(len(quick)))  # an evaluation or a grid's selection, once ready, before any training
+    trainings = [a for a in order if a.kind not in ("evaluation", "selection")]
+    # both seeds' source models first (every transfer waits on them); a scratch training, which only its
+    # evaluation waits on, after every training something else waits on besides its evaluation
+    assert [a.kind for a in trainings[:2]] == ["source", "source"]
+    first_scratch = min(i for i, a in enumerate(trainings) if a.kind == "fitted" and a.strategy.name == "scratch")
+    assert {a.strategy.name for a in trainings[2:first_scratch]} >= {"linear_probe"}
+    # the plan's own order builds seed 0's cells before seed 1's source
+    sources = [i for i, a in enumerate(closure) if a.kind == "source"]
+    assert len(sources) == 2 and sources[1] >= len(closure) // 2
+
+
 def test_every_setting_changes_exactly_the_keys_it_bears_on(tmp_path):
     base_keys, deps = roles_and_keys(BASE, tmp_path)
     settings = settings_of(BASE)

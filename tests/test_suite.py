@@ -96,6 +96,8 @@ def test_alpha_mix_alone_builds_the_ingredients_its_options_name(finetune, built
             "strategies.alpha_mix.space: 'softmax' is not allowed; choose 'weights' | 'logits' | 'probs' | 'outputs'",
         ),
         (lambda s: s["targets"][0].update(val_fraction=1.0), "targets[0].val_fraction: 1.0 is outside [0, 1)"),
+        (lambda s: s["source"].update(classes=[]), "source.classes: expected 2 or more to classify, got []"),
+        (lambda s: s["targets"][0].update(classes=[7]), "targets[0].classes: expected 2 or more to classify, got [7]"),
         (lambda s: s["runtime"].update(device="tpu"), "runtime.device: 'tpu' is not allowed"),
         (lambda s: s.update(seeds=[0, 0]), "seeds: repeated seed"),
         (lambda s: s.update(schema_version=2), "schema_version: expected 1, got 2"),

@@ -34,14 +34,15 @@ def add_runner_arguments(parser) -> None:
     parser.add_argument("--force", action="store_true", help="rerun cells that already have ok records")
     parser.add_argument(
         "--executor",
-        default="local",
-        help="local: in this process (default); ray: Ray tasks on this machine's GPUs and cores, or a cluster's; "
-        "submitit: SLURM jobs (or local processes)",
+        default="auto",
+        help="auto (default): processes on a machine that runs on its CPU with 2 cores or more, else local; "
+        "local: in this process; processes: worker processes on this machine, several artifacts at once; "
+        "ray: Ray tasks on this machine's GPUs and cores, or a cluster's; submitit: SLURM jobs (or local processes)",
     )
     parser.add_argument(
         "--threads",
         type=int,
-        help="torch threads per artifact (default: all cores locally, 1 per Ray task, which Ray reserves as CPUs)",
+        help="torch threads per artifact (default: all cores in this process, 1 per worker process or Ray task)",
     )
     parser.add_argument(
         "--cell-timeout",
@@ -80,12 +81,24 @@ def chosen_executor_options(args) -> dict:
         elif value is not None:
             raise SuiteError(f"{flag} needs --executor {owner}")
     try:
-        executor_options(args.executor, **options)
+        executor_options("local" if args.executor == "auto" else args.executor, **options)
     except UnknownNameError as e:
         raise SuiteError(f"--executor: {e}") from None
     except ValueError as e:
         raise SuiteError(str(e)) from None
     return options
+
+
+def automatic_executor(device: str, threads, torchrun: bool) -> str:
+    """What ``--executor auto`` picks: worker processes where the suite runs on the CPU and they get 2 cores or
+    more between them (a small network trains faster per core as one process per core than as one process on
+    every core: docs/runtime.md#threads-on-a-small-cpu-machine); else this process (a GPU, torchrun's ranks)."""
+    import torch
+
+    from bench.pipeline.executors.processes import usable_cores
+
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return "processes" if on_cpu and not torchrun and usable_cores() // (threads or 1) >= 2 else "local"
 
 
 def suite_runtime(suite, device_override, cuda_available=None, shard=None):
@@ -151,6 +164,8 @@ def suite_runner(args, suite):
     from transfer_core import distributed
 
     shard = distributed.launched_shard()
+    if args.executor == "auto":
+        args.executor = automatic_executor(args.device or suite.runtime.device, args.threads, shard.world > 1)
     if shard.world > 1:  # under torchrun: the ranks build each artifact together, in this process each
         if args.executor != "local":
             raise SuiteError(

@@ -347,7 +347,7 @@ class Runner:
             recording: dict[str, list[Cell]] = {}  # evaluation key -> the cells whose records it writes in this run
             for cell, evaluation in todo:
                 recording.setdefault(evaluation.key, []).append(cell)
-            self._schedule(plan.closure(recording), claims, recording, summary)
+            self._schedule(plan.most_awaited_first(plan.closure(recording)), claims, recording, summary)
         finally:
             if self._owns_executor:
                 self.executor.close()

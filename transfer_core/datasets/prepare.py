@@ -33,6 +33,8 @@ class Selection:
     seed: int = 0  # the data seed: the same subsets for every training seed
 
     def __post_init__(self):
+        if self.classes is not None and len(self.classes) < 2:
+            raise ValueError(f"classes: expected 2 or more to classify, got {list(self.classes)}")
         check_range("per_class", self.per_class, 1, None)
         check_range("examples", self.examples, 1, None)
         check_range("test_per_class", self.test_per_class, 1, None)

@@ -53,8 +53,8 @@ class Executor:
         """Called once before the first ``submit``; ``data`` holds the datasets the driver already prepared."""
 
     def has_room(self, artifact: Artifact) -> bool:
-        """Whether ``artifact`` can start now. The runner offers ready artifacts in the plan's order, which
-        puts a cell's evaluation before the next cell's training: records come as cells finish."""
+        """Whether ``artifact`` can start now. The runner offers ready artifacts evaluations first (records come
+        as cells finish), then those that more of the others wait on (``Plan.most_awaited_first``)."""
         raise NotImplementedError
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:

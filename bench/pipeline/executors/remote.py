@@ -27,14 +27,15 @@ def worker_env(env: BuildEnv) -> BuildEnv:
     return dataclasses.replace(env, data_root=env.data_root.resolve(), download=False)
 
 
-def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome]) -> Outcome:
-    """Builds one artifact in a worker process, with the threads it was given."""
+def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome], log_prefix: str = "") -> Outcome:
+    """Builds one artifact in a worker process, with the threads it was given; its log lines, after
+    ``log_prefix``, go to standard error."""
     import torch
 
     torch.set_num_threads(max(1, int(artifact.needs.cpus)))
     env.runtime.apply_backend_flags()
     if env not in _BUILDERS:
-        _BUILDERS[env] = Builder(env, log=lambda m: print(m, file=sys.stderr, flush=True))
+        _BUILDERS[env] = Builder(env, log=lambda m: print(log_prefix + m, file=sys.stderr, flush=True))
     return _BUILDERS[env].build(artifact, inputs)
 
 

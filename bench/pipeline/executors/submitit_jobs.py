@@ -4,7 +4,7 @@ process on this machine), submitted and watched through submitit.
 A job asks for its artifact's CPUs and, where the nodes have GPUs, one GPU when the artifact needs any share of
 one (SLURM hands out whole GPUs; on this machine each job is given the least busy GPU). The driver keeps at most
 ``--max-jobs`` jobs in the queue, so a cell's evaluation is submitted before the next cell's training, as the
-plan orders them. Jobs hand models to one another through the model cache, so ``--cache-dir`` must be storage
+runner offers them. Jobs hand models to one another through the model cache, so ``--cache-dir`` must be storage
 the cluster's nodes read and write (checked at start by a job); outcomes come back to the driver, the only
 writer of records. submitit keeps each job's pickled task, its pickled result and its logs in
 ``--submitit-folder`` (default: ``submitit-USER`` beside the model cache's models, made private to the user:
