@@ -27,6 +27,9 @@ def suite_file(tmp_path):
         (["--executor", "submitit", "--submitit-cluster", "pbs"], "--submitit-cluster: expected slurm or local"),
         (["--executor", "nowhere"], "--executor: unknown executor 'nowhere'"),
         (["--threads", "0"], "--threads: expected a positive number, got 0"),
+        (["--workers", "0"], "--workers: expected a positive number, got 0"),  # under the default, auto
+        (["--executor", "local", "--workers", "2"], "--workers needs --executor processes"),
+        (["--device", "cuda", "--workers", "2"], "--workers: --executor auto builds in this process here"),
     ],
 )
 def test_an_executors_argument_is_checked_in_one_line_before_anything_runs(suite_file, arguments, message, capsys):
@@ -34,6 +37,14 @@ def test_an_executors_argument_is_checked_in_one_line_before_anything_runs(suite
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"bench: error: {message}"), lines
     assert not (suite_file.parent / "out").exists()
+
+
+def test_workers_under_the_default_executor_are_taken_on_a_cpu(suite_file, capsys, monkeypatch):
+    import bench.pipeline.executors.processes as processes
+
+    monkeypatch.setattr(processes, "usable_cores", lambda: 2)  # whatever this machine has: auto picks processes
+    out = suite_file.parent / "out"
+    assert main(["run", str(suite_file), "--dry-run", "--out", str(out), "--workers", "1", "--device", "cpu"]) == 0
 
 
 def test_every_executor_declares_options_the_command_line_can_set():

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO, cell_numbers, read_records, run_with_executor, tiny_suite
@@ -27,6 +28,30 @@ def test_worker_processes_give_the_local_executors_cells_and_numbers(tmp_path):
     assert cell_numbers(workers.store.read()) == cell_numbers(local.store.read())
     assert {r["config_hash"] for r in workers.store.read()} == {r["config_hash"] for r in local.store.read()}
     assert all("(1 thread)" in r["provenance"]["device_name"] for r in workers.store.read())
+    # two at once: the source model and the scratch training both start before either is built
+    started = [i for i, m in enumerate(messages) if m.startswith(("[1] ", "[2] "))]
+    first_built = min(i for i, m in enumerate(messages) if ": built in " in m)
+    assert len(started) == 2 and max(started) < first_built, messages
+
+
+def test_a_worker_trains_on_its_one_thread_whatever_data_workers_its_artifact_reserves(tmp_path):
+    """An image folder's artifacts reserve CPUs for their data workers too (what Ray is asked for); a worker
+    process still trains on its own threads."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "f" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "f" / name / f"{i}.png")
+    raw = tiny_suite(
+        targets=[{"dataset": "image_folder", "path": str(tmp_path / "f"), "resolution": 16}],
+        strategies={"scratch": {"epochs": 1, "batch_size": 4}},
+    )
+    raw["runtime"]["workers"] = 2
+    runner, _, _ = run_with_executor(tmp_path / "out", parse_suite(raw), "processes", data_root=tmp_path, workers=1)
+    (record,) = runner.store.read()
+    assert record["status"] == "ok" and record["provenance"]["device_name"].endswith("(1 thread)"), record
 
 
 def _start(tmp_path: Path, raw: dict, *arguments: str) -> tuple[subprocess.Popen, Path]:
@@ -119,3 +144,27 @@ def test_auto_picks_worker_processes_where_a_run_has_cpu_cores_to_share(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(processes, "usable_cores", lambda: cores)
     assert automatic_executor(device, threads, torchrun) == expected
+
+
+def test_a_start_that_fails_halfway_stops_the_workers_it_started_and_says_why(tmp_path, monkeypatch):
+    from conftest import make_runner
+
+    from bench.pipeline.executors import create_executor
+    from bench.pipeline.executors.processes import ProcessesExecutor
+
+    real_new_worker = ProcessesExecutor._new_worker
+    started = []
+
+    def second_fails(self):
+        if started:
+            raise OSError(24, "Too many open files")
+        started.append(real_new_worker(self))
+        return started[-1]
+
+    monkeypatch.setattr(ProcessesExecutor, "_new_worker", second_fails)
+    executor = create_executor("processes", lambda m: None, workers=2)
+    runner, cells = make_runner(tmp_path, tiny_suite(strategies={"scratch": {"epochs": 1}}), executor=executor)
+    with pytest.raises(OSError, match="Too many open files"):
+        runner.run(cells)
+    executor.close()  # as the command line's runner does, after the error: nothing raised here hides it
+    assert len(started) == 1 and not started[0].process.is_alive()

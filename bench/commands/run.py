@@ -73,15 +73,16 @@ def chosen_executor_options(args) -> dict:
     from bench.pipeline.executors import executor_options
     from transfer_core.registry import UnknownNameError
 
+    chosen = "processes" if args.executor == "auto" else args.executor  # auto takes what it may pick
     options = {"threads": args.threads}
     for dest, (owner, flag) in args.executor_arguments.items():
         value = getattr(args, dest)
-        if owner == args.executor:
+        if owner == chosen:
             options[dest] = value
         elif value is not None:
             raise SuiteError(f"{flag} needs --executor {owner}")
     try:
-        executor_options("local" if args.executor == "auto" else args.executor, **options)
+        executor_options(chosen, **options)
     except UnknownNameError as e:
         raise SuiteError(f"--executor: {e}") from None
     except ValueError as e:
@@ -166,6 +167,11 @@ def suite_runner(args, suite):
     shard = distributed.launched_shard()
     if args.executor == "auto":
         args.executor = automatic_executor(args.device or suite.runtime.device, args.threads, shard.world > 1)
+        if args.executor == "local" and options.pop("workers", None) is not None:
+            raise SuiteError(
+                "--workers: --executor auto builds in this process here (a GPU, torchrun's ranks, or one core "
+                "per --threads); use --executor processes for worker processes"
+            )
     if shard.world > 1:  # under torchrun: the ranks build each artifact together, in this process each
         if args.executor != "local":
             raise SuiteError(

@@ -1,8 +1,10 @@
 """``bench throughput --parts matrix``: train images/s, achieved TFLOP/s and model FLOPs utilisation (against the
 measured matmul peak of the row's precision) for a backbone under eager fp32, fp32 + channels_last, bf16 +
 channels_last, and bf16 + channels_last + torch.compile, on CUDA (the GPU check) or on CPU; on CPU also fp32 +
-channels_last with the C library's own host memory behaviour (the CPU default before), each row's every round
-in a fresh process. Rows alternate within each round and medians are reported, so a drifting machine hits all.
+channels_last with the C library's own host memory behaviour (the CPU default before) and bf16 + channels_last
+as a process per core of one thread each, training at the same time (the CPU default's worker processes), each
+row's every round in a fresh process. Rows alternate within each round and medians are reported, so a drifting
+machine hits all.
 """
 
 from __future__ import annotations
@@ -31,17 +33,28 @@ MATRIX = [
     ("bf16 + channels_last", {"amp": "bf16", "channels_last": True, "compile": False}),
     ("bf16 + channels_last + compile", {"amp": "bf16", "channels_last": True, "compile": True}),
 ]
-# the CPU default before bf16, compile and retained host memory (transfer_core/host_memory.py) were chosen on CPU
+# on CPU: the CPU default's workers, one process per core of one thread each (bench/pipeline/executors/processes.py),
+# training at the same time; the row's rate is theirs summed: what the machine trains under the default
+PER_CORE_ROW = ("bf16 + channels_last, a process per core", {"amp": "bf16", "channels_last": True, "compile": False})
+# the CPU default before bf16, compile, retained host memory and worker processes were chosen on CPU
 CPU_REFERENCE_ROW = "fp32 + channels_last, system host memory"
 CUDA_REFERENCE_ROW = "fp32 + channels_last"  # host memory is not what a GPU step waits for: no such row there
 WARMUP_STEPS = 10  # in a fresh process oneDNN builds its kernels, and the heap grows to its size, in the first steps
 
 
 def _matrix_row_run(
-    runtime: Runtime, switches: dict, backbone: str, resolution: int, batch_size: int, steps: int, threads: int
+    runtime: Runtime,
+    switches: dict,
+    backbone: str,
+    resolution: int,
+    batch_size: int,
+    steps: int,
+    threads: int,
+    start_together=None,
 ) -> dict:
     """One row's round, in a process of its own: a fresh allocator (host memory retained or not is process-wide,
-    and cannot be undone) and no state left by the rows before it."""
+    and cannot be undone) and no state left by the rows before it. ``start_together``: a barrier the processes
+    training at the same time wait at, ready, before their first step."""
     torch.set_num_threads(threads)
     variant = dataclasses.replace(
         runtime,
@@ -57,6 +70,8 @@ def _matrix_row_run(
     )
     images, labels = next(iter(loader))
     flops = count_flops_per_image(model, images, backward=True, runtime=variant)
+    if start_together is not None:
+        start_together.wait()
     started = time.perf_counter()
     img_per_s = bare_loop_img_per_s(model, images, labels, steps, variant, warmup=WARMUP_STEPS)
     steady_s = (WARMUP_STEPS + steps) * batch_size / img_per_s  # what the warm-up steps cost at the steady rate
@@ -68,6 +83,26 @@ def _matrix_row_run(
         "host_memory": variant.describe()["host_memory"],
         # measured beside every row (uncached): one peak measured in a slow minute of a shared machine inflates MFU
         "peak_tflop_per_s": measured_peak_tflops.__wrapped__(str(variant.device), peak_precision(variant.amp)),
+    }
+
+
+def _per_core_run(args: tuple, processes: int) -> dict:
+    """``processes`` fresh processes of one thread each, running one row's round at the same time (each starts
+    its steps once all are ready): their rates summed. The peak beside it is left out: a one-thread matmul rate
+    is not the machine's peak."""
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    manager = multiprocessing.get_context("spawn").Manager()
+    one_thread = (*args[:-1], 1, manager.Barrier(processes))
+    with manager, ThreadPoolExecutor(processes) as pool:
+        started = [pool.submit(in_fresh_process, _matrix_row_run, *one_thread) for _ in range(processes)]
+        runs = [run.result() for run in started]
+    return {
+        **runs[0],
+        "img_per_s": sum(run["img_per_s"] for run in runs),
+        "compile_and_first_steps_excess_s": max(run["compile_and_first_steps_excess_s"] for run in runs),
+        "peak_tflop_per_s": None,
     }
 
 
@@ -87,18 +122,23 @@ def runtime_matrix(
     the best of the rates measured here and beside every row."""
     peaks = {p: measured_peak_tflops(str(runtime.device), p) for p in ("bf16", "fp32")}
     on_cuda = runtime.device.type == "cuda"
+    threads = torch.get_num_threads()
     configs = [
         (name, switches)
         for name, switches in MATRIX
         if (with_compile or not switches["compile"]) and not (on_cuda and name == CPU_REFERENCE_ROW)
-    ]
+    ] + ([PER_CORE_ROW] if not on_cuda and threads > 1 else [])
     runs: dict[str, list[dict]] = {name: [] for name, _ in configs}
     for round_ in range(repeats):
         for name, switches in configs:
             log(f"  {backbone} {resolution}x{resolution}: {name} (round {round_ + 1}/{repeats})")
-            args = (runtime, switches, backbone, resolution, batch_size, steps, torch.get_num_threads())
-            # on CUDA in this process: a GPU step does not wait on host memory, and a CUDA context costs seconds
-            runs[name].append(_matrix_row_run(*args) if on_cuda else in_fresh_process(_matrix_row_run, *args))
+            args = (runtime, switches, backbone, resolution, batch_size, steps, threads)
+            if name == PER_CORE_ROW[0]:
+                runs[name].append(_per_core_run(args, threads))
+            elif on_cuda:  # in this process: a GPU step does not wait on host memory, and a CUDA context costs seconds
+                runs[name].append(_matrix_row_run(*args))
+            else:
+                runs[name].append(in_fresh_process(_matrix_row_run, *args))
     precisions = {name: peak_precision(switches["amp"]) for name, switches in configs}
     for name, precision in precisions.items():  # the peak is the best rate the hardware showed in any measurement
         measured = [peaks[precision]] + [run["peak_tflop_per_s"] for run in runs[name]]

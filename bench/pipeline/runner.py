@@ -347,7 +347,10 @@ class Runner:
             recording: dict[str, list[Cell]] = {}  # evaluation key -> the cells whose records it writes in this run
             for cell, evaluation in todo:
                 recording.setdefault(evaluation.key, []).append(cell)
-            self._schedule(plan.most_awaited_first(plan.closure(recording)), claims, recording, summary)
+            order = plan.closure(recording)
+            if not self.executor.one_at_a_time:
+                order = plan.most_awaited_first(order)
+            self._schedule(order, claims, recording, summary)
         finally:
             if self._owns_executor:
                 self.executor.close()
@@ -361,31 +364,39 @@ class Runner:
         try:
             while pending or running:
                 claimed_elsewhere = False
-                for artifact in list(pending):
-                    if not all(dep in outcomes for dep in artifact.deps) or not self.executor.has_room(artifact):
-                        continue
-                    claim = claims.take(artifact)
-                    if claim is None:  # another run is building it: work on something else, come back later
-                        claimed_elsewhere = True
-                        if artifact.key not in waiting:
-                            waiting.add(artifact.key)
-                            self.log(f"  {artifact.name}: claimed by another run; waiting for it ({artifact.key[:12]})")
-                        continue
-                    pending.remove(artifact)
-                    found = claims.built(artifact)
-                    if found is not None:
-                        claim.release()
-                        outcomes[artifact.key] = found
-                        if isinstance(artifact, RECORDED):
-                            summary.elsewhere += len(recording[artifact.key])
-                            if not found.ok:
-                                summary.failed += [c.cell_id for c in recording[artifact.key]]
-                            self.log(f"  {artifact.name}: recorded by another run" + ("" if found.ok else ", not ok"))
-                        continue
-                    started += 1
-                    self.log(f"[{started}] {artifact.kind} {artifact.name} ({artifact.key[:12]})")
-                    running[artifact.key] = (artifact, claim)
-                    self.executor.submit(artifact, {dep: outcomes[dep] for dep in artifact.deps})
+                rescan = True
+                while rescan:  # again after an artifact found built elsewhere: what waits on it may be ready now
+                    rescan = False
+                    for artifact in list(pending):
+                        if not all(dep in outcomes for dep in artifact.deps) or not self.executor.has_room(artifact):
+                            continue
+                        claim = claims.take(artifact)
+                        if claim is None:  # another run is building it: work on something else, come back later
+                            claimed_elsewhere = True
+                            if artifact.key not in waiting:
+                                waiting.add(artifact.key)
+                                self.log(
+                                    f"  {artifact.name}: claimed by another run; waiting for it ({artifact.key[:12]})"
+                                )
+                            continue
+                        pending.remove(artifact)
+                        found = claims.built(artifact)
+                        if found is not None:
+                            claim.release()
+                            outcomes[artifact.key] = found
+                            if isinstance(artifact, RECORDED):
+                                summary.elsewhere += len(recording[artifact.key])
+                                if not found.ok:
+                                    summary.failed += [c.cell_id for c in recording[artifact.key]]
+                                self.log(
+                                    f"  {artifact.name}: recorded by another run" + ("" if found.ok else ", not ok")
+                                )
+                            rescan = True
+                            continue
+                        started += 1
+                        self.log(f"[{started}] {artifact.kind} {artifact.name} ({artifact.key[:12]})")
+                        running[artifact.key] = (artifact, claim)
+                        self.executor.submit(artifact, {dep: outcomes[dep] for dep in artifact.deps})
                 if running:
                     for key, outcome in self.executor.wait(timeout=POLL_S if claimed_elsewhere else None):
                         artifact, claim = running.pop(key)

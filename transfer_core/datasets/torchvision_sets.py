@@ -288,12 +288,16 @@ def _register(spec: TorchvisionSet) -> None:
     own = [(key, type(default), default) for key, (_, default) in spec.options.items()]
     bases = () if spec.splits else (TorchvisionReader.Options,)
     splits = ", ".join(spec.splits) if spec.splits else "none (the test split is carved out: test_fraction)"
+    name = f"Torchvision{spec.torchvision_class}"
+    options = make_dataclass("Options", own, bases=bases)
+    # found by pickle under this module, as a class written here would be: specs travel to worker processes
+    options.__module__, options.__qualname__ = __name__, f"{name}.Options"
     reader = type(
-        f"Torchvision{spec.torchvision_class}",
+        name,
         (TorchvisionReader,),
         {
             "spec": spec,
-            "Options": make_dataclass("Options", own, bases=bases),
+            "Options": options,
             "array_backed": spec.arrays,
             "publishes_val": "val" in spec.splits,
             "augmentation_defaults": spec.augmentation
@@ -302,6 +306,7 @@ def _register(spec: TorchvisionSet) -> None:
             "__doc__": f"torchvision's {spec.torchvision_class}; official splits: {splits}",
         },
     )
+    globals()[name] = reader
     DATASETS.register_class(spec.name)(reader)
 
 

@@ -22,6 +22,9 @@ class Executor:
     executor's arguments in a group of its own and refuses them without ``--executor NAME``."""
 
     name: ClassVar[str]
+    # builds one artifact at a time (the order they come in changes no wall time; the plan's order writes a
+    # cell's record soonest); else the runner offers what most others wait on first (``Plan.most_awaited_first``)
+    one_at_a_time: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Options:
@@ -53,8 +56,8 @@ class Executor:
         """Called once before the first ``submit``; ``data`` holds the datasets the driver already prepared."""
 
     def has_room(self, artifact: Artifact) -> bool:
-        """Whether ``artifact`` can start now. The runner offers ready artifacts evaluations first (records come
-        as cells finish), then those that more of the others wait on (``Plan.most_awaited_first``)."""
+        """Whether ``artifact`` can start now. The runner offers ready artifacts in the plan's order (one at a
+        time), or evaluations first and then those that more of the others wait on (``Plan.most_awaited_first``)."""
         raise NotImplementedError
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:

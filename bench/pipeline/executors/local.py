@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 @register_executor("local")
 class LocalExecutor(Executor):
+    one_at_a_time = True
+
     def start(self, env: BuildEnv, data: dict) -> None:
         import torch
 

@@ -16,6 +16,7 @@ code past that has its worker killed and replaced.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -54,13 +55,13 @@ def _die_with(driver_pid: int) -> None:
         os._exit(1)
 
 
-def _serve(connection, env: BuildEnv, driver_pid: int) -> None:
+def _serve(connection, env: BuildEnv, driver_pid: int, threads: int) -> None:
     """A worker's life: build each artifact the driver sends, send back its outcome, until the driver hangs up."""
+    _die_with(driver_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops the workers itself
     from bench.pipeline.build import Outcome
     from bench.pipeline.executors.remote import build_in_worker
 
-    _die_with(driver_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops the workers itself
     while True:
         try:
             task = connection.recv()
@@ -70,7 +71,7 @@ def _serve(connection, env: BuildEnv, driver_pid: int) -> None:
             return
         artifact, inputs = task
         try:
-            outcome = build_in_worker(env, artifact, inputs, f"(worker pid={os.getpid()}) ")
+            outcome = build_in_worker(env, artifact, inputs, f"(worker pid={os.getpid()}) ", threads)
         except Exception as e:  # the builder turns errors into outcomes; this is what escapes it
             outcome = Outcome("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}")
         try:
@@ -82,11 +83,18 @@ def _serve(connection, env: BuildEnv, driver_pid: int) -> None:
 class _Worker:
     """One worker process and the driver's end of its pipe."""
 
-    def __init__(self, context, env: BuildEnv):
+    def __init__(self, context, env: BuildEnv, threads: int):
         self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_end, env, os.getpid()), name="bench worker")
-        self.process.start()
-        child_end.close()  # the worker holds the only other end: its death shows as EOF here
+        self.process = context.Process(
+            target=_serve, args=(child_end, env, os.getpid(), threads), name="bench worker", daemon=False
+        )
+        with _ctrl_c_ignored():  # inherited: a Ctrl-C while it starts reaches the driver alone
+            self.process.start()
+        child_end.close()  # the worker holds the other end (and passes it to processes it forks)
+
+    def answered(self) -> bool:
+        """Whether it sent something, or its pipe closed."""
+        return self.connection.poll()
 
     def stop(self, kill: bool) -> None:
         if not kill:
@@ -114,6 +122,21 @@ class _Worker:
         return f"its worker process exited with status {code}"
 
 
+@contextlib.contextmanager
+def _ctrl_c_ignored():
+    """SIGINT ignored meanwhile, where this thread can set it (the main thread); a spawned process keeps an
+    ignored signal ignored, until its ``_serve`` has set up its own handling."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @register_executor("processes")
 class ProcessesExecutor(Executor):
     @dataclass(frozen=True)
@@ -134,6 +157,13 @@ class ProcessesExecutor(Executor):
             help="worker processes building at once (default: the usable cores divided by --threads)",
         )
 
+    def __init__(self, options, log):
+        super().__init__(options, log)
+        self._workers: set[_Worker] = set()  # every worker alive, idle or not: close() stops them all
+        self._idle: list[_Worker] = []
+        self._unsent: list[tuple[str, Outcome]] = []  # artifacts that could not be sent to a worker
+        self._closing = False
+
     def threads(self) -> int:
         return self.options.threads or 1
 
@@ -146,60 +176,80 @@ class ProcessesExecutor(Executor):
         self._tasks = RemoteTasks(env, self.log)
         # spawned, not forked: a fork would copy the driver's torch thread pools and locks mid-use
         self._context = multiprocessing.get_context("spawn")
-        self._idle = [_Worker(self._context, self._tasks.env) for _ in range(self.worker_count())]
+        for _ in range(self.worker_count()):
+            self._idle.append(self._new_worker())
         self.log(
             f"processes: {len(self._idle)} worker(s) of {self.threads()} thread(s) each, "
             f"on {usable_cores()} usable core(s)"
         )
 
+    def _new_worker(self) -> _Worker:
+        worker = _Worker(self._context, self._tasks.env, self.threads())
+        self._workers.add(worker)
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kills ``worker`` and, unless the executor is closing, starts a fresh one in its place."""
+        worker.stop(kill=True)
+        self._workers.discard(worker)
+        if not self._closing:
+            self._idle.append(self._new_worker())
+
     def has_room(self, artifact: Artifact) -> bool:
         return bool(self._idle)
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
+        from bench.pipeline.build import Outcome
+
         worker = self._idle.pop()
         try:
-            worker.connection.send((artifact, inputs))
-        except OSError:  # it died while idle: a fresh one takes the artifact
-            worker.stop(kill=True)
-            worker = _Worker(self._context, self._tasks.env)
-            worker.connection.send((artifact, inputs))
+            try:
+                worker.connection.send((artifact, inputs))
+            except OSError:  # it died while idle: a fresh one takes the artifact
+                self._retire(worker)
+                worker = self._idle.pop()
+                worker.connection.send((artifact, inputs))
+        except Exception as e:  # what cannot be pickled, or a fresh worker gone at once: nothing was sent
+            self._idle.append(worker)
+            self._unsent.append((artifact.key, Outcome("error", f"could not send it to a worker: {e}")))
+            return
         self._tasks.started(worker, artifact)
 
     def wait(self, timeout: Optional[float]) -> list[tuple[str, Outcome]]:
         tasks = self._tasks
-        if not tasks.running:
-            return []
-        connections = {worker.connection: worker for worker in tasks.running}
-        answered = multiprocessing.connection.wait(list(connections), timeout=tasks.wait_at_most(timeout))
-        ready = [connections[connection] for connection in answered]
-        return tasks.collect(ready, tasks.late(set(ready)), self._kill, self._result)
+        finished, self._unsent = self._unsent, []
+        if finished or not tasks.running:
+            return finished
+        # a worker's pipe, and its process's sentinel: a worker killed while processes it forked (DataLoader
+        # workers) still hold its end of the pipe shows as dead before its pipe closes
+        handles = {}
+        for worker in tasks.running:
+            handles[worker.connection] = worker
+            handles[worker.process.sentinel] = worker
+        woken = multiprocessing.connection.wait(list(handles), timeout=tasks.wait_at_most(timeout))
+        ready = list(dict.fromkeys(handles[handle] for handle in woken))
+        return tasks.collect(ready, tasks.late(set(ready)), self._retire, self._result)
 
     def _result(self, worker: _Worker) -> Outcome:
-        """The outcome a worker sent, or, when it died instead (its pipe closed), why; it goes back to the idle
-        ones, or a fresh worker in its place."""
+        """The outcome a worker sent, or, when it died instead, why; a fresh worker takes a dead one's place."""
         from bench.pipeline.build import Outcome
 
-        try:
-            outcome = worker.connection.recv()
-        except (EOFError, OSError):
-            outcome = Outcome("error", f"{worker.how_it_died()}; a rerun builds it again")
-            worker.stop(kill=True)
-            worker = _Worker(self._context, self._tasks.env)
-        self._idle.append(worker)
+        if worker.answered():
+            try:
+                outcome = worker.connection.recv()
+                self._idle.append(worker)
+                return outcome
+            except (EOFError, OSError):
+                pass
+        outcome = Outcome("error", f"{worker.how_it_died()}; a rerun builds it again")
+        self._retire(worker)
         return outcome
 
-    def _kill(self, worker: _Worker) -> None:
-        worker.stop(kill=True)
-        if not self._closing:
-            self._idle.append(_Worker(self._context, self._tasks.env))
-
-    _closing = False
-
     def close(self) -> None:
-        if not hasattr(self, "_tasks"):
-            return
         self._closing = True
-        self._tasks.close(self._kill)
-        for worker in self._idle:
-            worker.stop(kill=False)
+        if hasattr(self, "_tasks"):
+            self._tasks.close(self._retire)
+        for worker in list(self._workers):
+            worker.stop(kill=worker not in self._idle)
+        self._workers.clear()
         self._idle = []

@@ -27,12 +27,14 @@ def worker_env(env: BuildEnv) -> BuildEnv:
     return dataclasses.replace(env, data_root=env.data_root.resolve(), download=False)
 
 
-def build_in_worker(env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome], log_prefix: str = "") -> Outcome:
-    """Builds one artifact in a worker process, with the threads it was given; its log lines, after
-    ``log_prefix``, go to standard error."""
+def build_in_worker(
+    env: BuildEnv, artifact: Artifact, inputs: dict[str, Outcome], log_prefix: str = "", threads: int = 0
+) -> Outcome:
+    """Builds one artifact in a worker process, with ``threads`` torch threads (0: the CPUs its task reserved,
+    its data workers' included); its log lines, after ``log_prefix``, go to standard error."""
     import torch
 
-    torch.set_num_threads(max(1, int(artifact.needs.cpus)))
+    torch.set_num_threads(threads or max(1, int(artifact.needs.cpus)))
     env.runtime.apply_backend_flags()
     if env not in _BUILDERS:
         _BUILDERS[env] = Builder(env, log=lambda m: print(log_prefix + m, file=sys.stderr, flush=True))
