@@ -183,7 +183,8 @@ def run_suite(tmp_path, out, fault=""):
         "runpy.run_module('bench', run_name='__main__')"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, "run", str(suite), "--out", str(tmp_path / out)],
+        # in this process: the fault is injected here, and worker processes would import the code unpatched
+        [sys.executable, "-c", code, "run", str(suite), "--out", str(tmp_path / out), "--executor", "local"],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

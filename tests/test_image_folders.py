@@ -183,7 +183,9 @@ def test_the_fallback_runs_a_folder_suite_with_dali_uninstalled(cifar_folder, tm
         "runpy.run_module('bench', run_name='__main__')"
     )
     result = subprocess.run(
-        [sys.executable, "-c", hide_dali, "run", str(suite), "--data-root", str(root), "--out", str(tmp_path / "out")],
+        # in this process, where DALI is hidden (a worker process would import it)
+        [sys.executable, "-c", hide_dali, "run", str(suite), "--data-root", str(root), "--out", str(tmp_path / "out")]
+        + ["--executor", "local"],
         capture_output=True,
         text=True,
         cwd=REPO,
