@@ -6,7 +6,8 @@
 Trains ResNet-8 (batch 128, 32x32, the runtime's CPU default precision, eager) through the harness's own loop
 on CIFAR-10 images, read two ways:
 - arrays on the device (no workers): intra-op threads x inter-op threads, and two processes of 1 thread
-  training at the same time ("2 at once": their rates summed), as the processes executor builds two artifacts;
+  training at the same time, started together at a barrier ("2 at once": their rates summed), as the
+  processes executor builds two artifacts;
 - a JPEG folder written from the same images (``bench export``'s writer), decoded by DALI (if installed) and
   by torchvision's DataLoader: training threads x data workers (DALI threads or DataLoader processes).
 Each configuration runs once per round, the rounds alternate configurations, and the median train
@@ -32,9 +33,10 @@ FOLDER_CONFIGS = [(2, 2), (2, 1), (1, 1), (1, 2)]  # (training threads, data wor
 
 
 def _one_configuration(
-    kind: str, backend: str, threads: int, second: int, folder: str, data_root: str, steps: int
+    kind: str, backend: str, threads: int, second: int, folder: str, data_root: str, steps: int, start_together=None
 ) -> float:
-    """Train images/s of one configuration; run in a process of its own, which sets its thread counts first."""
+    """Train images/s of one configuration; run in a process of its own, which sets its thread counts first.
+    ``start_together``: a barrier the processes training at the same time wait at, ready, before training."""
     import torch
 
     torch.set_num_threads(threads)
@@ -57,29 +59,26 @@ def _one_configuration(
     torch.manual_seed(0)
     model = runtime.prepare(create_backbone("resnet8", data.num_classes, 3))
     epochs = max(2, -(-steps // len(loader)))
+    if start_together is not None:
+        start_together.wait()
     stats = train(model, loader, TrainRecipe(epochs=epochs, batch_size=128, lr=0.05), runtime)
     return stats.images / stats.train_s
 
 
 def measure(kind: str, backend: str, threads: int, second: int, folder: str, data_root: str, steps: int) -> float:
-    """One configuration in a fresh process: train images/s."""
-    from bench.measure.throughput import in_fresh_process
+    """One configuration in a fresh process: train images/s. For ``TOGETHER``, two fresh processes of one
+    training thread each, started together at a barrier (as two worker processes build two artifacts at
+    once): the sum of their train images/s."""
+    from bench.measure.throughput import in_fresh_process, in_fresh_processes_at_once
 
     try:
+        if backend == TOGETHER:
+            rates = in_fresh_processes_at_once(_one_configuration, 2, kind, "-", 1, 1, folder, data_root, steps)
+            return sum(rates)
         return in_fresh_process(_one_configuration, kind, backend, threads, second, folder, data_root, steps)
     except Exception as e:  # the child's traceback travels as the cause
         failure = "".join(traceback.format_exception(e.__cause__ or e))[-2000:]
         raise SystemExit(f"threads_benchmark: {kind}/{backend} {threads}+{second} failed:\n{failure}") from None
-
-
-def measure_together(threads: int, data_root: str, steps: int) -> float:
-    """Two fresh processes of ``threads`` training threads each, training at the same time (as two worker
-    processes build two artifacts at once): the sum of their train images/s."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pair:
-        rates = [pair.submit(measure, "arrays", "-", threads, 1, "", data_root, steps) for _ in range(2)]
-        return sum(rate.result() for rate in rates)
 
 
 def main() -> int:
@@ -114,10 +113,7 @@ def main() -> int:
             for config in configs:
                 kind, backend, threads, second = config
                 print(f"round {round_ + 1}/{args.repeats}: {kind} {backend} {threads}+{second}", file=sys.stderr)
-                if backend == TOGETHER:
-                    runs[config].append(measure_together(threads, data_root, args.steps))
-                else:
-                    runs[config].append(measure(kind, backend, threads, second, folder, data_root, args.steps))
+                runs[config].append(measure(kind, backend, threads, second, folder, data_root, args.steps))
     rows = [
         {
             "data": kind,

@@ -1,7 +1,6 @@
 """``bench datapath``: images/s of every data-path backend against the torchvision ``DataLoader`` pipeline."""
 
 import dataclasses
-import os
 from pathlib import Path
 
 from bench.commands.common import (
@@ -14,6 +13,7 @@ from bench.commands.common import (
     write_measurement,
 )
 from bench.errors import SuiteError
+from transfer_core.runtime import usable_cores
 
 NAME, ORDER = "datapath", 40
 HELP = "benchmark the data path: images/s of each backend against a torchvision DataLoader"
@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=len(os.sched_getaffinity(0)),
+        default=usable_cores(),
         help="DataLoader workers and DALI threads (default: cores)",
     )
     parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, from {', '.join(BACKENDS)}")

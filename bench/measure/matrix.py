@@ -16,7 +16,14 @@ from typing import Callable
 
 import torch
 
-from bench.measure.throughput import MEAN, STD, bare_loop_img_per_s, in_fresh_process, synthetic_split
+from bench.measure.throughput import (
+    MEAN,
+    STD,
+    bare_loop_img_per_s,
+    in_fresh_process,
+    in_fresh_processes_at_once,
+    synthetic_split,
+)
 from bench.text import number
 from transfer_core.backbones import create_backbone
 from transfer_core.data import Augmentation, DeviceArrayLoader
@@ -90,14 +97,7 @@ def _per_core_run(args: tuple, processes: int) -> dict:
     """``processes`` fresh processes of one thread each, running one row's round at the same time (each starts
     its steps once all are ready): their rates summed. The peak beside it is left out: a one-thread matmul rate
     is not the machine's peak."""
-    import multiprocessing
-    from concurrent.futures import ThreadPoolExecutor
-
-    manager = multiprocessing.get_context("spawn").Manager()
-    one_thread = (*args[:-1], 1, manager.Barrier(processes))
-    with manager, ThreadPoolExecutor(processes) as pool:
-        started = [pool.submit(in_fresh_process, _matrix_row_run, *one_thread) for _ in range(processes)]
-        runs = [run.result() for run in started]
+    runs = in_fresh_processes_at_once(_matrix_row_run, processes, *args[:-1], 1)
     return {
         **runs[0],
         "img_per_s": sum(run["img_per_s"] for run in runs),

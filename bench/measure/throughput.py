@@ -59,6 +59,26 @@ def in_fresh_process(measure: Callable, *args):
         return process.submit(measure, *args).result()
 
 
+def in_fresh_processes_at_once(measure: Callable, count: int, *args) -> list:
+    """``measure(*args, start_together)`` in ``count`` processes spawned for it, run at the same time (as the
+    processes executor's workers train), and what each returns. ``start_together`` is a barrier each waits at,
+    set up and ready, before its timed part, so none measures while another still imports or builds its model.
+    If one fails, the barrier is broken for the others and the first failure is raised."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    with multiprocessing.get_context("spawn").Manager() as manager, ThreadPoolExecutor(count) as pool:
+        start_together = manager.Barrier(count)
+        runs = [pool.submit(in_fresh_process, measure, *args, start_together) for _ in range(count)]
+        done, _ = wait(runs, return_when=FIRST_EXCEPTION)
+        first_failure = next((run.exception() for run in done if run.exception() is not None), None)
+        if first_failure is not None:
+            start_together.abort()  # the others raise BrokenBarrierError instead of waiting forever
+            wait(runs)
+            raise first_failure
+        return [run.result() for run in runs]
+
+
 def _optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 

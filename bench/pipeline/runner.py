@@ -58,6 +58,17 @@ POLL_S = 0.5  # how often a run waiting for another run's artifact looks again
 
 
 @dataclass
+class _Scheduling:
+    """Where one run's scheduling stands: what waits to start, what runs (with its claim), what is done."""
+
+    pending: list[Artifact]
+    running: dict[str, tuple[Artifact, object]] = field(default_factory=dict)  # key: (artifact, its claim)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)  # keys seen claimed by another run (logged once)
+    started: int = 0
+
+
+@dataclass
 class RunSummary:
     ran: int = 0
     shifted: int = 0  # shift evaluations run (each cell's models on one shifted test set)
@@ -359,58 +370,72 @@ class Runner:
     def _schedule(
         self, artifacts: list[Artifact], claims: Claims, recording: dict[str, list[Cell]], summary: RunSummary
     ) -> None:
-        pending, running, outcomes, waiting = list(artifacts), {}, {}, set()
-        started = 0
+        state = _Scheduling(pending=list(artifacts))
         try:
-            while pending or running:
-                claimed_elsewhere = False
-                rescan = True
-                while rescan:  # again after an artifact found built elsewhere: what waits on it may be ready now
-                    rescan = False
-                    for artifact in list(pending):
-                        if not all(dep in outcomes for dep in artifact.deps) or not self.executor.has_room(artifact):
-                            continue
-                        claim = claims.take(artifact)
-                        if claim is None:  # another run is building it: work on something else, come back later
-                            claimed_elsewhere = True
-                            if artifact.key not in waiting:
-                                waiting.add(artifact.key)
-                                self.log(
-                                    f"  {artifact.name}: claimed by another run; waiting for it ({artifact.key[:12]})"
-                                )
-                            continue
-                        pending.remove(artifact)
-                        found = claims.built(artifact)
-                        if found is not None:
-                            claim.release()
-                            outcomes[artifact.key] = found
-                            if isinstance(artifact, RECORDED):
-                                summary.elsewhere += len(recording[artifact.key])
-                                if not found.ok:
-                                    summary.failed += [c.cell_id for c in recording[artifact.key]]
-                                self.log(
-                                    f"  {artifact.name}: recorded by another run" + ("" if found.ok else ", not ok")
-                                )
-                            rescan = True
-                            continue
-                        started += 1
-                        self.log(f"[{started}] {artifact.kind} {artifact.name} ({artifact.key[:12]})")
-                        running[artifact.key] = (artifact, claim)
-                        self.executor.submit(artifact, {dep: outcomes[dep] for dep in artifact.deps})
-                if running:
+            while state.pending or state.running:
+                claimed_elsewhere = self._start_ready(state, claims, recording, summary)
+                if state.running:
                     for key, outcome in self.executor.wait(timeout=POLL_S if claimed_elsewhere else None):
-                        artifact, claim = running.pop(key)
-                        inputs = {dep: outcomes[dep] for dep in artifact.deps}
-                        outcomes[key] = outcome
+                        artifact, claim = state.running.pop(key)
+                        inputs = {dep: state.outcomes[dep] for dep in artifact.deps}
+                        state.outcomes[key] = outcome
                         try:
                             self._finished(artifact, inputs, outcome, recording, summary)
                         finally:
                             claim.release()
-                elif pending:
+                elif state.pending:
                     time.sleep(POLL_S)  # all that is ready is being built by other runs: wait for them
         finally:  # on an error, the claims still held go back at once, not when the process ends
-            for _, claim in running.values():
+            for _, claim in state.running.values():
                 claim.release()
+
+    def _start_ready(
+        self, state: _Scheduling, claims: Claims, recording: dict[str, list[Cell]], summary: RunSummary
+    ) -> bool:
+        """Start every pending artifact whose dependencies are done and that the executor has room for, in the
+        order given; True if one of them is being built by another run (to look again soon)."""
+        claimed_elsewhere, rescan = False, True
+        while rescan:  # again after an artifact found built elsewhere: what waits on it may be ready now
+            rescan = False
+            for artifact in list(state.pending):
+                if all(dep in state.outcomes for dep in artifact.deps) and self.executor.has_room(artifact):
+                    taken = self._start(artifact, state, claims, recording, summary)
+                    claimed_elsewhere |= taken == "claimed elsewhere"
+                    rescan |= taken == "built elsewhere"
+        return claimed_elsewhere
+
+    def _start(
+        self,
+        artifact: Artifact,
+        state: _Scheduling,
+        claims: Claims,
+        recording: dict[str, list[Cell]],
+        summary: RunSummary,
+    ) -> str:
+        """Claim ``artifact`` and submit it to the executor: "started", or "claimed elsewhere" (another run is
+        building it: work on something else, come back later), or "built elsewhere" (its outcome is taken)."""
+        claim = claims.take(artifact)
+        if claim is None:
+            if artifact.key not in state.waiting:
+                state.waiting.add(artifact.key)
+                self.log(f"  {artifact.name}: claimed by another run; waiting for it ({artifact.key[:12]})")
+            return "claimed elsewhere"
+        state.pending.remove(artifact)
+        found = claims.built(artifact)
+        if found is not None:
+            claim.release()
+            state.outcomes[artifact.key] = found
+            if isinstance(artifact, RECORDED):
+                summary.elsewhere += len(recording[artifact.key])
+                if not found.ok:
+                    summary.failed += [c.cell_id for c in recording[artifact.key]]
+                self.log(f"  {artifact.name}: recorded by another run" + ("" if found.ok else ", not ok"))
+            return "built elsewhere"
+        state.started += 1
+        self.log(f"[{state.started}] {artifact.kind} {artifact.name} ({artifact.key[:12]})")
+        state.running[artifact.key] = (artifact, claim)
+        self.executor.submit(artifact, {dep: state.outcomes[dep] for dep in artifact.deps})
+        return "started"
 
     def _finished(
         self,

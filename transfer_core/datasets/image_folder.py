@@ -76,6 +76,8 @@ def first_undecodable(
 
     from tqdm import tqdm
 
+    from ..runtime import usable_cores  # imported here: the runtime imports the datasets
+
     def verdict(path: str) -> tuple[Optional[tuple], Optional[str]]:
         try:
             stat = os.stat(path)
@@ -85,7 +87,7 @@ def first_undecodable(
         return version, None if version in known_good else decode_error(path)
 
     good = set()
-    with ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0)))) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         verdicts = pool.map(verdict, paths, chunksize=64)
         for path, (version, why) in zip(
             tqdm(paths, desc="decoding image files", unit="file", leave=False, disable=None), verdicts

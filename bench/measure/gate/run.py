@@ -41,6 +41,7 @@ from bench.measure.gate.worker import BENCHMARKS
 from bench.results import compare as compare_mod
 from bench.text import publish_summary
 from transfer_core.files import write_file
+from transfer_core.runtime import usable_cores
 
 HARNESS_ROOT = Path(__file__).resolve().parents[3]  # the tree whose code runs (bench/measure/gate/run.py): the head
 
@@ -99,7 +100,7 @@ def _device_name() -> str:
             ),
             "",
         )
-    return f"{model or 'CPU'} ({len(os.sched_getaffinity(0))} cores)"
+    return f"{model or 'CPU'} ({usable_cores()} cores)"
 
 
 def _suite_problem(side: Side, code: int) -> str:

@@ -26,20 +26,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from bench.pipeline.executors.base import Executor, register_executor
+from transfer_core.runtime import usable_cores
 
 if TYPE_CHECKING:
     from bench.pipeline.build import BuildEnv, Outcome
     from bench.pipeline.plan import Artifact
 
 STOP_WAIT_S = 10.0  # at close, how long an idle worker has to exit before it is killed
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, which a container or ``taskset`` narrows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _die_with(driver_pid: int) -> None:
