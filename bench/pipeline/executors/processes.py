@@ -3,15 +3,16 @@ threads (``--threads``, default 1), one worker per share of the cores (``--worke
 divided by the threads).
 
 Why: on a CPU a small network's convolutions do not keep every core busy from one process. ResNet-8 at batch 128
-on 2 Zen 4 cores trained at about 2,470 images/s on 2 threads in one process, and at 2,870 together as two
+on 2 Zen 4 cores trained at about 2,630 images/s on 2 threads in one process, and at 3,060 together as two
 processes of 1 thread each, training two models at once (``docs/runtime.md#threads-on-a-small-cpu-machine``).
 So ``--executor auto``, the default, uses this executor on a machine that runs on its CPU with 2 cores or more.
 
-A worker builds with one ``Builder``, so the datasets it loaded stay loaded between its artifacts; models
-pass between workers through the model cache, as under Ray. A worker that dies (killed, out of memory) fails
-the artifact it was building, with its exit status, and is replaced; a rerun builds that artifact again.
-An artifact past ``runtime.cell_timeout_s`` ends itself on time (the worker's own alarm); one stuck in native
-code past that has its worker killed and replaced.
+Workers start when artifacts are ready for them (a run that finds everything built starts none) and stay
+until the run ends. A worker builds with one ``Builder``, so the datasets it loaded stay loaded between its
+artifacts; models pass between workers through the model cache, as under Ray. A worker that dies (killed, out
+of memory) fails the artifact it was building, with its exit status, and a fresh one takes its place for the
+next artifact; a rerun builds the failed one again. An artifact past ``runtime.cell_timeout_s`` ends itself on
+time (the worker's own alarm); one stuck in native code past that has its worker killed.
 """
 
 from __future__ import annotations
@@ -155,7 +156,6 @@ class ProcessesExecutor(Executor):
         self._workers: set[_Worker] = set()  # every worker alive, idle or not: close() stops them all
         self._idle: list[_Worker] = []
         self._unsent: list[tuple[str, Outcome]] = []  # artifacts that could not be sent to a worker
-        self._closing = False
 
     def threads(self) -> int:
         return self.options.threads or 1
@@ -169,12 +169,15 @@ class ProcessesExecutor(Executor):
         self._tasks = RemoteTasks(env, self.log)
         # spawned, not forked: a fork would copy the driver's torch thread pools and locks mid-use
         self._context = multiprocessing.get_context("spawn")
-        for _ in range(self.worker_count()):
-            self._idle.append(self._new_worker())
         self.log(
-            f"processes: {len(self._idle)} worker(s) of {self.threads()} thread(s) each, "
-            f"on {usable_cores()} usable core(s)"
+            f"processes: up to {self.worker_count()} worker(s) of {self.threads()} thread(s) each, "
+            f"on {usable_cores()} usable core(s), started as artifacts become ready"
         )
+
+    def _worker(self) -> _Worker:
+        """An idle worker, or a new one: workers start only when there is work for them, so a run whose
+        artifacts are all built already starts none, and a chain of artifacts one."""
+        return self._idle.pop() if self._idle else self._new_worker()
 
     def _new_worker(self) -> _Worker:
         worker = _Worker(self._context, self._tasks.env, self.threads())
@@ -182,25 +185,23 @@ class ProcessesExecutor(Executor):
         return worker
 
     def _retire(self, worker: _Worker) -> None:
-        """Kills ``worker`` and, unless the executor is closing, starts a fresh one in its place."""
+        """Kills ``worker``; the next artifact starts a fresh one in its place."""
         worker.stop(kill=True)
         self._workers.discard(worker)
-        if not self._closing:
-            self._idle.append(self._new_worker())
 
     def has_room(self, artifact: Artifact) -> bool:
-        return bool(self._idle)
+        return bool(self._idle) or len(self._workers) < self.worker_count()
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
         from bench.pipeline.build import Outcome
 
-        worker = self._idle.pop()
+        worker = self._worker()
         try:
             try:
                 worker.connection.send((artifact, inputs))
             except OSError:  # it died while idle: a fresh one takes the artifact
                 self._retire(worker)
-                worker = self._idle.pop()
+                worker = self._worker()
                 worker.connection.send((artifact, inputs))
         except Exception as e:  # what cannot be pickled, or a fresh worker gone at once: nothing was sent
             self._idle.append(worker)
@@ -239,7 +240,6 @@ class ProcessesExecutor(Executor):
         return outcome
 
     def close(self) -> None:
-        self._closing = True
         if hasattr(self, "_tasks"):
             self._tasks.close(self._retire)
         for worker in list(self._workers):
