@@ -34,9 +34,7 @@ def test_worker_processes_give_the_local_executors_cells_and_numbers(tmp_path):
     assert len(started) == 2 and max(started) < first_built, messages
 
 
-def test_workers_start_only_for_work_a_chain_starts_one_and_a_rerun_with_everything_built_none(
-    tmp_path, monkeypatch
-):
+def test_workers_start_only_for_work_a_chain_starts_one_and_a_rerun_with_everything_built_none(tmp_path, monkeypatch):
     from bench.pipeline.executors.processes import ProcessesExecutor
 
     real_new_worker, started = ProcessesExecutor._new_worker, []
