@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.covariance import LedoitWolf  # imported with the module: its import is no estimate's time
 
 from .base import Estimator, EstimatorInputs, register_estimator
 
@@ -28,6 +27,14 @@ class HScore(Estimator):
     class Options:
         shrinkage: bool = True  # Ledoit-Wolf shrinkage of the covariance (Ibrahim et al. 2022); false: the original
 
+    def __init__(self, options: HScore.Options | None = None):
+        super().__init__(options)
+        # imported here, not with the module: only a run that estimates pays scikit-learn's import (about 1 s,
+        # in every worker process), and before the estimate's clock starts, so it is no estimate's time
+        from sklearn.covariance import LedoitWolf
+
+        self._ledoit_wolf = LedoitWolf
+
     def score(self, inputs: EstimatorInputs) -> float:
         f = inputs.features - inputs.features.mean(axis=0)
         labels, n = inputs.labels, len(inputs.labels)
@@ -36,7 +43,7 @@ class HScore(Estimator):
         counts = np.bincount(labels)[np.unique(labels)]
         between = (means.T * counts) @ means / (n - 1)
         if self.options.shrinkage:
-            fitted = LedoitWolf(assume_centered=False).fit(f)
+            fitted = self._ledoit_wolf(assume_centered=False).fit(f)
             covariance, between = fitted.covariance_, (1 - fitted.shrinkage_) * between
         else:
             covariance = np.cov(f, rowvar=False)
