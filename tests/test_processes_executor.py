@@ -23,7 +23,7 @@ def test_worker_processes_give_the_local_executors_cells_and_numbers(tmp_path):
     # one thread per artifact in both: float sums in the same order, so CPU results can be bitwise equal
     local, _, _ = run_with_executor(tmp_path / "local", suite, "local", data_root=tmp_path, threads=1)
     workers, _, messages = run_with_executor(tmp_path / "workers", suite, "processes", data_root=tmp_path, workers=2)
-    assert any("processes: up to 2 worker(s) of 1 thread(s) each" in m for m in messages)
+    assert any("processes: 2 worker(s) of 1 thread(s) each" in m for m in messages)
     assert len(workers.store.read()) == len(local.store.read()) == 3
     assert cell_numbers(workers.store.read()) == cell_numbers(local.store.read())
     assert {r["config_hash"] for r in workers.store.read()} == {r["config_hash"] for r in local.store.read()}
@@ -32,23 +32,6 @@ def test_worker_processes_give_the_local_executors_cells_and_numbers(tmp_path):
     started = [i for i, m in enumerate(messages) if m.startswith(("[1] ", "[2] "))]
     first_built = min(i for i, m in enumerate(messages) if ": built in " in m)
     assert len(started) == 2 and max(started) < first_built, messages
-
-
-def test_workers_start_only_for_work_a_chain_starts_one_and_a_rerun_with_everything_built_none(tmp_path, monkeypatch):
-    from bench.pipeline.executors.processes import ProcessesExecutor
-
-    real_new_worker, started = ProcessesExecutor._new_worker, []
-
-    def counted(self):
-        started.append(real_new_worker(self))
-        return started[-1]
-
-    monkeypatch.setattr(ProcessesExecutor, "_new_worker", counted)
-    chain = parse_suite(tiny_suite(strategies={"linear_probe": {}}))  # the source model, its probe, the evaluation
-    _, summary, _ = run_with_executor(tmp_path, chain, "processes", data_root=tmp_path, workers=2)
-    assert summary.ran == 1 and len(started) == 1
-    _, summary, _ = run_with_executor(tmp_path, chain, "processes", data_root=tmp_path, workers=2)
-    assert summary.ran == 0 and len(started) == 1  # nothing to build: no worker started
 
 
 def test_a_worker_trains_on_its_one_thread_whatever_data_workers_its_artifact_reserves(tmp_path):
@@ -180,8 +163,7 @@ def test_a_start_that_fails_halfway_stops_the_workers_it_started_and_says_why(tm
 
     monkeypatch.setattr(ProcessesExecutor, "_new_worker", second_fails)
     executor = create_executor("processes", lambda m: None, workers=2)
-    two_at_once = tiny_suite(strategies={"scratch": {"epochs": 1}}, seeds=[0, 1])  # the second needs a new worker
-    runner, cells = make_runner(tmp_path, two_at_once, executor=executor)
+    runner, cells = make_runner(tmp_path, tiny_suite(strategies={"scratch": {"epochs": 1}}), executor=executor)
     with pytest.raises(OSError, match="Too many open files"):
         runner.run(cells)
     executor.close()  # as the command line's runner does, after the error: nothing raised here hides it

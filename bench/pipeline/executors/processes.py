@@ -7,12 +7,11 @@ on 2 Zen 4 cores trained at about 2,630 images/s on 2 threads in one process, an
 processes of 1 thread each, training two models at once (``docs/runtime.md#threads-on-a-small-cpu-machine``).
 So ``--executor auto``, the default, uses this executor on a machine that runs on its CPU with 2 cores or more.
 
-Workers start when artifacts are ready for them (a run that finds everything built starts none) and stay
-until the run ends. A worker builds with one ``Builder``, so the datasets it loaded stay loaded between its
-artifacts; models pass between workers through the model cache, as under Ray. A worker that dies (killed, out
-of memory) fails the artifact it was building, with its exit status, and a fresh one takes its place for the
-next artifact; a rerun builds the failed one again. An artifact past ``runtime.cell_timeout_s`` ends itself on
-time (the worker's own alarm); one stuck in native code past that has its worker killed.
+A worker builds with one ``Builder``, so the datasets it loaded stay loaded between its artifacts; models
+pass between workers through the model cache, as under Ray. A worker that dies (killed, out of memory) fails
+the artifact it was building, with its exit status, and is replaced; a rerun builds that artifact again.
+An artifact past ``runtime.cell_timeout_s`` ends itself on time (the worker's own alarm); one stuck in native
+code past that has its worker killed and replaced.
 """
 
 from __future__ import annotations
@@ -90,12 +89,16 @@ class _Worker:
         """Whether it sent something, or its pipe closed."""
         return self.connection.poll()
 
+    def ask_to_stop(self) -> None:
+        """Tells an idle worker to exit once it reads this; its exit (the interpreter's teardown) takes a moment."""
+        try:
+            self.connection.send(None)
+        except OSError:  # already gone
+            pass
+
     def stop(self, kill: bool) -> None:
+        """Waits up to ``STOP_WAIT_S`` for a worker asked to stop to exit, or kills it at once."""
         if not kill:
-            try:
-                self.connection.send(None)
-            except OSError:  # already gone
-                pass
             self.process.join(STOP_WAIT_S)
         if self.process.is_alive():
             self.process.kill()
@@ -156,6 +159,7 @@ class ProcessesExecutor(Executor):
         self._workers: set[_Worker] = set()  # every worker alive, idle or not: close() stops them all
         self._idle: list[_Worker] = []
         self._unsent: list[tuple[str, Outcome]] = []  # artifacts that could not be sent to a worker
+        self._closing = False
 
     def threads(self) -> int:
         return self.options.threads or 1
@@ -169,15 +173,12 @@ class ProcessesExecutor(Executor):
         self._tasks = RemoteTasks(env, self.log)
         # spawned, not forked: a fork would copy the driver's torch thread pools and locks mid-use
         self._context = multiprocessing.get_context("spawn")
+        for _ in range(self.worker_count()):
+            self._idle.append(self._new_worker())
         self.log(
-            f"processes: up to {self.worker_count()} worker(s) of {self.threads()} thread(s) each, "
-            f"on {usable_cores()} usable core(s), started as artifacts become ready"
+            f"processes: {len(self._idle)} worker(s) of {self.threads()} thread(s) each, "
+            f"on {usable_cores()} usable core(s)"
         )
-
-    def _worker(self) -> _Worker:
-        """An idle worker, or a new one: workers start only when there is work for them, so a run whose
-        artifacts are all built already starts none, and a chain of artifacts one."""
-        return self._idle.pop() if self._idle else self._new_worker()
 
     def _new_worker(self) -> _Worker:
         worker = _Worker(self._context, self._tasks.env, self.threads())
@@ -185,23 +186,25 @@ class ProcessesExecutor(Executor):
         return worker
 
     def _retire(self, worker: _Worker) -> None:
-        """Kills ``worker``; the next artifact starts a fresh one in its place."""
+        """Kills ``worker`` and, unless the executor is closing, starts a fresh one in its place."""
         worker.stop(kill=True)
         self._workers.discard(worker)
+        if not self._closing:
+            self._idle.append(self._new_worker())
 
     def has_room(self, artifact: Artifact) -> bool:
-        return bool(self._idle) or len(self._workers) < self.worker_count()
+        return bool(self._idle)
 
     def submit(self, artifact: Artifact, inputs: dict[str, Outcome]) -> None:
         from bench.pipeline.build import Outcome
 
-        worker = self._worker()
+        worker = self._idle.pop()
         try:
             try:
                 worker.connection.send((artifact, inputs))
             except OSError:  # it died while idle: a fresh one takes the artifact
                 self._retire(worker)
-                worker = self._worker()
+                worker = self._idle.pop()
                 worker.connection.send((artifact, inputs))
         except Exception as e:  # what cannot be pickled, or a fresh worker gone at once: nothing was sent
             self._idle.append(worker)
@@ -240,8 +243,11 @@ class ProcessesExecutor(Executor):
         return outcome
 
     def close(self) -> None:
+        self._closing = True
         if hasattr(self, "_tasks"):
             self._tasks.close(self._retire)
+        for worker in self._idle:
+            worker.ask_to_stop()  # all at once: they exit side by side, not one after the other
         for worker in list(self._workers):
             worker.stop(kill=worker not in self._idle)
         self._workers.clear()
