@@ -18,15 +18,15 @@ def _first_fails_the_rest_wait(flag: str, start_together) -> int:
     try:
         fd = os.open(flag, os.O_CREAT | os.O_EXCL)  # exactly one process gets to create it
     except FileExistsError:
-        start_together.wait()  # never passes: the first process is gone before it gets here
+        start_together.wait()  # never passes on its own: the other process never waits here
         return os.getpid()
     os.close(fd)
     raise ValueError("this process fails before its timed part")
 
 
 def _within(seconds: float, call):
-    """``call()``'s result or exception, or None if it has not returned in ``seconds`` (a hang fails the test
-    instead of stalling the suite)."""
+    """``call()``'s result or exception, or None if it has not returned in ``seconds`` (shorter than the
+    barrier's own 90 s limit, which then frees the processes, so a hang fails the test and the suite ends)."""
     outcome = {}
 
     def run():
@@ -42,7 +42,7 @@ def _within(seconds: float, call):
 
 
 def test_processes_wait_for_each_other_and_each_returns_its_result():
-    outcome = _within(120, lambda: in_fresh_processes_at_once(_pid_once_all_ready, 2))
+    outcome = _within(60, lambda: in_fresh_processes_at_once(_pid_once_all_ready, 2, timeout_s=90))
     assert outcome is not None, "the processes did not all reach the barrier"
     pids = outcome["result"]
     assert len(pids) == 2 and len(set(pids)) == 2 and os.getpid() not in pids
@@ -50,7 +50,7 @@ def test_processes_wait_for_each_other_and_each_returns_its_result():
 
 def test_one_process_failing_breaks_the_barrier_for_the_others(tmp_path: Path):
     flag = str(tmp_path / "first")
-    outcome = _within(120, lambda: in_fresh_processes_at_once(_first_fails_the_rest_wait, 2, flag))
+    outcome = _within(30, lambda: in_fresh_processes_at_once(_first_fails_the_rest_wait, 2, flag, timeout_s=90))
     assert outcome is not None, "a process still waits for one that failed"
     with pytest.raises(ValueError, match="fails before its timed part"):
         raise outcome["error"]

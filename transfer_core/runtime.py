@@ -201,14 +201,6 @@ class Runtime:
 _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, which a container or ``taskset`` narrows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def forget_compiled() -> None:
     """Drops every compiled wrapper. A wrapper holds its model, so an entry here would keep the model alive
     for the process's life: whoever is done with its models (the builder, after each artifact) calls this.

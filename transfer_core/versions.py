@@ -72,7 +72,7 @@ def code_versions(
     for name in strategies:
         versions[f"strategy/{name}"] = STRATEGIES.get(name).version
     for name in estimators:
-        from .estimators import ESTIMATORS  # here: they import scikit-learn, which a plan without estimates skips
+        from .estimators import ESTIMATORS  # here: a plan without estimates need not load them
 
         versions[f"estimator/{name}"] = ESTIMATORS.get(name).version
     return dict(sorted(versions.items()))

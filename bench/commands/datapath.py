@@ -13,7 +13,7 @@ from bench.commands.common import (
     write_measurement,
 )
 from bench.errors import SuiteError
-from transfer_core.runtime import usable_cores
+from transfer_core.cores import usable_cores
 
 NAME, ORDER = "datapath", 40
 HELP = "benchmark the data path: images/s of each backend against a torchvision DataLoader"

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -59,21 +59,27 @@ def in_fresh_process(measure: Callable, *args):
         return process.submit(measure, *args).result()
 
 
-def in_fresh_processes_at_once(measure: Callable, count: int, *args) -> list:
+def in_fresh_processes_at_once(measure: Callable, count: int, *args, timeout_s: Optional[float] = None) -> list:
     """``measure(*args, start_together)`` in ``count`` processes spawned for it, run at the same time (as the
     processes executor's workers train), and what each returns. ``start_together`` is a barrier each waits at,
-    set up and ready, before its timed part, so none measures while another still imports or builds its model.
-    If one fails, the barrier is broken for the others and the first failure is raised."""
+    set up and ready, before its timed part, so none measures while another still imports or builds its model;
+    a wait longer than ``timeout_s`` (None: no limit) breaks it. If a process fails, or this one is interrupted,
+    the barrier is broken for the others (they raise BrokenBarrierError instead of waiting forever) and the
+    failure is raised (one of them, where several failed at once)."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     with multiprocessing.get_context("spawn").Manager() as manager, ThreadPoolExecutor(count) as pool:
-        start_together = manager.Barrier(count)
+        start_together = manager.Barrier(count, timeout=timeout_s)
         runs = [pool.submit(in_fresh_process, measure, *args, start_together) for _ in range(count)]
-        done, _ = wait(runs, return_when=FIRST_EXCEPTION)
+        try:
+            done, _ = wait(runs, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: the processes still waiting must not keep this one from exiting
+            start_together.abort()
+            raise
         first_failure = next((run.exception() for run in done if run.exception() is not None), None)
         if first_failure is not None:
-            start_together.abort()  # the others raise BrokenBarrierError instead of waiting forever
+            start_together.abort()
             wait(runs)
             raise first_failure
         return [run.result() for run in runs]

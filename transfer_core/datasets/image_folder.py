@@ -10,6 +10,7 @@ from typing import Literal, Optional, Sequence
 import torch
 
 from ..checks import check_range
+from ..cores import usable_cores
 from .base import (
     DATASETS,
     BadImageError,
@@ -75,8 +76,6 @@ def first_undecodable(
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
-
-    from ..runtime import usable_cores  # imported here: the runtime imports the datasets
 
     def verdict(path: str) -> tuple[Optional[tuple], Optional[str]]:
         try:

@@ -40,8 +40,8 @@ from bench.measure.gate.verdicts import (
 from bench.measure.gate.worker import BENCHMARKS
 from bench.results import compare as compare_mod
 from bench.text import publish_summary
+from transfer_core.cores import usable_cores
 from transfer_core.files import write_file
-from transfer_core.runtime import usable_cores
 
 HARNESS_ROOT = Path(__file__).resolve().parents[3]  # the tree whose code runs (bench/measure/gate/run.py): the head
 

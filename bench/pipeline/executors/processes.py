@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from bench.pipeline.executors.base import Executor, register_executor
-from transfer_core.runtime import usable_cores
+from transfer_core.cores import usable_cores
 
 if TYPE_CHECKING:
     from bench.pipeline.build import BuildEnv, Outcome
