@@ -146,6 +146,33 @@ def test_auto_picks_worker_processes_where_a_run_has_cpu_cores_to_share(
     assert automatic_executor(device, threads, torchrun) == expected
 
 
+def test_auto_builds_a_run_of_few_models_in_this_process_and_one_of_many_in_workers(tmp_path):
+    from conftest import plan_of
+
+    from bench.pipeline.executors import create_executor
+    from bench.pipeline.executors.auto import MIN_MODELS_FOR_WORKERS, models_to_build
+    from bench.pipeline.executors.local import LocalExecutor
+    from bench.pipeline.executors.processes import ProcessesExecutor
+
+    few = parse_suite(tiny_suite(strategies={"linear_probe": {}, "full_finetune": {"epochs": 1}}))
+    runner, _, messages = run_with_executor(tmp_path / "few", few, "auto", data_root=tmp_path)
+    assert any("auto: 3 model(s) to build" in m for m in messages), messages  # a source, a probe, a fine-tune
+    assert not any(m.startswith(("processes:", "(worker pid=")) for m in messages)
+    assert all("(1 thread)" not in r["provenance"]["device_name"] for r in runner.store.read())  # this process's
+    # given --workers, workers whatever the run's size
+    _, _, messages = run_with_executor(tmp_path / "asked", few, "auto", data_root=tmp_path, workers=2)
+    assert any(m.startswith("processes: 2 worker(s)") for m in messages), messages
+
+    many = tiny_suite(seeds=[0, 1])  # 2 sources, and scratch, probe, fine-tune and alpha-mix for each seed
+    plan = plan_of(tmp_path / "many", many)
+    assert models_to_build(list(plan.artifacts.values())) == 10 >= MIN_MODELS_FOR_WORKERS
+    chooser = create_executor("auto", lambda m: None)
+    chooser.will_build(list(plan.artifacts.values()))
+    assert isinstance(chooser.chosen, ProcessesExecutor) and not chooser.one_at_a_time
+    chooser.will_build(list(plan_of(tmp_path / "few-plan", few).artifacts.values()))
+    assert isinstance(chooser.chosen, LocalExecutor) and chooser.one_at_a_time
+
+
 def test_a_start_that_fails_halfway_stops_the_workers_it_started_and_says_why(tmp_path, monkeypatch):
     from conftest import make_runner
 

@@ -35,7 +35,8 @@ def add_runner_arguments(parser) -> None:
     parser.add_argument(
         "--executor",
         default="auto",
-        help="auto (default): processes on a machine that runs on its CPU with 2 cores or more, else local; "
+        help="auto (default): processes on a machine that runs on its CPU with 2 cores or more for a run of 8 "
+        "models or more, else local; "
         "local: in this process; processes: worker processes on this machine, several artifacts at once; "
         "ray: Ray tasks on this machine's GPUs and cores, or a cluster's; submitit: SLURM jobs (or local processes)",
     )
@@ -93,7 +94,8 @@ def chosen_executor_options(args) -> dict:
 def automatic_executor(device: str, threads, torchrun: bool) -> str:
     """What ``--executor auto`` picks: worker processes where the suite runs on the CPU and they get 2 cores or
     more between them (a small network trains faster per core as one process per core than as one process on
-    every core: docs/runtime.md#threads-on-a-small-cpu-machine); else this process (a GPU, torchrun's ranks)."""
+    every core: docs/runtime.md#threads-on-a-small-cpu-machine), which the auto executor uses for runs of enough
+    models (``bench/pipeline/executors/auto.py``); else this process (a GPU, torchrun's ranks)."""
     import torch
 
     from bench.pipeline.executors.processes import usable_cores
@@ -166,12 +168,14 @@ def suite_runner(args, suite):
 
     shard = distributed.launched_shard()
     if args.executor == "auto":
-        args.executor = automatic_executor(args.device or suite.runtime.device, args.threads, shard.world > 1)
-        if args.executor == "local" and options.pop("workers", None) is not None:
+        picked = automatic_executor(args.device or suite.runtime.device, args.threads, shard.world > 1)
+        if picked == "local" and options.pop("workers", None) is not None:
             raise SuiteError(
                 "--workers: --executor auto builds in this process here (a GPU, torchrun's ranks, or one core "
                 "per --threads); use --executor processes for worker processes"
             )
+        # where it would use workers, the auto executor still builds a run of few models in this process
+        args.executor = "auto" if picked == "processes" else "local"
     if shard.world > 1:  # under torchrun: the ranks build each artifact together, in this process each
         if args.executor != "local":
             raise SuiteError(

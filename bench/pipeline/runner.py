@@ -354,11 +354,12 @@ class Runner:
             return summary
         check_shared_cache(self.cache.root, self.shard)
         try:
-            self.executor.start(self.env, self._data)  # inside: an executor that fails to start is closed too
             recording: dict[str, list[Cell]] = {}  # evaluation key -> the cells whose records it writes in this run
             for cell, evaluation in todo:
                 recording.setdefault(evaluation.key, []).append(cell)
             order = plan.closure(recording)
+            self.executor.will_build(order)
+            self.executor.start(self.env, self._data)  # inside: an executor that fails to start is closed too
             if not self.executor.one_at_a_time:
                 order = plan.most_awaited_first(order)
             self._schedule(order, claims, recording, summary)

@@ -52,6 +52,10 @@ class Executor:
         """CPU threads each artifact runs with: what a scheduler reserves for it."""
         return self.options.threads or 1
 
+    def will_build(self, artifacts: list[Artifact]) -> None:
+        """Called once before ``start`` with every artifact the run will offer (``--executor auto`` chooses by
+        them)."""
+
     def start(self, env: BuildEnv, data: dict) -> None:
         """Called once before the first ``submit``; ``data`` holds the datasets the driver already prepared."""
 
