@@ -167,10 +167,16 @@ def test_auto_builds_a_run_of_few_models_in_this_process_and_one_of_many_in_work
     plan = plan_of(tmp_path / "many", many)
     assert models_to_build(list(plan.artifacts.values())) == 10 >= MIN_MODELS_FOR_WORKERS
     chooser = create_executor("auto", lambda m: None)
-    chooser.will_build(list(plan.artifacts.values()))
-    assert isinstance(chooser.chosen, ProcessesExecutor) and not chooser.one_at_a_time
-    chooser.will_build(list(plan_of(tmp_path / "few-plan", few).artifacts.values()))
-    assert isinstance(chooser.chosen, LocalExecutor) and chooser.one_at_a_time
+    for artifacts, chosen in [(plan, ProcessesExecutor), (plan_of(tmp_path / "few-plan", few), LocalExecutor)] * 2:
+        chooser.will_build(list(artifacts.artifacts.values()))  # chosen afresh each time, either way
+        assert isinstance(chooser.chosen, chosen) and chooser.one_at_a_time == (chosen is LocalExecutor)
+    chooser.close()
+
+    # models already in the cache are found, not built: rerunning the many cells' evaluations builds none
+    run_with_executor(tmp_path / "many", parse_suite(many), "local", data_root=tmp_path)
+    (tmp_path / "many" / "out" / "records.jsonl").unlink()
+    _, summary, messages = run_with_executor(tmp_path / "many", parse_suite(many), "auto", data_root=tmp_path)
+    assert summary.ran > 0 and any("auto: 0 model(s) to build" in m for m in messages), messages
 
 
 def test_a_start_that_fails_halfway_stops_the_workers_it_started_and_says_why(tmp_path, monkeypatch):

@@ -358,7 +358,10 @@ class Runner:
             for cell, evaluation in todo:
                 recording.setdefault(evaluation.key, []).append(cell)
             order = plan.closure(recording)
-            self.executor.will_build(order)
+            # what is cached is found, not built: the executor hears of the rest
+            self.executor.will_build(
+                [a for a in order if isinstance(a, RECORDED) or not self.cache.has(a.cache_folder, a.key)]
+            )
             self.executor.start(self.env, self._data)  # inside: an executor that fails to start is closed too
             if not self.executor.one_at_a_time:
                 order = plan.most_awaited_first(order)
